@@ -1,0 +1,29 @@
+# tlkit — `make demo` trains on the bundled demo data, `make test` runs the tests.
+# Both create .venv and install everything themselves on a fresh machine.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+RUNS   ?= runs
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Offline demo: a 500-image Fashion-MNIST subset (examples/fashion-mnist-mini).
+demo: $(STAMP)
+	$(BIN)/tlkit train --data examples/fashion-mnist-mini --base mobilenet_v2 --weights none \
+		--image-size 96 --head dense256 --epochs 8 --batch-size 32 --output $(RUNS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,107 @@
+"""Built-in classification heads: the recipe's ``dense256``, ``linear`` and ``mlp``.
+
+Heads are Keras functional code on the frozen base's feature map.  Keras is
+imported inside the builders so that listing heads never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import tlkit
+from tlkit import Param
+
+_POOLINGS = ("avg", "max", "flatten")
+
+
+def _pool(features, pooling: str):
+    from keras import layers
+
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name="head_pool")(features)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name="head_pool")(features)
+    return layers.Flatten(name="head_flatten")(features)
+
+
+def _softmax(x, num_classes: int):
+    from keras import layers
+
+    # float32 output keeps the softmax numerically safe under mixed precision.
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+
+
+def build_dense256(features, num_classes: int, *, units: int, dropout: float):
+    """Flatten → Dropout → Dense(relu) → Dropout → Dense(softmax): the classic recipe."""
+    from keras import layers
+
+    x = layers.Flatten(name="head_flatten")(features)
+    x = layers.Dropout(dropout, name="head_dropout_1")(x)
+    x = layers.Dense(units, activation="relu", name="head_dense")(x)
+    x = layers.Dropout(dropout, name="head_dropout_2")(x)
+    return _softmax(x, num_classes)
+
+
+def build_linear(features, num_classes: int, *, dropout: float):
+    """Global average pooling → Dropout → Dense(softmax): a linear probe."""
+    from keras import layers
+
+    x = layers.GlobalAveragePooling2D(name="head_pool")(features)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    return _softmax(x, num_classes)
+
+
+def build_mlp(
+    features, num_classes: int, *, units: tuple[int, ...], dropout: float, pooling: str,
+    activation: str, batchnorm: bool,
+):
+    """Pooling → (Dense → [BatchNorm] → Dropout) per hidden layer → Dense(softmax)."""
+    from keras import layers
+
+    x = _pool(features, pooling)
+    for i, width in enumerate(units, start=1):
+        x = layers.Dense(width, activation=activation, name=f"head_dense_{i}")(x)
+        if batchnorm:
+            x = layers.BatchNormalization(name=f"head_bn_{i}")(x)
+        if dropout > 0:
+            x = layers.Dropout(dropout, name=f"head_dropout_{i}")(x)
+    return _softmax(x, num_classes)
+
+
+_DROPOUT_HELP = "dropout rate"
+
+HEADS = (
+    tlkit.HeadSpec(
+        name="dense256",
+        build=build_dense256,
+        description="Flatten → Dropout(0.5) → Dense(256, relu) → Dropout(0.5) → softmax (the classic recipe)",
+        params=(
+            Param("units", 256, "width of the hidden Dense layer", min=1),
+            Param("dropout", 0.5, _DROPOUT_HELP + " before and after the hidden layer", min=0.0, max=0.99),
+        ),
+    ),
+    tlkit.HeadSpec(
+        name="linear",
+        build=build_linear,
+        description="GlobalAveragePooling → Dropout → softmax (a linear probe; smallest and fastest)",
+        params=(Param("dropout", 0.2, _DROPOUT_HELP + " before the classifier", min=0.0, max=0.99),),
+    ),
+    tlkit.HeadSpec(
+        name="mlp",
+        build=build_mlp,
+        description="Pooling → configurable hidden Dense layers with dropout → softmax",
+        params=(
+            Param("units", (256,), "hidden layer widths, comma-separated (e.g. 512,256)", kind="ints", min=1),
+            Param("dropout", 0.3, _DROPOUT_HELP + " after each hidden layer", min=0.0, max=0.99),
+            Param("pooling", "avg", "how the feature map becomes a vector", choices=_POOLINGS),
+            Param("activation", "relu", "activation of the hidden layers",
+                  choices=("relu", "gelu", "swish", "elu", "tanh")),
+            Param("batchnorm", False, "BatchNormalization after each hidden Dense"),
+        ),
+    ),
+)
+
+
+@tlkit.hookimpl
+def register_heads(register):
+    for spec in HEADS:
+        register(spec)

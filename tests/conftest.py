@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny generated image folders and throw-away plugin distributions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+BIN = Path(sys.executable).parent
+TLKIT = str(BIN / "tlkit")
+
+
+def write_images(folder: Path, n: int, color: tuple[int, int, int], size: int = 24, seed: int = 0) -> None:
+    """``n`` noisy PNGs around ``color`` (so classes are learnable but not identical)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        noise = rng.integers(-30, 30, size=(size, size, 3))
+        pixels = np.clip(np.array(color) + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img_{i:03d}.png")
+
+
+CLASS_COLORS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fox": (40, 40, 200)}
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    """data/{train,val}/{cat,dog,fox}/*.png — 8 train and 3 val images per class."""
+    root = tmp_path / "data"
+    for k, (name, color) in enumerate(CLASS_COLORS.items()):
+        write_images(root / "train" / name, 8, color, seed=k)
+        write_images(root / "val" / name, 3, color, seed=10 + k)
+    return root
+
+
+def snapshot(folder: Path) -> dict[str, float]:
+    """Every file under ``folder`` with its mtime: to prove nothing was written there."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime for p in sorted(folder.rglob("*"))}
+
+
+def make_plugin_dist(root: Path, dist: str, version: str, modules: dict[str, str],
+                     entry_points: dict[str, str]) -> Path:
+    """An installed-looking plugin distribution under ``root`` (put ``root`` on sys.path/PYTHONPATH)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, source in modules.items():
+        (root / f"{name}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = ["[tlkit]"] + [f"{name} = {target}" for name, target in entry_points.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def run_tlkit(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+              timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed ``tlkit`` console script."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([TLKIT, *args], capture_output=True, text=True, env=full_env, cwd=cwd,
+                          timeout=timeout)

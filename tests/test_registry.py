@@ -1,0 +1,167 @@
+"""The plugin registry: entry points, broken plugins, duplicates, TLKIT_PLUGINS, no TensorFlow on listing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from conftest import make_plugin_dist, run_tlkit
+from tlkit.errors import TlkitError
+from tlkit.registry import Registry
+
+GOOD = '''
+import tlkit
+
+@tlkit.hookimpl
+def register_heads(register):
+    register(tlkit.HeadSpec(name="gap_dense512", build=build, description="GAP → Dense(512) → softmax",
+                            params=(tlkit.Param("units", 512, "width"),)))
+
+def build(features, num_classes, *, units):
+    from keras import layers
+    x = layers.GlobalAveragePooling2D()(features)
+    x = layers.Dense(units, activation="relu")(x)
+    return layers.Dense(num_classes, activation="softmax")(x)
+'''
+BROKEN = "raise RuntimeError('this plugin is broken on purpose')\n"
+DUPLICATE = '''
+import tlkit
+
+@tlkit.hookimpl
+def register_heads(register):
+    register(tlkit.HeadSpec(name="dense256", build=lambda f, n: None, description="a clash"))
+    register(tlkit.HeadSpec(name="dup_only_here", build=lambda f, n: None, description="fine"))
+'''
+RAISES_IN_HOOK = '''
+import tlkit
+
+@tlkit.hookimpl
+def register_bases(register):
+    raise ValueError("hook exploded")
+'''
+
+
+@pytest.fixture
+def third_party(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "site"
+    make_plugin_dist(root, "tlkit-good", "1.2.3", {"tlkit_good": GOOD}, {"good": "tlkit_good"})
+    make_plugin_dist(root, "tlkit-broken", "0.1", {"tlkit_broken": BROKEN}, {"broken": "tlkit_broken"})
+    make_plugin_dist(root, "tlkit-dup", "2.0", {"tlkit_dup": DUPLICATE}, {"dup": "tlkit_dup"})
+    make_plugin_dist(root, "tlkit-hookfail", "0.2", {"tlkit_hookfail": RAISES_IN_HOOK},
+                     {"hookfail": "tlkit_hookfail"})
+    monkeypatch.syspath_prepend(str(root))
+    return root
+
+
+def _entry_points(root: Path) -> list[metadata.EntryPoint]:
+    builtin = [ep for ep in metadata.distribution("tlkit").entry_points if ep.group == "tlkit"]
+    extra = [ep for d in metadata.distributions(path=[str(root)]) for ep in d.entry_points
+             if ep.group == "tlkit"]
+    return builtin + extra
+
+
+def test_builtins_are_found_through_entry_points():
+    registry = Registry()
+    builtin = {p.name: p for p in registry.plugins if p.builtin}
+    assert set(builtin) == {"builtin_bases", "builtin_heads", "builtin_augmentations"}
+    for info in builtin.values():
+        assert info.distribution == "tlkit" and info.version and not info.errors
+    assert {"dense256", "linear", "mlp"} <= set(registry.heads)
+    assert registry.heads["dense256"].plugin == "builtin_heads"
+    assert "register_heads" in builtin["builtin_heads"].hooks
+    assert "head:dense256" in builtin["builtin_heads"].registered
+
+
+def test_third_party_plugins_broken_and_duplicate(third_party):
+    registry = Registry(entry_points=_entry_points(third_party), env={})
+    plugins = {p.name: p for p in registry.plugins}
+    # the good plugin works and is attributed to its distribution and version
+    assert registry.heads["gap_dense512"].plugin == "good"
+    assert plugins["good"].distribution == "tlkit-good" and plugins["good"].version == "1.2.3"
+    assert plugins["good"].registered == ["head:gap_dense512"]
+    # the broken one is listed with its error, the rest keep working
+    assert "broken on purpose" in plugins["broken"].errors[0]
+    assert "bases" and len(registry.bases) >= 21
+    # a duplicate name is an error naming both plugins; the built-in stays in use
+    message = plugins["dup"].errors[0]
+    assert "builtin_heads (tlkit" in message and "dup (tlkit-dup 2.0)" in message
+    assert registry.heads["dense256"].plugin == "builtin_heads"
+    assert registry.heads["dup_only_here"].plugin == "dup"
+    assert any("dense256" in e for e in plugins["builtin_heads"].errors)
+    # a hook that raises is recorded against its plugin only
+    assert "hook exploded" in plugins["hookfail"].errors[0]
+
+
+def test_tlkit_plugins_env_restricts_third_party(third_party):
+    eps = _entry_points(third_party)
+    only_good = Registry(entry_points=eps, env={"TLKIT_PLUGINS": "good"})
+    assert {p.name for p in only_good.plugins if not p.builtin} == {"good"}
+    by_dist = Registry(entry_points=eps, env={"TLKIT_PLUGINS": "tlkit-dup"})
+    assert {p.name for p in by_dist.plugins if not p.builtin} == {"dup"}
+    builtins_only = Registry(entry_points=eps, env={"TLKIT_PLUGINS": ""})
+    assert all(p.builtin for p in builtins_only.plugins)
+    assert "gap_dense512" not in builtins_only.heads and "dense256" in builtins_only.heads
+
+
+def test_unknown_name_suggests_closest():
+    registry = Registry()
+    with pytest.raises(TlkitError, match="did you mean 'resnet50'"):
+        registry.base("resnet5")
+    with pytest.raises(TlkitError, match="did you mean 'flip_horizontal'"):
+        registry.augmentation("flip_horizontl")
+
+
+def test_register_wrong_type_is_a_plugin_error(tmp_path, monkeypatch):
+    root = make_plugin_dist(tmp_path / "s", "tlkit-wrong", "1", {"tlkit_wrong": '''
+import tlkit
+@tlkit.hookimpl
+def register_heads(register):
+    register("not a spec")
+'''}, {"wrong": "tlkit_wrong"})
+    monkeypatch.syspath_prepend(str(root))
+    registry = Registry(entry_points=_entry_points(root), env={})
+    assert "takes a tlkit.HeadSpec" in registry.plugin("wrong").errors[0]
+
+
+def test_cli_with_real_entry_points_and_a_broken_plugin(third_party):
+    env = {"PYTHONPATH": str(third_party)}
+    help_run = run_tlkit("--help", env=env)
+    assert help_run.returncode == 0 and "train" in help_run.stdout
+    listing = run_tlkit("plugins", "--json", env=env)
+    assert listing.returncode == 0, listing.stderr
+    plugins = {p["name"]: p for p in json.loads(listing.stdout)}
+    assert "broken on purpose" in plugins["broken"]["errors"][0]
+    assert plugins["good"]["registered"] == ["head:gap_dense512"]
+    heads = run_tlkit("list-heads", "--json", env=env)
+    assert "gap_dense512" in {h["name"] for h in json.loads(heads.stdout)}
+    restricted = run_tlkit("list-heads", "--json", env={**env, "TLKIT_PLUGINS": ""})
+    assert "gap_dense512" not in {h["name"] for h in json.loads(restricted.stdout)}
+
+
+def test_listing_does_not_import_tensorflow_and_is_fast():
+    code = (
+        "import sys, time\n"
+        "from tlkit.cli import app\n"
+        "from typer.testing import CliRunner\n"
+        "r = CliRunner()\n"
+        "for cmd in ('list-bases', 'list-heads', 'list-augmentations', 'plugins', 'info'):\n"
+        "    args = [cmd, 'resnet50'] if cmd == 'info' else [cmd]\n"
+        "    res = r.invoke(app, args)\n"
+        "    assert res.exit_code == 0, res.output\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+    started = time.perf_counter()
+    listing = run_tlkit("list-bases")
+    elapsed = time.perf_counter() - started
+    assert listing.returncode == 0 and "resnet50" in listing.stdout
+    assert elapsed < 3.0  # ~0.3 s here; generous for a loaded CI machine

@@ -1,0 +1,46 @@
+"""tlkit — transfer learning for image classification on TensorFlow/Keras.
+
+Importing ``tlkit`` is cheap: TensorFlow is imported only when a model is
+built or trained.  Public names::
+
+    tlkit.train(...), tlkit.build_model(...)      # the Python API
+    tlkit.hookimpl                                # for plugin authors
+    tlkit.BaseSpec, tlkit.HeadSpec, tlkit.AugmentationSpec, tlkit.Param
+    tlkit.TlkitError
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as _metadata
+
+from tlkit.errors import TlkitError
+from tlkit.hookspecs import hookimpl
+from tlkit.specs import AugmentationSpec, BaseSpec, HeadSpec, Param
+
+try:
+    __version__ = _metadata.version("tlkit")
+except _metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0+unknown"
+
+_API = {"build_model", "train", "TrainConfig", "TrainResult", "list_specs"}
+
+
+def __getattr__(name: str):
+    # The API is imported on first use so that `import tlkit` stays light.
+    if name in _API:
+        from tlkit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'tlkit' has no attribute {name!r}")
+
+
+__all__ = [
+    "AugmentationSpec",
+    "BaseSpec",
+    "HeadSpec",
+    "Param",
+    "TlkitError",
+    "hookimpl",
+    "__version__",
+    *sorted(_API),
+]

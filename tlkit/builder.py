@@ -1,0 +1,133 @@
+"""Assemble ``raw pixels → augmentation → base preprocessing → frozen base → head`` into one model.
+
+The result is a plain functional ``keras.Model`` made only of standard,
+serializable layers, so ``model.keras`` loads with ``keras.saving.load_model``
+in a Python that has never heard of tlkit, and it takes raw 0–255 RGB pixels:
+a user can never feed it the wrong preprocessing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlkit.errors import TlkitError
+from tlkit.specs import AugmentationSpec, BaseSpec, HeadSpec
+
+WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5")
+
+
+@dataclass(frozen=True)
+class AugmentationChoice:
+    """An augmentation spec with its resolved parameters."""
+
+    spec: AugmentationSpec
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def keras_cache_dir() -> Path:
+    """Where Keras keeps downloaded weights (``$KERAS_HOME/models``, default ``~/.keras/models``)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models"
+
+
+def _offline_message(base: BaseSpec, reason: str) -> str:
+    cache = keras_cache_dir()
+    return (
+        f"could not get ImageNet weights for base {base.name!r} ({reason}). "
+        f"To proceed: on a machine with internet run "
+        f"`tlkit train --base {base.name} --weights imagenet ...` (or build the Keras model once) "
+        f"and copy {base.weights_file or 'the weight file'} into {cache}/ here; "
+        f"or pass --weights PATH to a local .weights.h5/.h5 file; "
+        f"or use --weights none to start from random weights"
+    )
+
+
+def build_base(base: BaseSpec, image_size: int, weights: str | None):
+    """Build the headless base with ``weights``: ``"imagenet"``, ``None`` or a file path."""
+    input_shape = (image_size, image_size, 3)
+    if weights is None or weights == "none":
+        return base.build(input_shape, None)
+    if weights == "imagenet":
+        try:
+            return base.build(input_shape, "imagenet")
+        except TlkitError:
+            raise
+        except Exception as exc:  # Keras raises a bare Exception on download failure
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if len(reason) > 160:
+                reason = reason[:157] + "..."
+            raise TlkitError(_offline_message(base, reason)) from exc
+    return _build_with_weight_file(base, input_shape, Path(weights))
+
+
+def _build_with_weight_file(base: BaseSpec, input_shape: tuple[int, int, int], path: Path):
+    if not path.is_file():
+        raise TlkitError(
+            f"weights file {str(path)!r} does not exist; pass an existing .weights.h5/.h5 file, "
+            f"'imagenet' or 'none' to --weights"
+        )
+    if not path.name.endswith(WEIGHT_FILE_SUFFIXES):
+        raise TlkitError(
+            f"weights file {str(path)!r} is not a Keras weights file (.weights.h5 or .h5)"
+        )
+    model = base.build(input_shape, None)
+    try:
+        model.load_weights(str(path))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TlkitError(
+            f"weights file {str(path)!r} does not fit base {base.name!r}: {first}"
+        ) from exc
+    return model
+
+
+def build_model(
+    base: BaseSpec,
+    head: HeadSpec,
+    num_classes: int,
+    *,
+    image_size: int | None = None,
+    weights: str | None = None,
+    head_params: dict[str, Any] | None = None,
+    augmentations: list[AugmentationChoice] | tuple[AugmentationChoice, ...] = (),
+    seed: int = 0,
+):
+    """Return the end-to-end ``keras.Model`` with the base frozen.
+
+    ``head_params`` must already be resolved (every declared parameter
+    present); :func:`tlkit.api.build_model` does that from user input.
+    """
+    import keras
+
+    if num_classes < 2:
+        raise TlkitError(f"a classifier needs at least 2 classes, got {num_classes}")
+    size = image_size or base.default_size
+    base.check_size(size, weights)
+
+    inputs = keras.Input(shape=(size, size, 3), dtype="float32", name="image")
+    x = inputs
+    for i, choice in enumerate(augmentations):
+        layer = choice.spec.build(seed + i, **choice.params)
+        x = layer(x)
+    for layer in base.preprocess():
+        layer.trainable = False
+        x = layer(x)
+
+    backbone = build_base(base, size, weights)
+    backbone.trainable = False
+    # training=False keeps BatchNorm in inference mode even if the base is
+    # later unfrozen for fine-tuning.
+    features = backbone(x, training=False)
+    outputs = head.build(features, num_classes, **(head_params or {}))
+    return keras.Model(inputs, outputs, name=f"tlkit_{base.name}_{head.name}")
+
+
+def base_layer(model):
+    """The nested base (backbone) model inside an end-to-end tlkit model."""
+    import keras
+
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return max(nested, key=lambda m: m.count_params()) if nested else None

@@ -1,0 +1,103 @@
+"""Keras callbacks tlkit adds to every fit: live rich progress and the history file.
+
+This module imports Keras at the top; import it only once training starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from tlkit.rundir import write_text
+from tlkit.training import rows_to_csv
+
+
+def _fmt(logs: dict[str, Any], prefix: str = "") -> str:
+    parts = []
+    for key in ("loss", "accuracy"):
+        value = logs.get(prefix + key)
+        if value is not None:
+            parts.append(f"{prefix}{key} {float(value):.4f}")
+    return "  ".join(parts)
+
+
+class RichProgress(keras.callbacks.Callback):
+    """One progress bar per epoch: batches done, ETA, live loss and accuracy.
+
+    Finished epochs stay on screen as one line each with train and validation metrics.
+    """
+
+    def __init__(self, console: Console, steps: int, epochs: int, stage: str = "head") -> None:
+        super().__init__()
+        self.console = console
+        self.steps = steps
+        self.epochs = epochs
+        self.stage = stage
+        self._progress: Progress | None = None
+        self._task = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._progress = Progress(
+            TextColumn(f"[bold]epoch {epoch + 1}/{self.epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("batches"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=self.console,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=self.steps, metrics="")
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=batch + 1, metrics=_fmt(logs or {}))
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, metrics="validating…")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        logs = logs or {}
+        self.console.print(
+            f"epoch {epoch + 1:>3}/{self.epochs}  {_fmt(logs)}  [bold]{_fmt(logs, 'val_')}[/bold]",
+            highlight=False,
+        )
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Rewrites ``history.csv`` atomically after every epoch, so a crash keeps the epochs done."""
+
+    def __init__(self, path: Path, stage: str = "head") -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.stage = stage
+        self.rows: list[dict[str, Any]] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        row: dict[str, Any] = {"epoch": epoch + 1, "stage": self.stage}
+        row.update({key: float(value) for key, value in (logs or {}).items()})
+        self.rows.append(row)
+        write_text(self.path, rows_to_csv(self.rows))

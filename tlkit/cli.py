@@ -1,0 +1,321 @@
+"""The ``tlkit`` command: a thin Typer layer that parses options, calls the API and renders with rich."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tlkit.errors import TlkitError
+
+app = typer.Typer(
+    name="tlkit",
+    help="Transfer learning for image classification: pick a pretrained base and a head, "
+    "point at a folder of images, get a trained, evaluated classifier.",
+    epilog="Example: tlkit train --data data --base resnet50 --head dense256 --epochs 10",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state = {"debug": False}
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]Error:[/bold red] {message}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handles_errors(func: Callable) -> Callable:
+    """Turn exceptions into one clear line and a non-zero exit (``--debug``: full traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except TlkitError as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            _fail(str(exc).replace("[", "\\["), exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("Interrupted.")
+            raise typer.Exit(130)
+        except Exception as exc:  # an unexpected bug: still no raw traceback by default
+            if _state["debug"]:
+                traceback.print_exc()
+            _fail(
+                f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                "(rerun with --debug for the traceback, and please report it)".replace("[", "\\[")
+            )
+
+    return wrapper
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from tlkit import __version__
+
+        out.print(f"tlkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Show the version and exit."),
+) -> None:
+    _state["debug"] = debug
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# -- listing -----------------------------------------------------------------
+
+
+def _params_text(params) -> str:
+    return ", ".join(f"{p.name}={_fmt_value(p.default)}" for p in params) or "—"
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _base_row(spec) -> dict[str, Any]:
+    from tlkit.builder import keras_cache_dir
+
+    cached = bool(spec.weights_file) and (keras_cache_dir() / spec.weights_file).is_file()
+    return {
+        "name": spec.name, "family": spec.family, "default_size": spec.default_size,
+        "min_size": spec.min_size, "weights_sizes": list(spec.weights_sizes), "params": spec.params,
+        "preprocessing": spec.preprocessing, "feature_shape": spec.feature_shape,
+        "weights_file": spec.weights_file, "imagenet_weights_cached": cached,
+        "description": spec.description, "plugin": spec.plugin,
+    }
+
+
+def _choice_row(spec) -> dict[str, Any]:
+    return {
+        "name": spec.name, "description": spec.description, "plugin": spec.plugin,
+        "params": [{"name": p.name, "kind": p.kind, "default": p.default, "help": p.help,
+                    "choices": list(p.choices)} for p in spec.params],
+    }
+
+
+@app.command("list-bases", epilog="Example: tlkit list-bases --json")
+@handles_errors
+def list_bases(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List the base models (pretrained backbones) you can pass to --base."""
+    from tlkit.api import list_specs
+
+    rows = [_base_row(s) for s in list_specs("base")]
+    if as_json:
+        return _print_json(rows)
+    table = Table(title=f"{len(rows)} bases", title_justify="left")
+    for column in ("name", "size", "params", "preprocessing", "ImageNet weights", "plugin"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["name"], str(r["default_size"]), f"{r['params'] / 1e6:.1f}M",
+            r["preprocessing"].split(":")[0],
+            "cached" if r["imagenet_weights_cached"] else "not cached", r["plugin"],
+        )
+    out.print(table)
+    out.print("Details: tlkit info NAME.  ImageNet weights are downloaded on first use (--weights imagenet).")
+
+
+@app.command("list-heads", epilog="Example: tlkit list-heads --json")
+@handles_errors
+def list_heads(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List the classification heads you can pass to --head (parameters via --head-param)."""
+    from tlkit.api import list_specs
+
+    specs = list_specs("head")
+    if as_json:
+        return _print_json([_choice_row(s) for s in specs])
+    table = Table(title=f"{len(specs)} heads", title_justify="left")
+    for column in ("name", "parameters (defaults)", "description", "plugin"):
+        table.add_column(column, overflow="fold")
+    for s in specs:
+        table.add_row(s.name, _params_text(s.params), s.description, s.plugin)
+    out.print(table)
+
+
+@app.command("list-augmentations", epilog="Example: tlkit list-augmentations --json")
+@handles_errors
+def list_augmentations(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List the augmentations you can pass to --aug NAME[:key=value,...]."""
+    from tlkit.api import list_specs
+
+    specs = list_specs("augmentation")
+    if as_json:
+        return _print_json([_choice_row(s) for s in specs])
+    table = Table(title=f"{len(specs)} augmentations (active only while training)", title_justify="left")
+    for column in ("name", "parameters (defaults)", "description", "plugin"):
+        table.add_column(column, overflow="fold")
+    for s in specs:
+        table.add_row(s.name, _params_text(s.params), s.description, s.plugin)
+    out.print(table)
+
+
+@app.command("plugins", epilog="Example: tlkit plugins --json   (and TLKIT_PLUGINS= tlkit plugins for built-ins only)")
+@handles_errors
+def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List loaded plugins: version, hooks, what each registered, and load errors.
+
+    TLKIT_PLUGINS=name1,name2 restricts which third-party plugins load (empty: built-ins only).
+    """
+    from tlkit.registry import get_registry
+
+    infos = get_registry().plugins
+    if as_json:
+        return _print_json([p.as_dict() for p in infos])
+    table = Table(title=f"{len(infos)} plugins", title_justify="left")
+    for column in ("plugin", "distribution", "hooks", "registered", "status"):
+        table.add_column(column, overflow="fold")
+    for p in infos:
+        status = "[red]" + "; ".join(p.errors).replace("[", "\\[") + "[/red]" if p.errors else "ok"
+        table.add_row(
+            p.name + (" (built-in)" if p.builtin else ""), f"{p.distribution} {p.version}",
+            ", ".join(p.hooks) or "—", ", ".join(r.split(":", 1)[1] for r in p.registered) or "—", status,
+        )
+    out.print(table)
+
+
+@app.command("info", epilog="Example: tlkit info mobilenet_v2")
+@handles_errors
+def info(
+    name: str = typer.Argument(..., help="A base, head or augmentation name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Show everything about one base, head or augmentation."""
+    from tlkit.registry import get_registry
+    from tlkit.suggest import closest
+
+    registry = get_registry()
+    found = registry.find(name)
+    if not found:
+        every = [n for specs in registry.specs.values() for n in specs]
+        raise TlkitError(f"no base, head or augmentation is called {name!r}{closest(name, every)}")
+    rows = [{"kind": kind, **(_base_row(spec) if kind == "base" else _choice_row(spec))} for kind, spec in found]
+    if as_json:
+        return _print_json(rows)
+    for row in rows:
+        table = Table(title=f"{row['kind']} {row['name']}", show_header=False, title_justify="left")
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        for key, value in row.items():
+            if key in ("kind", "name"):
+                continue
+            if key == "params" and isinstance(value, list):
+                value = "\n".join(
+                    f"{p['name']} = {_fmt_value(p['default'])} ({p['kind']}) {p['help']}" for p in value
+                ) or "—"
+            table.add_row(key, _fmt_value(value) if not isinstance(value, str) else value)
+        out.print(table)
+
+
+# -- training ----------------------------------------------------------------
+
+
+@app.command(
+    "train",
+    epilog="Example: tlkit train --data data --base mobilenet_v2 --head mlp --head-param units=512,256 "
+    "--aug flip_horizontal --aug rotation:factor=0.1 --epochs 10 --weights imagenet",
+)
+@handles_errors
+def train(
+    data: Optional[Path] = typer.Option(None, "--data", help="Folder with train/ (and val/), one sub-folder per class. [default: data]"),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model (tlkit list-bases). [default: resnet50]"),
+    head: Optional[str] = typer.Option(None, "--head", help="Head (tlkit list-heads). [default: dense256]"),
+    head_param: Optional[List[str]] = typer.Option(None, "--head-param", help="Head parameter KEY=VALUE (repeatable)."),
+    aug: Optional[List[str]] = typer.Option(None, "--aug", help="Augmentation NAME[:key=value,...] (repeatable; tlkit list-augmentations)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs. [default: 10]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size. [default: 32]"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam, sgd, rmsprop or adamw. [default: adam]"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate. [default: 0.001]"),
+    loss: Optional[str] = typer.Option(None, "--loss", help="categorical_crossentropy or mean_squared_error. [default: categorical_crossentropy]"),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input size in pixels (images are resized). [default: the base's]"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="imagenet, none, or a .weights.h5/.h5 file. [default: imagenet]"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (data order, split, initialisation). [default: 0]"),
+    val_split: Optional[float] = typer.Option(None, "--val-split", help="Fraction of train/ held out when there is no val/. [default: 0.2]"),
+    skip_bad_images: Optional[bool] = typer.Option(None, "--skip-bad-images/--stop-on-bad-images", help="Skip unreadable images instead of stopping. [default: stop]"),
+    output: Optional[Path] = typer.Option(None, "--output", help="Where run directories are created. [default: runs]"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any of these options (flags override it), e.g. a run's config.toml."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved configuration as TOML and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; print only the run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr)."),
+) -> None:
+    """Train a classifier: frozen pretrained base + a new head, on DATA/train, validated on DATA/val."""
+    from tlkit import api
+    from tlkit.config import load_config_file, to_toml
+    from tlkit.specs import parse_assignments
+
+    base_config = load_config_file(config) if config else None
+    overrides: dict[str, Any] = {
+        "data": str(data) if data else None, "base": base, "head": head, "epochs": epochs,
+        "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "loss": loss,
+        "image_size": image_size, "weights": weights, "seed": seed, "val_split": val_split,
+        "skip_bad_images": skip_bad_images, "output": str(output) if output else None,
+        "augmentations": list(aug) if aug else None,
+    }
+    if head_param:
+        params: dict[str, Any] = dict(base_config.head_params) if base_config and (head is None or head == base_config.head) else {}
+        for text in head_param:
+            params.update(parse_assignments(text, "--head-param"))
+        overrides["head_params"] = params
+    elif base_config and head is not None and head != base_config.head:
+        overrides["head_params"] = {}  # the config's params belong to another head
+    if print_config:
+        out.print(to_toml(api.resolve_config(base_config, **overrides)), markup=False, end="")
+        return
+
+    console = Console(stderr=True, quiet=quiet, highlight=False) if (as_json or quiet) else err
+    result = api.train(base_config, console=console, verbose=not quiet, **overrides)
+    if as_json:
+        return _print_json(result.as_dict())
+    if quiet:
+        sys.stdout.write(f"{result.run_dir}\n")
+        return
+    _print_summary(result)
+
+
+def _print_summary(result) -> None:
+    m = result.metrics
+    table = Table(title="Training finished", show_header=False, title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("")
+    if m.get("best_val_accuracy") is not None:
+        table.add_row("best val accuracy", f"{m['best_val_accuracy']:.4f} (epoch {m['best_epoch']} of {m['epochs_run']})")
+    if m.get("best_val_loss") is not None:
+        table.add_row("val loss at best epoch", f"{m['best_val_loss']:.4f}")
+    table.add_row("final train accuracy", f"{m['final'].get('accuracy', float('nan')):.4f}")
+    table.add_row("training time", f"{m['train_time_s']:.1f} s")
+    table.add_row("images", f"{m['num_train']} train / {m['num_val']} val, {m['num_classes']} classes")
+    table.add_row("run directory", str(result.run_dir))
+    table.add_row("model", str(result.model_path))
+    table.add_row("plots", ", ".join(str(p) for p in result.plots))
+    out.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app()

@@ -1,0 +1,74 @@
+"""The pluggy hook specifications: the contract between tlkit and its plugins.
+
+Every docstring here is the reference for plugin authors.  A plugin is a
+Python module registered under the ``tlkit`` entry-point group::
+
+    [project.entry-points.tlkit]
+    my_plugin = "my_plugin"
+
+and implements any of these hooks with ``@tlkit.hookimpl``.  Hooks are called
+once per process, when the registry is first used.  A plugin module must not
+import TensorFlow or Keras at import time (import them inside the ``build``
+functions instead), so that listing plugins stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("tlkit")
+hookimpl = pluggy.HookimplMarker("tlkit")
+
+
+@hookspec
+def register_bases(register: Callable) -> None:
+    """Register pretrained base models (backbones).
+
+    Call ``register(tlkit.BaseSpec(...))`` once per base.  Fields:
+
+    - ``name``: what users type after ``--base`` (lowercase, unique across plugins).
+    - ``build(input_shape, weights)``: returns a headless ``keras.Model``
+      (no classifier, no pooling) taking a ``(h, w, 3)`` preprocessed image
+      and returning its feature map.  ``weights`` is ``"imagenet"`` or None;
+      loading a user's weight file is done by tlkit afterwards.
+    - ``preprocess()``: returns a list of standard, serializable Keras layers
+      mapping raw RGB pixels in 0–255 to the base's expected input (empty if
+      the base preprocesses itself).  No ``Lambda`` layers: the saved model
+      must load with plain ``keras.saving.load_model``.
+    - ``description``, ``family``, ``default_size``, ``min_size``,
+      ``weights_sizes`` (sizes that have ImageNet weights; empty means any),
+      ``params`` (parameter count), ``preprocessing`` (a human description),
+      ``weights_file`` (the ImageNet weight file name in Keras's cache).
+
+    Registering a name that another plugin already registered is an error
+    reported against both plugins; the first registration stays usable.
+    """
+
+
+@hookspec
+def register_heads(register: Callable) -> None:
+    """Register classification heads.
+
+    Call ``register(tlkit.HeadSpec(name, build, description, params))``.
+    ``build(features, num_classes, **params)`` receives the frozen base's
+    output (a ``(batch, h, w, c)`` Keras tensor) and returns a softmax output
+    tensor of shape ``(batch, num_classes)``, built with standard Keras layers.
+    ``params`` is a tuple of ``tlkit.Param`` declaring the parameters users can
+    set with ``--head-param name=value``; tlkit parses and checks them and
+    passes every declared parameter (defaults filled in) as a keyword argument.
+    """
+
+
+@hookspec
+def register_augmentations(register: Callable) -> None:
+    """Register training-time image augmentations.
+
+    Call ``register(tlkit.AugmentationSpec(name, build, description, params))``.
+    ``build(seed, **params)`` returns one Keras layer (typically a
+    ``keras.layers.Random*`` preprocessing layer, or a ``keras.Sequential`` of
+    them) that maps a float batch of 0–255 RGB pixels ``(batch, h, w, 3)`` to a
+    batch of the same shape and dtype, and is the identity when called with
+    ``training=False``.  Users select it with ``--aug name:key=value,...``.
+    """

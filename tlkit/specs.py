@@ -1,0 +1,275 @@
+"""Plugin specs: cheap, frozen metadata plus a lazy builder.
+
+A spec never imports TensorFlow or Keras itself; only calling its ``build``
+function does.  That keeps ``tlkit list-bases`` and friends fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from tlkit.errors import TlkitError
+
+_PARAM_KINDS = ("int", "float", "str", "bool", "ints", "floats")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One user-settable parameter of a head or augmentation.
+
+    ``kind`` is one of ``int``, ``float``, ``str``, ``bool``, ``ints`` or
+    ``floats`` (the last two are comma-separated lists on the command line,
+    e.g. ``units=512,256``).  ``choices`` restricts ``str`` values.
+    """
+
+    name: str
+    default: Any
+    help: str = ""
+    kind: str = ""
+    choices: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", _infer_kind(self.default))
+        if self.kind not in _PARAM_KINDS:
+            raise ValueError(f"Param {self.name!r}: unknown kind {self.kind!r}")
+
+    def parse(self, text: str) -> Any:
+        """Convert a command-line string into a checked value of this parameter."""
+        try:
+            if self.kind == "int":
+                value: Any = int(text)
+            elif self.kind == "float":
+                value = float(text)
+            elif self.kind == "bool":
+                lowered = text.strip().lower()
+                if lowered not in {"true", "false", "1", "0", "yes", "no"}:
+                    raise ValueError(text)
+                value = lowered in {"true", "1", "yes"}
+            elif self.kind == "ints":
+                value = tuple(int(part) for part in text.split(",") if part.strip())
+            elif self.kind == "floats":
+                value = tuple(float(part) for part in text.split(",") if part.strip())
+            else:
+                value = text
+        except ValueError:
+            raise TlkitError(
+                f"parameter {self.name}={text!r} is not a valid {self.kind}"
+            ) from None
+        return self.check(value)
+
+    def check(self, value: Any) -> Any:
+        """Validate an already-typed value (e.g. one read from a config file)."""
+        if self.kind in ("ints", "floats"):
+            if isinstance(value, (int, float)):
+                value = (value,)
+            if not isinstance(value, (list, tuple)) or not value:
+                raise TlkitError(f"parameter {self.name} needs a non-empty list of numbers")
+            cast = int if self.kind == "ints" else float
+            value = tuple(cast(item) for item in value)
+            items = value
+        elif self.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+            items = (value,)
+        else:
+            expected = {"int": int, "float": float, "str": str, "bool": bool}[self.kind]
+            if not isinstance(value, expected) or (
+                expected is int and isinstance(value, bool)
+            ):
+                raise TlkitError(f"parameter {self.name}={value!r} is not a valid {self.kind}")
+            items = (value,)
+        if self.choices and value not in self.choices:
+            raise TlkitError(
+                f"parameter {self.name}={value!r} must be one of: {', '.join(self.choices)}"
+            )
+        for item in items:
+            if self.min is not None and item < self.min:
+                raise TlkitError(f"parameter {self.name}={item!r} must be >= {self.min}")
+            if self.max is not None and item > self.max:
+                raise TlkitError(f"parameter {self.name}={item!r} must be <= {self.max}")
+        return value
+
+
+def _infer_kind(default: Any) -> str:
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    if isinstance(default, (tuple, list)):
+        return "floats" if any(isinstance(v, float) for v in default) else "ints"
+    return "str"
+
+
+def resolve_params(what: str, declared: tuple[Param, ...], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge user-given parameters over the declared defaults, checking each.
+
+    ``what`` names the owner in error messages (e.g. ``"head 'mlp'"``).
+    String values are parsed (they come from the command line); typed values
+    (from a TOML config or the Python API) are checked as they are.
+    """
+    by_name = {p.name: p for p in declared}
+    resolved = {p.name: p.default for p in declared}
+    for key, raw in given.items():
+        if key not in by_name:
+            from tlkit.suggest import closest
+
+            known = ", ".join(by_name) or "none"
+            raise TlkitError(
+                f"{what} has no parameter {key!r}{closest(key, by_name)} (its parameters: {known})"
+            )
+        param = by_name[key]
+        try:
+            if isinstance(raw, str) and param.kind != "str":
+                resolved[key] = param.parse(raw)
+            else:
+                resolved[key] = param.check(raw)
+        except TlkitError as exc:
+            raise TlkitError(f"{what}: {exc}") from None
+    return resolved
+
+
+def parse_assignments(text: str, what: str) -> dict[str, str]:
+    """Parse ``k=v,k2=v2`` (a value may itself hold commas: ``units=512,256``)."""
+    result: dict[str, str] = {}
+    last = None
+    for part in text.split(","):
+        if "=" in part:
+            key, _, value = part.partition("=")
+            key = key.strip()
+            if not key:
+                raise TlkitError(f"{what}: empty parameter name in {text!r}; expected key=value")
+            result[key] = value.strip()
+            last = key
+        elif last is not None and part.strip():
+            result[last] += "," + part.strip()
+        elif part.strip():
+            raise TlkitError(f"{what}: {part.strip()!r} is not key=value (in {text!r})")
+    return result
+
+
+def parse_choice(text: str, what: str) -> tuple[str, dict[str, str]]:
+    """Parse ``name`` or ``name:k=v,...`` (the ``--aug`` syntax)."""
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not name:
+        raise TlkitError(f"{what}: missing name in {text!r}; expected NAME[:key=value,...]")
+    return name, parse_assignments(rest, f"{what} {name!r}") if rest else {}
+
+
+def format_choice(name: str, params: Mapping[str, Any]) -> str:
+    """The inverse of :func:`parse_choice` for resolved parameters."""
+    if not params:
+        return name
+    parts = []
+    for key, value in params.items():
+        if isinstance(value, (tuple, list)):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        parts.append(f"{key}={value}")
+    return f"{name}:{','.join(parts)}"
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """A pretrained backbone (``include_top=False``) that tlkit can freeze and train a head on.
+
+    ``build(input_shape, weights)`` returns a headless ``keras.Model`` whose
+    input is the *preprocessed* image; ``weights`` is ``"imagenet"`` or None.
+    ``preprocess()`` returns the standard, serializable Keras layers that map
+    raw 0–255 RGB pixels to what the base expects (an empty list when the base
+    preprocesses inside itself).  Both import Keras lazily.
+    """
+
+    name: str
+    build: Callable[..., Any]
+    preprocess: Callable[[], list[Any]]
+    description: str
+    family: str = ""
+    default_size: int = 224
+    min_size: int = 32
+    weights_sizes: tuple[int, ...] = ()
+    params: int = 0
+    preprocessing: str = ""
+    weights_file: str = ""
+    feature_shape: str = ""
+    plugin: str = ""
+
+    def check_size(self, size: int, weights: str | None) -> None:
+        """Refuse input sizes the base cannot take (or has no ImageNet weights for)."""
+        if size < self.min_size:
+            raise TlkitError(
+                f"base {self.name!r} needs images of at least {self.min_size} px "
+                f"(got --image-size {size}); default is {self.default_size}"
+            )
+        if weights == "imagenet" and self.weights_sizes and size not in self.weights_sizes:
+            sizes = ", ".join(str(s) for s in self.weights_sizes)
+            raise TlkitError(
+                f"base {self.name!r} has ImageNet weights only for input sizes {sizes} "
+                f"(got --image-size {size}); pick one of those or use --weights none"
+            )
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A classification head put on top of the frozen base.
+
+    ``build(features, num_classes, **params)`` receives the base's output
+    tensor (a spatial feature map, shape ``(batch, h, w, c)``) and returns the
+    softmax output tensor, using Keras functional code and standard layers.
+    """
+
+    name: str
+    build: Callable[..., Any]
+    description: str
+    params: tuple[Param, ...] = ()
+    plugin: str = ""
+
+
+@dataclass(frozen=True)
+class AugmentationSpec:
+    """A random image augmentation, active only while training.
+
+    ``build(seed, **params)`` returns one Keras layer (a preprocessing layer or
+    a ``keras.Sequential`` of them) that maps a float batch of 0–255 pixels to
+    a batch of the same shape, and is the identity when ``training=False``.
+    """
+
+    name: str
+    build: Callable[..., Any]
+    description: str
+    params: tuple[Param, ...] = ()
+    plugin: str = ""
+
+
+Spec = BaseSpec | HeadSpec | AugmentationSpec
+
+
+def with_plugin(spec: Spec, plugin: str) -> Spec:
+    """Return a copy of ``spec`` stamped with the plugin that registered it."""
+    return dataclasses.replace(spec, plugin=plugin)
+
+
+def param_defaults(params: tuple[Param, ...]) -> dict[str, Any]:
+    """``{name: default}`` for a tuple of params."""
+    return {p.name: p.default for p in params}
+
+
+__all__ = [
+    "AugmentationSpec",
+    "format_choice",
+    "parse_assignments",
+    "parse_choice",
+    "BaseSpec",
+    "HeadSpec",
+    "Param",
+    "param_defaults",
+    "resolve_params",
+    "with_plugin",
+]
