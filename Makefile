@@ -19,8 +19,8 @@ install: $(STAMP)
 
 # Offline demo: a 500-image Fashion-MNIST subset (examples/fashion-mnist-mini).
 demo: $(STAMP)
-	$(BIN)/tlkit train --data examples/fashion-mnist-mini --base mobilenet_v2 --weights none \
-		--image-size 96 --head dense256 --epochs 8 --batch-size 32 --output $(RUNS)
+	$(BIN)/tlkit train --data examples/fashion-mnist-mini --base vgg16 --weights none \
+		--image-size 64 --head dense256 --epochs 10 --batch-size 32 --seed 0 --output $(RUNS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -95,7 +95,11 @@ def _params_text(params) -> str:
 def _fmt_value(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return ",".join(str(v) for v in value)
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int) and value >= 10_000:
+        return f"{value:,}"
+    return str(value)
 
 
 def _base_row(spec) -> dict[str, Any]:
@@ -129,7 +133,8 @@ def list_bases(as_json: bool = typer.Option(False, "--json", help="Print JSON fo
     if as_json:
         return _print_json(rows)
     table = Table(title=f"{len(rows)} bases", title_justify="left")
-    for column in ("name", "size", "params", "preprocessing", "ImageNet weights", "plugin"):
+    table.add_column("name", no_wrap=True)
+    for column in ("size", "params", "preprocessing", "ImageNet weights", "plugin"):
         table.add_column(column, overflow="fold")
     for r in rows:
         table.add_row(
@@ -151,7 +156,8 @@ def list_heads(as_json: bool = typer.Option(False, "--json", help="Print JSON fo
     if as_json:
         return _print_json([_choice_row(s) for s in specs])
     table = Table(title=f"{len(specs)} heads", title_justify="left")
-    for column in ("name", "parameters (defaults)", "description", "plugin"):
+    table.add_column("name", no_wrap=True)
+    for column in ("parameters (defaults)", "description", "plugin"):
         table.add_column(column, overflow="fold")
     for s in specs:
         table.add_row(s.name, _params_text(s.params), s.description, s.plugin)
@@ -168,7 +174,8 @@ def list_augmentations(as_json: bool = typer.Option(False, "--json", help="Print
     if as_json:
         return _print_json([_choice_row(s) for s in specs])
     table = Table(title=f"{len(specs)} augmentations (active only while training)", title_justify="left")
-    for column in ("name", "parameters (defaults)", "description", "plugin"):
+    table.add_column("name", no_wrap=True)
+    for column in ("parameters (defaults)", "description", "plugin"):
         table.add_column(column, overflow="fold")
     for s in specs:
         table.add_row(s.name, _params_text(s.params), s.description, s.plugin)
@@ -224,6 +231,8 @@ def info(
         for key, value in row.items():
             if key in ("kind", "name"):
                 continue
+            if key == "weights_sizes" and not value:
+                value = "any size"
             if key == "params" and isinstance(value, list):
                 value = "\n".join(
                     f"{p['name']} = {_fmt_value(p['default'])} ({p['kind']}) {p['help']}" for p in value
@@ -300,8 +309,8 @@ def train(
 def _print_summary(result) -> None:
     m = result.metrics
     table = Table(title="Training finished", show_header=False, title_justify="left")
-    table.add_column("", style="bold")
-    table.add_column("")
+    table.add_column("", style="bold", no_wrap=True)
+    table.add_column("", overflow="fold")
     if m.get("best_val_accuracy") is not None:
         table.add_row("best val accuracy", f"{m['best_val_accuracy']:.4f} (epoch {m['best_epoch']} of {m['epochs_run']})")
     if m.get("best_val_loss") is not None:
@@ -311,7 +320,7 @@ def _print_summary(result) -> None:
     table.add_row("images", f"{m['num_train']} train / {m['num_val']} val, {m['num_classes']} classes")
     table.add_row("run directory", str(result.run_dir))
     table.add_row("model", str(result.model_path))
-    table.add_row("plots", ", ".join(str(p) for p in result.plots))
+    table.add_row("plots", "\n".join(str(p) for p in result.plots))
     out.print(table)
 
 
