@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 RUNS   ?= runs
 
-.PHONY: install demo test clean
+.PHONY: install demo test docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+docs: $(STAMP)
+	$(BIN)/python docs/plugins/make_hooks_md.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -31,8 +31,11 @@ def register_bases(register: Callable) -> None:
     - ``name``: what users type after ``--base`` (lowercase, unique across plugins).
     - ``build(input_shape, weights)``: returns a headless ``keras.Model``
       (no classifier, no pooling) taking a ``(h, w, 3)`` preprocessed image
-      and returning its feature map.  ``weights`` is ``"imagenet"`` or None;
-      loading a user's weight file is done by tlkit afterwards.
+      and returning its feature map.  ``weights`` is ``"imagenet"``, None, or
+      the path of a weight file whose suffix is in ``weight_file_suffixes``;
+      other weight files (``.weights.h5``/``.h5``) are loaded by tlkit after
+      building with None.  When ImageNet weights cannot be had, raise
+      ``tlkit.TlkitError`` with a message saying how to get them.
     - ``preprocess()``: returns a list of standard, serializable Keras layers
       mapping raw RGB pixels in 0–255 to the base's expected input (empty if
       the base preprocesses itself).  No ``Lambda`` layers: the saved model
@@ -40,7 +43,12 @@ def register_bases(register: Callable) -> None:
     - ``description``, ``family``, ``default_size``, ``min_size``,
       ``weights_sizes`` (sizes that have ImageNet weights; empty means any),
       ``params`` (parameter count), ``preprocessing`` (a human description),
-      ``weights_file`` (the ImageNet weight file name in Keras's cache).
+      ``weights_file`` (the ImageNet weight file name in Keras's cache),
+      ``feature_shape`` (text such as ``"7×7×2048 at 224 px"``).
+    - ``weight_file_suffixes``: suffixes (e.g. ``(".pth",)``) that ``build``
+      reads itself; ``locate_weights()``: returns the local path of the
+      ImageNet weights when they are available offline, else None (default:
+      ``weights_file`` looked up in Keras's cache).
 
     Registering a name that another plugin already registered is an error
     reported against both plugins; the first registration stays usable.

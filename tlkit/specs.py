@@ -185,6 +185,13 @@ class BaseSpec:
     ``preprocess()`` returns the standard, serializable Keras layers that map
     raw 0–255 RGB pixels to what the base expects (an empty list when the base
     preprocesses inside itself).  Both import Keras lazily.
+
+    ``weight_file_suffixes`` lists file suffixes (e.g. ``(".pth",)``) that
+    ``build`` loads itself when ``weights`` is a path; any other weight file is
+    loaded by tlkit with Keras's ``load_weights``.  ``locate_weights()``, when
+    given, returns the local path of the ImageNet weights if they are available
+    offline (None otherwise); without it tlkit looks for ``weights_file`` in
+    Keras's cache.
     """
 
     name: str
@@ -199,6 +206,8 @@ class BaseSpec:
     preprocessing: str = ""
     weights_file: str = ""
     feature_shape: str = ""
+    weight_file_suffixes: tuple[str, ...] = ()
+    locate_weights: Callable[[], Any] | None = None
     plugin: str = ""
 
     def check_size(self, size: int, weights: str | None) -> None:

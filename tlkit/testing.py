@@ -1,0 +1,119 @@
+"""Test helpers and pytest fixtures for plugin authors (and tlkit's own tests).
+
+Installed with tlkit and registered as a pytest plugin (``pytest11`` entry
+point), so in any project with tlkit installed these fixtures just work::
+
+    def test_my_head_trains(tlkit_image_folder, tlkit_plugin):
+        import my_plugin
+        tlkit_plugin(my_plugin)                      # as if pip-installed
+        data = tlkit_image_folder(classes=("a", "b"))
+        result = tlkit.train(data=str(data), head="my_head", base="mobilenet_v2",
+                             weights="none", image_size=32, epochs=1, verbose=False,
+                             output=str(data.parent / "runs"))
+        assert result.metrics["epochs_run"] == 1
+
+Importing this module never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import types
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pytest
+
+from tlkit import registry as _registry
+
+__all__ = ["make_image_folder", "registry_with", "tlkit_image_folder", "tlkit_plugin"]
+
+_COLORS = [(220, 40, 40), (40, 200, 60), (50, 70, 220), (230, 200, 40), (160, 60, 200), (40, 200, 200)]
+
+
+def make_image_folder(
+    root: str | Path,
+    classes: Iterable[str] = ("cat", "dog"),
+    *,
+    per_class: int = 6,
+    val_per_class: int = 2,
+    size: int = 32,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny, learnable dataset: ``root/train/<class>/*.png`` and ``root/val/<class>/*.png``.
+
+    Each class is a distinct colour plus noise, so a head learns it in an
+    epoch or two.  ``val_per_class=0`` writes no ``val/`` folder.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for index, name in enumerate(classes):
+        color = np.array(_COLORS[index % len(_COLORS)]) * (1 - 0.3 * (index // len(_COLORS)))
+        for split, count in (("train", per_class), ("val", val_per_class)):
+            if count == 0:
+                continue
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                noise = rng.integers(-25, 25, size=(size, size, 3))
+                pixels = np.clip(color + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{name}_{i:03d}.png")
+    return root
+
+
+class _ModuleEntryPoint:
+    """An entry point that 'loads' an already-imported module (for tests without pip install)."""
+
+    def __init__(self, module: types.ModuleType, name: str, distribution: str, version: str) -> None:
+        self.name = name
+        self.value = module.__name__
+        self.group = _registry.ENTRY_POINT_GROUP
+        self._module = module
+        self.dist = types.SimpleNamespace(name=distribution, version=version)
+
+    def load(self) -> types.ModuleType:
+        return self._module
+
+
+def registry_with(*modules: types.ModuleType, builtins: bool = True) -> _registry.Registry:
+    """A Registry with tlkit's built-ins (optionally) plus ``modules`` as third-party plugins.
+
+    Each module is registered as if it were installed, under its own name.
+    """
+    entry_points: list = []
+    if builtins:
+        entry_points += [ep for ep in metadata.distribution("tlkit").entry_points
+                         if ep.group == _registry.ENTRY_POINT_GROUP]
+    for module in modules:
+        short = module.__name__.rsplit(".", 1)[-1]
+        entry_points.append(_ModuleEntryPoint(module, short, f"{short} (test)", "0"))
+    return _registry.Registry(entry_points=entry_points, env={})
+
+
+@pytest.fixture
+def tlkit_image_folder(tmp_path: Path) -> Callable[..., Path]:
+    """Factory fixture: ``tlkit_image_folder(classes=..., per_class=..., size=...)`` → data folder."""
+    counter = iter(range(1_000_000))
+
+    def make(classes: Iterable[str] = ("cat", "dog"), **options) -> Path:
+        return make_image_folder(tmp_path / f"data{next(counter)}", classes, **options)
+
+    return make
+
+
+@pytest.fixture
+def tlkit_plugin(monkeypatch: pytest.MonkeyPatch) -> Callable[..., _registry.Registry]:
+    """Fixture: ``tlkit_plugin(module, ...)`` makes tlkit (API and in-process CLI) see the modules as plugins.
+
+    The process-wide registry is restored after the test.
+    """
+
+    def install(*modules: types.ModuleType, builtins: bool = True) -> _registry.Registry:
+        registry = registry_with(*modules, builtins=builtins)
+        monkeypatch.setattr(_registry, "_REGISTRY", registry)
+        return registry
+
+    return install
