@@ -7,8 +7,6 @@ import subprocess
 import sys
 import types
 
-import pytest
-
 import tlkit
 from conftest import run_tlkit
 from tlkit.scaffold import new_plugin

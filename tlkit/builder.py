@@ -15,8 +15,8 @@ from typing import Any
 
 from tlkit.errors import TlkitError
 from tlkit.specs import AugmentationSpec, BaseSpec, HeadSpec
+from tlkit.weightfiles import build_with_weight_file
 
-WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5")
 
 
 @dataclass(frozen=True)
@@ -60,28 +60,7 @@ def build_base(base: BaseSpec, image_size: int, weights: str | None):
             if len(reason) > 160:
                 reason = reason[:157] + "..."
             raise TlkitError(_offline_message(base, reason)) from exc
-    return _build_with_weight_file(base, input_shape, Path(weights))
-
-
-def _build_with_weight_file(base: BaseSpec, input_shape: tuple[int, int, int], path: Path):
-    if not path.is_file():
-        raise TlkitError(
-            f"weights file {str(path)!r} does not exist; pass an existing .weights.h5/.h5 file, "
-            f"'imagenet' or 'none' to --weights"
-        )
-    if not path.name.endswith(WEIGHT_FILE_SUFFIXES):
-        raise TlkitError(
-            f"weights file {str(path)!r} is not a Keras weights file (.weights.h5 or .h5)"
-        )
-    model = base.build(input_shape, None)
-    try:
-        model.load_weights(str(path))
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TlkitError(
-            f"weights file {str(path)!r} does not fit base {base.name!r}: {first}"
-        ) from exc
-    return model
+    return build_with_weight_file(base, input_shape, Path(weights))
 
 
 def build_model(

@@ -33,7 +33,7 @@ def _fmt(logs: dict[str, Any], prefix: str = "") -> str:
 
 
 class RichProgress(keras.callbacks.Callback):
-    """One progress bar per epoch: batches done, ETA, live loss and accuracy.
+    """One live progress bar per epoch: batches done, ETA, live loss and accuracy.
 
     Finished epochs stay on screen as one line each with train and validation metrics.
     """
@@ -47,9 +47,9 @@ class RichProgress(keras.callbacks.Callback):
         self._progress: Progress | None = None
         self._task = None
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self._progress = Progress(
-            TextColumn(f"[bold]epoch {epoch + 1}/{self.epochs}"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("batches"),
@@ -61,7 +61,12 @@ class RichProgress(keras.callbacks.Callback):
             transient=True,
         )
         self._progress.start()
-        self._task = self._progress.add_task("train", total=self.steps, metrics="")
+        self._task = self._progress.add_task("", total=self.steps, metrics="")
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self._progress is not None:
+            self._progress.reset(self._task, total=self.steps, metrics="",
+                                 description=f"epoch {epoch + 1}/{self.epochs}")
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self._progress is not None:
@@ -72,14 +77,10 @@ class RichProgress(keras.callbacks.Callback):
             self._progress.update(self._task, metrics="validating…")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
         logs = logs or {}
-        self.console.print(
-            f"epoch {epoch + 1:>3}/{self.epochs}  {_fmt(logs)}  [bold]{_fmt(logs, 'val_')}[/bold]",
-            highlight=False,
-        )
+        line = f"epoch {epoch + 1:>3}/{self.epochs}  {_fmt(logs)}  [bold]{_fmt(logs, 'val_')}[/bold]"
+        # Printed through the live display so it lands above the bar.
+        (self._progress.console if self._progress is not None else self.console).print(line, highlight=False)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._progress is not None:

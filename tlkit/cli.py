@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tlkit.cli_weights import weights_app
 from tlkit.errors import TlkitError
 
 app = typer.Typer(
@@ -26,6 +27,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+app.add_typer(weights_app, name="weights")
 
 _state = {"debug": False}
 out = Console(highlight=False)
@@ -103,14 +106,18 @@ def _fmt_value(value: Any) -> str:
 
 
 def _base_row(spec) -> dict[str, Any]:
-    from tlkit.builder import keras_cache_dir
+    from tlkit.weights import status
 
-    cached = bool(spec.weights_file) and (keras_cache_dir() / spec.weights_file).is_file()
+    try:
+        weights = status(spec)
+        cached, where = weights.available, str(weights.path) if weights.path else None
+    except TlkitError as exc:  # a plugin's locate_weights() failed: show it, keep listing
+        cached, where = False, f"unknown ({exc})"
     return {
         "name": spec.name, "family": spec.family, "default_size": spec.default_size,
         "min_size": spec.min_size, "weights_sizes": list(spec.weights_sizes), "params": spec.params,
         "preprocessing": spec.preprocessing, "feature_shape": spec.feature_shape,
-        "weights_file": spec.weights_file, "imagenet_weights_cached": cached,
+        "weights_file": spec.weights_file, "imagenet_weights_cached": cached, "weights_path": where,
         "description": spec.description, "plugin": spec.plugin,
     }
 
@@ -140,10 +147,11 @@ def list_bases(as_json: bool = typer.Option(False, "--json", help="Print JSON fo
         table.add_row(
             r["name"], str(r["default_size"]), f"{r['params'] / 1e6:.1f}M",
             r["preprocessing"].split(":")[0],
-            "cached" if r["imagenet_weights_cached"] else "not cached", r["plugin"],
+            "local" if r["imagenet_weights_cached"] else "download", r["plugin"],
         )
     out.print(table)
-    out.print("Details: tlkit info NAME.  ImageNet weights are downloaded on first use (--weights imagenet).")
+    out.print("Details: tlkit info NAME.  Weights marked 'download' are fetched on first use of "
+              "--weights imagenet; offline see `tlkit weights --help`.")
 
 
 @app.command("list-heads", epilog="Example: tlkit list-heads --json")
@@ -255,6 +263,44 @@ def new_plugin(
     out.print(f"  pip install -e {target}        # then: tlkit plugins, tlkit info {name}")
     out.print(f"  tlkit train --data data --head {name}")
     out.print(f"  cd {target} && pytest          # its test uses tlkit's pytest fixtures")
+
+
+cache_app = typer.Typer(help="Inspect or clear the frozen-base feature cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info", epilog="Example: tlkit cache info --json")
+@handles_errors
+def cache_info(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """Show the feature cache: where it is, each entry (base, size, images, views) and the total size."""
+    from tlkit.features import cache_entries, cache_root
+
+    entries = cache_entries()
+    total = sum(e["bytes"] for e in entries)
+    if as_json:
+        return _print_json({"root": str(cache_root()), "bytes": total, "entries": entries})
+    table = Table(title=f"Feature cache: {cache_root()} ({total / 1e6:.1f} MB)", title_justify="left")
+    for column in ("kind", "base", "size", "images", "views", "engine", "MB", "entry"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        shape = e.get("shape") or [None, None]
+        table.add_row(e["kind"], str(e.get("base", "")), str(e.get("image_size", "")),
+                      str(shape[1] if len(shape) > 1 else ""), str(shape[0] or ""), str(e.get("engine", "")),
+                      f"{e['bytes'] / 1e6:.1f}", e["name"])
+    out.print(table)
+    out.print("Override the location with TLKIT_CACHE_DIR; free space with `tlkit cache clear`.")
+
+
+@cache_app.command("clear", epilog="Example: tlkit cache clear")
+@handles_errors
+def cache_clear(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """Delete every cached feature set and exported ONNX model (they are rebuilt on demand)."""
+    from tlkit.features import cache_root, clear_cache
+
+    entries, freed = clear_cache()
+    if as_json:
+        return _print_json({"root": str(cache_root()), "entries_removed": entries, "bytes_freed": freed})
+    out.print(f"Removed {entries} cache entries ({freed / 1e6:.1f} MB) from {cache_root()}")
 
 
 # -- training ----------------------------------------------------------------

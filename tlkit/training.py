@@ -10,11 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import math
-from pathlib import Path
 from typing import Any
 
 from tlkit.config import TrainConfig
-from tlkit.rundir import write_text
 
 
 def distribution_strategy():

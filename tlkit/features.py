@@ -1,0 +1,400 @@
+"""Frozen-base features: computed once, cached on disk, on the fastest engine available.
+
+While the base is frozen its output for an image never changes, so tlkit runs
+the base once per image (ONNX Runtime when installed, TensorFlow otherwise),
+keeps the feature maps in a memory-mapped file under the user cache
+(``$TLKIT_CACHE_DIR``, default ``~/.cache/tlkit``), and trains the head on
+them.  An entry's key covers everything that changes the features: base,
+weights fingerprint, input size, preprocessing, each image's content,
+augmented views and the tlkit version.  Entries are built in a temporary
+folder and renamed into place, so a crashed run never leaves a half entry in use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from tlkit.errors import TlkitError
+
+CACHE_ENV = "TLKIT_CACHE_DIR"
+ENGINES = ("auto", "onnxruntime", "tensorflow")
+_ENTRY_FILE = "features.f32"
+_META_FILE = "meta.json"
+
+
+def cache_root() -> Path:
+    """``$TLKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/tlkit``, else ``~/.cache/tlkit``."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "tlkit"
+
+
+# -- fingerprints --------------------------------------------------------------
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """Content hash of one image file (what it holds, not where it lives)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def files_fingerprint(paths: Sequence[str | Path], workers: int | None = None) -> str:
+    """One hash over the ordered content hashes of ``paths`` (hashed in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        hashes = list(pool.map(file_fingerprint, paths))
+    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+
+
+def weights_fingerprint(model) -> str:
+    """Hash of a model's weight values (so random or user weights key the cache correctly)."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        value = np.ascontiguousarray(np.asarray(weight))
+        digest.update(f"{weight.path}:{value.shape}:{value.dtype}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def layers_fingerprint(layers: Sequence[Any]) -> str:
+    """Hash of the preprocessing layers' configurations."""
+    configs = [{"class": type(layer).__name__, "config": layer.get_config()} for layer in layers]
+    for config in configs:
+        config["config"].pop("name", None)
+    return hashlib.sha256(json.dumps(configs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# -- engines -------------------------------------------------------------------
+
+
+class TensorFlowEngine:
+    """Runs the feature model as a compiled ``tf.function`` (faster than ``model.predict``)."""
+
+    name = "tensorflow"
+
+    def __init__(self, feature_model) -> None:
+        import tensorflow as tf
+
+        self._fn = tf.function(lambda x: feature_model(x, training=False), reduce_retracing=True)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._fn(batch))
+
+
+class OnnxRuntimeEngine:
+    """Runs the exported feature model with ONNX Runtime on all CPU cores."""
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise RuntimeError(f"exported model has {len(inputs)} inputs, expected 1")
+        self._input = inputs[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: batch})[0]
+
+
+def onnxruntime_available() -> bool:
+    """True when onnxruntime and the exporter (tf2onnx, onnx) can be imported."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tf2onnx", "onnx"))
+
+
+def export_onnx(feature_model, path: Path, sample: np.ndarray) -> Path:
+    """Export ``feature_model`` to ONNX at ``path`` (atomically); fold extra constant inputs."""
+    import onnx
+
+    feature_model(sample[:1], training=False)  # Keras refuses to export a model never called
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
+        raw = Path(tmp) / "model.onnx"
+        _quietly(lambda: feature_model.export(str(raw), format="onnx", verbose=False))
+        model = onnx.load(str(raw))
+        _fold_extra_inputs(model, feature_model)
+        final = Path(tmp) / "folded.onnx"
+        onnx.save(model, str(final))
+        os.replace(final, path)
+    return path
+
+
+def _quietly(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` with Python warnings and tf2onnx's chatter silenced."""
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(n) for n in ("tf2onnx", "tensorflow", "absl")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn()
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _fold_extra_inputs(model, feature_model) -> None:
+    """Turn graph inputs that are really constants (e.g. EfficientNet's Normalization
+    mean/variance, which the exporter leaves as inputs) into initializers."""
+    from onnx import numpy_helper
+
+    extra = list(model.graph.input)[1:]
+    if not extra:
+        return
+    variables = {}
+    for weight in feature_model.weights:
+        variables.setdefault(tuple(np.asarray(weight).shape), []).append(weight)
+    for graph_input in extra:
+        dims = tuple(d.dim_value for d in graph_input.type.tensor_type.shape.dim)
+        candidates = [w for w in variables.get(dims, []) if _names_match(graph_input.name, w.path)]
+        if len(candidates) != 1:
+            raise RuntimeError(f"cannot fold ONNX input {graph_input.name!r} into a constant")
+        value = np.asarray(candidates[0]).astype(np.float32)
+        model.graph.initializer.append(numpy_helper.from_array(value, graph_input.name))
+        model.graph.input.remove(graph_input)
+
+
+def _names_match(onnx_name: str, variable_path: str) -> bool:
+    tail = "/".join(variable_path.split("/")[-2:])
+    cleaned = onnx_name.replace(":0", "")
+    return tail in cleaned or variable_path.split("/")[-1] in cleaned
+
+
+def make_engine(feature_model, choice: str, onnx_path: Path, sample: np.ndarray) -> tuple[Any, str]:
+    """The engine to compute features with, and a sentence saying why it was chosen."""
+    if choice not in ENGINES:
+        raise TlkitError(f"unknown --engine {choice!r}; choose from {', '.join(ENGINES)}")
+    if choice == "tensorflow":
+        return TensorFlowEngine(feature_model), "TensorFlow (--engine tensorflow)"
+    if not onnxruntime_available():
+        if choice == "onnxruntime":
+            raise TlkitError(
+                "--engine onnxruntime needs the packages onnxruntime, tf2onnx and onnx; "
+                "pip install onnxruntime tf2onnx onnx, or use --engine tensorflow"
+            )
+        return TensorFlowEngine(feature_model), "TensorFlow (onnxruntime is not installed)"
+    try:
+        if not onnx_path.exists():
+            export_onnx(feature_model, onnx_path, sample)
+        engine = OnnxRuntimeEngine(onnx_path)
+        check = feature_model(sample[:2], training=False)
+        got = engine(sample[:2])
+        scale = float(np.max(np.abs(check))) or 1.0
+        if float(np.max(np.abs(np.asarray(check) - got))) > 1e-3 * scale:
+            raise RuntimeError("ONNX Runtime's features differ from TensorFlow's")
+    except Exception as exc:
+        onnx_path.unlink(missing_ok=True)
+        if choice == "onnxruntime":
+            raise TlkitError(f"ONNX export or check failed ({exc}); use --engine tensorflow") from exc
+        return TensorFlowEngine(feature_model), f"TensorFlow (ONNX export failed: {exc})"
+    return engine, "ONNX Runtime" + (" (--engine onnxruntime)" if choice == "onnxruntime" else "")
+
+
+# -- the cache -----------------------------------------------------------------
+
+
+@dataclass
+class FeatureSet:
+    """Cached features of one split: ``features[view, i]`` belongs to ``labels[i]``."""
+
+    features: np.ndarray  # float32 memmap (views, N, *feature_shape)
+    labels: np.ndarray
+    key: str
+    path: Path
+    hit: bool  # True when read from the cache, False when computed now
+    seconds: float  # time spent computing (0 on a hit)
+
+    @property
+    def views(self) -> int:
+        return int(self.features.shape[0])
+
+
+def entry_key(parts: dict[str, Any]) -> str:
+    """The cache key of everything that determines a split's features."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _open_entry(path: Path, key: str) -> np.ndarray | None:
+    meta_path = path / _META_FILE
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") != key or meta.get("complete") is not True:
+            return None
+        shape = tuple(meta["shape"])
+        if (path / _ENTRY_FILE).stat().st_size != 4 * math.prod(shape):
+            return None
+        return np.memmap(path / _ENTRY_FILE, dtype=np.float32, mode="r", shape=shape)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def load_or_compute(
+    *,
+    key: str,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    feature_shape: tuple[int, ...],
+    engine: Any,
+    batch_size: int = 32,
+    views: int = 1,
+    augment: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    progress: Callable[[int], None] | None = None,
+    describe: dict[str, Any] | None = None,
+) -> FeatureSet:
+    """Return the cached features for ``key``, computing and storing them on a miss.
+
+    ``pixels`` is the decoded uint8 split (read batch by batch, never whole).
+    With ``augment(batch, view)`` every view is an augmented copy (one per
+    epoch in training); without it there is one clean view.  ``progress(n)``
+    is called with the number of images just done.
+    """
+    root = cache_root() / "features"
+    path = root / key
+    cached = _open_entry(path, key)
+    if cached is not None:
+        return FeatureSet(cached, labels, key, path, hit=True, seconds=0.0)
+
+    count = len(labels)
+    shape = (views, count, *feature_shape)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+    started = time.perf_counter()
+    try:
+        out = np.memmap(tmp / _ENTRY_FILE, dtype=np.float32, mode="w+", shape=shape)
+        for view in range(views):
+            for start in range(0, count, batch_size):
+                batch = np.asarray(pixels[start:start + batch_size], dtype=np.float32)
+                if augment is not None:
+                    batch = augment(batch, view)
+                out[view, start:start + len(batch)] = engine(batch)
+                if progress is not None:
+                    progress(len(batch))
+        out.flush()
+        del out
+        seconds = time.perf_counter() - started
+        meta = {"key": key, "shape": list(shape), "complete": True, "created": time.time(),
+                "seconds": round(seconds, 3), "engine": getattr(engine, "name", "?"), **(describe or {})}
+        (tmp / _META_FILE).write_text(json.dumps(meta, indent=2))
+        try:
+            os.rename(tmp, path)  # atomic publish; fails if another run published first
+        except OSError:
+            if _open_entry(path, key) is None:
+                shutil.rmtree(path, ignore_errors=True)
+                os.rename(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    features = _open_entry(path, key)
+    if features is None:  # pragma: no cover - the entry was removed under us
+        raise TlkitError(f"feature cache entry {path} vanished while in use; rerun")
+    return FeatureSet(features, labels, key, path, hit=False, seconds=seconds)
+
+
+def make_feature_dataset(
+    features: FeatureSet, *, batch_size: int, num_classes: int, shuffle: bool, seed: int
+):
+    """A ``tf.data.Dataset`` of ``(features, one_hot)`` batches read from the memmap.
+
+    With several views, epoch k reads view ``k % views`` — a different
+    augmentation of each image every epoch, as end-to-end training would see.
+    """
+    import tensorflow as tf
+
+    count = len(features.labels)
+    shape = features.features.shape[2:]
+    passes = itertools.count()
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        epoch = next(passes)
+        view = features.features[epoch % features.views]
+        order = np.random.default_rng(seed + epoch).permutation(count) if shuffle else np.arange(count)
+        for start in range(0, count, batch_size):
+            index = order[start:start + batch_size]
+            yield np.asarray(view[index]), features.labels[index]
+
+    dataset = tf.data.Dataset.from_generator(
+        batches,
+        output_signature=(
+            tf.TensorSpec(shape=(None, *shape), dtype=tf.float32),
+            tf.TensorSpec(shape=(None,), dtype=tf.int32),
+        ),
+    )
+    dataset = dataset.map(lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    steps = math.ceil(count / batch_size)
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
+
+
+# -- cache management ----------------------------------------------------------
+
+
+def cache_entries() -> list[dict[str, Any]]:
+    """Every complete entry in the cache with its metadata and size."""
+    entries = []
+    for sub in ("features", "onnx"):
+        folder = cache_root() / sub
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith("."):
+                continue
+            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() \
+                else path.stat().st_size
+            meta: dict[str, Any] = {}
+            if (path / _META_FILE).is_file():
+                try:
+                    meta = json.loads((path / _META_FILE).read_text())
+                except ValueError:
+                    meta = {}
+            entries.append({"kind": sub, "name": path.name, "path": str(path), "bytes": size, **meta})
+    return entries
+
+
+def clear_cache() -> tuple[int, int]:
+    """Delete every cache entry (and leftovers of crashed runs); return (entries, bytes) freed."""
+    root = cache_root()
+    entries, freed = 0, 0
+    for sub in ("features", "onnx"):
+        folder = root / sub
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() \
+                else path.stat().st_size
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            entries += 0 if path.name.startswith(".") else 1
+            freed += size
+    return entries, freed
