@@ -13,6 +13,13 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_feature_cache(tmp_path_factory):
+    """Tests (and the tlkit subprocesses they start) never touch the user's ~/.cache/tlkit."""
+    os.environ["TLKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("tlkit-cache"))
+    yield
+
 BIN = Path(sys.executable).parent
 TLKIT = str(BIN / "tlkit")
 

@@ -12,6 +12,7 @@ import pytest
 import tlkit
 from tlkit import TlkitError
 from tlkit.api import resolve_augmentations
+from tlkit.builder import base_layer
 from tlkit.registry import get_registry
 
 keras = pytest.importorskip("keras")
@@ -40,7 +41,7 @@ def _layer_types(model):
 
 def test_dense256_is_exactly_the_recipe():
     model = tlkit.build_model("mobilenet_v2", "dense256", 5, image_size=SIZE, weights="none")
-    head = [l for l in model.layers if l.name.startswith("head_") or l.name == "predictions"]
+    head = model.get_layer("head").layers[1:]  # after its Input
     assert [type(l).__name__ for l in head] == ["Flatten", "Dropout", "Dense", "Dropout", "Dense"]
     assert head[1].rate == 0.5 and head[3].rate == 0.5
     assert head[2].units == 256 and head[2].activation.__name__ == "relu"
@@ -58,7 +59,7 @@ def test_heads_build_and_output_probabilities(head, params):
     assert probs.shape == (4, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     if head == "mlp" and params.get("units"):
-        dense = [l.units for l in model.layers if l.name.startswith("head_dense")]
+        dense = [l.units for l in model.get_layer("head").layers if l.name.startswith("head_dense")]
         assert dense == [64, 32]
 
 
@@ -67,6 +68,7 @@ def test_base_is_frozen_and_batchnorm_stays_in_inference_mode():
                               head_params={"dropout": 0.0})
     trainable = {w.path.split("/")[0] for w in model.trainable_weights}
     assert trainable == {"predictions"}
+    assert len(model.trainable_weights) == 2 and not base_layer(model).trainable
     x = _images()
     # No dropout and no augmentation: training=True must equal inference if BN is frozen.
     np.testing.assert_allclose(model(x, training=True), model(x, training=False), atol=1e-5)

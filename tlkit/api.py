@@ -250,47 +250,72 @@ def _decode(console, datamod, scan, config: TrainConfig, workdir: str):
     return decoded
 
 
+def training_path(config: TrainConfig) -> tuple[str, str]:
+    """``("features" | "end-to-end", why)``: how the head will be trained, in words for the user."""
+    if not config.feature_cache:
+        return "end-to-end", "--no-feature-cache: the base runs on every image every epoch"
+    if config.augmentations and config.aug_views == 0:
+        return "end-to-end", (
+            "augmentations change the base's input every epoch, so its features cannot be cached; "
+            "--aug-views K caches K augmented views per image instead"
+        )
+    if config.augmentations:
+        return "features", (
+            f"{config.aug_views} augmented view(s) per training image are computed once and cached; "
+            f"epoch e trains on view e mod {config.aug_views}"
+        )
+    return "features", "the base is frozen: its features are computed once per image and cached"
+
+
 def _fit_and_save(console, config, base, head, classes, train_px, val_px, run_dir: Path, *, verbose: bool):
     import keras
 
     from tlkit import builder, training
     from tlkit.callbacks import HistoryWriter, RichProgress
-    from tlkit.data import make_dataset
     from tlkit.reporting import plot_history
 
     keras.utils.set_random_seed(config.seed)
     augs = resolve_augmentations(config.augmentations)
     weights = None if config.weights == "none" else config.weights
     with training.distribution_strategy().scope():
-        model = builder.build_model(
+        parts = builder.assemble(
             base, head, len(classes), image_size=config.image_size, weights=weights,
             head_params=config.head_params, augmentations=augs, seed=config.seed,
         )
-        training.compile_model(model, config)
+    model = parts.model
     trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
     console.print(
         f"Model: {base.name} (frozen, weights {config.weights if weights != 'imagenet' else 'ImageNet'}, "
         f"{config.image_size} px) + {head.name} head: {model.count_params():,} parameters, "
         f"{trainable:,} trainable"
     )
+    path, why = training_path(config)
+    console.print(f"Training path: [bold]{path}[/bold] — {why}")
 
-    train_ds = make_dataset(train_px, batch_size=config.batch_size, num_classes=len(classes),
-                            shuffle=True, seed=config.seed)
-    val_ds = make_dataset(val_px, batch_size=config.batch_size, num_classes=len(classes),
-                          shuffle=False, seed=config.seed)
+    features_summary = None
+    if path == "features":
+        run_features = _features(console, config, base, parts, train_px, val_px, verbose=verbose)
+        features_summary = run_features.summary()
+        train_ds, val_ds = training.feature_datasets(run_features, config, len(classes))
+        fit_model = parts.head
+    else:
+        train_ds, val_ds = training.pixel_datasets(train_px, val_px, config, len(classes))
+        fit_model = model
+    with training.distribution_strategy().scope():
+        training.compile_model(fit_model, config)
+
     steps = -(-len(train_px.labels) // config.batch_size)
     callbacks = [HistoryWriter(run_dir / "history.csv")]
     if verbose:
         callbacks.append(RichProgress(console, steps=steps, epochs=config.epochs))
-
     started = time.perf_counter()
-    history = training.fit_head(model, train_ds, val_ds, config=config, callbacks=callbacks)
+    history = training.fit_head(fit_model, train_ds, val_ds, config=config, callbacks=callbacks)
     train_time = time.perf_counter() - started
 
     model_path = run_dir / "model.keras"
     with atomic_path(model_path, suffix=".keras") as tmp:
-        model.save(tmp)
-    best, best_value = training.best_epoch(history)
+        model.save(tmp)  # always the whole model: raw pixels in, probabilities out
+    best, _ = training.best_epoch(history)
     metrics = {
         "best_epoch": best,
         "best_val_accuracy": history["val_accuracy"][best - 1] if history.get("val_accuracy") else None,
@@ -303,8 +328,55 @@ def _fit_and_save(console, config, base, head, classes, train_px, val_px, run_di
         "num_val": int(len(val_px.labels)),
         "skipped_bad_images": [str(p) for p, _ in train_px.bad + val_px.bad],
         "saved_model": "final epoch",
+        "training_path": path,
+        "training_path_reason": why,
+        "features": features_summary,
     }
     write_json(run_dir / "metrics.json", metrics)
     plots = plot_history(history, run_dir / "plots", title=f"{base.name} + {head.name}")
     return TrainResult(run_dir=run_dir, config=config, classes=list(classes), history=history,
                        metrics=metrics, model_path=model_path, plots=plots)
+
+
+def _features(console, config, base, parts, train_px, val_px, *, verbose: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tlkit import features
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
+                  transient=True, disable=not verbose) as progress:
+        started: dict[int, float] = {}
+
+        def make_callback(label: str, total: int):
+            task = progress.add_task(f"computing {label}", total=total, rate="")
+
+            def advance(n: int) -> None:
+                started.setdefault(task, time.perf_counter())
+                progress.advance(task, n)
+                done = progress.tasks[task].completed
+                elapsed = time.perf_counter() - started[task]
+                if elapsed > 0:
+                    progress.update(task, rate=f"{done / elapsed:.1f} img/s")
+
+            return advance
+
+        result = features.run_features(
+            parts, base_name=base.name, image_size=config.image_size, engine_choice=config.engine,
+            splits={"train": train_px, "val": val_px}, views=config.aug_views,
+            augmentations=config.augmentations, seed=config.seed, batch_size=config.batch_size,
+            progress=make_callback,
+        )
+    summary = result.summary()
+    for name in ("train", "val"):
+        info = summary[name]
+        if info["cache"] == "hit":
+            console.print(f"Features ({name}): reused from the cache ({info['entry']})")
+        else:
+            console.print(
+                f"Features ({name}): computed with {result.engine} in {info['seconds']:.1f} s "
+                f"({info['images_per_s']} images/s) and cached"
+            )
+    if result.engine != "cache":
+        console.print(f"Feature engine: {result.engine_reason}")
+    return result

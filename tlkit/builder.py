@@ -63,7 +63,23 @@ def build_base(base: BaseSpec, image_size: int, weights: str | None):
     return build_with_weight_file(base, input_shape, Path(weights))
 
 
-def build_model(
+@dataclass
+class ModelParts:
+    """The end-to-end model and the pieces of it that training uses separately.
+
+    All parts share layers (and so weights) with ``model``: training ``head``
+    on cached features trains ``model``'s head.
+    """
+
+    model: Any  # raw pixels → augmentation → preprocessing → backbone → head
+    backbone: Any  # the frozen base
+    head: Any  # features → class probabilities (a nested keras.Model named "head")
+    feature_model: Any  # raw pixels → preprocessing → backbone (no augmentation)
+    augmenter: Any | None  # raw pixels → augmented pixels (call with training=True), or None
+    preprocess_layers: list = field(default_factory=list)
+
+
+def assemble(
     base: BaseSpec,
     head: HeadSpec,
     num_classes: int,
@@ -73,8 +89,8 @@ def build_model(
     head_params: dict[str, Any] | None = None,
     augmentations: list[AugmentationChoice] | tuple[AugmentationChoice, ...] = (),
     seed: int = 0,
-):
-    """Return the end-to-end ``keras.Model`` with the base frozen.
+) -> ModelParts:
+    """Build the end-to-end model with the base frozen, plus its shareable parts.
 
     ``head_params`` must already be resolved (every declared parameter
     present); :func:`tlkit.api.build_model` does that from user input.
@@ -85,28 +101,55 @@ def build_model(
         raise TlkitError(f"a classifier needs at least 2 classes, got {num_classes}")
     size = image_size or base.default_size
     base.check_size(size, weights)
+    shape = (size, size, 3)
 
-    inputs = keras.Input(shape=(size, size, 3), dtype="float32", name="image")
-    x = inputs
-    for i, choice in enumerate(augmentations):
-        layer = choice.spec.build(seed + i, **choice.params)
-        x = layer(x)
-    for layer in base.preprocess():
+    aug_layers = [choice.spec.build(seed + i, **choice.params) for i, choice in enumerate(augmentations)]
+    pre_layers = list(base.preprocess())
+    for layer in pre_layers:
         layer.trainable = False
-        x = layer(x)
-
     backbone = build_base(base, size, weights)
     backbone.trainable = False
-    # training=False keeps BatchNorm in inference mode even if the base is
-    # later unfrozen for fine-tuning.
-    features = backbone(x, training=False)
-    outputs = head.build(features, num_classes, **(head_params or {}))
-    return keras.Model(inputs, outputs, name=f"tlkit_{base.name}_{head.name}")
+
+    # The head is its own model so it can be trained alone on cached features.
+    feature_input = keras.Input(shape=tuple(backbone.output.shape[1:]), name="features")
+    head_model = keras.Model(
+        feature_input, head.build(feature_input, num_classes, **(head_params or {})), name="head"
+    )
+
+    def preprocess_and_embed(x):
+        for layer in pre_layers:
+            x = layer(x)
+        # training=False keeps BatchNorm in inference mode even when the base
+        # is later unfrozen for fine-tuning.
+        return backbone(x, training=False)
+
+    inputs = keras.Input(shape=shape, dtype="float32", name="image")
+    x = inputs
+    for layer in aug_layers:
+        x = layer(x)
+    model = keras.Model(inputs, head_model(preprocess_and_embed(x)), name=f"tlkit_{base.name}_{head.name}")
+
+    pixels = keras.Input(shape=shape, dtype="float32", name="image")
+    feature_model = keras.Model(pixels, preprocess_and_embed(pixels), name=f"{base.name}_features")
+    augmenter = None
+    if aug_layers:
+        raw = keras.Input(shape=shape, dtype="float32", name="image")
+        y = raw
+        for layer in aug_layers:
+            y = layer(y)
+        augmenter = keras.Model(raw, y, name="augmentation")
+    return ModelParts(model, backbone, head_model, feature_model, augmenter, pre_layers)
+
+
+def build_model(*args: Any, **kwargs: Any):
+    """The end-to-end ``keras.Model`` (see :func:`assemble` for the arguments)."""
+    return assemble(*args, **kwargs).model
 
 
 def base_layer(model):
-    """The nested base (backbone) model inside an end-to-end tlkit model."""
+    """The nested base (backbone) model inside an end-to-end tlkit model (also a reloaded one)."""
     import keras
 
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    nested = [layer for layer in model.layers
+              if isinstance(layer, keras.Model) and layer.name != "head" and not layer.name.startswith("aug_")]
     return max(nested, key=lambda m: m.count_params()) if nested else None

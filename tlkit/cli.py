@@ -329,6 +329,9 @@ def train(
     val_split: Optional[float] = typer.Option(None, "--val-split", help="Fraction of train/ held out when there is no val/. [default: 0.2]"),
     skip_bad_images: Optional[bool] = typer.Option(None, "--skip-bad-images/--stop-on-bad-images", help="Skip unreadable images instead of stopping. [default: stop]"),
     output: Optional[Path] = typer.Option(None, "--output", help="Where run directories are created. [default: runs]"),
+    feature_cache: Optional[bool] = typer.Option(None, "--feature-cache/--no-feature-cache", help="Train the head on the frozen base's cached features (computed once). [default: on]"),
+    aug_views: Optional[int] = typer.Option(None, "--aug-views", help="With --aug: cache K augmented views per image (one per epoch) instead of training end to end. [default: 0]"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Feature engine: auto (ONNX Runtime when installed), onnxruntime or tensorflow. [default: auto]"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any of these options (flags override it), e.g. a run's config.toml."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved configuration as TOML and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; print only the run directory."),
@@ -346,6 +349,7 @@ def train(
         "image_size": image_size, "weights": weights, "seed": seed, "val_split": val_split,
         "skip_bad_images": skip_bad_images, "output": str(output) if output else None,
         "augmentations": list(aug) if aug else None,
+        "feature_cache": feature_cache, "aug_views": aug_views, "engine": engine,
     }
     if head_param:
         params: dict[str, Any] = dict(base_config.head_params) if base_config and (head is None or head == base_config.head) else {}

@@ -23,6 +23,7 @@ else:  # pragma: no cover - Python 3.10
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 LOSSES = ("categorical_crossentropy", "mean_squared_error")
+ENGINES = ("auto", "onnxruntime", "tensorflow")
 
 
 @dataclass
@@ -45,6 +46,9 @@ class TrainConfig:
     val_split: float = 0.2
     skip_bad_images: bool = False
     output: str = "runs"
+    feature_cache: bool = True  # train the head on cached base features when the base is frozen
+    aug_views: int = 0  # with augmentations: cache this many augmented views (0: end-to-end)
+    engine: str = "auto"  # feature engine: auto, onnxruntime, tensorflow
 
     def validate(self) -> None:
         """Check every value's range; raise TlkitError naming the bad option."""
@@ -68,6 +72,13 @@ class TrainConfig:
             raise TlkitError(f"--image-size must be a positive integer, got {self.image_size!r}")
         if not (0 < self.val_split < 1):
             raise TlkitError(f"--val-split must be between 0 and 1 (exclusive), got {self.val_split!r}")
+        if isinstance(self.aug_views, bool) or not isinstance(self.aug_views, int) or self.aug_views < 0:
+            raise TlkitError(f"--aug-views must be 0 or a positive integer, got {self.aug_views!r}")
+        if self.engine not in ENGINES:
+            raise TlkitError(
+                f"unknown --engine {self.engine!r}{closest(self.engine, ENGINES)} "
+                f"(choose from {', '.join(ENGINES)})"
+            )
         if not isinstance(self.seed, int) or self.seed < 0:
             raise TlkitError(f"--seed must be a non-negative integer, got {self.seed!r}")
 

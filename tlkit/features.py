@@ -26,10 +26,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from tlkit.config import ENGINES
 from tlkit.errors import TlkitError
 
 CACHE_ENV = "TLKIT_CACHE_DIR"
-ENGINES = ("auto", "onnxruntime", "tensorflow")
 _ENTRY_FILE = "features.f32"
 _META_FILE = "meta.json"
 
@@ -126,20 +126,42 @@ def onnxruntime_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tf2onnx", "onnx"))
 
 
-def export_onnx(feature_model, path: Path, sample: np.ndarray) -> Path:
-    """Export ``feature_model`` to ONNX at ``path`` (atomically); fold extra constant inputs."""
-    import onnx
+def export_onnx(feature_model, path: Path, image_size: int) -> Path:
+    """Export ``feature_model`` to ONNX at ``path`` (atomically), constants folded.
 
-    feature_model(sample[:1], training=False)  # Keras refuses to export a model never called
+    Converts the same traced ``tf.function`` Keras's ``model.export(format="onnx")``
+    would, with tf2onnx directly so that tensors the graph captures (e.g.
+    EfficientNet's and ``Normalization``'s mean/variance, which the exporter
+    leaves as extra graph inputs) can be folded back into initializers.
+    """
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+    from onnx import numpy_helper
+
+    spec = tf.TensorSpec((None, image_size, image_size, 3), tf.float32, name="image")
+    fn = tf.function(lambda x: feature_model(x, training=False))
+    # Traced once here; tf2onnx reuses this very trace (same signature), so the
+    # captured placeholders' names match the ONNX inputs below.
+    graph = fn.get_concrete_function(spec).graph
+    constants = {internal.name: external.numpy() for external, internal in graph.captures
+                 if external.dtype != tf.resource and hasattr(external, "numpy")}
+    proto, _ = _quietly(lambda: tf2onnx.convert.from_function(fn, input_signature=[spec], opset=17))
+    for graph_input in list(proto.graph.input)[1:]:
+        if graph_input.name not in constants:
+            raise RuntimeError(f"exported model has an unexpected input {graph_input.name!r}")
+        value = np.asarray(constants[graph_input.name])
+        proto.graph.initializer.append(numpy_helper.from_array(value, graph_input.name))
+        proto.graph.input.remove(graph_input)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmp:
-        raw = Path(tmp) / "model.onnx"
-        _quietly(lambda: feature_model.export(str(raw), format="onnx", verbose=False))
-        model = onnx.load(str(raw))
-        _fold_extra_inputs(model, feature_model)
-        final = Path(tmp) / "folded.onnx"
-        onnx.save(model, str(final))
-        os.replace(final, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
 
 
@@ -161,35 +183,12 @@ def _quietly(fn: Callable[[], Any]) -> Any:
             lg.setLevel(level)
 
 
-def _fold_extra_inputs(model, feature_model) -> None:
-    """Turn graph inputs that are really constants (e.g. EfficientNet's Normalization
-    mean/variance, which the exporter leaves as inputs) into initializers."""
-    from onnx import numpy_helper
-
-    extra = list(model.graph.input)[1:]
-    if not extra:
-        return
-    variables = {}
-    for weight in feature_model.weights:
-        variables.setdefault(tuple(np.asarray(weight).shape), []).append(weight)
-    for graph_input in extra:
-        dims = tuple(d.dim_value for d in graph_input.type.tensor_type.shape.dim)
-        candidates = [w for w in variables.get(dims, []) if _names_match(graph_input.name, w.path)]
-        if len(candidates) != 1:
-            raise RuntimeError(f"cannot fold ONNX input {graph_input.name!r} into a constant")
-        value = np.asarray(candidates[0]).astype(np.float32)
-        model.graph.initializer.append(numpy_helper.from_array(value, graph_input.name))
-        model.graph.input.remove(graph_input)
-
-
-def _names_match(onnx_name: str, variable_path: str) -> bool:
-    tail = "/".join(variable_path.split("/")[-2:])
-    cleaned = onnx_name.replace(":0", "")
-    return tail in cleaned or variable_path.split("/")[-1] in cleaned
-
-
 def make_engine(feature_model, choice: str, onnx_path: Path, sample: np.ndarray) -> tuple[Any, str]:
-    """The engine to compute features with, and a sentence saying why it was chosen."""
+    """The engine to compute features with, and a sentence saying why it was chosen.
+
+    ``sample`` (a couple of real images) checks ONNX Runtime against TensorFlow
+    before it is trusted; on any export problem ``auto`` falls back to TensorFlow.
+    """
     if choice not in ENGINES:
         raise TlkitError(f"unknown --engine {choice!r}; choose from {', '.join(ENGINES)}")
     if choice == "tensorflow":
@@ -203,7 +202,7 @@ def make_engine(feature_model, choice: str, onnx_path: Path, sample: np.ndarray)
         return TensorFlowEngine(feature_model), "TensorFlow (onnxruntime is not installed)"
     try:
         if not onnx_path.exists():
-            export_onnx(feature_model, onnx_path, sample)
+            export_onnx(feature_model, onnx_path, int(sample.shape[1]))
         engine = OnnxRuntimeEngine(onnx_path)
         check = feature_model(sample[:2], training=False)
         got = engine(sample[:2])
@@ -398,3 +397,107 @@ def clear_cache() -> tuple[int, int]:
             entries += 0 if path.name.startswith(".") else 1
             freed += size
     return entries, freed
+
+
+# -- one run's features ---------------------------------------------------------
+
+
+def _augment_with(augmenter) -> Callable[[np.ndarray, int], np.ndarray]:
+    """An ``augment(batch, view)`` callback running the model's augmentation layers in training mode."""
+
+    def augment(batch: np.ndarray, view: int) -> np.ndarray:
+        return np.asarray(augmenter(batch, training=True))
+
+    return augment
+
+
+@dataclass
+class RunFeatures:
+    """The cached features a training run uses, and how they were obtained."""
+
+    train: FeatureSet
+    val: FeatureSet
+    engine: str  # engine name, or "cache" when both splits were cache hits
+    engine_reason: str
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"engine": self.engine, "engine_reason": self.engine_reason}
+        for name, fs in (("train", self.train), ("val", self.val)):
+            images = len(fs.labels) * fs.views
+            out[name] = {
+                "cache": "hit" if fs.hit else "computed", "views": fs.views, "entry": str(fs.path),
+                "seconds": round(fs.seconds, 2),
+                "images_per_s": round(images / fs.seconds, 1) if fs.seconds else None,
+            }
+        return out
+
+
+def run_features(
+    parts: Any,
+    *,
+    base_name: str,
+    image_size: int,
+    engine_choice: str,
+    splits: dict[str, Any],
+    views: int,
+    augmentations: list[str],
+    seed: int,
+    batch_size: int,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> RunFeatures:
+    """Features of the decoded ``splits`` (``{"train": DecodedSplit, "val": DecodedSplit}``).
+
+    ``views`` ≥ 1 caches that many augmented views of the train split (through
+    ``parts.augmenter``); 0 caches one clean view.  ``progress(label, total)``
+    returns a callback advanced by images done.
+    """
+    from tlkit import __version__
+
+    weights_fp = weights_fingerprint(parts.backbone)
+    common = {
+        "tlkit": __version__, "base": base_name, "image_size": image_size,
+        "weights": weights_fp, "preprocess": layers_fingerprint(parts.preprocess_layers),
+    }
+    plans = {}
+    for name, decoded in splits.items():
+        augmented = name == "train" and views > 0
+        plans[name] = dict(
+            common, split=name, files=files_fingerprint(decoded.files),
+            views=views if augmented else 1,
+            augmentations=augmentations if augmented else [], seed=seed if augmented else None,
+        )
+
+    engine, reason, engine_name = None, "", "cache"
+    sets = {}
+    for name, decoded in splits.items():
+        plan = plans[name]
+        # The engine changes features by ~1e-6, so it is part of the key, and
+        # chosen before the lookup; exporting to ONNX happens only on a miss.
+        if engine is not None:
+            engine_key = engine.name
+        elif engine_choice != "tensorflow" and onnxruntime_available():
+            engine_key = "onnxruntime"
+        else:
+            engine_key = "tensorflow"
+        key = entry_key({**plan, "engine": engine_key})
+        cached = _open_entry(cache_root() / "features" / key, key)
+        if cached is not None:
+            sets[name] = FeatureSet(cached, decoded.labels, key, cache_root() / "features" / key, True, 0.0)
+            continue
+        if engine is None:
+            sample = np.asarray(decoded.pixels[:2], dtype=np.float32)
+            onnx_path = cache_root() / "onnx" / f"{base_name}-{image_size}-{weights_fp[:16]}-{common['preprocess'][:8]}.onnx"
+            engine, reason = make_engine(parts.feature_model, engine_choice, onnx_path, sample)
+            engine_name = engine.name
+            if engine.name != engine_key:  # fell back to TensorFlow: key by what really ran
+                key = entry_key({**plan, "engine": engine.name})
+        augment = _augment_with(parts.augmenter) if plan["augmentations"] else None
+        total = len(decoded.labels) * plan["views"]
+        callback = progress(f"{name} features", total) if progress else None
+        sets[name] = load_or_compute(
+            key=key, pixels=decoded.pixels, labels=decoded.labels,
+            feature_shape=tuple(parts.backbone.output.shape[1:]), engine=engine,
+            batch_size=batch_size, views=plan["views"], augment=augment, progress=callback,
+            describe={"base": base_name, "image_size": image_size, "split": name},
+        )
+    return RunFeatures(sets["train"], sets["val"], engine_name, reason or "all features were in the cache")

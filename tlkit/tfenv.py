@@ -27,7 +27,7 @@ def import_tensorflow():
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:
-            import keras  # noqa: F401  (imports TensorFlow as its backend)
+            import keras  # noqa: F401  pylint: disable=unused-import  (imports TensorFlow as its backend)
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # device start-up logs happen here, not mid-run

@@ -44,6 +44,28 @@ def compile_model(model, config: TrainConfig) -> None:
     )
 
 
+def pixel_datasets(train_px, val_px, config: TrainConfig, num_classes: int):
+    """(train, val) ``tf.data`` datasets of decoded pixels, for end-to-end training."""
+    from tlkit.data import make_dataset
+
+    train = make_dataset(train_px, batch_size=config.batch_size, num_classes=num_classes,
+                         shuffle=True, seed=config.seed)
+    val = make_dataset(val_px, batch_size=config.batch_size, num_classes=num_classes,
+                       shuffle=False, seed=config.seed)
+    return train, val
+
+
+def feature_datasets(run_features, config: TrainConfig, num_classes: int):
+    """(train, val) ``tf.data`` datasets of cached base features, for training the head alone."""
+    from tlkit.features import make_feature_dataset
+
+    train = make_feature_dataset(run_features.train, batch_size=config.batch_size,
+                                 num_classes=num_classes, shuffle=True, seed=config.seed)
+    val = make_feature_dataset(run_features.val, batch_size=config.batch_size,
+                               num_classes=num_classes, shuffle=False, seed=config.seed)
+    return train, val
+
+
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
     """CSV text with a header from the union of the rows' keys (first-seen order)."""
     header: list[str] = []

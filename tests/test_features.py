@@ -1,0 +1,153 @@
+"""The frozen-base feature cache, the ONNX Runtime engine and the training path choice."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tlkit
+from conftest import run_tlkit, write_images
+from tlkit import TlkitError
+from tlkit.features import cache_entries, cache_root, clear_cache, load_or_compute
+
+FAST = dict(base="mobilenet_v2", weights="none", image_size=32, batch_size=8, epochs=1, verbose=False)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "cache"
+    monkeypatch.setenv("TLKIT_CACHE_DIR", str(root))
+    return root
+
+
+def _train(data, tmp_path, **options):
+    return tlkit.train(data=str(data), output=str(tmp_path / "runs"), **{**FAST, **options})
+
+
+@pytest.mark.parametrize("base", ["mobilenet_v2", "efficientnet_b0"])
+def test_onnxruntime_features_match_keras(base, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from tlkit.api import resolve_head
+    from tlkit.builder import assemble
+    from tlkit.features import OnnxRuntimeEngine, export_onnx
+    from tlkit.registry import get_registry
+
+    head, params = resolve_head("linear", {})
+    parts = assemble(get_registry().base(base), head, 3, image_size=32, weights=None, head_params=params)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    expected = np.asarray(parts.feature_model(images, training=False))
+    path = export_onnx(parts.feature_model, tmp_path / "base.onnx", 32)
+    got = OnnxRuntimeEngine(path)(images)  # EfficientNet: its Normalization constants are folded
+    assert got.shape == expected.shape
+    assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected))
+
+
+def test_second_run_with_another_head_reuses_the_cache(tiny_data, tmp_path, cache):
+    first = _train(tiny_data, tmp_path, head="dense256")
+    assert first.metrics["training_path"] == "features"
+    features = first.metrics["features"]
+    assert features["train"]["cache"] == "computed" and features["val"]["cache"] == "computed"
+    assert features["train"]["images_per_s"] > 0
+    second = _train(tiny_data, tmp_path, head="linear", lr=0.01, epochs=2)
+    assert second.metrics["features"]["train"]["cache"] == "hit"
+    assert second.metrics["features"]["val"]["cache"] == "hit"
+    assert second.metrics["features"]["train"]["entry"] == features["train"]["entry"]
+    entries = [e for e in cache_entries() if e["kind"] == "features"]
+    assert len(entries) == 2 and {e["split"] for e in entries} == {"train", "val"}
+
+
+def test_changed_image_or_size_makes_a_new_entry(tiny_data, tmp_path, cache):
+    first = _train(tiny_data, tmp_path)
+    write_images(tiny_data / "train" / "cat", 1, (10, 10, 10), seed=99)  # overwrites img_000.png
+    changed = _train(tiny_data, tmp_path)
+    assert changed.metrics["features"]["train"]["cache"] == "computed"
+    assert changed.metrics["features"]["val"]["cache"] == "hit"  # val images did not change
+    bigger = _train(tiny_data, tmp_path, image_size=40)
+    assert bigger.metrics["features"]["val"]["cache"] == "computed"
+    assert first.metrics["features"]["train"]["entry"] != changed.metrics["features"]["train"]["entry"]
+
+
+def test_saved_model_equals_the_head_trained_on_cached_features(tiny_data, tmp_path, cache):
+    import keras
+
+    result = _train(tiny_data, tmp_path, head="mlp", head_params={"units": (16,)}, epochs=2)
+    model = keras.saving.load_model(result.model_path)
+    from tlkit.data import decode_split, scan_dataset
+
+    scan = scan_dataset(tiny_data)
+    val = decode_split(scan.val, 32, tmp_path / "px", name="val")
+    end_to_end = model.predict(np.asarray(val.pixels, dtype="float32"), verbose=0)
+    entry = Path(result.metrics["features"]["val"]["entry"])
+    meta = json.loads((entry / "meta.json").read_text())
+    cached = np.memmap(entry / "features.f32", dtype=np.float32, mode="r", shape=tuple(meta["shape"]))
+    head_only = model.get_layer("head").predict(np.asarray(cached[0]), verbose=0)
+    np.testing.assert_allclose(end_to_end, head_only, atol=1e-4)
+    accuracy = float((end_to_end.argmax(1) == val.labels).mean())
+    assert accuracy == pytest.approx(result.history["val_accuracy"][-1], abs=1e-6)
+
+
+def test_half_written_entries_are_never_used(tmp_path, cache):
+    class Engine:
+        name = "fake"
+        calls = 0
+
+        def __call__(self, batch):
+            Engine.calls += 1
+            return np.ones((len(batch), 2, 2, 3), np.float32) * batch[:, :1, :1, :1]
+
+    pixels = np.arange(4 * 4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 4, 3)
+    labels = np.arange(4, dtype=np.int32)
+    kwargs = dict(key="k1", pixels=pixels, labels=labels, feature_shape=(2, 2, 3), engine=Engine(), batch_size=2)
+    # A crashed run's leftovers: a temp folder and an entry without its completion mark.
+    (cache_root() / "features" / ".tmp-k1-crashed").mkdir(parents=True)
+    (cache_root() / "features" / "k1").mkdir()
+    (cache_root() / "features" / "k1" / "features.f32").write_bytes(b"\0" * 10)
+    first = load_or_compute(**kwargs)
+    assert not first.hit and Engine.calls == 2
+    second = load_or_compute(**kwargs)
+    assert second.hit and Engine.calls == 2
+    np.testing.assert_array_equal(second.features[0, :, 0, 0, 0], pixels[:, 0, 0, 0])
+    entries, freed = clear_cache()
+    assert entries == 1 and freed > 0 and not any((cache_root() / "features").iterdir())
+
+
+def test_augmentation_path_choice_and_aug_views(tiny_data, tmp_path, cache):
+    plain = _train(tiny_data, tmp_path, augmentations=["flip_horizontal"])
+    assert plain.metrics["training_path"] == "end-to-end"
+    assert "--aug-views" in plain.metrics["training_path_reason"]
+    assert plain.metrics["features"] is None
+    views = _train(tiny_data, tmp_path, augmentations=["flip_horizontal"], aug_views=2, epochs=3)
+    assert views.metrics["training_path"] == "features"
+    assert views.metrics["features"]["train"]["views"] == 2 and views.metrics["features"]["val"]["views"] == 1
+    entry = Path(views.metrics["features"]["train"]["entry"])
+    meta = json.loads((entry / "meta.json").read_text())
+    stored = np.memmap(entry / "features.f32", dtype=np.float32, mode="r", shape=tuple(meta["shape"]))
+    difference = np.max(np.abs(np.asarray(stored[0]) - np.asarray(stored[1])))
+    assert difference > 1e-3 * np.max(np.abs(stored[0])), "the two views are identical"
+    off = _train(tiny_data, tmp_path, feature_cache=False)
+    assert off.metrics["training_path"] == "end-to-end" and "--no-feature-cache" in off.metrics["training_path_reason"]
+
+
+def test_engine_choice_and_cache_commands(tiny_data, tmp_path, cache):
+    result = _train(tiny_data, tmp_path, engine="tensorflow")
+    assert result.metrics["features"]["engine"] == "tensorflow"
+    with pytest.raises(TlkitError, match="unknown --engine 'onnx'"):
+        _train(tiny_data, tmp_path, engine="onnx")
+    env = {"TLKIT_CACHE_DIR": str(cache)}
+    info = json.loads(run_tlkit("cache", "info", "--json", env=env).stdout)
+    assert info["root"] == str(cache) and len([e for e in info["entries"] if e["kind"] == "features"]) == 2
+    cleared = run_tlkit("cache", "clear", "--json", env=env)
+    assert cleared.returncode == 0 and json.loads(cleared.stdout)["entries_removed"] >= 2
+    assert json.loads(run_tlkit("cache", "info", "--json", env=env).stdout)["entries"] == []
+
+
+def test_cache_dir_default_is_the_user_cache(monkeypatch):
+    monkeypatch.delenv("TLKIT_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
+    assert cache_root() == Path("/somewhere/tlkit")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_root() == Path(os.path.expanduser("~/.cache/tlkit"))
