@@ -171,6 +171,7 @@ def train(
     *,
     console: Any = None,
     verbose: bool = True,
+    resume: str | Path | None = None,
     **options: Any,
 ) -> TrainResult:
     """Train a classifier and write a complete run directory; return a :class:`TrainResult`.
@@ -179,11 +180,22 @@ def train(
     ``base``, ``head``, ``epochs``, ``batch_size``, ``lr``, ...), given as a
     config object, keyword arguments, or both (keywords win).  Progress goes
     to ``console`` (a ``rich.console.Console``; stderr by default) unless
-    ``verbose`` is False.
+    ``verbose`` is False.  ``resume=RUN_DIR`` continues an interrupted run from
+    its last checkpoint, with that run's configuration.
     """
+    from tlkit import checkpoints
     from tlkit import data as datamod
+    from tlkit.config import load_config_file
 
-    config = resolve_config(config, **options)
+    state = None
+    if resume is not None:
+        if config is not None or options:
+            raise TlkitError("--resume continues a run with its own config.toml; drop the other options")
+        run_dir, state = checkpoints.open_for_resume(resume)
+        config = load_config_file(run_dir / "config.toml")
+        config.validate()
+    else:
+        config = resolve_config(config, **options)
     console = _make_console(console, verbose)
     registry = get_registry()
     base = registry.base(config.base)
@@ -200,20 +212,37 @@ def train(
     _report_scan(console, scan)
 
     import_tensorflow()
-    run_dir = create_run_dir(config.output, config.base, config.head)
-    console.print(f"Run directory: [bold]{run_dir}[/bold]")
-    from tlkit import __version__
+    if resume is None:
+        run_dir = create_run_dir(config.output, config.base, config.head)
+        from tlkit import __version__
 
-    write_text(
-        run_dir / "config.toml",
-        to_toml(config, {"version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}),
-    )
-    write_json(run_dir / "classes.json", scan.classes)
+        write_text(
+            run_dir / "config.toml",
+            to_toml(config, {"version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}),
+        )
+        write_json(run_dir / "classes.json", scan.classes)
+    else:
+        import json
+
+        known = json.loads((run_dir / "classes.json").read_text(encoding="utf-8"))
+        if known != scan.classes:
+            raise TlkitError(
+                f"--resume {run_dir}: the data's classes changed since the run started "
+                f"(run: {', '.join(known)}; now: {', '.join(scan.classes)}); start a new run instead"
+            )
+    console.print(f"Run directory: [bold]{run_dir}[/bold]" + (" (resuming)" if resume else ""))
 
     with tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir:
-        train_px, val_px = _decode(console, datamod, scan, config, workdir)
-        return _fit_and_save(console, config, base, head, scan.classes, train_px, val_px, run_dir,
-                             verbose=verbose)
+        try:
+            train_px, val_px = _decode(console, datamod, scan, config, workdir)
+            return _fit_and_save(console, config, base, head, scan.classes, train_px, val_px, run_dir,
+                                 verbose=verbose, saved_state=state)
+        except KeyboardInterrupt:
+            from tlkit.training import TrainingInterrupted
+
+            raise TrainingInterrupted(
+                f"interrupted before the first epoch finished; resume with: tlkit train --resume {run_dir}"
+            ) from None
 
 
 def _report_scan(console, scan) -> None:
@@ -267,14 +296,19 @@ def training_path(config: TrainConfig) -> tuple[str, str]:
     return "features", "the base is frozen: its features are computed once per image and cached"
 
 
-def _fit_and_save(console, config, base, head, classes, train_px, val_px, run_dir: Path, *, verbose: bool):
+def _fit_and_save(console, config, base, head, classes, train_px, val_px, run_dir: Path, *, verbose: bool,
+                  saved_state: dict | None):
     import keras
 
-    from tlkit import builder, training
-    from tlkit.callbacks import HistoryWriter, RichProgress
+    from tlkit import builder, features, training
+    from tlkit.callbacks import RichProgress
     from tlkit.reporting import plot_history
 
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     augs = resolve_augmentations(config.augmentations)
     weights = None if config.weights == "none" else config.weights
     with training.distribution_strategy().scope():
@@ -289,53 +323,143 @@ def _fit_and_save(console, config, base, head, classes, train_px, val_px, run_di
         f"{config.image_size} px) + {head.name} head: {model.count_params():,} parameters, "
         f"{trainable:,} trainable"
     )
+
+    fingerprints = {"train": features.files_fingerprint(train_px.files),
+                    "val": features.files_fingerprint(val_px.files)}
+    base_fp = features.weights_fingerprint(parts.backbone)
+    state = _run_state(saved_state, fingerprints, base_fp, run_dir)
+    class_weight = _class_balance(console, config, classes, train_px, val_px)
+
     path, why = training_path(config)
     console.print(f"Training path: [bold]{path}[/bold] — {why}")
-
     features_summary = None
-    if path == "features":
+    num_classes = len(classes)
+    if path == "features" and state.stage == training.HEAD:
         run_features = _features(console, config, base, parts, train_px, val_px, verbose=verbose)
         features_summary = run_features.summary()
-        train_ds, val_ds = training.feature_datasets(run_features, config, len(classes))
-        fit_model = parts.head
+
+        def head_data(first_pass: int):
+            return training.feature_datasets(run_features, config, num_classes, first_pass)
     else:
-        train_ds, val_ds = training.pixel_datasets(train_px, val_px, config, len(classes))
-        fit_model = model
-    with training.distribution_strategy().scope():
-        training.compile_model(fit_model, config)
+        def head_data(first_pass: int):
+            return training.pixel_datasets(train_px, val_px, config, num_classes, first_pass)
+
+    def pixel_data(first_pass: int):
+        return training.pixel_datasets(train_px, val_px, config, num_classes, first_pass)
 
     steps = -(-len(train_px.labels) // config.batch_size)
-    callbacks = [HistoryWriter(run_dir / "history.csv")]
-    if verbose:
-        callbacks.append(RichProgress(console, steps=steps, epochs=config.epochs))
+
+    def progress(stage):
+        return [RichProgress(console, steps=steps, epochs=stage.end, stage=stage.name)] if verbose else []
+
+    runner = training.StageRunner(
+        run_dir=run_dir, config=config, parts=parts, num_classes=num_classes, class_weight=class_weight,
+        head_data=head_data, pixel_data=pixel_data, head_on_features=path == "features",
+        steps=steps, state=state, progress=progress, console=console,
+    )
     started = time.perf_counter()
-    history = training.fit_head(fit_model, train_ds, val_ds, config=config, callbacks=callbacks)
+    state = runner.run()
     train_time = time.perf_counter() - started
 
     model_path = run_dir / "model.keras"
     with atomic_path(model_path, suffix=".keras") as tmp:
-        model.save(tmp)  # always the whole model: raw pixels in, probabilities out
-    best, _ = training.best_epoch(history)
-    metrics = {
-        "best_epoch": best,
-        "best_val_accuracy": history["val_accuracy"][best - 1] if history.get("val_accuracy") else None,
-        "best_val_loss": history["val_loss"][best - 1] if history.get("val_loss") else None,
+        _portable(model).save(tmp)
+    history = training.history_from_rows(state.rows)
+    metrics = _training_metrics(config, state, history, train_time, classes, train_px, val_px)
+    metrics.update({"training_path": path, "training_path_reason": why, "features": features_summary})
+    write_json(run_dir / "metrics.json", metrics)
+    plots = plot_history(history, run_dir / "plots", title=f"{base.name} + {head.name}")
+    return TrainResult(run_dir=run_dir, config=config, classes=list(classes), history=history,
+                       metrics=metrics, model_path=model_path, plots=plots)
+
+
+def _portable(model):
+    """An uncompiled copy of ``model`` with the same weights: no optimizer (and no tlkit-only
+    schedule) inside ``model.keras``, so it loads cleanly with plain Keras."""
+    import keras
+
+    def without_compile(obj):
+        # A nested model that was trained alone (the head on cached features)
+        # carries its compile config; drop it everywhere.
+        if isinstance(obj, dict):
+            return {k: without_compile(v) for k, v in obj.items() if k != "compile_config"}
+        if isinstance(obj, list):
+            return [without_compile(v) for v in obj]
+        return obj
+
+    fresh = keras.Model.from_config(without_compile(model.get_config()))
+    fresh.set_weights(model.get_weights())
+    return fresh
+
+
+def _run_state(saved: dict | None, fingerprints: dict[str, str], base_fp: str, run_dir: Path):
+    """A fresh RunState, or the saved one after checking the data and base are unchanged."""
+    from tlkit.training import RunState
+
+    if saved is None:
+        return RunState(data=fingerprints, base_weights=base_fp)
+    state = RunState.from_dict(saved)
+    changed = [name for name in ("train", "val") if state.data.get(name) != fingerprints[name]]
+    if changed:
+        raise TlkitError(
+            f"--resume {run_dir}: the {' and '.join(changed)} images changed since the run started; "
+            f"resuming needs the same data — start a new run instead"
+        )
+    if state.base_weights and state.base_weights != base_fp:
+        raise TlkitError(
+            f"--resume {run_dir}: the base's weights differ from the run's (the weights file changed?); "
+            f"start a new run instead"
+        )
+    state.status = "running"
+    return state
+
+
+def _class_balance(console, config, classes, train_px, val_px):
+    """Show the class distribution, warn on strong imbalance, return Keras class weights."""
+    from tlkit import imbalance
+
+    train_counts = imbalance.class_counts(train_px.labels, len(classes))
+    val_counts = imbalance.class_counts(val_px.labels, len(classes))
+    shown = ", ".join(f"{name} {t}/{v}" for name, t, v in zip(classes, train_counts, val_counts))
+    console.print(f"Classes (train/val images): {shown}")
+    ratio = imbalance.imbalance_ratio(train_counts)
+    weights = imbalance.class_weights(config.class_weight, train_px.labels, classes)
+    if ratio >= imbalance.IMBALANCE_WARNING_RATIO:
+        advice = "" if weights else "; consider --class-weight balanced"
+        console.print(
+            f"[yellow]Warning:[/yellow] the training classes are imbalanced (largest/smallest = {ratio:.1f}×)"
+            + advice
+        )
+    if weights:
+        console.print("Class weights: " + ", ".join(f"{classes[i]} {w:.2f}" for i, w in weights.items()))
+    return weights
+
+
+def _training_metrics(config, state, history, train_time, classes, train_px, val_px) -> dict[str, Any]:
+    def at_best(key: str):
+        values = history.get(key)
+        return values[state.best_epoch - 1] if values and state.best_epoch else None
+
+    return {
+        "monitor": config.monitor,
+        "best_epoch": state.best_epoch,
+        "best_stage": state.best_stage,
+        "best_value": state.best_value,
+        "best_val_accuracy": at_best("val_accuracy"),
+        "best_val_loss": at_best("val_loss"),
+        "best_val_f1": at_best("val_f1"),
         "final": {key: values[-1] for key, values in history.items()},
-        "epochs_run": len(history.get("loss", [])),
+        "epochs_run": state.epoch,
+        "head_epochs": state.head_epochs,
+        "fine_tune_epochs": state.epoch - state.head_epochs,
+        "stopped_early": state.stopped_early,
         "train_time_s": round(train_time, 2),
         "num_classes": len(classes),
         "num_train": int(len(train_px.labels)),
         "num_val": int(len(val_px.labels)),
         "skipped_bad_images": [str(p) for p, _ in train_px.bad + val_px.bad],
-        "saved_model": "final epoch",
-        "training_path": path,
-        "training_path_reason": why,
-        "features": features_summary,
+        "saved_model": f"best epoch by {config.monitor} (epoch {state.best_epoch}, {state.best_stage} stage)",
     }
-    write_json(run_dir / "metrics.json", metrics)
-    plots = plot_history(history, run_dir / "plots", title=f"{base.name} + {head.name}")
-    return TrainResult(run_dir=run_dir, config=config, classes=list(classes), history=history,
-                       metrics=metrics, model_path=model_path, plots=plots)
 
 
 def _features(console, config, base, parts, train_px, val_px, *, verbose: bool):

@@ -1,11 +1,10 @@
-"""Keras callbacks tlkit adds to every fit: live rich progress and the history file.
+"""The Keras callback that shows live training progress in the terminal (rich).
 
 This module imports Keras at the top; import it only once training starts.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -19,13 +18,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from tlkit.rundir import write_text
-from tlkit.training import rows_to_csv
-
 
 def _fmt(logs: dict[str, Any], prefix: str = "") -> str:
     parts = []
-    for key in ("loss", "accuracy"):
+    for key in ("loss", "accuracy", "f1"):
         value = logs.get(prefix + key)
         if value is not None:
             parts.append(f"{prefix}{key} {float(value):.4f}")
@@ -39,11 +35,13 @@ class RichProgress(keras.callbacks.Callback):
     """
 
     def __init__(self, console: Console, steps: int, epochs: int, stage: str = "head") -> None:
+        """``epochs`` is the last global epoch of the stage (fine-tuning continues the count)."""
         super().__init__()
         self.console = console
         self.steps = steps
         self.epochs = epochs
         self.stage = stage
+        self.label = "fine-tune epoch" if stage == "fine_tune" else "epoch"
         self._progress: Progress | None = None
         self._task = None
 
@@ -66,7 +64,7 @@ class RichProgress(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self._progress is not None:
             self._progress.reset(self._task, total=self.steps, metrics="",
-                                 description=f"epoch {epoch + 1}/{self.epochs}")
+                                 description=f"{self.label} {epoch + 1}/{self.epochs}")
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self._progress is not None:
@@ -78,7 +76,7 @@ class RichProgress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        line = f"epoch {epoch + 1:>3}/{self.epochs}  {_fmt(logs)}  [bold]{_fmt(logs, 'val_')}[/bold]"
+        line = f"{self.label} {epoch + 1:>3}/{self.epochs}  {_fmt(logs)}  [bold]{_fmt(logs, 'val_')}[/bold]"
         # Printed through the live display so it lands above the bar.
         (self._progress.console if self._progress is not None else self.console).print(line, highlight=False)
 
@@ -86,19 +84,3 @@ class RichProgress(keras.callbacks.Callback):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-
-
-class HistoryWriter(keras.callbacks.Callback):
-    """Rewrites ``history.csv`` atomically after every epoch, so a crash keeps the epochs done."""
-
-    def __init__(self, path: Path, stage: str = "head") -> None:
-        super().__init__()
-        self.path = Path(path)
-        self.stage = stage
-        self.rows: list[dict[str, Any]] = []
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        row: dict[str, Any] = {"epoch": epoch + 1, "stage": self.stage}
-        row.update({key: float(value) for key, value in (logs or {}).items()})
-        self.rows.append(row)
-        write_text(self.path, rows_to_csv(self.rows))

@@ -22,7 +22,10 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
-LOSSES = ("categorical_crossentropy", "mean_squared_error")
+LOSSES = ("categorical_crossentropy", "focal", "mean_squared_error")
+SCHEDULES = ("constant", "cosine", "exponential", "step")
+METRICS = ("accuracy", "top_k", "precision", "recall", "f1", "fbeta")
+MONITORS = ("val_accuracy", "val_loss", "val_f1")
 ENGINES = ("auto", "onnxruntime", "tensorflow")
 
 
@@ -49,6 +52,31 @@ class TrainConfig:
     feature_cache: bool = True  # train the head on cached base features when the base is frozen
     aug_views: int = 0  # with augmentations: cache this many augmented views (0: end-to-end)
     engine: str = "auto"  # feature engine: auto, onnxruntime, tensorflow
+    # optimizer details and learning-rate schedule
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    decay_rate: float = 0.5  # exponential: factor per epoch; step: factor every decay_epochs
+    decay_epochs: int = 3
+    # loss and metrics
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    metrics: list[str] = field(default_factory=lambda: ["accuracy", "f1"])
+    top_k: int = 5
+    fbeta: float = 2.0
+    class_weight: str = "none"  # none, balanced, or a JSON file {class: weight}
+    # stopping and model selection
+    monitor: str = "val_accuracy"
+    patience: int = 0  # early stopping after this many epochs without improvement (0: off)
+    reduce_lr_patience: int = 0  # halve-on-plateau after this many epochs (0: off)
+    reduce_lr_factor: float = 0.5
+    # fine-tuning stage
+    fine_tune_epochs: int = 0
+    unfreeze: str = "all"  # K (top K layers), all, or from:LAYER_NAME
+    fine_tune_lr: float = 1e-5
+    deterministic: bool = False
 
     def validate(self) -> None:
         """Check every value's range; raise TlkitError naming the bad option."""
@@ -79,11 +107,51 @@ class TrainConfig:
                 f"unknown --engine {self.engine!r}{closest(self.engine, ENGINES)} "
                 f"(choose from {', '.join(ENGINES)})"
             )
+        for flag, value in (("warmup-epochs", self.warmup_epochs), ("patience", self.patience),
+                            ("reduce-lr-patience", self.reduce_lr_patience),
+                            ("fine-tune-epochs", self.fine_tune_epochs)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise TlkitError(f"--{flag} must be 0 or a positive integer, got {value!r}")
+        _positive_int("decay-epochs", self.decay_epochs)
+        _positive_int("top-k", self.top_k)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("monitor", self.monitor, MONITORS)
+        for metric in self.metrics:
+            _choice("metrics", metric, METRICS)
+        for flag, value, low, high in (("fine-tune-lr", self.fine_tune_lr, 0, math.inf),
+                                       ("weight-decay", self.weight_decay, -1e-300, math.inf),
+                                       ("momentum", self.momentum, -1e-300, 1.0),
+                                       ("label-smoothing", self.label_smoothing, -1e-300, 1.0),
+                                       ("decay-rate", self.decay_rate, 0, 1.0),
+                                       ("reduce-lr-factor", self.reduce_lr_factor, 0, 1.0 - 1e-9),
+                                       ("fbeta", self.fbeta, 0, math.inf),
+                                       ("focal-gamma", self.focal_gamma, -1e-300, math.inf)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low < value <= high) \
+                    or not math.isfinite(value):
+                raise TlkitError(f"--{flag} is out of range: {value!r}")
+        if self.monitor == "val_f1" and "f1" not in self.metrics:
+            raise TlkitError("--monitor val_f1 needs the f1 metric: add f1 to --metrics")
+        if self.reduce_lr_patience and (self.schedule != "constant" or self.warmup_epochs):
+            raise TlkitError(
+                "--reduce-lr-patience works with --schedule constant and no warm-up; "
+                f"got --schedule {self.schedule} --warmup-epochs {self.warmup_epochs}"
+            )
+        if self.class_weight not in ("none", "balanced") and not self.class_weight.endswith(".json"):
+            raise TlkitError(
+                f"--class-weight must be none, balanced or a .json file, got {self.class_weight!r}"
+            )
         if not isinstance(self.seed, int) or self.seed < 0:
             raise TlkitError(f"--seed must be a non-negative integer, got {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _choice(flag: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise TlkitError(
+            f"unknown --{flag} {value!r}{closest(str(value), choices)} (choose from {', '.join(choices)})"
+        )
 
 
 def _positive_int(flag: str, value: Any) -> None:

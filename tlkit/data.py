@@ -543,7 +543,8 @@ def _bad_images_message(bad: list[tuple[Path, str]], total: int, name: str, skip
 
 
 def make_dataset(
-    decoded: DecodedSplit, *, batch_size: int, num_classes: int, shuffle: bool, seed: int
+    decoded: DecodedSplit, *, batch_size: int, num_classes: int, shuffle: bool, seed: int,
+    first_pass: int = 0,
 ) -> "tf.data.Dataset":
     """A ``tf.data.Dataset`` of ``(pixels, one_hot_labels)`` batches from a decoded split.
 
@@ -554,7 +555,9 @@ def make_dataset(
     With ``shuffle``, the k-th pass over the dataset (k = 0, 1, ...) visits the
     images in the order of ``np.random.default_rng(seed + k).permutation(N)``:
     every epoch is shuffled differently, and two runs with the same seed see the
-    same orders. Without it, images come in split order.
+    same orders. Without it, images come in split order. ``first_pass`` is the
+    index of the first pass (a resumed run starting at epoch k passes k), so a
+    resumed run sees the same orders an uninterrupted one would.
     """
     import tensorflow as tf  # here, not at the top: importing tlkit.data must stay light
 
@@ -564,7 +567,7 @@ def make_dataset(
     if count == 0:
         raise TlkitError("cannot make a dataset from a split with no images")
     steps = math.ceil(count / batch_size)
-    batches = _batch_generator(decoded, batch_size, shuffle, seed)
+    batches = _batch_generator(decoded, batch_size, shuffle, seed, first_pass)
 
     dataset = tf.data.Dataset.from_generator(
         batches,
@@ -585,7 +588,7 @@ def make_dataset(
 
 
 def _batch_generator(
-    decoded: DecodedSplit, batch_size: int, shuffle: bool, seed: int
+    decoded: DecodedSplit, batch_size: int, shuffle: bool, seed: int, first_pass: int = 0
 ) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
     """A generator function that yields one pass of uint8 batches per call.
 
@@ -593,7 +596,7 @@ def _batch_generator(
     ``fit``); the shared counter makes each call use the next permutation.
     """
     count = len(decoded.labels)
-    passes = itertools.count()
+    passes = itertools.count(first_pass)
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         epoch = next(passes)

@@ -320,18 +320,20 @@ def load_or_compute(
 
 
 def make_feature_dataset(
-    features: FeatureSet, *, batch_size: int, num_classes: int, shuffle: bool, seed: int
+    features: FeatureSet, *, batch_size: int, num_classes: int, shuffle: bool, seed: int,
+    first_pass: int = 0,
 ):
     """A ``tf.data.Dataset`` of ``(features, one_hot)`` batches read from the memmap.
 
     With several views, epoch k reads view ``k % views`` — a different
     augmentation of each image every epoch, as end-to-end training would see.
+    ``first_pass`` is the first epoch's index (for resumed runs).
     """
     import tensorflow as tf
 
     count = len(features.labels)
     shape = features.features.shape[2:]
-    passes = itertools.count()
+    passes = itertools.count(first_pass)
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         epoch = next(passes)

@@ -1,53 +1,470 @@
-"""Training-curve plots, in one consistent style.
+"""Figures, in one consistent style, and TensorBoard scalars.
 
-Figures are drawn with matplotlib's non-interactive Agg backend (no display
-needed) and written atomically.
+Every figure tlkit draws comes from here — training curves, the confusion
+heatmap, the grid of mistakes, the overlay of several runs — so they share
+one look (:data:`STYLE`, :data:`COLORS`).  Figures are drawn with
+matplotlib's non-interactive Agg backend (no display needed) and written
+atomically.  matplotlib is imported inside the functions, never at import.
+
+:func:`write_tensorboard_logs` turns a run's ``history.csv`` into TensorBoard
+event files under ``<run>/logs/`` without TensorFlow or TensorBoard installed.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import math
+import struct
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tlkit.rundir import atomic_path
 
-_TRAIN_COLOR = "#1f77b4"
-_VAL_COLOR = "#d62728"
+COLORS = {
+    "train": "#1f77b4",
+    "val": "#d62728",
+    "best": "#2ca02c",
+    "boundary": "#7f7f7f",
+    "mistake": "#b2182b",
+    "text": "#222222",
+}
+"""The colours shared by every figure (train, validation, best epoch, stage boundary, ...)."""
+
+RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+              "#7f7f7f", "#bcbd22", "#17becf")
+"""One colour per run in overlay plots (cycled)."""
+
+STYLE: dict[str, Any] = {
+    "figure.dpi": 110,
+    "savefig.dpi": 110,
+    "figure.facecolor": "white",
+    "axes.facecolor": "white",
+    "font.size": 10,
+    "axes.titlesize": 12,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linestyle": "-",
+    "legend.frameon": False,
+    "legend.fontsize": 9,
+    "lines.linewidth": 1.8,
+    "lines.markersize": 3.5,
+}
+"""matplotlib rcParams applied (temporarily) to every tlkit figure."""
+
+_CURVES = (("accuracy", "Accuracy", max), ("loss", "Loss", min))
 
 
-def plot_history(history: dict[str, list[float]], plots_dir: str | Path, *, title: str) -> list[Path]:
-    """Write ``accuracy.png`` and ``loss.png`` (train vs validation per epoch); return their paths."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plots_dir = Path(plots_dir)
-    written = []
-    for metric, label, best in (("accuracy", "Accuracy", max), ("loss", "Loss", min)):
-        train = history.get(metric)
-        val = history.get(f"val_{metric}")
-        if not train and not val:
-            continue
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    plt = _pyplot()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes (and closed): for inlining into HTML."""
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- training curves
+
+
+def _best_from_history(history: dict[str, list[float]]) -> int | None:
+    """1-based epoch of the best validation accuracy (lowest val loss if absent), as training picks it."""
+    values = [v for v in history.get("val_accuracy") or []]
+    if values and not all(math.isnan(v) for v in values):
+        return max(range(len(values)), key=lambda i: -math.inf if math.isnan(values[i]) else values[i]) + 1
+    values = [v for v in history.get("val_loss") or []]
+    if values and not all(math.isnan(v) for v in values):
+        return min(range(len(values)), key=lambda i: math.inf if math.isnan(values[i]) else values[i]) + 1
+    return None
+
+
+def _stage_spans(stages: Sequence[str]) -> list[tuple[str, int, int]]:
+    """``[(stage, first_epoch, last_epoch), ...]`` (1-based) for consecutive runs of a stage."""
+    spans: list[tuple[str, int, int]] = []
+    for epoch, stage in enumerate(stages, start=1):
+        if spans and spans[-1][0] == stage:
+            spans[-1] = (stage, spans[-1][1], epoch)
+        else:
+            spans.append((stage, epoch, epoch))
+    return spans
+
+
+def history_figure(
+    history: dict[str, list[float]],
+    metric: str,
+    *,
+    title: str,
+    stages: Sequence[str] | None = None,
+    best_epoch: int | None = None,
+    epochs: Sequence[int] | None = None,
+):
+    """One training-curve figure (train vs validation ``metric`` per epoch), or None if no data.
+
+    Draws a vertical boundary with the stage's name where ``stages`` changes
+    (e.g. ``head`` → ``fine_tune``) and marks ``best_epoch`` (default: the
+    epoch with the best validation accuracy) on the validation curve.
+    """
+    plt = _pyplot()
+    label = dict((m, lbl) for m, lbl, _ in _CURVES).get(metric, metric.replace("_", " ").capitalize())
+    train = list(history.get(metric) or [])
+    val = list(history.get(f"val_{metric}") or [])
+    if not train and not val:
+        return None
+    n = max(len(train), len(val))
+    xs = list(epochs) if epochs is not None and len(epochs) == n else list(range(1, n + 1))
+    if best_epoch is None:
+        best_epoch = _best_from_history(history)
+
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
         if train:
-            ax.plot(range(1, len(train) + 1), train, marker="o", ms=3, color=_TRAIN_COLOR, label="train")
+            ax.plot(xs[: len(train)], train, marker="o", color=COLORS["train"], label="train")
         if val:
-            epochs = range(1, len(val) + 1)
-            ax.plot(epochs, val, marker="o", ms=3, color=_VAL_COLOR, label="validation")
-            best_value = best(val)
-            best_epoch = val.index(best_value) + 1
-            ax.scatter([best_epoch], [best_value], s=90, facecolors="none", edgecolors=_VAL_COLOR,
-                       linewidths=1.5, zorder=3, label=f"best val: {best_value:.4f} (epoch {best_epoch})")
-        ax.set_title(f"{label} — {title}")
+            ax.plot(xs[: len(val)], val, marker="o", color=COLORS["val"], label="validation")
+        if stages and len(stages) == n:
+            spans = _stage_spans(stages)
+            if len(spans) > 1:
+                for stage, first, _last in spans[1:]:
+                    x = xs[first - 1] - 0.5
+                    ax.axvline(x, color=COLORS["boundary"], linestyle="--", linewidth=1.2)
+                for stage, first, last in spans:
+                    ax.text((xs[first - 1] + xs[last - 1]) / 2, 1.0, stage.replace("_", "-"),
+                            transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                            fontsize=9, color=COLORS["boundary"], style="italic")
+        if best_epoch is not None and 1 <= best_epoch <= n:
+            bx = xs[best_epoch - 1]
+            ax.axvline(bx, color=COLORS["best"], linestyle=":", linewidth=1.4)
+            text = f"best epoch {bx}"
+            if val and best_epoch <= len(val) and not math.isnan(val[best_epoch - 1]):
+                by = val[best_epoch - 1]
+                ax.scatter([bx], [by], s=110, facecolors="none", edgecolors=COLORS["best"],
+                           linewidths=2, zorder=4)
+                text += f": val {metric.replace('_', ' ')} {by:.4f}"
+            ax.plot([], [], color=COLORS["best"], linestyle=":", label=text)  # legend entry
+        ax.set_title(f"{label} — {title}", pad=16 if stages and len(set(stages)) > 1 else 6)
         ax.set_xlabel("Epoch")
         ax.set_ylabel(label)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(True, alpha=0.3)
-        ax.legend()
+        if metric == "accuracy" or metric.endswith("accuracy"):
+            ax.set_ylim(-0.02, 1.02)
+        ax.legend(loc="lower right" if metric.endswith("accuracy") else "upper right")
         fig.tight_layout()
-        path = plots_dir / f"{metric}.png"
+    return fig
+
+
+def plot_history(
+    history: dict[str, list[float]],
+    plots_dir: str | Path,
+    *,
+    title: str,
+    stages: list[str] | None = None,
+    best_epoch: int | None = None,
+) -> list[Path]:
+    """Write ``accuracy.png`` and ``loss.png`` (train vs validation per epoch); return their paths.
+
+    Args:
+        history: Keras-style ``{"loss": [...], "val_loss": [...], ...}``, one value per epoch.
+        plots_dir: folder for the PNGs (created if missing).
+        title: shown after the metric's name, e.g. ``"mobilenet_v2 + dense256"``.
+        stages: the training stage of each epoch (``["head", "head", "fine_tune", ...]``);
+            a labelled boundary is drawn where it changes.
+        best_epoch: 1-based epoch to mark; default the best validation accuracy.
+    """
+    plots_dir = Path(plots_dir)
+    written = []
+    for metric, _label, _best in _CURVES:
+        fig = history_figure(history, metric, title=title, stages=stages, best_epoch=best_epoch)
+        if fig is not None:
+            written.append(_save(fig, plots_dir / f"{metric}.png"))
+    return written
+
+
+def read_history_csv(path: str | Path) -> tuple[dict[str, list[float]], list[str], list[int]]:
+    """``(history, stages, epochs)`` from a run's ``history.csv`` (missing values become NaN)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    history: dict[str, list[float]] = {}
+    stages: list[str] = []
+    epochs: list[int] = []
+    columns = [c for c in (rows[0].keys() if rows else []) if c not in ("epoch", "stage")]
+    for i, row in enumerate(rows, start=1):
+        try:
+            epochs.append(int(float(row.get("epoch") or i)))
+        except ValueError:
+            epochs.append(i)
+        stages.append(row.get("stage") or "head")
+        for column in columns:
+            try:
+                value = float(row.get(column) or "nan")
+            except ValueError:
+                value = math.nan
+            history.setdefault(column, []).append(value)
+    # A non-numeric column (a note, a path) is not a metric.
+    history = {k: v for k, v in history.items() if not all(math.isnan(x) for x in v)}
+    return history, stages, epochs
+
+
+# --------------------------------------------------------------------------- evaluation figures
+
+
+def confusion_figure(counts, classes: Sequence[str], *, title: str = "Confusion matrix"):
+    """Heatmap of the row-normalised confusion matrix, annotated with counts and percentages.
+
+    Rows are the true classes, columns the predicted ones.
+    """
+    import numpy as np
+
+    plt = _pyplot()
+    counts = np.asarray(counts, dtype=np.int64)
+    n = len(classes)
+    totals = counts.sum(axis=1, keepdims=True)
+    norm = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
+    side = min(max(4.5, 0.55 * n + 2.5), 24)
+    with plt.rc_context({**STYLE, "axes.grid": False}):
+        fig, ax = plt.subplots(figsize=(side + 1.2, side))
+        image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        colorbar.set_label("fraction of the true class")
+        ax.set_xticks(range(n), labels=list(classes), rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center",
+                      rotation_mode="anchor")
+        ax.set_yticks(range(n), labels=list(classes))
+        ax.set_xlabel("Predicted class")
+        ax.set_ylabel("True class")
+        ax.set_title(title)
+        if n <= 30:
+            size = 9 if n <= 12 else 7
+            for i in range(n):
+                for j in range(n):
+                    if counts[i, j] == 0 and i != j:
+                        continue
+                    color = "white" if norm[i, j] > 0.6 else COLORS["text"]
+                    text = f"{counts[i, j]}\n{norm[i, j]:.0%}" if n <= 15 else f"{counts[i, j]}"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=size, color=color)
+        fig.tight_layout()
+    return fig
+
+
+def plot_confusion(counts, classes: Sequence[str], path: str | Path, *, title: str = "Confusion matrix") -> Path:
+    """Write the confusion heatmap (see :func:`confusion_figure`) to ``path``."""
+    return _save(confusion_figure(counts, classes, title=title), Path(path))
+
+
+def mistakes_figure(items: Sequence[dict[str, Any]], *, title: str = "Most confident mistakes", columns: int = 5):
+    """A grid of images, each captioned ``true: X / predicted: Y (p)``.
+
+    ``items`` are dicts with ``image`` (an ``(h, w, 3)`` uint8 array), ``true``,
+    ``predicted`` and ``probability``.  With no items, a figure saying so.
+    """
+    plt = _pyplot()
+    with plt.rc_context({**STYLE, "axes.grid": False}):
+        if not items:
+            fig, ax = plt.subplots(figsize=(6, 1.6))
+            ax.axis("off")
+            ax.text(0.5, 0.5, "No mistakes: every image was classified correctly.", ha="center",
+                    va="center", fontsize=12, color=COLORS["best"], transform=ax.transAxes)
+            ax.set_title(title)
+            return fig
+        columns = max(1, min(columns, len(items)))
+        rows = math.ceil(len(items) / columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.75 * rows + 0.5), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, item in zip(axes.flat, items):
+            ax.imshow(item["image"])
+            ax.set_title(f"true: {item['true']}\npredicted: {item['predicted']}\n"
+                         f"p = {item['probability']:.2f}", fontsize=8.5, fontweight="normal",
+                         color=COLORS["mistake"], linespacing=1.3)
+        fig.suptitle(title, fontsize=STYLE["axes.titlesize"], fontweight="bold")
+        fig.tight_layout()
+    return fig
+
+
+def plot_mistakes(items: Sequence[dict[str, Any]], path: str | Path, *, title: str = "Most confident mistakes",
+                  columns: int = 5) -> Path:
+    """Write the mistakes grid (see :func:`mistakes_figure`) to ``path``."""
+    return _save(mistakes_figure(items, title=title, columns=columns), Path(path))
+
+
+# --------------------------------------------------------------------------- comparing runs
+
+
+def compare_figure(runs: Sequence[dict[str, Any]], *, title: str = "Validation curves"):
+    """Overlay of several runs' validation accuracy and loss per epoch.
+
+    ``runs`` are dicts with ``label``, ``epochs``, ``val_accuracy``, ``val_loss``
+    (lists; either may be empty) and optionally ``best_epoch``.
+    """
+    plt = _pyplot()
+    with plt.rc_context(STYLE):
+        fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(12, 4.6))
+        for i, run in enumerate(runs):
+            color = RUN_COLORS[i % len(RUN_COLORS)]
+            epochs = list(run.get("epochs") or [])
+            for ax, key in ((acc_ax, "val_accuracy"), (loss_ax, "val_loss")):
+                values = list(run.get(key) or [])
+                if not values:
+                    continue
+                xs = epochs if len(epochs) == len(values) else list(range(1, len(values) + 1))
+                ax.plot(xs, values, marker="o", color=color, label=run["label"])
+                best = run.get("best_epoch")
+                if best and best in xs:
+                    k = xs.index(best)
+                    ax.scatter([best], [values[k]], s=90, facecolors="none", edgecolors=color,
+                               linewidths=1.8, zorder=4)
+        for ax, name in ((acc_ax, "Validation accuracy"), (loss_ax, "Validation loss")):
+            ax.set_title(name)
+            ax.set_xlabel("Epoch")
+            ax.set_ylabel(name.split()[-1].capitalize())
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        acc_ax.set_ylim(-0.02, 1.02)
+        handles, labels = acc_ax.get_legend_handles_labels()
+        if not handles:
+            handles, labels = loss_ax.get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)),
+                       bbox_to_anchor=(0.5, -0.02 - 0.045 * math.ceil(len(labels) / 3)))
+        fig.suptitle(f"{title} (circles: best epoch)", fontsize=STYLE["axes.titlesize"], fontweight="bold")
+        fig.tight_layout()
+    return fig
+
+
+def plot_compare(runs: Sequence[dict[str, Any]], path: str | Path, *, title: str = "Validation curves") -> Path:
+    """Write the overlay of several runs' validation curves (see :func:`compare_figure`)."""
+    return _save(compare_figure(runs, title=title), Path(path))
+
+
+# --------------------------------------------------------------------------- TensorBoard
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for n in range(256):
+        crc = n
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC_TABLE: list[int] = []
+
+
+def _masked_crc32c(data: bytes) -> int:
+    if not _CRC_TABLE:
+        _CRC_TABLE.extend(_crc32c_table())
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    value &= (1 << 64) - 1
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _field_bytes(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _event(wall_time: float, step: int, *, file_version: str | None = None,
+           scalars: dict[str, float] | None = None) -> bytes:
+    """A serialized ``tensorflow.Event`` protobuf (hand-encoded: no TensorFlow needed)."""
+    data = b"\x09" + struct.pack("<d", wall_time) + b"\x10" + _varint(step)
+    if file_version is not None:
+        data += _field_bytes(3, file_version.encode())
+    if scalars:
+        values = b"".join(
+            _field_bytes(1, _field_bytes(1, tag.encode()) + b"\x15" + struct.pack("<f", value))
+            for tag, value in scalars.items()
+        )
+        data += _field_bytes(5, values)
+    return data
+
+
+def _record(data: bytes) -> bytes:
+    """One TFRecord frame: length, its masked CRC-32C, data, the data's masked CRC-32C."""
+    length = struct.pack("<Q", len(data))
+    return length + struct.pack("<I", _masked_crc32c(length)) + data + struct.pack("<I", _masked_crc32c(data))
+
+
+TENSORBOARD_FILE = "events.out.tfevents.0.tlkit"
+"""Name of the event file tlkit writes in ``logs/train`` and ``logs/validation``."""
+
+
+def write_tensorboard_logs(run_dir: str | Path) -> list[Path]:
+    """Write ``<run>/logs/{train,validation}/`` TensorBoard scalars from ``history.csv``.
+
+    Tags follow Keras' TensorBoard callback (``epoch_loss``, ``epoch_accuracy``,
+    ...; ``val_X`` goes to ``validation/epoch_X``), steps are the epoch numbers of
+    ``history.csv``, so ``tensorboard --logdir runs/`` overlays train and
+    validation for every run.  The files are rewritten whole (atomically) on
+    each call.  Event files from another writer (a Keras ``TensorBoard``
+    callback) in ``logs/`` are left alone and nothing is added beside them.
+    Returns the files written (none when there is no history).
+    """
+    run_dir = Path(run_dir)
+    history_path = run_dir / "history.csv"
+    logs = run_dir / "logs"
+    if not history_path.is_file():
+        return []
+    if logs.is_dir() and any(p.is_file() and "tfevents" in p.name and not p.name.endswith(".tlkit")
+                             for p in logs.rglob("*")):
+        return []
+    history, stages, epochs = read_history_csv(history_path)
+    now = time.time()
+    splits: dict[str, list[bytes]] = {"train": [], "validation": []}
+    for name in splits:
+        splits[name].append(_record(_event(now, 0, file_version="brain.Event:2")))
+    for i, epoch in enumerate(epochs):
+        per_split: dict[str, dict[str, float]] = {"train": {}, "validation": {}}
+        for key, values in history.items():
+            value = values[i]
+            if math.isnan(value):
+                continue
+            split, metric = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            per_split[split][f"epoch_{metric}"] = value
+        for split, scalars in per_split.items():
+            if scalars:
+                splits[split].append(_record(_event(now, epoch, scalars=scalars)))
+    written = []
+    for split, records in splits.items():
+        if len(records) == 1:
+            continue
+        path = logs / split / TENSORBOARD_FILE
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
+            tmp.write_bytes(b"".join(records))
         written.append(path)
     return written

@@ -1,0 +1,365 @@
+"""The ``evaluate``, ``predict``, ``report`` and ``compare`` commands, added to the main app by :func:`register`.
+
+This module imports neither TensorFlow nor :mod:`tlkit.cli` at import time
+(``tlkit.cli`` imports it at its top); the CLI helpers are looked up when a
+command runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from tlkit.errors import TlkitError
+
+COMMANDS = ("evaluate", "predict", "report", "compare")
+FORMATS = ("table", "json", "csv")
+
+
+def _cli():
+    from tlkit import cli
+
+    return cli
+
+
+def _handles_errors(func: Callable) -> Callable:
+    """``tlkit.cli.handles_errors``, looked up when the command runs (no import cycle)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return _cli().handles_errors(func)(*args, **kwargs)
+
+    return wrapper
+
+
+def _esc(text: Any) -> str:
+    return str(text).replace("[", "\\[")
+
+
+def _shown_path(path: str | Path) -> str:
+    """``path`` relative to the current folder when inside it (shorter in tables)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def evaluate_command(
+    run_or_model: Path = typer.Argument(..., metavar="RUN_DIR|MODEL", help="A run directory or a .keras model file."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Labelled images: a dataset folder (train/ [val/]) or a folder of class sub-folders. [default: the run's validation data]"),
+    split: str = typer.Option("val", "--split", help="For a dataset folder with train/: val, train or all."),
+    top_k: int = typer.Option(5, "--top-k", help="k of the top-k accuracy."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Where to write metrics.json, confusion_matrix.png, mistakes.png. [default: RUN_DIR/evaluation]"),
+    mistakes: int = typer.Option(15, "--mistakes", help="How many of the most confident mistakes mistakes.png shows."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON (as in metrics.json)."),
+) -> None:
+    """Measure a trained model: accuracy, top-k, per-class precision/recall/F1, confusion matrix, mistakes.
+
+    Writes RUN_DIR/evaluation/{metrics.json, confusion_matrix.png, mistakes.png};
+    the run's training metrics.json is left as it is.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tlkit.evaluation import evaluate
+
+    cli = _cli()
+    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=cli.err, transient=True) as progress:
+        task = progress.add_task("", total=None)
+        result = evaluate(
+            run_or_model, data, top_k=top_k, batch_size=batch_size, split=split, output_dir=output,
+            max_mistakes=mistakes, on_start=lambda n: progress.update(task, total=n),
+            progress=lambda n: progress.advance(task, n),
+        )
+    if as_json:
+        return cli._print_json(result.as_dict())
+    _print_evaluation(cli.out, result)
+
+
+def _print_evaluation(out, result) -> None:
+    from rich.table import Table
+
+    out.print(f"Evaluated [bold]{_esc(result.run_dir or result.model)}[/bold] on {_esc(result.split)}: "
+              f"{result.num_images} images in {result.seconds:.1f} s")
+    summary = Table(show_header=False, title="Summary", title_justify="left")
+    summary.add_column("", style="bold", no_wrap=True)
+    summary.add_column("", justify="right")
+    summary.add_row("accuracy", f"{result.accuracy:.4f}")
+    summary.add_row(f"top-{result.top_k} accuracy", f"{result.top_k_accuracy:.4f}")
+    summary.add_row("macro F1", f"{result.macro['f1']:.4f}")
+    summary.add_row("weighted F1", f"{result.weighted['f1']:.4f}")
+    summary.add_row("log loss", f"{result.log_loss:.4f}")
+    summary.add_row("mistakes", f"{len(result.mistakes)} of {result.num_images}")
+    out.print(summary)
+
+    per_class = Table(title="Per class", title_justify="left")
+    per_class.add_column("class", overflow="fold")
+    for column in ("precision", "recall", "F1", "support"):
+        per_class.add_column(column, justify="right")
+    for name, m in result.per_class.items():
+        per_class.add_row(_esc(name), f"{m.precision:.3f}", f"{m.recall:.3f}", f"{m.f1:.3f}", str(m.support))
+    per_class.add_section()
+    for label, avg in (("macro avg", result.macro), ("weighted avg", result.weighted)):
+        per_class.add_row(label, f"{avg['precision']:.3f}", f"{avg['recall']:.3f}", f"{avg['f1']:.3f}",
+                          str(result.num_images), style="bold")
+    out.print(per_class)
+
+    _print_confusion(out, result)
+    for note in result.notes:
+        out.print(f"[yellow]Note:[/yellow] {_esc(note)}")
+    for skipped in result.skipped[:10]:
+        out.print(f"[yellow]Skipped unreadable image[/yellow] {_esc(skipped['path'])}: {_esc(skipped['reason'])}")
+    out.print("Wrote:")
+    for path in result.files.values():
+        out.print(f"  {_esc(path)}", soft_wrap=True)
+
+
+def _print_confusion(out, result) -> None:
+    """The confusion matrix as two compact tables: counts, then % of each true class (row)."""
+    from rich import box
+    from rich.table import Table
+
+    n = len(result.classes)
+    if n > 20:
+        out.print(f"Confusion matrix: {n} classes are too many for a table here; see "
+                  f"{_esc(result.files.get('confusion_matrix', 'confusion_matrix.png'))} and metrics.json.")
+        return
+    numbered = n > 6 or max(len(c) for c in result.classes) > 8
+    for title, values, cell in (
+        ("Confusion matrix: counts (rows: true class, columns: predicted class)", result.confusion,
+         lambda v: str(v)),
+        ("Confusion matrix: % of each true class (row-normalised)", result.confusion_normalized,
+         lambda v: f"{100 * v:.0f}"),
+    ):
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+        table.add_column("true \\ predicted", no_wrap=True)
+        for j, name in enumerate(result.classes):
+            table.add_column(str(j) if numbered else _esc(name), justify="right", no_wrap=True)
+        for i, name in enumerate(result.classes):
+            cells = []
+            for j in range(n):
+                count = result.confusion[i][j]
+                style = "bold green" if i == j else ("red" if count else "dim")
+                cells.append(f"[{style}]{cell(values[i][j]) if count else '·'}[/{style}]")
+            table.add_row(f"{i} {_esc(name)}" if numbered else _esc(name), *cells)
+        out.print(table)
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def predict_command(
+    run_or_model: Path = typer.Argument(..., metavar="RUN_DIR|MODEL", help="A run directory or a .keras model file."),
+    paths: List[str] = typer.Argument(..., metavar="PATH...", help="Image files, folders (searched recursively) or globs (quote them: 'photos/**/*.jpg')."),
+    top_k: int = typer.Option(3, "--top-k", help="Classes to show per image."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, json (JSON Lines: one object per image) or csv."),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+) -> None:
+    """Predict the top-k classes of images, streamed: results appear as batches finish.
+
+    Unreadable files are reported on stderr and skipped; the exit status is 0
+    unless no file at all could be read.
+    """
+    from tlkit.prediction import predict
+
+    cli = _cli()
+    fmt = "json" if as_json else fmt.lower()
+    if fmt not in FORMATS:
+        raise TlkitError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if top_k < 1:
+        raise TlkitError(f"--top-k must be at least 1, got {top_k}")
+    predictions = predict(run_or_model, paths, top_k=top_k, batch_size=batch_size)  # loads the model
+    started = time.perf_counter()
+    writer = {"table": _TableWriter, "json": _JsonWriter, "csv": _CsvWriter}[fmt](cli.out, top_k)
+    done = failed = 0
+    for prediction in predictions:
+        if prediction.ok:
+            done += 1
+            writer.write(prediction)
+        else:
+            failed += 1
+            cli.err.print(f"[yellow]Skipped[/yellow] {_esc(prediction.path)}: {_esc(prediction.error)}",
+                          soft_wrap=True)
+    writer.close()
+    elapsed = time.perf_counter() - started
+    if done == 0:
+        raise TlkitError(f"none of the {failed} file(s) could be read (see above); nothing was predicted")
+    rate = f" ({done / elapsed:.1f} images/s)" if elapsed > 0 else ""
+    cli.err.print(f"Predicted {done} image(s) in {elapsed:.1f} s{rate}"
+                  + (f"; skipped {failed} unreadable file(s)" if failed else ""), soft_wrap=True)
+
+
+class _JsonWriter:
+    def __init__(self, out, top_k: int) -> None:
+        self.stream = sys.stdout
+
+    def write(self, prediction) -> None:
+        import json
+
+        self.stream.write(json.dumps(prediction.as_dict()) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class _CsvWriter:
+    def __init__(self, out, top_k: int) -> None:
+        import csv
+
+        self.stream = sys.stdout
+        self.top_k = top_k
+        self.writer = csv.writer(self.stream, lineterminator="\n")
+        header = ["path"]
+        for rank in range(1, top_k + 1):
+            header += [f"rank{rank}_label", f"rank{rank}_prob"]
+        self.writer.writerow(header)
+
+    def write(self, prediction) -> None:
+        row: list[Any] = [prediction.path]
+        for rank in range(self.top_k):
+            if rank < len(prediction.labels):
+                row += [prediction.labels[rank], f"{prediction.probs[rank]:.6f}"]
+            else:  # fewer classes than --top-k
+                row += ["", ""]
+        self.writer.writerow(row)
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class _TableWriter:
+    """Rows printed as they come (one header), in fixed-width columns, so long runs stream."""
+
+    def __init__(self, out, top_k: int) -> None:
+        self.out = out
+        self.top_k = top_k
+        width = out.width or 100
+        self.widths = {"label": 16, "prob": 6, "next": 28 if top_k > 1 else 0}
+        spare = width - sum(self.widths.values()) - 2 * (4 if top_k > 1 else 3)
+        self.widths["path"] = max(20, min(70, spare))
+        self.printed_header = False
+
+    def _table(self, header: bool):
+        from rich import box
+        from rich.table import Table
+
+        table = Table(box=box.SIMPLE_HEAD, show_header=header, show_edge=False, pad_edge=False,
+                      padding=(0, 1))
+        table.add_column("path", width=self.widths["path"], overflow="fold")
+        table.add_column("prediction", width=self.widths["label"], overflow="fold", style="bold")
+        table.add_column("prob", width=self.widths["prob"], justify="right")
+        if self.top_k > 1:
+            table.add_column(f"next {self.top_k - 1}", width=self.widths["next"], overflow="fold", style="dim")
+        return table
+
+    def write(self, prediction) -> None:
+        table = self._table(header=not self.printed_header)
+        others = ", ".join(f"{_esc(lbl)} {p:.3f}" for lbl, p in zip(prediction.labels[1:], prediction.probs[1:]))
+        cells = [_esc(_shown_path(prediction.path)), _esc(prediction.label), f"{prediction.prob:.3f}"]
+        table.add_row(*(cells + ([others] if self.top_k > 1 else [])))
+        self.out.print(table)
+        self.printed_header = True
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- report and compare
+
+
+def report_command(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory made by tlkit train."),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Evaluate on the run's validation data first if the run has no evaluation yet."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report's path as JSON."),
+) -> None:
+    """Write RUN_DIR/report.html: one self-contained page (configuration, data, curves, metrics, confusion, mistakes).
+
+    Images are inlined and there is no script and no network access, so the file
+    can be opened anywhere or mailed as it is.
+    """
+    from tlkit.report import write_report
+
+    cli = _cli()
+    path = write_report(run_dir, evaluate=evaluate)
+    if as_json:
+        return cli._print_json({"report": str(path)})
+    cli.out.print(f"Wrote {_esc(path)}")
+    cli.out.print(f"Open it in a browser: file://{_esc(path.resolve())}", soft_wrap=True)
+
+
+def compare_command(
+    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run directories made by tlkit train (e.g. runs/*/)."),
+    plot: Path = typer.Option(Path("compare.png"), "--plot", help="Where to write the overlay of the validation curves."),
+    no_plot: bool = typer.Option(False, "--no-plot", help="Print the table only."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+) -> None:
+    """Compare runs: base, head, augmentations, epochs, best val accuracy, val F1, train time — and their curves."""
+    from rich.table import Table
+
+    from tlkit.compare import compare
+
+    cli = _cli()
+    result = compare(run_dirs, plot_path=None if no_plot else plot)
+    if as_json:
+        return cli._print_json(result.as_dict())
+    best = max((r["best_val_accuracy"] for r in result.rows if r["best_val_accuracy"] is not None), default=None)
+    table = Table(title=f"{len(result.rows)} run(s)", title_justify="left")
+    table.add_column("run", overflow="fold", ratio=3)
+    table.add_column("base + head", overflow="fold", ratio=2)
+    table.add_column("augmentations", overflow="fold", ratio=2)
+    for column in ("epochs", "best val acc (epoch)", "val F1", "train time"):
+        table.add_column(column, justify="right", no_wrap=column != "best val acc (epoch)")
+    for r in result.rows:
+        acc = r["best_val_accuracy"]
+        acc_text = "—" if acc is None else f"{acc:.4f} ({r['best_epoch']})"
+        if acc is not None and acc == best and len(result.rows) > 1:
+            acc_text = f"[bold green]{acc_text}[/bold green]"
+        table.add_row(
+            _esc(r["run"]), _esc(f"{r['base']} + {r['head']}"), _esc(", ".join(r["augmentations"]) or "—"),
+            str(r["epochs"]) + ("" if r["finished"] else " (unfinished)"), acc_text,
+            "—" if r["val_f1"] is None else f"{r['val_f1']:.4f}",
+            "—" if r["train_time_s"] is None else f"{r['train_time_s']:.1f} s",
+        )
+    cli.out.print(table)
+    if any(r["val_f1_source"] == "evaluation (macro)" for r in result.rows):
+        cli.out.print("val F1: macro F1 of `tlkit evaluate` where a run was evaluated, else val_f1 of the best epoch.")
+    if result.plot:
+        cli.out.print(f"Wrote {_esc(result.plot)}")
+
+
+# --------------------------------------------------------------------------- registration
+
+_EPILOGS = {
+    "evaluate": "Example: tlkit evaluate runs/20261128-101500-mobilenet_v2-dense256 --data data/test --json",
+    "predict": "Example: tlkit predict runs/20261128-101500-mobilenet_v2-dense256 photos/ 'more/*.jpg' --format csv > predictions.csv",
+    "report": "Example: tlkit report runs/20261128-101500-mobilenet_v2-dense256 && xdg-open runs/20261128-101500-mobilenet_v2-dense256/report.html",
+    "compare": "Example: tlkit compare runs/*/ --plot compare.png",
+}
+_FUNCTIONS = {
+    "evaluate": evaluate_command,
+    "predict": predict_command,
+    "report": report_command,
+    "compare": compare_command,
+}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``evaluate``, ``predict``, ``report`` and ``compare`` to ``app`` (a no-op for those already there)."""
+    existing = {command.name for command in app.registered_commands}
+    for name in COMMANDS:
+        if name in existing:
+            continue
+        app.command(name, epilog=_EPILOGS[name])(_handles_errors(_FUNCTIONS[name]))
+

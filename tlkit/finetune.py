@@ -1,0 +1,62 @@
+"""Unfreezing the top of the base for the fine-tuning stage.
+
+BatchNormalization layers always stay frozen (and the base is called with
+``training=False``, so they also stay in inference mode): updating their
+statistics on a small dataset destroys what the base learned.
+"""
+
+from __future__ import annotations
+
+from tlkit.errors import TlkitError
+from tlkit.suggest import closest
+
+
+def parse_unfreeze(text: str) -> tuple[str, int | str | None]:
+    """``("all", None)``, ``("top", K)`` or ``("from", LAYER_NAME)`` from ``--unfreeze``."""
+    text = str(text).strip()
+    if text == "all":
+        return "all", None
+    if text.startswith("from:"):
+        name = text[len("from:"):].strip()
+        if not name:
+            raise TlkitError("--unfreeze from:LAYER_NAME needs a layer name")
+        return "from", name
+    try:
+        count = int(text)
+    except ValueError:
+        raise TlkitError(f"--unfreeze must be a number K, 'all' or from:LAYER_NAME, got {text!r}") from None
+    if count < 1:
+        raise TlkitError(f"--unfreeze must be at least 1, got {count}")
+    return "top", count
+
+
+def unfreeze(backbone, spec: str) -> int:
+    """Make the selected top layers of ``backbone`` trainable (BatchNorm excluded); return how many."""
+    from keras import layers as keras_layers
+
+    kind, value = parse_unfreeze(spec)
+    layers = backbone.layers
+    if kind == "all":
+        start = 0
+    elif kind == "top":
+        if value > len(layers):
+            raise TlkitError(
+                f"--unfreeze {value} is beyond the depth of base {backbone.name!r} ({len(layers)} layers); "
+                f"use --unfreeze all or a number up to {len(layers)}"
+            )
+        start = len(layers) - value
+    else:
+        names = [layer.name for layer in layers]
+        if value not in names:
+            raise TlkitError(
+                f"base {backbone.name!r} has no layer {value!r}{closest(value, names)} "
+                f"(--unfreeze from:LAYER_NAME)"
+            )
+        start = names.index(value)
+    backbone.trainable = True
+    unfrozen = 0
+    for index, layer in enumerate(layers):
+        trainable = index >= start and not isinstance(layer, keras_layers.BatchNormalization)
+        layer.trainable = trainable
+        unfrozen += int(trainable and bool(layer.weights))
+    return unfrozen

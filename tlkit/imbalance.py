@@ -1,0 +1,60 @@
+"""Class imbalance: class weights and a warning when the data is strongly skewed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tlkit.errors import TlkitError
+
+IMBALANCE_WARNING_RATIO = 3.0
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Images per class index."""
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+
+
+def imbalance_ratio(counts: np.ndarray) -> float:
+    """Largest class size over smallest (inf when a class is empty)."""
+    smallest = int(counts.min())
+    return float("inf") if smallest == 0 else float(counts.max()) / smallest
+
+
+def class_weights(setting: str, labels: np.ndarray, classes: list[str]) -> dict[int, float] | None:
+    """Keras ``class_weight`` for ``--class-weight none|balanced|FILE.json``.
+
+    ``balanced`` weighs class c by ``n / (k · n_c)`` (as scikit-learn does), so
+    every class contributes equally to the loss.  A JSON file maps class names
+    to weights; classes it leaves out get 1.0.
+    """
+    if setting == "none":
+        return None
+    if setting == "balanced":
+        counts = class_counts(labels, len(classes))
+        total = float(counts.sum())
+        return {i: (total / (len(classes) * c) if c else 0.0) for i, c in enumerate(counts)}
+    path = Path(setting)
+    try:
+        given = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TlkitError(f"--class-weight file {setting!r} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise TlkitError(f"--class-weight file {setting!r} is not valid JSON: {exc}") from None
+    if not isinstance(given, dict):
+        raise TlkitError(f"--class-weight file {setting!r} must hold an object {{class name: weight}}")
+    unknown = sorted(set(given) - set(classes))
+    if unknown:
+        raise TlkitError(
+            f"--class-weight file {setting!r} names classes that are not in the data: {', '.join(unknown)} "
+            f"(classes: {', '.join(classes)})"
+        )
+    weights = {}
+    for index, name in enumerate(classes):
+        value = given.get(name, 1.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise TlkitError(f"--class-weight file {setting!r}: weight of {name!r} must be a number >= 0")
+        weights[index] = float(value)
+    return weights

@@ -1,0 +1,142 @@
+"""What training optimizes and reports: optimizers, learning-rate schedules, losses, metrics.
+
+Only built-in Keras losses and metrics are used, so a compiled model never
+needs tlkit to be deserialized.  The one custom piece, :class:`LearningRate`
+(warm-up + decay in one schedule), lives only in the optimizer, which is
+never part of the saved ``model.keras``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tlkit.config import TrainConfig
+
+SCHEDULES = ("constant", "cosine", "exponential", "step")
+METRICS = ("accuracy", "top_k", "precision", "recall", "f1", "fbeta")
+
+
+def make_schedule(kind: str, lr: float, *, steps_per_epoch: int, epochs: int, warmup_epochs: int,
+                  decay_rate: float, decay_epochs: int):
+    """A ``LearningRate`` schedule (or the plain float for a constant rate without warm-up)."""
+    if kind == "constant" and warmup_epochs == 0:
+        return lr
+    return _learning_rate_class()(
+        kind=kind, base_lr=lr, steps_per_epoch=steps_per_epoch, total_steps=max(1, steps_per_epoch * epochs),
+        warmup_steps=steps_per_epoch * warmup_epochs, decay_rate=decay_rate, decay_epochs=decay_epochs,
+    )
+
+
+_LR_CLASS = None
+
+
+def _learning_rate_class():
+    """Define the schedule class on first use (it subclasses a Keras class)."""
+    global _LR_CLASS
+    if _LR_CLASS is not None:
+        return _LR_CLASS
+    import keras
+    from keras import ops
+
+    class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+        """Linear warm-up to ``base_lr``, then constant, cosine, exponential or step decay.
+
+        Exponential decays by ``decay_rate`` per epoch (continuously); step
+        multiplies by ``decay_rate`` every ``decay_epochs`` epochs; cosine goes
+        to 0 at the end of training.
+        """
+
+        def __init__(self, kind, base_lr, steps_per_epoch, total_steps, warmup_steps, decay_rate, decay_epochs):
+            self.kind = kind
+            self.base_lr = float(base_lr)
+            self.steps_per_epoch = int(steps_per_epoch)
+            self.total_steps = int(total_steps)
+            self.warmup_steps = int(warmup_steps)
+            self.decay_rate = float(decay_rate)
+            self.decay_epochs = int(decay_epochs)
+
+        def __call__(self, step):
+            step = ops.cast(step, "float32")
+            warm = float(max(self.warmup_steps, 1))
+            after = ops.maximum(step - self.warmup_steps, 0.0)
+            if self.kind == "cosine":
+                span = float(max(self.total_steps - self.warmup_steps, 1))
+                decayed = 0.5 * self.base_lr * (1.0 + ops.cos(math.pi * ops.minimum(after / span, 1.0)))
+            elif self.kind == "exponential":
+                decayed = self.base_lr * ops.power(self.decay_rate, after / float(self.steps_per_epoch))
+            elif self.kind == "step":
+                periods = ops.floor(after / float(self.steps_per_epoch * self.decay_epochs))
+                decayed = self.base_lr * ops.power(self.decay_rate, periods)
+            else:
+                decayed = ops.convert_to_tensor(self.base_lr, "float32")
+            if self.warmup_steps == 0:
+                return decayed
+            return ops.where(step < self.warmup_steps, self.base_lr * (step + 1.0) / warm, decayed)
+
+        def get_config(self):
+            return {"kind": self.kind, "base_lr": self.base_lr, "steps_per_epoch": self.steps_per_epoch,
+                    "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                    "decay_rate": self.decay_rate, "decay_epochs": self.decay_epochs}
+
+    _LR_CLASS = LearningRate
+    return _LR_CLASS
+
+
+def make_optimizer(config: TrainConfig, learning_rate: Any):
+    """A fresh Keras optimizer by name with the configured weight decay (and SGD momentum)."""
+    import keras
+
+    decay = config.weight_decay or None
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate, weight_decay=decay)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=config.weight_decay or 0.004)
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=learning_rate, weight_decay=decay)
+    return keras.optimizers.SGD(learning_rate=learning_rate, momentum=config.momentum,
+                                nesterov=config.nesterov, weight_decay=decay)
+
+
+def make_loss(config: TrainConfig):
+    """The configured Keras loss object."""
+    import keras
+
+    if config.loss == "focal":
+        return keras.losses.CategoricalFocalCrossentropy(gamma=config.focal_gamma,
+                                                         label_smoothing=config.label_smoothing)
+    if config.loss == "mean_squared_error":
+        return keras.losses.MeanSquaredError()
+    return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+
+
+def make_metrics(config: TrainConfig, num_classes: int) -> list:
+    """Keras metric objects, named so logs read ``accuracy``, ``top_5_accuracy``, ``f1``, ``fbeta``…"""
+    import keras
+
+    metrics: list = []
+    for name in config.metrics:
+        if name == "accuracy":
+            metrics.append(keras.metrics.CategoricalAccuracy(name="accuracy"))
+        elif name == "top_k":
+            k = min(config.top_k, num_classes)
+            metrics.append(keras.metrics.TopKCategoricalAccuracy(k=k, name=f"top_{k}_accuracy"))
+        elif name == "precision":
+            metrics.append(keras.metrics.Precision(name="precision"))
+        elif name == "recall":
+            metrics.append(keras.metrics.Recall(name="recall"))
+        elif name == "f1":
+            metrics.append(keras.metrics.F1Score(average="macro", name="f1"))
+        elif name == "fbeta":
+            metrics.append(keras.metrics.FBetaScore(average="macro", beta=config.fbeta, name="fbeta"))
+    return metrics
+
+
+def compile_for_stage(model, config: TrainConfig, *, lr: float, steps_per_epoch: int, epochs: int,
+                      warmup_epochs: int, num_classes: int) -> None:
+    """Compile ``model`` for one training stage."""
+    schedule = make_schedule(config.schedule, lr, steps_per_epoch=steps_per_epoch, epochs=epochs,
+                             warmup_epochs=warmup_epochs, decay_rate=config.decay_rate,
+                             decay_epochs=config.decay_epochs)
+    model.compile(optimizer=make_optimizer(config, schedule), loss=make_loss(config),
+                  metrics=make_metrics(config, num_classes))

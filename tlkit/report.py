@@ -1,0 +1,424 @@
+"""One self-contained HTML report per run: ``<run>/report.html``.
+
+Everything is inside the file — CSS inline, images base64-inlined, no
+JavaScript, no network — so it can be mailed, archived or opened offline.
+Sections (element ids): ``config``, ``dataset``, ``curves``, ``metrics``,
+``confusion``, ``mistakes``.
+
+If the run has no evaluation yet (``<run>/evaluation/metrics.json``),
+:func:`write_report` first evaluates the model on the run's validation data
+(small, and what training measured), so the report always shows the metrics,
+the confusion matrix and the mistakes; pass ``evaluate=False`` to show the
+training metrics only.  It also refreshes the run's TensorBoard scalars
+(``<run>/logs/``, see :func:`tlkit.reporting.write_tensorboard_logs`).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from tlkit.compare import RunInfo, read_run
+from tlkit.errors import TlkitError
+from tlkit.rundir import write_text
+
+__all__ = ["SECTIONS", "write_report"]
+
+SECTIONS = ("config", "dataset", "curves", "metrics", "confusion", "mistakes")
+"""The ids of the report's sections, in order."""
+
+_SAMPLES_PER_CLASS = 8
+_MAX_SAMPLE_CLASSES = 40
+_THUMB = 96
+
+_CSS = """
+:root { --fg:#1d2330; --muted:#5b6475; --line:#e3e6ec; --bg:#f6f7f9; --card:#fff;
+        --train:#1f77b4; --val:#d62728; --good:#2ca02c; --bad:#b2182b; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--fg);
+       font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Liberation Sans", "DejaVu Sans", sans-serif; }
+header { background:#1d2330; color:#fff; padding:22px 32px 16px; }
+header h1 { margin:0 0 4px; font-size:22px; font-weight:650; }
+header .sub { color:#c3c9d6; font-size:13px; }
+nav { margin-top:12px; display:flex; gap:18px; flex-wrap:wrap; }
+nav a { color:#9ecbff; text-decoration:none; font-size:13px; }
+main { max-width:1160px; margin:0 auto; padding:18px 32px 40px; }
+section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:16px 22px 18px;
+          margin:16px 0; }
+h2 { font-size:17px; margin:0 0 10px; }
+h3 { font-size:14px; margin:14px 0 6px; color:var(--muted); }
+.cards { display:grid; grid-template-columns:repeat(auto-fit, minmax(170px, 1fr)); gap:12px; margin-top:6px; }
+.card { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:10px 14px; }
+.card .v { font-size:22px; font-weight:650; }
+.card .k { color:var(--muted); font-size:12px; }
+table { border-collapse:collapse; font-size:13px; }
+th, td { padding:4px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
+th { color:var(--muted); font-weight:600; }
+td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
+tr.avg td { font-weight:600; background:#fafbfc; }
+.kv { display:grid; grid-template-columns:repeat(auto-fit, minmax(320px, 1fr)); column-gap:24px; }
+.kv table { width:100%; }
+.kv td:first-child { color:var(--muted); white-space:nowrap; width:40%; }
+code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size:12.5px; }
+.note { color:var(--muted); font-size:13px; }
+.warn { color:var(--bad); }
+.bar { display:inline-block; height:9px; background:var(--train); border-radius:2px; vertical-align:middle; }
+.bar.f1 { background:var(--good); }
+.figs { display:grid; grid-template-columns:repeat(auto-fit, minmax(440px, 1fr)); gap:14px; }
+img.fig { width:100%; height:auto; border:1px solid var(--line); border-radius:6px; }
+img.wide { max-width:100%; height:auto; border:1px solid var(--line); border-radius:6px; }
+table.dataset td { vertical-align:middle; }
+table.dataset td.cls { font-weight:600; overflow-wrap:anywhere; }
+td.samples { padding:3px 10px; white-space:nowrap; }
+td.samples img { width:48px; height:48px; object-fit:contain; background:#eef0f3; border-radius:4px;
+                 margin-right:4px; vertical-align:middle; }
+details summary { cursor:pointer; color:var(--muted); margin:8px 0; }
+footer { color:var(--muted); font-size:12px; text-align:center; padding:10px; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:.{digits}f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v, digits) for v in value) or "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v, digits)}" for k, v in value.items()) or "—"
+    return str(value)
+
+
+def _config_value(value: Any) -> str:
+    """A config value as the user wrote it: ``0.001``, ``1e-05``, ``a, b``, ``units=256``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_config_value(v) for v in value) or "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_config_value(v)}" for k, v in value.items()) or "—"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _png_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _img(data: bytes, alt: str, cls: str = "fig", mime: str = "image/png") -> str:
+    return f'<img class="{cls}" alt="{_e(alt)}" src="{_png_uri(data, mime)}">'
+
+
+def _jpeg_thumb(path: Path) -> bytes | None:
+    from PIL import Image
+
+    from tlkit.evaluation import thumbnail
+
+    try:
+        pixels = thumbnail(path, _THUMB)
+    except Exception:  # noqa: BLE001 - an unreadable sample is simply not shown
+        return None
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _summary_cards(run: RunInfo) -> str:
+    m, ev = run.metrics, run.evaluation or {}
+    cards = []
+    if m.get("best_val_accuracy") is not None:
+        cards.append((f"{m['best_val_accuracy']:.1%}", f"best val accuracy (epoch {m.get('best_epoch', '?')})"))
+    if ev.get("accuracy") is not None:
+        cards.append((f"{ev['accuracy']:.1%}", f"accuracy of model.keras on {ev.get('num_images', '?')} images"))
+    if ev.get("macro_avg"):
+        cards.append((f"{ev['macro_avg']['f1']:.3f}", "macro F1"))
+    if ev.get("top_k_accuracy") is not None:
+        cards.append((f"{ev['top_k_accuracy']:.1%}", f"top-{ev.get('top_k')} accuracy"))
+    if m.get("train_time_s") is not None:
+        cards.append((f"{m['train_time_s']:.1f} s", f"training time, {m.get('epochs_run', len(run.epochs))} epochs"))
+    if m.get("num_train") is not None:
+        cards.append((f"{m['num_train']} / {m.get('num_val', '?')}", f"train / val images, {len(run.classes)} classes"))
+    return '<div class="cards">' + "".join(
+        f'<div class="card"><div class="v">{_e(v)}</div><div class="k">{_e(k)}</div></div>' for v, k in cards
+    ) + "</div>"
+
+
+def _config_section(run: RunInfo) -> str:
+    items = [(k, v) for k, v in run.config.items() if k != "tlkit"]
+    third = math.ceil(len(items) / 3)
+    tables = []
+    for chunk in (items[:third], items[third:2 * third], items[2 * third:]):
+        rows = "".join(f"<tr><td>{_e(k)}</td><td class=\"mono\">{_e(_config_value(v))}</td></tr>" for k, v in chunk)
+        tables.append(f"<table>{rows}</table>")
+    provenance = run.config.get("tlkit") or {}
+    made = ", ".join(f"{k} {v}" for k, v in provenance.items())
+    return (
+        '<section id="config"><h2>Configuration</h2>'
+        f'<div class="kv">{"".join(tables)}</div>'
+        f'<p class="note">Reproduce: <code>tlkit train --config {_e(run.run_dir / "config.toml")}</code>'
+        + (f" · made by tlkit {_e(made)}" if made else "") + "</p></section>"
+    )
+
+
+def _dataset_section(run: RunInfo) -> str:
+    from tlkit import data as datamod
+
+    parts = ['<section id="dataset"><h2>Dataset</h2>']
+    root = run.config.get("data")
+    scan = None
+    if root and Path(root).is_dir():
+        try:
+            scan = datamod.scan_dataset(root, val_split=float(run.config.get("val_split", 0.2)),
+                                        seed=int(run.config.get("seed", 0)))
+        except TlkitError as exc:
+            parts.append(f'<p class="note warn">Cannot read the data folder: {_e(exc)}</p>')
+    else:
+        parts.append(f'<p class="note warn">The data folder {_e(root)} is not available here: '
+                     "class counts and sample images are not shown.</p>")
+    if scan is None:
+        m = run.metrics
+        parts.append(f'<p>{_e(len(run.classes))} classes: {_e(", ".join(run.classes))}; '
+                     f'{_e(m.get("num_train", "?"))} training and {_e(m.get("num_val", "?"))} validation images.</p>')
+        return "".join(parts) + "</section>"
+
+    train, val = scan.class_counts("train"), scan.class_counts("val")
+    most = max(list(train.values()) + [1])
+    parts.append(f'<p><span class="mono">{_e(scan.root)}</span> — {len(scan.classes)} classes, '
+                 f'{len(scan.train)} training and {len(scan.val)} validation images '
+                 f'(validation: {_e(scan.val_source)}).</p>')
+    rows = []
+    for label, name in enumerate(scan.classes):
+        thumbs = []
+        if label < _MAX_SAMPLE_CLASSES:
+            files = [f for f, y in zip(scan.train.files, scan.train.labels) if y == label]
+            step = max(1, len(files) // _SAMPLES_PER_CLASS)
+            for path in files[::step][:_SAMPLES_PER_CLASS]:
+                data = _jpeg_thumb(path)
+                if data is not None:
+                    thumbs.append(f'<img alt="{_e(path.name)}" title="{_e(path.name)}" '
+                                  f'src="{_png_uri(data, "image/jpeg")}">')
+        rows.append(
+            f'<tr><td class="cls">{_e(name)}</td><td class="num">{train[name]}</td>'
+            f'<td><span class="bar" style="width:{110 * train[name] / most:.0f}px"></span></td>'
+            f'<td class="num">{val[name]}</td><td class="samples">{"".join(thumbs)}</td></tr>'
+        )
+    parts.append('<table class="dataset"><tr><th>class</th><th class="num">train</th><th></th>'
+                 f'<th class="num">val</th><th>sample training images</th></tr>{"".join(rows)}</table>')
+    skipped = []
+    if scan.skipped_hidden:
+        skipped.append(f"{scan.skipped_hidden} hidden")
+    if scan.skipped_other:
+        skipped.append(f"{scan.skipped_other} non-image")
+    if skipped:
+        parts.append(f'<p class="note">Skipped {" and ".join(skipped)} files.</p>')
+    if len(scan.classes) > _MAX_SAMPLE_CLASSES:
+        parts.append(f'<p class="note">Samples of the first {_MAX_SAMPLE_CLASSES} classes shown.</p>')
+    return "".join(parts) + "</section>"
+
+
+def _curves_section(run: RunInfo) -> str:
+    from tlkit.reporting import figure_png, history_figure
+
+    parts = ['<section id="curves"><h2>Training curves</h2>']
+    if not run.history:
+        return "".join(parts) + '<p class="note">No history.csv: the run recorded no epochs.</p></section>'
+    spans = []
+    for stage in dict.fromkeys(run.stages):
+        epochs = [e for e, s in zip(run.epochs, run.stages) if s == stage]
+        spans.append(f"{_e(stage)} (epochs {epochs[0]}–{epochs[-1]})" if len(epochs) > 1
+                     else f"{_e(stage)} (epoch {epochs[0]})")
+    parts.append(f'<p>Stages: {", ".join(spans)}. Best epoch: {_e(run.best_epoch)}.</p>')
+    title = f"{run.config.get('base', '?')} + {run.config.get('head', '?')}"
+    metrics = ["accuracy", "loss"] + sorted(
+        k for k in run.history if not k.startswith("val_") and f"val_{k}" in run.history
+        and k not in ("accuracy", "loss")
+    )
+    figures = []
+    for metric in metrics:
+        fig = history_figure(run.history, metric, title=title, stages=run.stages,
+                             best_epoch=run.best_epoch, epochs=run.epochs)
+        if fig is not None:
+            figures.append(_img(figure_png(fig), f"{metric} per epoch"))
+    parts.append(f'<div class="figs">{"".join(figures)}</div>')
+    columns = ["epoch", "stage"] + list(run.history)
+    header = "".join(f'<th class="num">{_e(c)}</th>' if c not in ("stage",) else f"<th>{_e(c)}</th>" for c in columns)
+    rows = []
+    for i, epoch in enumerate(run.epochs):
+        cells = [f'<td class="num">{epoch}</td>', f"<td>{_e(run.stages[i])}</td>"]
+        cells += [f'<td class="num">{_fmt(run.history[c][i])}</td>' for c in run.history]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    parts.append(f"<details><summary>History table ({len(run.epochs)} epochs)</summary>"
+                 f"<table><tr>{header}</tr>{''.join(rows)}</table></details>")
+    return "".join(parts) + "</section>"
+
+
+def _metrics_section(run: RunInfo, eval_note: str | None) -> str:
+    m, ev = run.metrics, run.evaluation
+    parts = ['<section id="metrics"><h2>Metrics</h2><div class="kv">']
+    training = [
+        ("best epoch", m.get("best_epoch")), ("best val accuracy", m.get("best_val_accuracy")),
+        ("val loss at best epoch", m.get("best_val_loss")), ("epochs run", m.get("epochs_run")),
+        ("saved model", m.get("saved_model")), ("training time (s)", m.get("train_time_s")),
+        ("training path", m.get("training_path")), ("images (train / val)", f"{m.get('num_train', '?')} / {m.get('num_val', '?')}"),
+    ]
+    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v))}</td></tr>" for k, v in training if v is not None)
+    parts.append(f"<div><h3>Training (metrics.json)</h3><table>{rows}</table></div>")
+    if ev:
+        summary = [
+            ("data", ev.get("split") or ev.get("data")), ("images", ev.get("num_images")),
+            ("accuracy", ev.get("accuracy")), (f"top-{ev.get('top_k')} accuracy", ev.get("top_k_accuracy")),
+            ("log loss", ev.get("log_loss")), ("mistakes", ev.get("num_mistakes")),
+        ]
+        if ev.get("skipped_images"):
+            summary.append(("unreadable images skipped", len(ev["skipped_images"])))
+        rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v))}</td></tr>" for k, v in summary)
+        parts.append(f"<div><h3>Evaluation of model.keras (evaluation/metrics.json)</h3><table>{rows}</table></div>")
+    parts.append("</div>")
+    if ev and ev.get("per_class"):
+        rows = []
+        for name, c in ev["per_class"].items():
+            rows.append(
+                f'<tr><td>{_e(name)}</td><td class="num">{c["precision"]:.3f}</td><td class="num">{c["recall"]:.3f}</td>'
+                f'<td class="num">{c["f1"]:.3f}</td><td><span class="bar f1" style="width:{100 * c["f1"]:.0f}px"></span></td>'
+                f'<td class="num">{c["support"]}</td></tr>'
+            )
+        total = sum(c["support"] for c in ev["per_class"].values())
+        for label, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg")):
+            a = ev.get(key) or {}
+            if a:
+                rows.append(f'<tr class="avg"><td>{label}</td><td class="num">{a["precision"]:.3f}</td>'
+                            f'<td class="num">{a["recall"]:.3f}</td><td class="num">{a["f1"]:.3f}</td><td></td>'
+                            f'<td class="num">{total}</td></tr>')
+        parts.append('<h3>Per class</h3><table><tr><th>class</th><th class="num">precision</th>'
+                     '<th class="num">recall</th><th class="num">F1</th><th></th><th class="num">support</th></tr>'
+                     f"{''.join(rows)}</table>")
+        for note in ev.get("notes") or []:
+            parts.append(f'<p class="note">{_e(note)}</p>')
+    else:
+        parts.append(f'<p class="note">{_e(eval_note or "Not evaluated.")} '
+                     f"Run <code>tlkit evaluate {_e(run.run_dir)}</code> for per-class metrics.</p>")
+    return "".join(parts) + "</section>"
+
+
+def _eval_image(run: RunInfo, key: str, filename: str) -> bytes | None:
+    ev = run.evaluation or {}
+    candidates = [Path(p) for p in [(ev.get("files") or {}).get(key)] if p] + [run.run_dir / "evaluation" / filename]
+    for path in candidates:
+        if path.is_file():
+            return path.read_bytes()
+    return None
+
+
+def _confusion_section(run: RunInfo) -> str:
+    parts = ['<section id="confusion"><h2>Confusion matrix</h2>']
+    ev = run.evaluation
+    data = _eval_image(run, "confusion_matrix", "confusion_matrix.png")
+    if data is None and ev and ev.get("confusion_matrix"):
+        from tlkit.reporting import confusion_figure, figure_png
+
+        cm = ev["confusion_matrix"]
+        data = figure_png(confusion_figure(cm["counts"], cm["labels"]))
+    if data is None:
+        return "".join(parts) + '<p class="note">Not evaluated.</p></section>'
+    parts.append('<p class="note">Rows: true class; columns: predicted class; colour: fraction of the true '
+                 "class (each row sums to 100%).</p>")
+    parts.append(_img(data, "confusion matrix", cls="wide"))
+    return "".join(parts) + "</section>"
+
+
+def _mistakes_section(run: RunInfo) -> str:
+    parts = ['<section id="mistakes"><h2>Mistakes</h2>']
+    ev = run.evaluation
+    if not ev:
+        return "".join(parts) + '<p class="note">Not evaluated.</p></section>'
+    mistakes = ev.get("mistakes") or []
+    parts.append(f'<p>{_e(ev.get("num_mistakes", len(mistakes)))} of {_e(ev.get("num_images"))} images are '
+                 "misclassified; the most confident mistakes first.</p>")
+    data = _eval_image(run, "mistakes", "mistakes.png")
+    if data is not None and mistakes:
+        parts.append(_img(data, "most confident mistakes", cls="wide"))
+    if mistakes:
+        rows = "".join(
+            f'<tr><td class="mono">{_e(m["path"])}</td><td>{_e(m["true"])}</td><td>{_e(m["predicted"])}</td>'
+            f'<td class="num">{m["probability"]:.3f}</td></tr>' for m in mistakes[:25]
+        )
+        parts.append(f"<details><summary>Mistakes as a table (first {min(25, len(mistakes))})</summary><table>"
+                     '<tr><th>image</th><th>true</th><th>predicted</th><th class="num">p</th></tr>'
+                     f"{rows}</table></details>")
+    return "".join(parts) + "</section>"
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def render_report(run: RunInfo, *, eval_note: str | None = None) -> str:
+    """The report of ``run`` as one HTML string (see the module docstring)."""
+    from tlkit import __version__
+
+    title = f"{run.config.get('base', '?')} + {run.config.get('head', '?')}"
+    nav = "".join(f'<a href="#{s}">{s}</a>' for s in SECTIONS)
+    body = "".join([
+        _config_section(run), _dataset_section(run), _curves_section(run),
+        _metrics_section(run, eval_note), _confusion_section(run), _mistakes_section(run),
+    ])
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>tlkit report — {_e(run.name)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{_e(title)}</h1><div class=\"sub\">tlkit run <span class=\"mono\">{_e(run.run_dir)}</span>"
+        f"</div><nav>{nav}</nav></header><main>{_summary_cards(run)}{body}</main>"
+        f"<footer>Generated by tlkit {_e(__version__)} on {_e(time.strftime('%Y-%m-%d %H:%M'))}. "
+        "Self-contained: no scripts, no network.</footer></body></html>\n"
+    )
+
+
+def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = None) -> Path:
+    """Write ``<run>/report.html`` (self-contained) and return its path.
+
+    Args:
+        run_dir: a run directory made by ``tlkit train``.
+        evaluate: evaluate the model on the run's validation data first if the
+            run has no evaluation yet (if that fails, e.g. the data folder is
+            gone, the report says why and shows the training metrics).
+        model: the run's already loaded ``keras.Model`` (saves a reload; optional).
+
+    Raises:
+        TlkitError: ``run_dir`` is not a run directory.
+    """
+    from tlkit.reporting import write_tensorboard_logs
+
+    run = read_run(run_dir)
+    eval_note = None
+    if run.evaluation is None:
+        if not evaluate:
+            eval_note = "Not evaluated yet."
+        elif not (run.run_dir / "model.keras").is_file():
+            eval_note = "No model.keras (the run did not finish), so it was not evaluated."
+        else:
+            from tlkit.evaluation import evaluate as run_evaluation
+
+            try:
+                run_evaluation(run.run_dir, model=model)
+                run = read_run(run.run_dir)
+            except TlkitError as exc:
+                eval_note = f"Evaluation failed: {exc}"
+    try:
+        write_tensorboard_logs(run.run_dir)
+    except OSError:
+        pass  # TensorBoard scalars are a convenience; the report does not depend on them
+    path = run.run_dir / "report.html"
+    write_text(path, render_report(run, eval_note=eval_note))
+    return path
