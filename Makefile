@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 RUNS   ?= runs
 
-.PHONY: install demo test docs clean
+.PHONY: install demo test docs browser clean
 
 $(STAMP): pyproject.toml plugins/tlkit-torchvision/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,19 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q plugins/tlkit-torchvision/tests
 
+# Debian's chromium, for the HTML report's browser test (tests/test_report.py skips without it).
+browser:
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
 docs: $(STAMP)
 	$(BIN)/python docs/plugins/make_hooks_md.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Benchmark (not a test): tlkit against the classic recipe in plain Keras, same images and
+# frozen weights (bench/README.md). About an hour on 2 cores; `make bench BENCH_ARGS=--quick`
+# is a 2-minute smoke run, BENCH_ARGS=--rss-test the 5000-image memory test.
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python bench/bench_recipe.py $(BENCH_ARGS)

@@ -4,6 +4,7 @@ Importing ``tlkit`` is cheap: TensorFlow is imported only when a model is
 built or trained.  Public names::
 
     tlkit.train(...), tlkit.build_model(...)      # the Python API
+    tlkit.evaluate(...), tlkit.predict(...), tlkit.compare(...), tlkit.write_report(...)
     tlkit.hookimpl                                # for plugin authors
     tlkit.BaseSpec, tlkit.HeadSpec, tlkit.AugmentationSpec, tlkit.Param
     tlkit.TlkitError
@@ -22,7 +23,10 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
-_API = {"build_model", "train", "TrainConfig", "TrainResult", "list_specs"}
+_API = {
+    "build_model", "train", "TrainConfig", "TrainResult", "list_specs",
+    "evaluate", "EvaluationResult", "predict", "Prediction", "compare", "Comparison", "write_report",
+}
 
 
 def __getattr__(name: str):

@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.builder import AugmentationChoice
+# Re-exported: the evaluation side of the API (all light to import).
+from tlkit.comparison import Comparison, compare  # noqa: F401
+from tlkit.evaluation import EvaluationResult, evaluate  # noqa: F401
+from tlkit.prediction import Prediction, predict  # noqa: F401
+from tlkit.report import write_report
 from tlkit.config import TrainConfig, merge, to_toml
 from tlkit.errors import TlkitError
 from tlkit.registry import KINDS, get_registry
@@ -35,12 +40,14 @@ class TrainResult:
     metrics: dict[str, Any]
     model_path: Path
     plots: list[Path] = field(default_factory=list)
+    report: Path | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_dir": str(self.run_dir),
             "model": str(self.model_path),
             "plots": [str(p) for p in self.plots],
+            "report": str(self.report) if self.report else None,
             "classes": list(self.classes),
             "metrics": self.metrics,
             "config": self.config.to_dict(),
@@ -368,9 +375,21 @@ def _fit_and_save(console, config, base, head, classes, train_px, val_px, run_di
     metrics = _training_metrics(config, state, history, train_time, classes, train_px, val_px)
     metrics.update({"training_path": path, "training_path_reason": why, "features": features_summary})
     write_json(run_dir / "metrics.json", metrics)
-    plots = plot_history(history, run_dir / "plots", title=f"{base.name} + {head.name}")
+    plots = plot_history(history, run_dir / "plots", title=f"{base.name} + {head.name}",
+                         stages=[row["stage"] for row in state.rows], best_epoch=state.best_epoch)
+    report = _write_report(console, run_dir, model)
     return TrainResult(run_dir=run_dir, config=config, classes=list(classes), history=history,
-                       metrics=metrics, model_path=model_path, plots=plots)
+                       metrics=metrics, model_path=model_path, plots=plots, report=report)
+
+
+def _write_report(console, run_dir: Path, model) -> Path | None:
+    """The HTML report; a problem there never fails a finished training."""
+    try:
+        return write_report(run_dir, model=model)
+    except Exception as exc:  # noqa: BLE001 - reported, training already succeeded
+        console.print(f"[yellow]Warning:[/yellow] could not write the report ({type(exc).__name__}: {exc}); "
+                      f"try: tlkit report {run_dir}")
+        return None
 
 
 def _portable(model):

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tlkit.cli_eval import register as _register_eval
 from tlkit.cli_weights import weights_app
 from tlkit.errors import TlkitError
 
@@ -410,6 +411,9 @@ def train(
     _print_summary(result)
 
 
+_register_eval(app)  # evaluate, predict, report, compare
+
+
 def _print_summary(result) -> None:
     m = result.metrics
     table = Table(title="Training finished", show_header=False, title_justify="left")
@@ -431,6 +435,8 @@ def _print_summary(result) -> None:
     table.add_row("run directory", str(result.run_dir))
     table.add_row("model", str(result.model_path))
     table.add_row("plots", "\n".join(str(p) for p in result.plots))
+    if result.report:
+        table.add_row("report", str(result.report))
     out.print(table)
 
 

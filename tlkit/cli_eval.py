@@ -308,7 +308,7 @@ def compare_command(
     """Compare runs: base, head, augmentations, epochs, best val accuracy, val F1, train time — and their curves."""
     from rich.table import Table
 
-    from tlkit.compare import compare
+    from tlkit.comparison import compare
 
     cli = _cli()
     result = compare(run_dirs, plot_path=None if no_plot else plot)

@@ -430,8 +430,12 @@ def evaluate(
     )
     result.seconds = time.perf_counter() - started
     if write:
-        write_evaluation(result, Path(output_dir) if output_dir else default_output_dir(source),
-                         max_mistakes=max_mistakes)
+        target = Path(output_dir) if output_dir else default_output_dir(source)
+        try:
+            write_evaluation(result, target, max_mistakes=max_mistakes)
+        except OSError as exc:
+            raise TlkitError(f"cannot write the evaluation into {target}: {exc.strerror or exc}; "
+                             f"pass --output DIR") from exc
     return result
 
 

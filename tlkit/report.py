@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tlkit.compare import RunInfo, read_run
+from tlkit.comparison import RunInfo, read_run
 from tlkit.errors import TlkitError
 from tlkit.rundir import write_text
 
@@ -345,8 +345,11 @@ def _mistakes_section(run: RunInfo) -> str:
     if not ev:
         return "".join(parts) + '<p class="note">Not evaluated.</p></section>'
     mistakes = ev.get("mistakes") or []
-    parts.append(f'<p>{_e(ev.get("num_mistakes", len(mistakes)))} of {_e(ev.get("num_images"))} images are '
-                 "misclassified; the most confident mistakes first.</p>")
+    count = ev.get("num_mistakes", len(mistakes))
+    if not count:
+        return "".join(parts) + f'<p>No mistakes: all {_e(ev.get("num_images"))} images are classified correctly.</p></section>'
+    parts.append(f'<p>{_e(count)} of {_e(ev.get("num_images"))} images are misclassified; the most confident '
+                 "mistakes first.</p>")
     data = _eval_image(run, "mistakes", "mistakes.png")
     if data is not None and mistakes:
         parts.append(_img(data, "most confident mistakes", cls="wide"))

@@ -168,9 +168,11 @@ def history_figure(
         ax.set_xlabel("Epoch")
         ax.set_ylabel(label)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        if metric == "accuracy" or metric.endswith("accuracy"):
+        bounded = metric.endswith("accuracy") or metric in ("f1", "precision", "recall", "auc") \
+            or metric.startswith("fbeta")
+        if bounded:  # a fraction: the full 0–1 range shows how good it is at a glance
             ax.set_ylim(-0.02, 1.02)
-        ax.legend(loc="lower right" if metric.endswith("accuracy") else "upper right")
+        ax.legend(loc="lower right" if bounded else "upper right")
         fig.tight_layout()
     return fig
 
