@@ -523,3 +523,10 @@ def _features(console, config, base, parts, train_px, val_px, *, verbose: bool):
     if result.engine != "cache":
         console.print(f"Feature engine: {result.engine_reason}")
     return result
+
+
+__all__ = [
+    "Comparison", "EvaluationResult", "Prediction", "TrainConfig", "TrainResult",
+    "build_model", "compare", "evaluate", "list_specs", "predict", "resolve_config", "train",
+    "training_path", "write_report",
+]

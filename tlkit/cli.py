@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import sys
-import traceback
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from tlkit.cli_common import _state, err, handles_errors, out
+from tlkit.cli_common import print_json as _print_json
 from tlkit.cli_eval import register as _register_eval
 from tlkit.cli_weights import weights_app
 from tlkit.errors import TlkitError
@@ -31,43 +30,6 @@ app = typer.Typer(
 
 app.add_typer(weights_app, name="weights")
 
-_state = {"debug": False}
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]Error:[/bold red] {message}", markup=True, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def handles_errors(func: Callable) -> Callable:
-    """Turn exceptions into one clear line and a non-zero exit (``--debug``: full traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
-            raise
-        except TlkitError as exc:
-            if _state["debug"]:
-                traceback.print_exc()
-            _fail(str(exc).replace("[", "\\["), exc.exit_code)
-        except KeyboardInterrupt:
-            err.print("Interrupted.")
-            raise typer.Exit(130)
-        except Exception as exc:  # an unexpected bug: still no raw traceback by default
-            if _state["debug"]:
-                traceback.print_exc()
-            _fail(
-                f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                "(rerun with --debug for the traceback, and please report it)".replace("[", "\\[")
-            )
-
-    return wrapper
-
-
 def _version_callback(value: bool) -> None:
     if value:
         from tlkit import __version__
@@ -83,10 +45,6 @@ def _main(
                                  help="Show the version and exit."),
 ) -> None:
     _state["debug"] = debug
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 # -- listing -----------------------------------------------------------------

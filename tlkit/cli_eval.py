@@ -7,13 +7,14 @@ command runs.
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 import typer
+
+from tlkit.cli_common import err, handles_errors, out, print_json
 
 from tlkit.errors import TlkitError
 
@@ -21,20 +22,6 @@ COMMANDS = ("evaluate", "predict", "report", "compare")
 FORMATS = ("table", "json", "csv")
 
 
-def _cli():
-    from tlkit import cli
-
-    return cli
-
-
-def _handles_errors(func: Callable) -> Callable:
-    """``tlkit.cli.handles_errors``, looked up when the command runs (no import cycle)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return _cli().handles_errors(func)(*args, **kwargs)
-
-    return wrapper
 
 
 def _esc(text: Any) -> str:
@@ -71,9 +58,8 @@ def evaluate_command(
 
     from tlkit.evaluation import evaluate
 
-    cli = _cli()
     with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=cli.err, transient=True) as progress:
+                  console=err, transient=True) as progress:
         task = progress.add_task("", total=None)
         result = evaluate(
             run_or_model, data, top_k=top_k, batch_size=batch_size, split=split, output_dir=output,
@@ -81,8 +67,8 @@ def evaluate_command(
             progress=lambda n: progress.advance(task, n),
         )
     if as_json:
-        return cli._print_json(result.as_dict())
-    _print_evaluation(cli.out, result)
+        return print_json(result.as_dict())
+    _print_evaluation(out, result)
 
 
 def _print_evaluation(out, result) -> None:
@@ -172,7 +158,6 @@ def predict_command(
     """
     from tlkit.prediction import predict
 
-    cli = _cli()
     fmt = "json" if as_json else fmt.lower()
     if fmt not in FORMATS:
         raise TlkitError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -180,7 +165,7 @@ def predict_command(
         raise TlkitError(f"--top-k must be at least 1, got {top_k}")
     predictions = predict(run_or_model, paths, top_k=top_k, batch_size=batch_size)  # loads the model
     started = time.perf_counter()
-    writer = {"table": _TableWriter, "json": _JsonWriter, "csv": _CsvWriter}[fmt](cli.out, top_k)
+    writer = {"table": _TableWriter, "json": _JsonWriter, "csv": _CsvWriter}[fmt](out, top_k)
     done = failed = 0
     for prediction in predictions:
         if prediction.ok:
@@ -188,14 +173,14 @@ def predict_command(
             writer.write(prediction)
         else:
             failed += 1
-            cli.err.print(f"[yellow]Skipped[/yellow] {_esc(prediction.path)}: {_esc(prediction.error)}",
+            err.print(f"[yellow]Skipped[/yellow] {_esc(prediction.path)}: {_esc(prediction.error)}",
                           soft_wrap=True)
     writer.close()
     elapsed = time.perf_counter() - started
     if done == 0:
         raise TlkitError(f"none of the {failed} file(s) could be read (see above); nothing was predicted")
     rate = f" ({done / elapsed:.1f} images/s)" if elapsed > 0 else ""
-    cli.err.print(f"Predicted {done} image(s) in {elapsed:.1f} s{rate}"
+    err.print(f"Predicted {done} image(s) in {elapsed:.1f} s{rate}"
                   + (f"; skipped {failed} unreadable file(s)" if failed else ""), soft_wrap=True)
 
 
@@ -291,12 +276,11 @@ def report_command(
     """
     from tlkit.report import write_report
 
-    cli = _cli()
     path = write_report(run_dir, evaluate=evaluate)
     if as_json:
-        return cli._print_json({"report": str(path)})
-    cli.out.print(f"Wrote {_esc(path)}")
-    cli.out.print(f"Open it in a browser: file://{_esc(path.resolve())}", soft_wrap=True)
+        return print_json({"report": str(path)})
+    out.print(f"Wrote {_esc(path)}")
+    out.print(f"Open it in a browser: file://{_esc(path.resolve())}", soft_wrap=True)
 
 
 def compare_command(
@@ -310,10 +294,9 @@ def compare_command(
 
     from tlkit.comparison import compare
 
-    cli = _cli()
     result = compare(run_dirs, plot_path=None if no_plot else plot)
     if as_json:
-        return cli._print_json(result.as_dict())
+        return print_json(result.as_dict())
     best = max((r["best_val_accuracy"] for r in result.rows if r["best_val_accuracy"] is not None), default=None)
     table = Table(title=f"{len(result.rows)} run(s)", title_justify="left")
     table.add_column("run", overflow="fold", ratio=3)
@@ -332,11 +315,11 @@ def compare_command(
             "—" if r["val_f1"] is None else f"{r['val_f1']:.4f}",
             "—" if r["train_time_s"] is None else f"{r['train_time_s']:.1f} s",
         )
-    cli.out.print(table)
+    out.print(table)
     if any(r["val_f1_source"] == "evaluation (macro)" for r in result.rows):
-        cli.out.print("val F1: macro F1 of `tlkit evaluate` where a run was evaluated, else val_f1 of the best epoch.")
+        out.print("val F1: macro F1 of `tlkit evaluate` where a run was evaluated, else val_f1 of the best epoch.")
     if result.plot:
-        cli.out.print(f"Wrote {_esc(result.plot)}")
+        out.print(f"Wrote {_esc(result.plot)}")
 
 
 # --------------------------------------------------------------------------- registration
@@ -361,5 +344,5 @@ def register(app: typer.Typer) -> None:
     for name in COMMANDS:
         if name in existing:
             continue
-        app.command(name, epilog=_EPILOGS[name])(_handles_errors(_FUNCTIONS[name]))
+        app.command(name, epilog=_EPILOGS[name])(handles_errors(_FUNCTIONS[name]))
 

@@ -9,12 +9,13 @@ inside functions.
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import List, Optional
 
 import typer
+
+from tlkit.cli_common import err, handles_errors, out, print_json
 
 weights_app = typer.Typer(
     name="weights",
@@ -28,20 +29,6 @@ weights_app = typer.Typer(
 )
 
 
-def _cli():
-    from tlkit import cli
-
-    return cli
-
-
-def _handles_errors(func: Callable) -> Callable:
-    """``tlkit.cli.handles_errors``, looked up when the command runs (no import cycle)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return _cli().handles_errors(func)(*args, **kwargs)
-
-    return wrapper
 
 
 def _mb(n: int | None) -> str:
@@ -69,7 +56,7 @@ def _progress(console, transient: bool = True):
 
 
 @weights_app.command("list", epilog="Example: tlkit weights list --json")
-@_handles_errors
+@handles_errors
 def list_weights(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Show which bases have their ImageNet weights on this machine, where, and how big."""
     from rich.markup import escape
@@ -78,13 +65,12 @@ def list_weights(as_json: bool = typer.Option(False, "--json", help="Print JSON 
     from tlkit.builder import keras_cache_dir
     from tlkit.weights import list_weights as rows_of
 
-    cli = _cli()
     rows = rows_of()
     cache = keras_cache_dir()
     have = sum(r.available for r in rows)
     summary = f"{have} of {len(rows)} bases have ImageNet weights locally (cache: {cache})"
     if as_json:
-        return cli._print_json({"cache": str(cache), "available": have, "total": len(rows),
+        return print_json({"cache": str(cache), "available": have, "total": len(rows),
                                 "bases": [r.as_dict() for r in rows]})
     table = Table(title="ImageNet weights", title_justify="left")
     table.add_column("base", no_wrap=True)
@@ -101,10 +87,10 @@ def list_weights(as_json: bool = typer.Option(False, "--json", help="Print JSON 
             f"[green]yes[/green] {_mb(r.bytes)}" if r.available else "no",
             f"[red]{escape(r.error)}[/red]" if r.error else where,
         )
-    cli.out.print(table)
-    cli.out.print(summary)
+    out.print(table)
+    out.print(summary)
     if have < len(rows):
-        cli.out.print(
+        out.print(
             "Get missing ones with: tlkit weights download BASE... (needs internet), "
             "or tlkit weights import BUNDLE (a folder made by tlkit weights download --to)."
         )
@@ -117,7 +103,7 @@ def list_weights(as_json: bool = typer.Option(False, "--json", help="Print JSON 
     "download",
     epilog="Example: tlkit weights download resnet50 mobilenet_v2 --to weights-bundle/",
 )
-@_handles_errors
+@handles_errors
 def download(
     bases: List[str] = typer.Argument(..., help="Base names (tlkit weights list)."),
     to: Optional[Path] = typer.Option(
@@ -132,14 +118,13 @@ def download(
     from tlkit import weights
     from tlkit.builder import keras_cache_dir
 
-    cli = _cli()
     specs = weights.resolve_bases(bases)
     results = []
     for spec in specs:
         found = weights.locate(spec)
         state = "already local"
         if found is None:
-            cli.err.print(f"Downloading ImageNet weights for {spec.name} ({spec.weights_file or '?'}) …")
+            err.print(f"Downloading ImageNet weights for {spec.name} ({spec.weights_file or '?'}) …")
             # Keras prints its download progress on stdout; keep stdout for the JSON.
             quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
             with quiet:
@@ -151,7 +136,7 @@ def download(
     bundle = None
     if to is not None:
         total = sum(r["bytes"] for r in results)
-        with _progress(cli.err) as progress:
+        with _progress(err) as progress:
             task = progress.add_task(f"bundling 0/{len(specs)}", total=total)
             count = {"n": 0}
 
@@ -167,22 +152,22 @@ def download(
                   "files": [e.as_dict() for e in entries], "bytes": weights.bundle_bytes(entries)}
 
     if as_json:
-        return cli._print_json({"cache": str(keras_cache_dir()), "bases": results, "bundle": bundle})
+        return print_json({"cache": str(keras_cache_dir()), "bases": results, "bundle": bundle})
     for r in results:
-        cli.out.print(f"{r['base']}: {r['status']}  {r['path']}  ({_mb(r['bytes'])})")
+        out.print(f"{r['base']}: {r['status']}  {r['path']}  ({_mb(r['bytes'])})")
     if bundle is not None:
-        cli.out.print(
+        out.print(
             f"Bundle {to}: {len(bundle['files'])} file(s), {_mb(bundle['bytes'])}, "
             f"manifest {bundle['manifest']}"
         )
-        cli.out.print(f"On the offline machine: tlkit weights import {to}")
+        out.print(f"On the offline machine: tlkit weights import {to}")
 
 
 # -- import ------------------------------------------------------------------
 
 
 @weights_app.command("import", epilog="Example: tlkit weights import weights-bundle/")
-@_handles_errors
+@handles_errors
 def import_bundle(
     directory: Path = typer.Argument(..., help="A bundle folder made by `tlkit weights download --to`."),
     force: bool = typer.Option(False, "--force", help="Replace cached files whose content differs from the bundle's."),
@@ -194,10 +179,9 @@ def import_bundle(
     from tlkit import weights
     from tlkit.builder import keras_cache_dir
 
-    cli = _cli()
     _manifest, entries = weights.read_manifest(directory)
     total = weights.bundle_bytes(entries)
-    with _progress(cli.err) as progress:
+    with _progress(err) as progress:
         task = progress.add_task("verifying", total=total)
 
         def verified() -> None:
@@ -209,15 +193,15 @@ def import_bundle(
         )
     cache = keras_cache_dir()
     if as_json:
-        return cli._print_json({"cache": str(cache), "files": [r.as_dict() for r in results]})
+        return print_json({"cache": str(cache), "files": [r.as_dict() for r in results]})
     table = Table(title=f"Bundle {directory} → {cache}", title_justify="left")
     for column in ("base", "file", "size", "status"):
         table.add_column(column, overflow="fold")
     for r in results:
         color = {"installed": "green", "replaced": "yellow"}.get(r.status)
         table.add_row(r.base, r.file, _mb(r.bytes), f"[{color}]{r.status}[/{color}]" if color else r.status)
-    cli.out.print(table)
+    out.print(table)
     counts = {status: sum(r.status == status for r in results)
               for status in ("installed", "replaced", "already installed")}
-    cli.out.print(", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    out.print(", ".join(f"{n} {status}" for status, n in counts.items() if n)
                   + ". Check with: tlkit weights list")
