@@ -45,7 +45,9 @@ def test_fine_tuning_stage_unfreezes_the_top_but_not_batchnorm(tiny_data, tmp_pa
     initial = build_base(get_registry().base("mobilenet_v2"), 32, None)  # the run's base before training
     keras.utils.set_random_seed(0)
     after = tlkit.build_model("mobilenet_v2", "dense256", 3, image_size=32, weights="none")
-    after.load_weights(result.run_dir / "checkpoints" / "last.weights.h5")  # end of fine-tuning
+    from tlkit.checkpoints import load_weights
+
+    load_weights(after, result.run_dir / "checkpoints" / "last.npz")  # end of fine-tuning
     tuned = base_layer(after)
     changed = {layer.name for layer, before in zip(tuned.layers, initial.layers)
                if layer.weights and any(not np.array_equal(a, b) for a, b in

@@ -2,18 +2,23 @@
 
 After every epoch tlkit writes (each file atomically, ``state.json`` last):
 
-- ``last.weights.h5``  the weights being trained (the head in the head stage, the
-  whole model in the fine-tuning stage)
-- ``optimizer.npz``    the optimizer's variables (moments, step count)
-- ``best.weights.h5``  the best weights so far by ``--monitor``
-- ``state.json``       stage, epochs done, best epoch, history, data fingerprints
+- ``last.npz``       the weights being trained (the head in the head stage, the
+  whole model in the fine-tuning stage), in ``model.weights`` order
+- ``optimizer.npz``  the optimizer's variables (moments, step count)
+- ``best.npz``       the best weights so far by ``--monitor`` (a hard link to
+  ``last.npz`` of the best epoch, so it costs no extra write)
+- ``state.json``     stage, epochs done, best epoch, history, data fingerprints
 
 A run killed at any moment therefore resumes from its last completed epoch.
+Plain ``.npz`` arrays are used rather than Keras's ``.weights.h5`` because
+they are several times faster to write, which matters after every epoch.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +28,8 @@ from tlkit.errors import TlkitError
 from tlkit.rundir import atomic_path, write_json
 
 STATE = "state.json"
-LAST = "last.weights.h5"
-BEST = "best.weights.h5"
+LAST = "last.npz"
+BEST = "best.npz"
 OPTIMIZER = "optimizer.npz"
 
 
@@ -32,33 +37,59 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def _save_arrays(values: list, path: Path) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, *[np.asarray(v) for v in values])
+
+
+def _load_arrays(path: Path) -> list[np.ndarray]:
+    with np.load(path) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
+def _assign(variables: list, values: list[np.ndarray], what: str) -> None:
+    if len(values) != len(variables) or any(
+        tuple(v.shape) != tuple(value.shape) for v, value in zip(variables, values)
+    ):
+        raise TlkitError(f"checkpoint {what} does not fit the model; the run cannot be resumed")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
 def save_weights(model, path: Path) -> None:
-    """``model.save_weights`` to ``path`` atomically."""
-    with atomic_path(path, suffix=".weights.h5") as tmp:
-        model.save_weights(tmp)
+    """``model.weights`` (trainable and not) to ``path`` atomically."""
+    _save_arrays(model.weights, path)
+
+
+def load_weights(model, path: Path) -> None:
+    """Load what :func:`save_weights` wrote into ``model`` (the same architecture)."""
+    _assign(model.weights, _load_arrays(path), str(path))
+
+
+def link_best(run_dir: Path) -> None:
+    """Make ``best.npz`` the current ``last.npz`` (a hard link: no copy)."""
+    folder = checkpoint_dir(run_dir)
+    tmp = folder / ".best.npz.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(folder / LAST, tmp)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(folder / LAST, tmp)
+    os.replace(tmp, folder / BEST)
 
 
 def save_optimizer(optimizer, path: Path) -> None:
-    """The optimizer's variables, in order, as an ``.npz`` (atomically)."""
-    with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, *[np.asarray(v) for v in optimizer.variables])
+    """The optimizer's variables, in order (atomically)."""
+    _save_arrays(optimizer.variables, path)
 
 
 def restore_optimizer(model, path: Path) -> bool:
-    """Load saved optimizer variables into ``model.optimizer``; False when they do not fit."""
+    """Load saved optimizer variables into ``model.optimizer``; False when there are none."""
     if not path.is_file():
         return False
-    optimizer = model.optimizer
-    optimizer.build(model.trainable_variables)
-    with np.load(path) as saved:
-        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    if len(values) != len(optimizer.variables) or any(
-        tuple(v.shape) != tuple(value.shape) for v, value in zip(optimizer.variables, values)
-    ):
-        return False
-    for variable, value in zip(optimizer.variables, values):
-        variable.assign(value)
+    model.optimizer.build(model.trainable_variables)
+    _assign(model.optimizer.variables, _load_arrays(path), str(path))
     return True
 
 

@@ -421,6 +421,7 @@ class RunFeatures:
     val: FeatureSet
     engine: str  # engine name, or "cache" when both splits were cache hits
     engine_reason: str
+    get_engine: Callable[[], Any] | None = None  # the engine, created on demand (e.g. for evaluation)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"engine": self.engine, "engine_reason": self.engine_reason}
@@ -471,6 +472,9 @@ def run_features(
 
     engine, reason, engine_name = None, "", "cache"
     sets = {}
+    onnx_path = cache_root() / "onnx" / f"{base_name}-{image_size}-{weights_fp[:16]}-{common['preprocess'][:8]}.onnx"
+    first_split = next(iter(splits.values()))
+    sample = np.asarray(first_split.pixels[:2], dtype=np.float32)
     for name, decoded in splits.items():
         plan = plans[name]
         # The engine changes features by ~1e-6, so it is part of the key, and
@@ -487,8 +491,6 @@ def run_features(
             sets[name] = FeatureSet(cached, decoded.labels, key, cache_root() / "features" / key, True, 0.0)
             continue
         if engine is None:
-            sample = np.asarray(decoded.pixels[:2], dtype=np.float32)
-            onnx_path = cache_root() / "onnx" / f"{base_name}-{image_size}-{weights_fp[:16]}-{common['preprocess'][:8]}.onnx"
             engine, reason = make_engine(parts.feature_model, engine_choice, onnx_path, sample)
             engine_name = engine.name
             if engine.name != engine_key:  # fell back to TensorFlow: key by what really ran
@@ -502,4 +504,27 @@ def run_features(
             batch_size=batch_size, views=plan["views"], augment=augment, progress=callback,
             describe={"base": base_name, "image_size": image_size, "split": name},
         )
-    return RunFeatures(sets["train"], sets["val"], engine_name, reason or "all features were in the cache")
+    made = {"engine": engine}
+
+    def get_engine():
+        if made["engine"] is None:
+            made["engine"], _ = make_engine(parts.feature_model, engine_choice, onnx_path, sample)
+        return made["engine"]
+
+    return RunFeatures(sets["train"], sets["val"], engine_name, reason or "all features were in the cache",
+                       get_engine)
+
+
+class FeatureClassifier:
+    """Duck-typed stand-in for the end-to-end model that runs the base on the feature engine.
+
+    Same predictions as ``model`` (up to the engine's ~1e-6 differences) but
+    with ONNX Runtime for the base; used to evaluate right after training.
+    """
+
+    def __init__(self, engine: Any, head: Any, model: Any) -> None:
+        self._engine, self._head = engine, head
+        self.input_shape, self.output_shape = model.input_shape, model.output_shape
+
+    def predict_on_batch(self, pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(self._head.predict_on_batch(self._engine(np.asarray(pixels, dtype=np.float32))))

@@ -270,21 +270,22 @@ class StageRunner:
         if better:
             state.best_value, state.best_epoch, state.best_stage = value, epoch + 1, stage.name
             state.best_weights = "full" if stage.full_weights else "head"
-            checkpoints.save_weights(stage.model, self.ckpt / checkpoints.BEST)
             state.since_best = 0
         else:
             state.since_best += 1
             if config.patience and state.since_best >= config.patience:
                 stage.model.stop_training = True
                 state.stopped_early.append(stage.name)
-        self._checkpoint(stage)
+        self._checkpoint(stage, best=better)
 
-    def _checkpoint(self, stage: Stage | None) -> None:
+    def _checkpoint(self, stage: Stage | None, best: bool = False) -> None:
         from tlkit.rundir import write_text
 
         if stage is not None:
             checkpoints.save_weights(stage.model, self.ckpt / checkpoints.LAST)
             checkpoints.save_optimizer(stage.model.optimizer, self.ckpt / checkpoints.OPTIMIZER)
+            if best:
+                checkpoints.link_best(self.run_dir)
         else:  # between stages: the whole model, no optimizer state yet
             checkpoints.save_weights(self.parts.model, self.ckpt / checkpoints.LAST)
             (self.ckpt / checkpoints.OPTIMIZER).unlink(missing_ok=True)
@@ -296,7 +297,7 @@ class StageRunner:
         """Load the last checkpoint: the head's weights in the head stage, the whole model's after."""
         path = self.ckpt / checkpoints.LAST
         if path.is_file():
-            stage.model.load_weights(str(path))
+            checkpoints.load_weights(stage.model, path)
         checkpoints.restore_optimizer(stage.model, self.ckpt / checkpoints.OPTIMIZER)
 
     def _restore_best(self) -> None:
@@ -305,9 +306,9 @@ class StageRunner:
         if not path.is_file():
             return
         if self.state.best_weights == "full":
-            self.parts.model.load_weights(str(path))
+            checkpoints.load_weights(self.parts.model, path)
         elif self.state.best_weights == "head":
-            self.parts.head.load_weights(str(path))
+            checkpoints.load_weights(self.parts.head, path)
 
     def _switch_best_to_full(self) -> None:
         """Before the base changes, store the best model so far as whole-model weights."""
