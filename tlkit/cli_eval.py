@@ -41,11 +41,11 @@ def _shown_path(path: str | Path) -> str:
 
 def evaluate_command(
     run_or_model: Path = typer.Argument(..., metavar="RUN_DIR|MODEL", help="A run directory or a .keras model file."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Labelled images: a dataset folder (train/ [val/]) or a folder of class sub-folders. [default: the run's validation data]"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Labelled images: a dataset folder (train/, optionally val/) or a folder of class sub-folders. (default: the run's validation data)"),
     split: str = typer.Option("val", "--split", help="For a dataset folder with train/: val, train or all."),
     top_k: int = typer.Option(5, "--top-k", help="k of the top-k accuracy."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Where to write metrics.json, confusion_matrix.png, mistakes.png. [default: RUN_DIR/evaluation]"),
+    output: Optional[Path] = typer.Option(None, "--output", help="Where to write metrics.json, confusion_matrix.png, mistakes.png. (default: RUN_DIR/evaluation)"),
     mistakes: int = typer.Option(15, "--mistakes", help="How many of the most confident mistakes mistakes.png shows."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON (as in metrics.json)."),
 ) -> None:
