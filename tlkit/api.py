@@ -286,7 +286,7 @@ def _decode(console, datamod, scan, config: TrainConfig, workdir: str):
     return decoded
 
 
-FEATURE_BATCH = 64  # images per feature-engine call: near the best throughput for CPU bases
+FEATURE_BATCH = 32  # images per feature-engine call: near-best throughput, bounded activation memory
 
 
 def training_path(config: TrainConfig) -> tuple[str, str]:
