@@ -345,7 +345,8 @@ def _fit_and_save(console, config, base, head, classes, train_px, val_px, run_di
     features_summary = run_features = None
     num_classes = len(classes)
     if path == "features" and state.stage == training.HEAD:
-        run_features = _features(console, config, base, parts, train_px, val_px, verbose=verbose)
+        run_features = _features(console, config, base, parts, train_px, val_px, verbose=verbose,
+                                 weights_fp=base_fp)
         features_summary = run_features.summary()
 
         def head_data(first_pass: int):
@@ -497,7 +498,7 @@ def _training_metrics(config, state, history, train_time, classes, train_px, val
     }
 
 
-def _features(console, config, base, parts, train_px, val_px, *, verbose: bool):
+def _features(console, config, base, parts, train_px, val_px, *, verbose: bool, weights_fp: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from tlkit import features
@@ -524,7 +525,7 @@ def _features(console, config, base, parts, train_px, val_px, *, verbose: bool):
             parts, base_name=base.name, image_size=config.image_size, engine_choice=config.engine,
             splits={"train": train_px, "val": val_px}, views=config.aug_views,
             augmentations=config.augmentations, seed=config.seed, batch_size=FEATURE_BATCH,
-            progress=make_callback,
+            progress=make_callback, weights_fp=weights_fp,
         )
     summary = result.summary()
     for name in ("train", "val"):

@@ -447,16 +447,18 @@ def run_features(
     seed: int,
     batch_size: int,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    weights_fp: str | None = None,
 ) -> RunFeatures:
     """Features of the decoded ``splits`` (``{"train": DecodedSplit, "val": DecodedSplit}``).
 
     ``views`` ≥ 1 caches that many augmented views of the train split (through
     ``parts.augmenter``); 0 caches one clean view.  ``progress(label, total)``
-    returns a callback advanced by images done.
+    returns a callback advanced by images done.  ``weights_fp`` saves
+    re-hashing the base's weights when the caller already did.
     """
     from tlkit import __version__
 
-    weights_fp = weights_fingerprint(parts.backbone)
+    weights_fp = weights_fp or weights_fingerprint(parts.backbone)
     common = {
         "tlkit": __version__, "base": base_name, "image_size": image_size,
         "weights": weights_fp, "preprocess": layers_fingerprint(parts.preprocess_layers),
