@@ -47,7 +47,7 @@ def test_fine_tuning_stage_unfreezes_the_top_but_not_batchnorm(tiny_data, tmp_pa
     after = tlkit.build_model("mobilenet_v2", "dense256", 3, image_size=32, weights="none")
     from tlkit.checkpoints import load_weights
 
-    load_weights(after, result.run_dir / "checkpoints" / "last.npz")  # end of fine-tuning
+    load_weights(after, result.run_dir / "checkpoints" / "last.arrays")  # end of fine-tuning
     tuned = base_layer(after)
     changed = {layer.name for layer, before in zip(tuned.layers, initial.layers)
                if layer.weights and any(not np.array_equal(a, b) for a, b in

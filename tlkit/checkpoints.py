@@ -2,16 +2,17 @@
 
 After every epoch tlkit writes (each file atomically, ``state.json`` last):
 
-- ``last.npz``       the weights being trained (the head in the head stage, the
+- ``last.arrays``      the weights being trained (the head in the head stage, the
   whole model in the fine-tuning stage), in ``model.weights`` order
-- ``optimizer.npz``  the optimizer's variables (moments, step count)
-- ``best.npz``       the best weights so far by ``--monitor`` (a hard link to
-  ``last.npz`` of the best epoch, so it costs no extra write)
+- ``optimizer.arrays`` the optimizer's variables (moments, step count)
+- ``best.arrays``      the best weights so far by ``--monitor`` (a hard link to
+  ``last.arrays`` of the best epoch, so it costs no extra write)
 - ``state.json``     stage, epochs done, best epoch, history, data fingerprints
 
 A run killed at any moment therefore resumes from its last completed epoch.
-Plain ``.npz`` arrays are used rather than Keras's ``.weights.h5`` because
-they are several times faster to write, which matters after every epoch.
+Each file is ``np.save`` arrays back to back (no pickle, no zip CRC) rather
+than Keras's ``.weights.h5``: several times faster to write, which matters
+after every epoch.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from tlkit.errors import TlkitError
 from tlkit.rundir import atomic_path, write_json
 
 STATE = "state.json"
-LAST = "last.npz"
-BEST = "best.npz"
-OPTIMIZER = "optimizer.npz"
+LAST = "last.arrays"
+BEST = "best.arrays"
+OPTIMIZER = "optimizer.arrays"
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -38,14 +39,18 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 
 def _save_arrays(values: list, path: Path) -> None:
-    with atomic_path(path, suffix=".npz") as tmp:
+    """Arrays back to back in one file (``np.save`` each: no zip CRC, ~2× faster than savez)."""
+    with atomic_path(path, suffix=".arrays") as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, *[np.asarray(v) for v in values])
+            np.save(fh, np.int64(len(values)))
+            for value in values:
+                np.save(fh, np.asarray(value), allow_pickle=False)
 
 
 def _load_arrays(path: Path) -> list[np.ndarray]:
-    with np.load(path) as saved:
-        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    with open(path, "rb") as fh:
+        count = int(np.load(fh))
+        return [np.load(fh, allow_pickle=False) for _ in range(count)]
 
 
 def _assign(variables: list, values: list[np.ndarray], what: str) -> None:
@@ -68,9 +73,9 @@ def load_weights(model, path: Path) -> None:
 
 
 def link_best(run_dir: Path) -> None:
-    """Make ``best.npz`` the current ``last.npz`` (a hard link: no copy)."""
+    """Make ``best.arrays`` the current ``last.arrays`` (a hard link: no copy)."""
     folder = checkpoint_dir(run_dir)
-    tmp = folder / ".best.npz.tmp"
+    tmp = folder / ".best.arrays.tmp"
     tmp.unlink(missing_ok=True)
     try:
         os.link(folder / LAST, tmp)
