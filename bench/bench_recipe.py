@@ -161,6 +161,45 @@ def _child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+#: PYTHONPATH entries that make the tlkit arms import a snapshot of tlkit (``--tlkit-rev``).
+TLKIT_PATH: list[str] = []
+
+
+def _tlkit_env(**extra: str) -> dict[str, str]:
+    env = _child_env(**extra)
+    if TLKIT_PATH:
+        env["PYTHONPATH"] = os.pathsep.join(TLKIT_PATH + [p for p in [env.get("PYTHONPATH")] if p])
+        env["PYTHONSAFEPATH"] = "1"  # no cwd / script folder ahead of the snapshot on sys.path
+    return env
+
+
+def snapshot_tlkit(rev: str) -> dict[str, Any]:
+    """Export tlkit at git ``rev`` (``git archive``) and point the tlkit arms at it.
+
+    The source tree can change while a long benchmark runs; a snapshot keeps
+    every arm on the same code.  The editable install's import finder comes
+    after ``PYTHONPATH`` on ``sys.path``, so the snapshot's ``tlkit`` and
+    ``tlkit_builtins`` win; the entry points stay those of the installed dist.
+    """
+    commit = subprocess.run(["git", "rev-parse", rev], cwd=REPO, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    dest = DATA_ROOT / "src" / commit[:12]
+    if not (dest / "tlkit" / "__init__.py").is_file():
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", commit, "tlkit", "plugins/tlkit_builtins"], cwd=REPO,
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    TLKIT_PATH[:] = [str(dest), str(dest / "plugins")]
+    check = subprocess.run(
+        [sys.executable, "-c", "import tlkit, tlkit_builtins; print(tlkit.__file__); print(tlkit_builtins.__file__)"],
+        env=_tlkit_env(), capture_output=True, text=True, check=True).stdout.split()
+    if not all(path.startswith(str(dest)) for path in check):
+        raise RuntimeError(f"the snapshot in {dest} is not what the tlkit arms import: {check}")
+    print(f"tlkit arms use the snapshot of {rev} ({commit[:12]}) in {dest}", flush=True)
+    return {"rev": rev, "commit": commit, "path": str(dest)}
+
+
 # -- set-up ----------------------------------------------------------------------
 
 
@@ -249,7 +288,7 @@ def _tlkit_arm(name: str, *, data: Path, base: str, head: str, weights: Path, ar
         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
         "--image-size", str(args.image_size), "--output", str(runs), "--json",
     ]
-    arm = run_arm(name, cmd, env=_child_env(TLKIT_CACHE_DIR=str(cache)), logs=logs)
+    arm = run_arm(name, cmd, env=_tlkit_env(TLKIT_CACHE_DIR=str(cache)), logs=logs)
     metrics = arm["json"]["metrics"]
     features = metrics.get("features") or {}
     arm["run_dir"] = arm["json"]["run_dir"]
@@ -269,7 +308,7 @@ def bench_base(base: str, data: Path, args, stamp: str, record: dict[str, Any], 
     cache, runs = work / "cache", work / "runs"
     shutil.rmtree(work, ignore_errors=True)
     cache.mkdir(parents=True)
-    out: dict[str, Any] = {"base": base}
+    out: dict[str, Any] = {"base": base, "seed": args.seed}
     record["bases"][base] = out
 
     weights, info = ensure_weights(base, args.weights_init, logs)
@@ -301,25 +340,43 @@ def bench_base(base: str, data: Path, args, stamp: str, record: dict[str, Any], 
                                    weights=weights, args=args, cache=cache, runs=runs, logs=logs)
     out["tlkit_cold"]["cache"] = cache_sizes(cache)
     save()
-    out["tlkit_warm"] = _tlkit_arm(f"{base}-tlkit-linear-warm", data=data, base=base, head="linear",
-                                   weights=weights, args=args, cache=cache, runs=runs, logs=logs)
-    save()
-
     models = sorted((cache / "onnx").glob("*.onnx"))
-    if models:
+    if args.skip_ort:
+        out["ort"] = {"skipped": "--skip-ort"}
+    elif models:
         n_images = out["tlkit_cold"]["metrics"]["num_train"]
+        ab_images = min(n_images, args.ab_images if args.ab_images is not None else 5 * args.batch_size)
         arm = run_arm(f"{base}-ort", [sys.executable, str(HERE / "ort_throughput.py"), "--model", str(models[0]),
-                                      "--images", str(n_images), "--batch-sizes", args.ort_batch_sizes],
-                      env=_child_env(), logs=logs)
+                                      "--images", str(n_images), "--batch-sizes", args.ort_batch_sizes,
+                                      "--rounds", str(args.ort_rounds), "--ab-images", str(ab_images),
+                                      "--ab-batch-size", str(args.batch_size)],
+                      env=_tlkit_env(), logs=logs)
         arm.update(arm.pop("json"))
         out["ort"] = arm
     else:
         out["ort"] = {"skipped": "tlkit cached no .onnx file (feature engine was not ONNX Runtime)"}
+    save()
+
+    # Run right after the cold one, so that the ORT numbers sit next to tlkit's feature pass.
+    out["tlkit_warm"] = _tlkit_arm(f"{base}-tlkit-linear-warm", data=data, base=base, head="linear",
+                                   weights=weights, args=args, cache=cache, runs=runs, logs=logs)
+    # Optional: the same dense256 training on the same cached features with other seeds —
+    # how much best val accuracy moves with shuffling order and dropout alone.
+    for seed in _seeds(args.extra_seeds):
+        seed_args = argparse.Namespace(**{**vars(args), "seed": seed})
+        arm = _tlkit_arm(f"{base}-tlkit-dense256-seed{seed}", data=data, base=base, head="dense256",
+                         weights=weights, args=seed_args, cache=cache, runs=runs, logs=logs)
+        out.setdefault("tlkit_seeds", {})[str(seed)] = arm
+        save()
     out["summary"] = summarize(out, args.epochs)
     save()
     if not args.keep_cache:
         shutil.rmtree(cache, ignore_errors=True)
     return out
+
+
+def _seeds(text: str | None) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()] if text else []
 
 
 def summarize(out: dict[str, Any], epochs: int) -> dict[str, Any]:
@@ -352,10 +409,20 @@ def summarize(out: dict[str, Any], epochs: int) -> dict[str, Any]:
         s["ort_ratio"] = round(cold["base_images_per_s"] / ort["best_images_per_s"], 3)
         bs32 = ort["images_per_s"].get("32")
         s["ort_ratio_same_batch"] = round(cold["base_images_per_s"] / bs32, 3) if bs32 else None
+        ab = ort.get("ab") or {}
+        if "ratio_best" in ab:
+            s["ab_tlkit_pipeline_vs_raw_ort"] = ab["ratio_best"]
+    if out.get("tlkit_seeds"):
+        accs = {str(out.get("seed", 0)): cold["best_val_accuracy"],
+                **{seed: arm["best_val_accuracy"] for seed, arm in out["tlkit_seeds"].items()}}
+        s["tlkit_seed_best_val_accuracy"] = accs
+        s["tlkit_seed_range"] = [min(accs.values()), max(accs.values())]
     s["targets"] = {
         "speedup_10x": s.get("speedup_wall") is not None and s["speedup_wall"] >= TARGET_SPEEDUP,
         "accuracy_not_worse": s.get("val_accuracy_delta") is not None and s["val_accuracy_delta"] >= 0,
         "ort_ratio_90pct": s.get("ort_ratio") is not None and s["ort_ratio"] >= TARGET_ORT_RATIO,
+        "ab_pipeline_90pct": s.get("ab_tlkit_pipeline_vs_raw_ort") is not None
+        and s["ab_tlkit_pipeline_vs_raw_ort"] >= TARGET_ORT_RATIO,
         "warm_15pct": s["warm_pct_of_cold"] <= TARGET_WARM_PCT,
     }
     return s
@@ -383,6 +450,16 @@ def rss_test(args, stamp: str, record: dict[str, Any], save) -> dict[str, Any]:
     arm["weights"] = {"path": str(weights), **info}
     record["rss_test"] = arm
     save()
+    if args.rss_second_run:
+        # The same run again with the ONNX file already cached but no features: tlkit's
+        # memory without the one-off export (tf2onnx), i.e. what a user sees on a new dataset.
+        shutil.rmtree(cache / "features", ignore_errors=True)
+        again = _tlkit_arm("rss-resnet50-tlkit-dense256-onnx-cached", data=data, base="resnet50",
+                           head="dense256", weights=weights, args=rss_args, cache=cache, runs=runs, logs=logs)
+        again["cache"] = cache_sizes(cache)
+        again["meets_target"] = again["peak_rss_mb"] <= TARGET_RSS_MB
+        record["rss_test_onnx_cached"] = again
+        save()
     if not args.keep_cache:
         shutil.rmtree(cache, ignore_errors=True)
     return arm
@@ -431,6 +508,15 @@ def print_tables(record: dict[str, Any]) -> None:
             rows.append((f"raw ORT (best, batch {s['ort_best_batch_size']})", "",
                          _fmt(s["ort_best_images_per_s"], ".1f", " img/s"),
                          _fmt(100 * s["ort_ratio"], ".0f", " % reached by tlkit")))
+        if "ab_tlkit_pipeline_vs_raw_ort" in s:
+            ab = record["bases"][base]["ort"]["ab"]
+            rows.append((f"A/B same session, batch {ab['batch_size']}", "",
+                         f"{max(ab['tlkit_pipeline_images_per_s']):.1f} vs {max(ab['raw_images_per_s']):.1f} img/s",
+                         _fmt(100 * s["ab_tlkit_pipeline_vs_raw_ort"], ".0f", " % (tlkit pipeline / raw)")))
+        if "tlkit_seed_range" in s:
+            lo, hi = s["tlkit_seed_range"]
+            rows.append((f"tlkit best val acc over seeds", "", f"{lo:.3f} – {hi:.3f}",
+                         f"seeds {', '.join(str(k) for k in s['tlkit_seed_best_val_accuracy'])}"))
         _print_rows(rows)
         loads = {k: (out[k]["loadavg_start"][0], out[k]["loadavg_end"][0])
                  for k in ("plain", "tlkit_cold", "tlkit_warm", "ort") if k in out and "loadavg_start" in out[k]}
@@ -449,6 +535,16 @@ def print_tables(record: dict[str, Any]) -> None:
             ("decoded pixels (temp memmap)", _fmt(rss["decoded_pixels_mb"], ".0f", " MB")),
             ("best val acc", _fmt(rss["best_val_accuracy"], ".3f")),
         ])
+        again = record.get("rss_test_onnx_cached")
+        if again:
+            print("  same run, ONNX file already cached (no export), features computed:")
+            _print_rows([
+                ("peak RSS (ru_maxrss)", _fmt(again["peak_rss_mb"], ".0f", " MB")),
+                ("  of which anon / file-backed (sampled peaks)",
+                 f"{_fmt(again['sampled_peak_mb'].get('RssAnon'), '.0f', ' MB')} / "
+                 f"{_fmt(again['sampled_peak_mb'].get('RssFile'), '.0f', ' MB')}"),
+                ("wall time", _fmt(again["wall_s"], ".1f", " s")),
+            ])
 
 
 def _print_rows(rows: list[tuple[str, ...]]) -> None:
@@ -474,13 +570,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="only the memory test: tlkit, resnet50 + dense256, --rss-images, --rss-epochs")
     parser.add_argument("--rss-images", type=int, default=5000)
     parser.add_argument("--rss-epochs", type=int, default=2)
+    parser.add_argument("--no-rss-second-run", dest="rss_second_run", action="store_false",
+                        help="skip the RSS test's second run (ONNX file cached, features recomputed)")
     parser.add_argument("--weights-init", choices=("bn-calibrated", "random"), default="bn-calibrated",
                         help="frozen base weights: seeded random, BatchNorm statistics calibrated "
                              "(default) or left as initialised (see make_weights.py)")
     parser.add_argument("--plain-epochs", type=int,
                         help="run the plain arm for fewer epochs and extrapolate its time (marked as such)")
     parser.add_argument("--skip-plain", action="store_true", help="tlkit arms only")
+    parser.add_argument("--skip-ort", action="store_true", help="no raw ONNX Runtime measurement")
+    parser.add_argument("--extra-seeds", metavar="S1,S2",
+                        help="also train tlkit's dense256 head with these seeds on the cached features "
+                             "(cheap; shows the seed-to-seed spread of val accuracy)")
     parser.add_argument("--ort-batch-sizes", default="8,16,32,64")
+    parser.add_argument("--ort-rounds", type=int, default=3, help="rounds of the ORT sweep and A/B (best counts)")
+    parser.add_argument("--ab-images", type=int, help="images per A/B round (default 5 x batch size)")
+    parser.add_argument("--tlkit-rev", metavar="REV",
+                        help="run the tlkit arms on a snapshot of this git revision (e.g. HEAD) instead of "
+                             "the working tree, so that edits made during a long run do not leak in")
     parser.add_argument("--keep-cache", action="store_true", help="keep each run's feature cache")
     parser.add_argument("--output", type=Path, help="results JSON (default bench/.data/results-<timestamp>.json)")
     args = parser.parse_args(argv)
@@ -514,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         os.replace(tmp, output)
 
     print(f"results: {output}", flush=True)
+    record["tlkit_source"] = snapshot_tlkit(args.tlkit_rev) if args.tlkit_rev else {"working_tree": str(REPO)}
     if args.rss_test:
         rss_test(args, stamp, record, save)
     else:
