@@ -379,6 +379,10 @@ def _fit_and_save(console, config, base, head, classes, train_px, val_px, run_di
     metrics = _training_metrics(config, state, history, train_time, classes, train_px, val_px)
     metrics.update({"training_path": path, "training_path_reason": why, "features": features_summary})
     write_json(run_dir / "metrics.json", metrics)
+    state.status = "done"  # only now: a run killed before this point can still be resumed
+    from tlkit.checkpoints import write_state
+
+    write_state(run_dir, state.as_dict())
     plots = plot_history(history, run_dir / "plots", title=f"{base.name} + {head.name}",
                          stages=[row["stage"] for row in state.rows], best_epoch=state.best_epoch)
     report = _write_report(console, run_dir, _evaluation_model(model, parts, run_features if features_summary else None))

@@ -203,9 +203,7 @@ class StageRunner:
                           self.pixel_data, self.steps, full_weights=True)
             self._fit(stage)
         self._restore_best()
-        state.status = "done"
-        checkpoints.write_state(self.run_dir, state.as_dict())
-        return state
+        return state  # the caller marks the run done once model.keras and metrics are written
 
     def _fit(self, stage: Stage) -> None:
         from tlkit.objectives import compile_for_stage
