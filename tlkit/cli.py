@@ -113,40 +113,34 @@ def list_bases(as_json: bool = typer.Option(False, "--json", help="Print JSON fo
               "--weights imagenet; offline see `tlkit weights --help`.")
 
 
-@app.command("list-heads", epilog="Example: tlkit list-heads --json")
-@handles_errors
-def list_heads(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """List the classification heads you can pass to --head (parameters via --head-param)."""
+def _list_choices(kind: str, title: str, as_json: bool) -> None:
+    """The listing shared by heads and augmentations: name, parameters, description, plugin."""
     from tlkit.api import list_specs
 
-    specs = list_specs("head")
+    specs = list_specs(kind)
     if as_json:
         return _print_json([_choice_row(s) for s in specs])
-    table = Table(title=f"{len(specs)} heads", title_justify="left")
+    table = Table(title=f"{len(specs)} {title}", title_justify="left")
     table.add_column("name", no_wrap=True)
     for column in ("parameters (defaults)", "description", "plugin"):
         table.add_column(column, overflow="fold")
     for s in specs:
         table.add_row(s.name, _params_text(s.params), s.description, s.plugin)
     out.print(table)
+
+
+@app.command("list-heads", epilog="Example: tlkit list-heads --json")
+@handles_errors
+def list_heads(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List the classification heads you can pass to --head (parameters via --head-param)."""
+    _list_choices("head", "heads", as_json)
 
 
 @app.command("list-augmentations", epilog="Example: tlkit list-augmentations --json")
 @handles_errors
 def list_augmentations(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """List the augmentations you can pass to --aug NAME[:key=value,...]."""
-    from tlkit.api import list_specs
-
-    specs = list_specs("augmentation")
-    if as_json:
-        return _print_json([_choice_row(s) for s in specs])
-    table = Table(title=f"{len(specs)} augmentations (active only while training)", title_justify="left")
-    table.add_column("name", no_wrap=True)
-    for column in ("parameters (defaults)", "description", "plugin"):
-        table.add_column(column, overflow="fold")
-    for s in specs:
-        table.add_row(s.name, _params_text(s.params), s.description, s.plugin)
-    out.print(table)
+    _list_choices("augmentation", "augmentations (active only while training)", as_json)
 
 
 @app.command("plugins", epilog="Example: tlkit plugins --json   (and TLKIT_PLUGINS= tlkit plugins for built-ins only)")
