@@ -107,7 +107,7 @@ def tiny(tmp_path_factory):
 def cli():
     """Run tlkit's commands in-process (with evaluate/predict/report/compare registered)."""
     from tlkit.cli import app
-    from tlkit.cli_eval import register
+    from tlkit.cli.evaluate import register
 
     register(app)
     runner = CliRunner()
@@ -157,8 +157,8 @@ def test_a_class_never_predicted_has_zero_precision_not_nan():
 
 
 def test_modules_do_not_import_tensorflow_keras_or_matplotlib():
-    code = ("import sys, tlkit.evaluation, tlkit.prediction, tlkit.report, tlkit.comparison, tlkit.cli_eval, "
-            "tlkit.reporting\nheavy = [m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules]\n"
+    code = ("import sys, tlkit.evaluation, tlkit.prediction, tlkit.report, tlkit.comparison, tlkit.cli.evaluate, "
+            "tlkit.figures\nheavy = [m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules]\n"
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -372,7 +372,7 @@ def test_compare_rows_and_overlay_plot(tiny, tmp_path):
 
 
 def test_plot_history_marks_stage_boundary_and_best_epoch(tmp_path):
-    from tlkit.reporting import history_figure, plot_history
+    from tlkit.figures import history_figure, plot_history
 
     history = {"accuracy": [0.5, 0.6, 0.7, 0.8], "val_accuracy": [0.4, 0.7, 0.6, 0.65],
                "loss": [1.0, 0.8, 0.6, 0.5], "val_loss": [1.1, 0.9, 0.95, 0.9]}
@@ -387,25 +387,6 @@ def test_plot_history_marks_stage_boundary_and_best_epoch(tmp_path):
     assert 2.5 in [line.get_xdata()[0] for line in ax.lines if len(line.get_xdata()) == 2]  # the boundary
     assert ax.get_xlabel() == "Epoch" and "Accuracy" in ax.get_title()
     plot_history(history, tmp_path / "old", title="t")  # the original call still works
-
-
-def test_tensorboard_scalars_from_history(tiny, tmp_path):
-    import tensorflow as tf
-
-    from tlkit.reporting import write_tensorboard_logs
-
-    run = make_run(tmp_path, tiny[0])
-    written = write_tensorboard_logs(run)
-    assert sorted(p.parent.name for p in written) == ["train", "validation"]
-    seen = {}
-    for path in written:
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                seen[(path.parent.name, value.tag, event.step)] = value.simple_value
-    assert seen[("train", "epoch_accuracy", 1)] == pytest.approx(0.55)
-    assert seen[("validation", "epoch_accuracy", 3)] == pytest.approx(0.8)
-    assert seen[("validation", "epoch_f1", 2)] == pytest.approx(0.6)
-    assert ("train", "epoch_loss", 3) in seen
 
 
 # --------------------------------------------------------------------------- CLI
@@ -457,7 +438,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(cli, tiny, tmp_path):
 
 def test_cli_compare_and_register_is_idempotent(cli, tiny, tmp_path):
     from tlkit.cli import app
-    from tlkit.cli_eval import COMMANDS, register
+    from tlkit.cli.evaluate import COMMANDS, register
 
     register(app)
     names = [c.name for c in app.registered_commands]

@@ -37,7 +37,7 @@ def cache(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="module")
 def cli():
     """Run ``tlkit weights ...`` in-process; returns (exit code, stdout, stderr)."""
-    from tlkit.cli_weights import weights_app
+    from tlkit.cli.weights import weights_app
 
     app = typer.Typer()
     app.add_typer(weights_app, name="weights")
@@ -99,7 +99,7 @@ def test_list_does_not_import_tensorflow():
         "import sys\n"
         "import typer\n"
         "from typer.testing import CliRunner\n"
-        "from tlkit.cli_weights import weights_app\n"
+        "from tlkit.cli.weights import weights_app\n"
         "app = typer.Typer(); app.add_typer(weights_app, name='weights')\n"
         "res = CliRunner().invoke(app, ['weights', 'list', '--json'])\n"
         "assert res.exit_code == 0, res.output\n"

@@ -312,7 +312,7 @@ def _fit_and_save(console, config, base, head, classes, train_px, val_px, run_di
 
     from tlkit import builder, features, training
     from tlkit.callbacks import RichProgress
-    from tlkit.reporting import plot_history
+    from tlkit.figures import plot_history
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:

@@ -8,16 +8,14 @@ a user can never feed it the wrong preprocessing.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
 from tlkit.specs import AugmentationSpec, BaseSpec, HeadSpec
-from tlkit.weightfiles import build_with_weight_file
-
-
+from tlkit.weights.files import build_with_weight_file
+from tlkit.weights.local import keras_cache_dir
 
 @dataclass(frozen=True)
 class AugmentationChoice:
@@ -25,12 +23,6 @@ class AugmentationChoice:
 
     spec: AugmentationSpec
     params: dict[str, Any] = field(default_factory=dict)
-
-
-def keras_cache_dir() -> Path:
-    """Where Keras keeps downloaded weights (``$KERAS_HOME/models``, default ``~/.keras/models``)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models"
 
 
 def _offline_message(base: BaseSpec, reason: str) -> str:

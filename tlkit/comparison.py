@@ -68,7 +68,7 @@ def _read_json(path: Path) -> Any:
 
 def read_run(run_dir: str | Path) -> RunInfo:
     """Read a run directory (see :class:`RunInfo`); a folder that is not a run is a TlkitError."""
-    from tlkit.reporting import read_history_csv
+    from tlkit.figures import read_history_csv
 
     run_dir = require_run_dir(run_dir)
     config = read_config(run_dir)
@@ -140,7 +140,7 @@ def compare(run_dirs: Iterable[str | Path], *, plot_path: str | Path | None = No
     rows = [summary_row(run) for run in runs]
     plot = None
     if plot_path is not None:
-        from tlkit.reporting import plot_compare
+        from tlkit.figures import plot_compare
 
         names = [run.name for run in runs]
         curves = []

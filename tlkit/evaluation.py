@@ -441,7 +441,7 @@ def evaluate(
 
 def write_evaluation(result: EvaluationResult, output_dir: str | Path, *, max_mistakes: int = 15) -> dict[str, str]:
     """Write ``metrics.json``, ``confusion_matrix.png`` and ``mistakes.png`` into ``output_dir``."""
-    from tlkit.reporting import plot_confusion, plot_mistakes
+    from tlkit.figures import plot_confusion, plot_mistakes
     from tlkit.rundir import write_json
 
     output_dir = Path(output_dir)

@@ -9,8 +9,7 @@ If the run has no evaluation yet (``<run>/evaluation/metrics.json``),
 :func:`write_report` first evaluates the model on the run's validation data
 (small, and what training measured), so the report always shows the metrics,
 the confusion matrix and the mistakes; pass ``evaluate=False`` to show the
-training metrics only.  It also refreshes the run's TensorBoard scalars
-(``<run>/logs/``, see :func:`tlkit.reporting.write_tensorboard_logs`).
+training metrics only.
 """
 
 from __future__ import annotations
@@ -230,7 +229,7 @@ def _dataset_section(run: RunInfo) -> str:
 
 
 def _curves_section(run: RunInfo) -> str:
-    from tlkit.reporting import figure_png, history_figure
+    from tlkit.figures import figure_png, history_figure
 
     parts = ['<section id="curves"><h2>Training curves</h2>']
     if not run.history:
@@ -327,7 +326,7 @@ def _confusion_section(run: RunInfo) -> str:
     ev = run.evaluation
     data = _eval_image(run, "confusion_matrix", "confusion_matrix.png")
     if data is None and ev and ev.get("confusion_matrix"):
-        from tlkit.reporting import confusion_figure, figure_png
+        from tlkit.figures import confusion_figure, figure_png
 
         cm = ev["confusion_matrix"]
         data = figure_png(confusion_figure(cm["counts"], cm["labels"]))
@@ -401,8 +400,6 @@ def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = Non
     Raises:
         TlkitError: ``run_dir`` is not a run directory.
     """
-    from tlkit.reporting import write_tensorboard_logs
-
     run = read_run(run_dir)
     eval_note = None
     if run.evaluation is None:
@@ -418,10 +415,6 @@ def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = Non
                 run = read_run(run.run_dir)
             except TlkitError as exc:
                 eval_note = f"Evaluation failed: {exc}"
-    try:
-        write_tensorboard_logs(run.run_dir)
-    except OSError:
-        pass  # TensorBoard scalars are a convenience; the report does not depend on them
     path = run.run_dir / "report.html"
     write_text(path, render_report(run, eval_note=eval_note))
     return path

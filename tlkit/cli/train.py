@@ -1,8 +1,7 @@
-"""The ``tlkit`` command: a thin Typer layer that parses options, calls the API and renders with rich."""
+"""``tlkit train``: parse the options, call :func:`tlkit.train`, render the result."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
@@ -11,259 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tlkit.cli_common import _state, err, handles_errors, out
-from tlkit.cli_common import print_json as _print_json
-from tlkit.cli_eval import register as _register_eval
-from tlkit.cli_weights import weights_app
+from tlkit.cli.common import err, handles_errors, out, print_json
 from tlkit.errors import TlkitError
 
-app = typer.Typer(
-    name="tlkit",
-    help="Transfer learning for image classification: pick a pretrained base and a head, "
-    "point at a folder of images, get a trained, evaluated classifier.",
-    epilog="Example: tlkit train --data data --base resnet50 --head dense256 --epochs 10",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
 
-app.add_typer(weights_app, name="weights")
-
-def _version_callback(value: bool) -> None:
-    if value:
-        from tlkit import __version__
-
-        out.print(f"tlkit {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
-                                 help="Show the version and exit."),
-) -> None:
-    _state["debug"] = debug
-
-
-# -- listing -----------------------------------------------------------------
-
-
-def _params_text(params) -> str:
-    return ", ".join(f"{p.name}={_fmt_value(p.default)}" for p in params) or "—"
-
-
-def _fmt_value(value: Any) -> str:
-    if isinstance(value, (tuple, list)):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int) and value >= 10_000:
-        return f"{value:,}"
-    return str(value)
-
-
-def _base_row(spec) -> dict[str, Any]:
-    from tlkit.weights import status
-
-    try:
-        weights = status(spec)
-        cached, where = weights.available, str(weights.path) if weights.path else None
-    except TlkitError as exc:  # a plugin's locate_weights() failed: show it, keep listing
-        cached, where = False, f"unknown ({exc})"
-    return {
-        "name": spec.name, "family": spec.family, "default_size": spec.default_size,
-        "min_size": spec.min_size, "weights_sizes": list(spec.weights_sizes), "params": spec.params,
-        "preprocessing": spec.preprocessing, "feature_shape": spec.feature_shape,
-        "weights_file": spec.weights_file, "imagenet_weights_cached": cached, "weights_path": where,
-        "description": spec.description, "plugin": spec.plugin,
-    }
-
-
-def _choice_row(spec) -> dict[str, Any]:
-    return {
-        "name": spec.name, "description": spec.description, "plugin": spec.plugin,
-        "params": [{"name": p.name, "kind": p.kind, "default": p.default, "help": p.help,
-                    "choices": list(p.choices)} for p in spec.params],
-    }
-
-
-@app.command("list-bases", epilog="Example: tlkit list-bases --json")
-@handles_errors
-def list_bases(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """List the base models (pretrained backbones) you can pass to --base."""
-    from tlkit.api import list_specs
-
-    rows = [_base_row(s) for s in list_specs("base")]
-    if as_json:
-        return _print_json(rows)
-    table = Table(title=f"{len(rows)} bases", title_justify="left")
-    table.add_column("name", no_wrap=True)
-    for column in ("size", "params", "preprocessing", "ImageNet weights", "plugin"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(
-            r["name"], str(r["default_size"]), f"{r['params'] / 1e6:.1f}M",
-            r["preprocessing"].split(":")[0],
-            "local" if r["imagenet_weights_cached"] else "download", r["plugin"],
-        )
-    out.print(table)
-    out.print("Details: tlkit info NAME.  Weights marked 'download' are fetched on first use of "
-              "--weights imagenet; offline see `tlkit weights --help`.")
-
-
-def _list_choices(kind: str, title: str, as_json: bool) -> None:
-    """The listing shared by heads and augmentations: name, parameters, description, plugin."""
-    from tlkit.api import list_specs
-
-    specs = list_specs(kind)
-    if as_json:
-        return _print_json([_choice_row(s) for s in specs])
-    table = Table(title=f"{len(specs)} {title}", title_justify="left")
-    table.add_column("name", no_wrap=True)
-    for column in ("parameters (defaults)", "description", "plugin"):
-        table.add_column(column, overflow="fold")
-    for s in specs:
-        table.add_row(s.name, _params_text(s.params), s.description, s.plugin)
-    out.print(table)
-
-
-@app.command("list-heads", epilog="Example: tlkit list-heads --json")
-@handles_errors
-def list_heads(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """List the classification heads you can pass to --head (parameters via --head-param)."""
-    _list_choices("head", "heads", as_json)
-
-
-@app.command("list-augmentations", epilog="Example: tlkit list-augmentations --json")
-@handles_errors
-def list_augmentations(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """List the augmentations you can pass to --aug NAME[:key=value,...]."""
-    _list_choices("augmentation", "augmentations (active only while training)", as_json)
-
-
-@app.command("plugins", epilog="Example: tlkit plugins --json   (and TLKIT_PLUGINS= tlkit plugins for built-ins only)")
-@handles_errors
-def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """List loaded plugins: version, hooks, what each registered, and load errors.
-
-    TLKIT_PLUGINS=name1,name2 restricts which third-party plugins load (empty: built-ins only).
-    """
-    from tlkit.registry import get_registry
-
-    infos = get_registry().plugins
-    if as_json:
-        return _print_json([p.as_dict() for p in infos])
-    table = Table(title=f"{len(infos)} plugins", title_justify="left")
-    for column in ("plugin", "distribution", "hooks", "registered", "status"):
-        table.add_column(column, overflow="fold")
-    for p in infos:
-        status = "[red]" + "; ".join(p.errors).replace("[", "\\[") + "[/red]" if p.errors else "ok"
-        table.add_row(
-            p.name + (" (built-in)" if p.builtin else ""), f"{p.distribution} {p.version}",
-            ", ".join(p.hooks) or "—", ", ".join(r.split(":", 1)[1] for r in p.registered) or "—", status,
-        )
-    out.print(table)
-
-
-@app.command("info", epilog="Example: tlkit info mobilenet_v2")
-@handles_errors
-def info(
-    name: str = typer.Argument(..., help="A base, head or augmentation name."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
-) -> None:
-    """Show everything about one base, head or augmentation."""
-    from tlkit.registry import get_registry
-    from tlkit.suggest import closest
-
-    registry = get_registry()
-    found = registry.find(name)
-    if not found:
-        every = [n for specs in registry.specs.values() for n in specs]
-        raise TlkitError(f"no base, head or augmentation is called {name!r}{closest(name, every)}")
-    rows = [{"kind": kind, **(_base_row(spec) if kind == "base" else _choice_row(spec))} for kind, spec in found]
-    if as_json:
-        return _print_json(rows)
-    for row in rows:
-        table = Table(title=f"{row['kind']} {row['name']}", show_header=False, title_justify="left")
-        table.add_column("field", style="bold")
-        table.add_column("value", overflow="fold")
-        for key, value in row.items():
-            if key in ("kind", "name"):
-                continue
-            if key == "weights_sizes" and not value:
-                value = "any size"
-            if key == "params" and isinstance(value, list):
-                value = "\n".join(
-                    f"{p['name']} = {_fmt_value(p['default'])} ({p['kind']}) {p['help']}" for p in value
-                ) or "—"
-            table.add_row(key, _fmt_value(value) if not isinstance(value, str) else value)
-        out.print(table)
-
-
-@app.command("new-plugin", epilog="Example: tlkit new-plugin mine && pip install -e tlkit-mine && tlkit train --head mine")
-@handles_errors
-def new_plugin(
-    name: str = typer.Argument(..., help="The plugin's name; it becomes the name of the head it registers."),
-    directory: Path = typer.Option(Path("."), "--dir", help="Where to create tlkit-NAME/."),
-) -> None:
-    """Scaffold a working plugin package (pyproject with the entry point, a head, a passing test)."""
-    from tlkit.scaffold import new_plugin as scaffold
-
-    target = scaffold(name, directory)
-    out.print(f"Created {target}")
-    out.print(f"  pip install -e {target}        # then: tlkit plugins, tlkit info {name}")
-    out.print(f"  tlkit train --data data --head {name}")
-    out.print(f"  cd {target} && pytest          # its test uses tlkit's pytest fixtures")
-
-
-cache_app = typer.Typer(help="Inspect or clear the frozen-base feature cache.", no_args_is_help=True)
-app.add_typer(cache_app, name="cache")
-
-
-@cache_app.command("info", epilog="Example: tlkit cache info --json")
-@handles_errors
-def cache_info(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """Show the feature cache: where it is, each entry (base, size, images, views) and the total size."""
-    from tlkit.features import cache_entries, cache_root
-
-    entries = cache_entries()
-    total = sum(e["bytes"] for e in entries)
-    if as_json:
-        return _print_json({"root": str(cache_root()), "bytes": total, "entries": entries})
-    table = Table(title=f"Feature cache: {cache_root()} ({total / 1e6:.1f} MB)", title_justify="left")
-    for column in ("kind", "base", "size", "images", "views", "engine", "MB", "entry"):
-        table.add_column(column, overflow="fold")
-    for e in entries:
-        shape = e.get("shape") or [None, None]
-        table.add_row(e["kind"], str(e.get("base", "")), str(e.get("image_size", "")),
-                      str(shape[1] if len(shape) > 1 else ""), str(shape[0] or ""), str(e.get("engine", "")),
-                      f"{e['bytes'] / 1e6:.1f}", e["name"])
-    out.print(table)
-    out.print("Override the location with TLKIT_CACHE_DIR; free space with `tlkit cache clear`.")
-
-
-@cache_app.command("clear", epilog="Example: tlkit cache clear")
-@handles_errors
-def cache_clear(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """Delete every cached feature set and exported ONNX model (they are rebuilt on demand)."""
-    from tlkit.features import cache_root, clear_cache
-
-    entries, freed = clear_cache()
-    if as_json:
-        return _print_json({"root": str(cache_root()), "entries_removed": entries, "bytes_freed": freed})
-    out.print(f"Removed {entries} cache entries ({freed / 1e6:.1f} MB) from {cache_root()}")
-
-
-# -- training ----------------------------------------------------------------
-
-
-@app.command(
-    "train",
-    epilog="Example: tlkit train --data data --base mobilenet_v2 --head mlp --head-param units=512,256 "
-    "--aug flip_horizontal --aug rotation:factor=0.1 --epochs 10 --weights imagenet",
-)
 @handles_errors
 def train(
     data: Optional[Path] = typer.Option(None, "--data", help="Folder with train/ (and val/), one sub-folder per class. (default: data)", rich_help_panel="Data"),
@@ -356,14 +106,12 @@ def train(
             return
         result = api.train(base_config, console=console, verbose=not quiet, **overrides)
     if as_json:
-        return _print_json(result.as_dict())
+        return print_json(result.as_dict())
     if quiet:
         sys.stdout.write(f"{result.run_dir}\n")
         return
     _print_summary(result)
 
-
-_register_eval(app)  # evaluate, predict, report, compare
 
 
 def _print_summary(result) -> None:
@@ -392,7 +140,9 @@ def _print_summary(result) -> None:
     out.print(table)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app()
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` to ``app``."""
+    app.command("train",
+    epilog="Example: tlkit train --data data --base mobilenet_v2 --head mlp --head-param units=512,256 "
+    "--aug flip_horizontal --aug rotation:factor=0.1 --epochs 10 --weights imagenet")(train)

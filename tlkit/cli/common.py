@@ -1,7 +1,6 @@
 """What every ``tlkit`` command shares: the consoles, JSON output and error handling.
 
-Kept apart from :mod:`tlkit.cli` so that command modules (``cli_eval``,
-``cli_weights``) can import it at the top without an import cycle.
+Every command module of :mod:`tlkit.cli` imports it at the top.
 """
 
 from __future__ import annotations

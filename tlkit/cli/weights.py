@@ -1,9 +1,6 @@
 """``tlkit weights ...``: see which ImageNet weights are local, download them, carry them offline.
 
-A Typer sub-app that ``tlkit.cli`` adds with ``app.add_typer(weights_app, name="weights")``.
-``tlkit.cli`` imports this module at its top, so this module imports
-``tlkit.cli`` (for its consoles, error handling and JSON printing) only
-inside functions.
+A Typer sub-app that :func:`register` adds to the main app as ``tlkit weights``.
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from tlkit.cli_common import err, handles_errors, out, print_json
+from tlkit.cli.common import err, handles_errors, out, print_json
 
 weights_app = typer.Typer(
     name="weights",
@@ -62,7 +59,7 @@ def list_weights(as_json: bool = typer.Option(False, "--json", help="Print JSON 
     from rich.markup import escape
     from rich.table import Table
 
-    from tlkit.builder import keras_cache_dir
+    from tlkit.weights import keras_cache_dir
     from tlkit.weights import list_weights as rows_of
 
     rows = rows_of()
@@ -116,7 +113,7 @@ def download(
     Weights already on this machine need no network; with --to they are only copied.
     """
     from tlkit import weights
-    from tlkit.builder import keras_cache_dir
+    from tlkit.weights import keras_cache_dir
 
     specs = weights.resolve_bases(bases)
     results = []
@@ -177,7 +174,7 @@ def import_bundle(
     from rich.table import Table
 
     from tlkit import weights
-    from tlkit.builder import keras_cache_dir
+    from tlkit.weights import keras_cache_dir
 
     _manifest, entries = weights.read_manifest(directory)
     total = weights.bundle_bytes(entries)
@@ -205,3 +202,8 @@ def import_bundle(
               for status in ("installed", "replaced", "already installed")}
     out.print(", ".join(f"{n} {status}" for status, n in counts.items() if n)
                   + ". Check with: tlkit weights list")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``weights`` command group to ``app``."""
+    app.add_typer(weights_app, name="weights")

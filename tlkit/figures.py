@@ -1,4 +1,4 @@
-"""Figures, in one consistent style, and TensorBoard scalars.
+"""Figures, in one consistent style.
 
 Every figure tlkit draws comes from here — training curves, the confusion
 heatmap, the grid of mistakes, the overlay of several runs — so they share
@@ -6,8 +6,6 @@ one look (:data:`STYLE`, :data:`COLORS`).  Figures are drawn with
 matplotlib's non-interactive Agg backend (no display needed) and written
 atomically.  matplotlib is imported inside the functions, never at import.
 
-:func:`write_tensorboard_logs` turns a run's ``history.csv`` into TensorBoard
-event files under ``<run>/logs/`` without TensorFlow or TensorBoard installed.
 """
 
 from __future__ import annotations
@@ -15,8 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import struct
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -356,117 +352,3 @@ def compare_figure(runs: Sequence[dict[str, Any]], *, title: str = "Validation c
 def plot_compare(runs: Sequence[dict[str, Any]], path: str | Path, *, title: str = "Validation curves") -> Path:
     """Write the overlay of several runs' validation curves (see :func:`compare_figure`)."""
     return _save(compare_figure(runs, title=title), Path(path))
-
-
-# --------------------------------------------------------------------------- TensorBoard
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for n in range(256):
-        crc = n
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC_TABLE: list[int] = []
-
-
-def _masked_crc32c(data: bytes) -> int:
-    if not _CRC_TABLE:
-        _CRC_TABLE.extend(_crc32c_table())
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    value &= (1 << 64) - 1
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
-def _field_bytes(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _event(wall_time: float, step: int, *, file_version: str | None = None,
-           scalars: dict[str, float] | None = None) -> bytes:
-    """A serialized ``tensorflow.Event`` protobuf (hand-encoded: no TensorFlow needed)."""
-    data = b"\x09" + struct.pack("<d", wall_time) + b"\x10" + _varint(step)
-    if file_version is not None:
-        data += _field_bytes(3, file_version.encode())
-    if scalars:
-        values = b"".join(
-            _field_bytes(1, _field_bytes(1, tag.encode()) + b"\x15" + struct.pack("<f", value))
-            for tag, value in scalars.items()
-        )
-        data += _field_bytes(5, values)
-    return data
-
-
-def _record(data: bytes) -> bytes:
-    """One TFRecord frame: length, its masked CRC-32C, data, the data's masked CRC-32C."""
-    length = struct.pack("<Q", len(data))
-    return length + struct.pack("<I", _masked_crc32c(length)) + data + struct.pack("<I", _masked_crc32c(data))
-
-
-TENSORBOARD_FILE = "events.out.tfevents.0.tlkit"
-"""Name of the event file tlkit writes in ``logs/train`` and ``logs/validation``."""
-
-
-def write_tensorboard_logs(run_dir: str | Path) -> list[Path]:
-    """Write ``<run>/logs/{train,validation}/`` TensorBoard scalars from ``history.csv``.
-
-    Tags follow Keras' TensorBoard callback (``epoch_loss``, ``epoch_accuracy``,
-    ...; ``val_X`` goes to ``validation/epoch_X``), steps are the epoch numbers of
-    ``history.csv``, so ``tensorboard --logdir runs/`` overlays train and
-    validation for every run.  The files are rewritten whole (atomically) on
-    each call.  Event files from another writer (a Keras ``TensorBoard``
-    callback) in ``logs/`` are left alone and nothing is added beside them.
-    Returns the files written (none when there is no history).
-    """
-    run_dir = Path(run_dir)
-    history_path = run_dir / "history.csv"
-    logs = run_dir / "logs"
-    if not history_path.is_file():
-        return []
-    if logs.is_dir() and any(p.is_file() and "tfevents" in p.name and not p.name.endswith(".tlkit")
-                             for p in logs.rglob("*")):
-        return []
-    history, stages, epochs = read_history_csv(history_path)
-    now = time.time()
-    splits: dict[str, list[bytes]] = {"train": [], "validation": []}
-    for name in splits:
-        splits[name].append(_record(_event(now, 0, file_version="brain.Event:2")))
-    for i, epoch in enumerate(epochs):
-        per_split: dict[str, dict[str, float]] = {"train": {}, "validation": {}}
-        for key, values in history.items():
-            value = values[i]
-            if math.isnan(value):
-                continue
-            split, metric = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-            per_split[split][f"epoch_{metric}"] = value
-        for split, scalars in per_split.items():
-            if scalars:
-                splits[split].append(_record(_event(now, epoch, scalars=scalars)))
-    written = []
-    for split, records in splits.items():
-        if len(records) == 1:
-            continue
-        path = logs / split / TENSORBOARD_FILE
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(b"".join(records))
-        written.append(path)
-    return written

@@ -1,8 +1,6 @@
 """The ``evaluate``, ``predict``, ``report`` and ``compare`` commands, added to the main app by :func:`register`.
 
-This module imports neither TensorFlow nor :mod:`tlkit.cli` at import time
-(``tlkit.cli`` imports it at its top); the CLI helpers are looked up when a
-command runs.
+This module does not import TensorFlow at import time; a command imports what it needs when it runs.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from tlkit.cli_common import err, handles_errors, out, print_json
+from tlkit.cli.common import err, handles_errors, out, print_json
 
 from tlkit.errors import TlkitError
 

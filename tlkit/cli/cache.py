@@ -1,0 +1,51 @@
+"""``tlkit cache info`` and ``tlkit cache clear``: the frozen-base feature cache."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from tlkit.cli.common import handles_errors, out, print_json
+
+cache_app = typer.Typer(help="Inspect or clear the frozen-base feature cache.", no_args_is_help=True)
+
+
+
+@handles_errors
+def cache_info(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """Show the feature cache: where it is, each entry (base, size, images, views) and the total size."""
+    from tlkit.features import cache_entries, cache_root
+
+    entries = cache_entries()
+    total = sum(e["bytes"] for e in entries)
+    if as_json:
+        return print_json({"root": str(cache_root()), "bytes": total, "entries": entries})
+    table = Table(title=f"Feature cache: {cache_root()} ({total / 1e6:.1f} MB)", title_justify="left")
+    for column in ("kind", "base", "size", "images", "views", "engine", "MB", "entry"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        shape = e.get("shape") or [None, None]
+        table.add_row(e["kind"], str(e.get("base", "")), str(e.get("image_size", "")),
+                      str(shape[1] if len(shape) > 1 else ""), str(shape[0] or ""), str(e.get("engine", "")),
+                      f"{e['bytes'] / 1e6:.1f}", e["name"])
+    out.print(table)
+    out.print("Override the location with TLKIT_CACHE_DIR; free space with `tlkit cache clear`.")
+
+
+@handles_errors
+def cache_clear(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """Delete every cached feature set and exported ONNX model (they are rebuilt on demand)."""
+    from tlkit.features import cache_root, clear_cache
+
+    entries, freed = clear_cache()
+    if as_json:
+        return print_json({"root": str(cache_root()), "entries_removed": entries, "bytes_freed": freed})
+    out.print(f"Removed {entries} cache entries ({freed / 1e6:.1f} MB) from {cache_root()}")
+
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``cache`` command group to ``app``."""
+    cache_app.command("info", epilog="Example: tlkit cache info --json")(cache_info)
+    cache_app.command("clear", epilog="Example: tlkit cache clear")(cache_clear)
+    app.add_typer(cache_app, name="cache")

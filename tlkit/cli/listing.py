@@ -1,0 +1,171 @@
+"""``tlkit list-bases``, ``list-heads``, ``list-augmentations``, ``plugins`` and ``info``.
+
+None of these imports TensorFlow: specs are metadata, so listing answers at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from tlkit.cli.common import handles_errors, out, print_json
+from tlkit.errors import TlkitError
+
+
+def _params_text(params) -> str:
+    return ", ".join(f"{p.name}={_fmt_value(p.default)}" for p in params) or "—"
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int) and value >= 10_000:
+        return f"{value:,}"
+    return str(value)
+
+
+def _base_row(spec) -> dict[str, Any]:
+    from tlkit.weights import status
+
+    try:
+        weights = status(spec)
+        cached, where = weights.available, str(weights.path) if weights.path else None
+    except TlkitError as exc:  # a plugin's locate_weights() failed: show it, keep listing
+        cached, where = False, f"unknown ({exc})"
+    return {
+        "name": spec.name, "family": spec.family, "default_size": spec.default_size,
+        "min_size": spec.min_size, "weights_sizes": list(spec.weights_sizes), "params": spec.params,
+        "preprocessing": spec.preprocessing, "feature_shape": spec.feature_shape,
+        "weights_file": spec.weights_file, "imagenet_weights_cached": cached, "weights_path": where,
+        "description": spec.description, "plugin": spec.plugin,
+    }
+
+
+def _choice_row(spec) -> dict[str, Any]:
+    return {
+        "name": spec.name, "description": spec.description, "plugin": spec.plugin,
+        "params": [{"name": p.name, "kind": p.kind, "default": p.default, "help": p.help,
+                    "choices": list(p.choices)} for p in spec.params],
+    }
+
+
+@handles_errors
+def list_bases(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List the base models (pretrained backbones) you can pass to --base."""
+    from tlkit.api import list_specs
+
+    rows = [_base_row(s) for s in list_specs("base")]
+    if as_json:
+        return print_json(rows)
+    table = Table(title=f"{len(rows)} bases", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    for column in ("size", "params", "preprocessing", "ImageNet weights", "plugin"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["name"], str(r["default_size"]), f"{r['params'] / 1e6:.1f}M",
+            r["preprocessing"].split(":")[0],
+            "local" if r["imagenet_weights_cached"] else "download", r["plugin"],
+        )
+    out.print(table)
+    out.print("Details: tlkit info NAME.  Weights marked 'download' are fetched on first use of "
+              "--weights imagenet; offline see `tlkit weights --help`.")
+
+
+def _list_choices(kind: str, title: str, as_json: bool) -> None:
+    """The listing shared by heads and augmentations: name, parameters, description, plugin."""
+    from tlkit.api import list_specs
+
+    specs = list_specs(kind)
+    if as_json:
+        return print_json([_choice_row(s) for s in specs])
+    table = Table(title=f"{len(specs)} {title}", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    for column in ("parameters (defaults)", "description", "plugin"):
+        table.add_column(column, overflow="fold")
+    for s in specs:
+        table.add_row(s.name, _params_text(s.params), s.description, s.plugin)
+    out.print(table)
+
+
+@handles_errors
+def list_heads(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List the classification heads you can pass to --head (parameters via --head-param)."""
+    _list_choices("head", "heads", as_json)
+
+
+@handles_errors
+def list_augmentations(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List the augmentations you can pass to --aug NAME[:key=value,...]."""
+    _list_choices("augmentation", "augmentations (active only while training)", as_json)
+
+
+@handles_errors
+def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List loaded plugins: version, hooks, what each registered, and load errors.
+
+    TLKIT_PLUGINS=name1,name2 restricts which third-party plugins load (empty: built-ins only).
+    """
+    from tlkit.registry import get_registry
+
+    infos = get_registry().plugins
+    if as_json:
+        return print_json([p.as_dict() for p in infos])
+    table = Table(title=f"{len(infos)} plugins", title_justify="left")
+    for column in ("plugin", "distribution", "hooks", "registered", "status"):
+        table.add_column(column, overflow="fold")
+    for p in infos:
+        status = "[red]" + "; ".join(p.errors).replace("[", "\\[") + "[/red]" if p.errors else "ok"
+        table.add_row(
+            p.name + (" (built-in)" if p.builtin else ""), f"{p.distribution} {p.version}",
+            ", ".join(p.hooks) or "—", ", ".join(r.split(":", 1)[1] for r in p.registered) or "—", status,
+        )
+    out.print(table)
+
+
+@handles_errors
+def info(
+    name: str = typer.Argument(..., help="A base, head or augmentation name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Show everything about one base, head or augmentation."""
+    from tlkit.registry import get_registry
+    from tlkit.suggest import closest
+
+    registry = get_registry()
+    found = registry.find(name)
+    if not found:
+        every = [n for specs in registry.specs.values() for n in specs]
+        raise TlkitError(f"no base, head or augmentation is called {name!r}{closest(name, every)}")
+    rows = [{"kind": kind, **(_base_row(spec) if kind == "base" else _choice_row(spec))} for kind, spec in found]
+    if as_json:
+        return print_json(rows)
+    for row in rows:
+        table = Table(title=f"{row['kind']} {row['name']}", show_header=False, title_justify="left")
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        for key, value in row.items():
+            if key in ("kind", "name"):
+                continue
+            if key == "weights_sizes" and not value:
+                value = "any size"
+            if key == "params" and isinstance(value, list):
+                value = "\n".join(
+                    f"{p['name']} = {_fmt_value(p['default'])} ({p['kind']}) {p['help']}" for p in value
+                ) or "—"
+            table.add_row(key, _fmt_value(value) if not isinstance(value, str) else value)
+        out.print(table)
+
+
+
+def register(app: typer.Typer) -> None:
+    """Add the listing commands to ``app``."""
+    app.command("list-bases", epilog="Example: tlkit list-bases --json")(list_bases)
+    app.command("list-heads", epilog="Example: tlkit list-heads --json")(list_heads)
+    app.command("list-augmentations", epilog="Example: tlkit list-augmentations --json")(list_augmentations)
+    app.command("plugins", epilog="Example: tlkit plugins --json   (and TLKIT_PLUGINS= tlkit plugins for built-ins only)")(plugins)
+    app.command("info", epilog="Example: tlkit info mobilenet_v2")(info)

@@ -1,0 +1,42 @@
+"""Pretrained weights: where they are, fetching them, offline bundles, and weight files.
+
+- :mod:`tlkit.weights.local` — is a base's ImageNet weight file on this machine; fetch it.
+- :mod:`tlkit.weights.bundles` — folders of weight files with a SHA-256 manifest, for offline machines.
+- :mod:`tlkit.weights.files` — build a base from a user's ``.weights.h5``/``.h5`` file, strictly.
+
+Importing this package never imports TensorFlow.
+"""
+
+from tlkit.weights.bundles import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    BundleFile,
+    ImportedFile,
+    bundle_bytes,
+    import_bundle,
+    read_manifest,
+    sha256_file,
+    verify_bundle,
+    write_bundle,
+)
+from tlkit.weights.local import WeightsStatus, fetch, keras_cache_dir, list_weights, locate, resolve_bases, status
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "MANIFEST_NAME",
+    "BundleFile",
+    "ImportedFile",
+    "WeightsStatus",
+    "bundle_bytes",
+    "fetch",
+    "keras_cache_dir",
+    "import_bundle",
+    "list_weights",
+    "locate",
+    "read_manifest",
+    "resolve_bases",
+    "sha256_file",
+    "status",
+    "verify_bundle",
+    "write_bundle",
+]
