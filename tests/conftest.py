@@ -8,8 +8,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from tlkit.testing import write_images
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -22,18 +23,6 @@ def _isolated_feature_cache(tmp_path_factory):
 
 BIN = Path(sys.executable).parent
 TLKIT = str(BIN / "tlkit")
-
-
-def write_images(folder: Path, n: int, color: tuple[int, int, int], size: int = 24, seed: int = 0) -> None:
-    """``n`` noisy PNGs around ``color`` (so classes are learnable but not identical)."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        noise = rng.integers(-30, 30, size=(size, size, 3))
-        pixels = np.clip(np.array(color) + noise, 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"img_{i:03d}.png")
 
 
 CLASS_COLORS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fox": (40, 40, 200)}

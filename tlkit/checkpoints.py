@@ -1,6 +1,7 @@
 """Checkpoints in ``RUN_DIR/checkpoints/``: what a resumed run needs to continue exactly.
 
-After every epoch tlkit writes (each file atomically, ``state.json`` last):
+After every epoch tlkit writes (each file atomically, the state last; the
+names are :class:`tlkit.rundir.RunDir`'s):
 
 - ``last.arrays``      the weights being trained (the head in the head stage, the
   whole model in the fine-tuning stage), in ``model.weights`` order
@@ -17,26 +18,14 @@ after every epoch.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from tlkit.errors import TlkitError
-from tlkit.rundir import atomic_path, write_json
-
-STATE = "state.json"
-LAST = "last.arrays"
-BEST = "best.arrays"
-OPTIMIZER = "optimizer.arrays"
-
-
-def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
+from tlkit.rundir import RunDir, atomic_path
 
 def _save_arrays(values: list, path: Path) -> None:
     """Arrays back to back in one file (``np.save`` each: no zip CRC, ~2× faster than savez)."""
@@ -72,16 +61,15 @@ def load_weights(model, path: Path) -> None:
     _assign(model.weights, _load_arrays(path), str(path))
 
 
-def link_best(run_dir: Path) -> None:
-    """Make ``best.arrays`` the current ``last.arrays`` (a hard link: no copy)."""
-    folder = checkpoint_dir(run_dir)
-    tmp = folder / ".best.arrays.tmp"
+def link_best(run: RunDir) -> None:
+    """Make the best-weights file the current last-weights file (a hard link: no copy)."""
+    tmp = run.checkpoints_dir / f".{run.BEST_WEIGHTS}.tmp"
     tmp.unlink(missing_ok=True)
     try:
-        os.link(folder / LAST, tmp)
+        os.link(run.last_weights_path, tmp)
     except OSError:  # a file system without hard links
-        shutil.copyfile(folder / LAST, tmp)
-    os.replace(tmp, folder / BEST)
+        shutil.copyfile(run.last_weights_path, tmp)
+    os.replace(tmp, run.best_weights_path)
 
 
 def save_optimizer(optimizer, path: Path) -> None:
@@ -96,35 +84,3 @@ def restore_optimizer(model, path: Path) -> bool:
     model.optimizer.build(model.trainable_variables)
     _assign(model.optimizer.variables, _load_arrays(path), str(path))
     return True
-
-
-def write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    write_json(checkpoint_dir(run_dir) / STATE, state)
-
-
-def read_state(run_dir: Path) -> dict[str, Any] | None:
-    path = checkpoint_dir(run_dir) / STATE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise TlkitError(f"{path} is damaged ({exc}); the run cannot be resumed") from None
-
-
-def open_for_resume(run_dir: str | Path) -> tuple[Path, dict[str, Any] | None]:
-    """Check that ``run_dir`` is a resumable tlkit run; return it and its checkpoint state."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise TlkitError(f"--resume {run_dir}: no such folder")
-    if not (run_dir / "config.toml").is_file() or not (run_dir / "classes.json").is_file():
-        raise TlkitError(
-            f"--resume {run_dir}: not a tlkit run directory (it has no config.toml/classes.json)"
-        )
-    state = read_state(run_dir)
-    if state is not None and state.get("status") == "done":
-        raise TlkitError(
-            f"--resume {run_dir}: that run already finished; start a new run with "
-            f"tlkit train --config {run_dir / 'config.toml'}"
-        )
-    return run_dir, state

@@ -9,7 +9,6 @@ Also home of :func:`read_run`, which reads everything a run directory holds
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
-from tlkit.prediction import read_classes, read_config, require_run_dir
+from tlkit.history import best_epoch
+from tlkit.rundir import RunDir
 
 __all__ = ["Comparison", "RunInfo", "compare", "read_run"]
 
@@ -45,9 +45,8 @@ class RunInfo:
         best = self.metrics.get("best_epoch")
         if isinstance(best, int) and best >= 1:
             return best
-        values = self.history.get("val_accuracy") or []
-        finite = [(v, i) for i, v in enumerate(values) if not math.isnan(v)]
-        return self.epochs[max(finite)[1]] if finite and self.epochs else None
+        index = best_epoch(self.history, self.config.get("monitor") or "val_accuracy")
+        return self.epochs[index - 1] if index is not None and index <= len(self.epochs) else None
 
     def value_at_best(self, key: str) -> float | None:
         """``history[key]`` at the best epoch (None if unknown)."""
@@ -59,29 +58,14 @@ class RunInfo:
         return None if i >= len(values) or math.isnan(values[i]) else float(values[i])
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TlkitError(f"cannot read {path}: {exc}") from exc
-
-
 def read_run(run_dir: str | Path) -> RunInfo:
     """Read a run directory (see :class:`RunInfo`); a folder that is not a run is a TlkitError."""
-    from tlkit.figures import read_history_csv
-
-    run_dir = require_run_dir(run_dir)
-    config = read_config(run_dir)
-    classes = read_classes(run_dir / "classes.json") if (run_dir / "classes.json").is_file() else []
-    history, stages, epochs = ({}, [], [])
-    if (run_dir / "history.csv").is_file():
-        history, stages, epochs = read_history_csv(run_dir / "history.csv")
-    metrics = _read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
-    evaluation_path = run_dir / "evaluation" / "metrics.json"
-    evaluation = _read_json(evaluation_path) if evaluation_path.is_file() else None
-    return RunInfo(run_dir=run_dir, config=config, classes=classes, history=history, stages=stages,
-                   epochs=epochs, metrics=metrics if isinstance(metrics, dict) else {},
-                   evaluation=evaluation if isinstance(evaluation, dict) else None)
+    run = RunDir.open(run_dir)
+    history, stages, epochs = run.read_history()
+    return RunInfo(run_dir=run.path, config=run.read_config(),
+                   classes=run.read_classes() if run.classes_path.is_file() else [],
+                   history=history, stages=stages, epochs=epochs, metrics=run.read_metrics(),
+                   evaluation=run.read_evaluation())
 
 
 def summary_row(run: RunInfo) -> dict[str, Any]:
@@ -110,7 +94,7 @@ def summary_row(run: RunInfo) -> dict[str, Any]:
         "val_f1_source": f1_source,
         "eval_accuracy": run.evaluation.get("accuracy") if run.evaluation else None,
         "train_time_s": metrics.get("train_time_s"),
-        "finished": (run.run_dir / "model.keras").is_file() and bool(metrics),
+        "finished": RunDir(run.run_dir).has_model() and bool(metrics),
     }
 
 

@@ -259,3 +259,15 @@ def to_toml(config: TrainConfig, provenance: Mapping[str, Any] | None = None) ->
     if provenance:
         lines += ["", "[tlkit]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in provenance.items()]
     return "\n".join(lines) + "\n"
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; a one-line TlkitError when it cannot be read or parsed."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise TlkitError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TlkitError(f"{path} is not valid TOML ({exc})") from exc

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import TlkitError
+from tlkit.rundir import RunDir
 from tlkit.prediction import ModelSource, Predictor, decode_stream, open_model
 
 __all__ = [
@@ -247,7 +248,7 @@ def select_data(source: ModelSource, data: str | Path | None = None, split: str 
                 f"(a dataset with train/ [val/], or a folder of class sub-folders)"
             )
         if not config.get("data"):
-            raise TlkitError(f"{source.run_dir}/config.toml names no data folder; pass --data DIR")
+            raise TlkitError(f"{RunDir(source.run_dir).config_path} names no data folder; pass --data DIR")
         root = Path(config["data"])
         if not root.is_dir():
             raise TlkitError(f"the run's data folder {root} no longer exists; pass --data DIR")
@@ -292,7 +293,7 @@ def _map_labels(source: ModelSource, data: EvalData) -> tuple[np.ndarray, list[s
                 f"classes ({', '.join(data.classes)}); evaluate on data with the model's classes"
             )
         source.notes.append(
-            f"no classes.json: assumed the data's sorted class folders ({', '.join(data.classes)}) "
+            f"no {RunDir.CLASSES}: assumed the data's sorted class folders ({', '.join(data.classes)}) "
             f"are outputs 0..{len(data.classes) - 1}"
         )
         return data.labels, list(data.classes)
@@ -331,7 +332,7 @@ def thumbnail(path: str | Path, size: int = 160) -> np.ndarray:
 
 def default_output_dir(source: ModelSource) -> Path:
     """``<run>/evaluation`` for a run, ``<model's folder>/evaluation`` for a bare model file."""
-    return (source.run_dir or source.model_path.parent) / "evaluation"
+    return RunDir(source.run_dir or source.model_path.parent).evaluation_dir
 
 
 def evaluate(
@@ -444,10 +445,11 @@ def write_evaluation(result: EvaluationResult, output_dir: str | Path, *, max_mi
     from tlkit.figures import plot_confusion, plot_mistakes
     from tlkit.rundir import write_json
 
+    FILES = RunDir.EVALUATION_FILES
     output_dir = Path(output_dir)
     title_source = Path(result.run_dir).name if result.run_dir else Path(result.model).name
     confusion_png = plot_confusion(
-        result.confusion, result.classes, output_dir / "confusion_matrix.png",
+        result.confusion, result.classes, output_dir / FILES["confusion_matrix"],
         title=f"Confusion matrix — {result.num_images} images, accuracy {result.accuracy:.1%}",
     )
     items = []
@@ -460,13 +462,13 @@ def write_evaluation(result: EvaluationResult, output_dir: str | Path, *, max_mi
                       "probability": mistake.probability})
     shown = f"{len(items)} of {len(result.mistakes)}" if len(result.mistakes) > len(items) else f"{len(items)}"
     mistakes_png = plot_mistakes(
-        items, output_dir / "mistakes.png",
+        items, output_dir / FILES["mistakes"],
         title=f"Most confident mistakes ({shown}) — {title_source}" if items else f"Mistakes — {title_source}",
     )
     result.files = {
-        "metrics": str(output_dir / "metrics.json"),
+        "metrics": str(output_dir / FILES["metrics"]),
         "confusion_matrix": str(confusion_png),
         "mistakes": str(mistakes_png),
     }
-    write_json(output_dir / "metrics.json", result.as_dict())
+    write_json(output_dir / FILES["metrics"], result.as_dict())
     return result.files

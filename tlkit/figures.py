@@ -10,13 +10,13 @@ atomically.  matplotlib is imported inside the functions, never at import.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tlkit.history import best_epoch as best_of
 from tlkit.rundir import atomic_path
 
 COLORS = {
@@ -86,17 +86,6 @@ def figure_png(fig) -> bytes:
 # --------------------------------------------------------------------------- training curves
 
 
-def _best_from_history(history: dict[str, list[float]]) -> int | None:
-    """1-based epoch of the best validation accuracy (lowest val loss if absent), as training picks it."""
-    values = [v for v in history.get("val_accuracy") or []]
-    if values and not all(math.isnan(v) for v in values):
-        return max(range(len(values)), key=lambda i: -math.inf if math.isnan(values[i]) else values[i]) + 1
-    values = [v for v in history.get("val_loss") or []]
-    if values and not all(math.isnan(v) for v in values):
-        return min(range(len(values)), key=lambda i: math.inf if math.isnan(values[i]) else values[i]) + 1
-    return None
-
-
 def _stage_spans(stages: Sequence[str]) -> list[tuple[str, int, int]]:
     """``[(stage, first_epoch, last_epoch), ...]`` (1-based) for consecutive runs of a stage."""
     spans: list[tuple[str, int, int]] = []
@@ -132,7 +121,7 @@ def history_figure(
     n = max(len(train), len(val))
     xs = list(epochs) if epochs is not None and len(epochs) == n else list(range(1, n + 1))
     if best_epoch is None:
-        best_epoch = _best_from_history(history)
+        best_epoch = best_of(history)
 
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -198,31 +187,6 @@ def plot_history(
         if fig is not None:
             written.append(_save(fig, plots_dir / f"{metric}.png"))
     return written
-
-
-def read_history_csv(path: str | Path) -> tuple[dict[str, list[float]], list[str], list[int]]:
-    """``(history, stages, epochs)`` from a run's ``history.csv`` (missing values become NaN)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    history: dict[str, list[float]] = {}
-    stages: list[str] = []
-    epochs: list[int] = []
-    columns = [c for c in (rows[0].keys() if rows else []) if c not in ("epoch", "stage")]
-    for i, row in enumerate(rows, start=1):
-        try:
-            epochs.append(int(float(row.get("epoch") or i)))
-        except ValueError:
-            epochs.append(i)
-        stages.append(row.get("stage") or "head")
-        for column in columns:
-            try:
-                value = float(row.get(column) or "nan")
-            except ValueError:
-                value = math.nan
-            history.setdefault(column, []).append(value)
-    # A non-numeric column (a note, a path) is not a metric.
-    history = {k: v for k, v in history.items() if not all(math.isnan(x) for x in v)}
-    return history, stages, epochs
 
 
 # --------------------------------------------------------------------------- evaluation figures

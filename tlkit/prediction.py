@@ -16,7 +16,6 @@ TensorFlow is imported only when a model is loaded.
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import TlkitError
+from tlkit.rundir import RunDir, read_classes_file
 
 __all__ = [
     "ModelSource",
@@ -36,7 +36,6 @@ __all__ = [
     "decode_stream",
     "open_model",
     "predict",
-    "require_run_dir",
     "resolve_paths",
 ]
 
@@ -44,52 +43,6 @@ MODEL_SUFFIXES = (".keras", ".h5")
 
 
 # --------------------------------------------------------------------------- run directories and models
-
-
-def require_run_dir(path: str | Path) -> Path:
-    """``path`` as a run directory, or a one-line TlkitError saying why it is not one."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise TlkitError(f"{path} does not exist; pass a run directory made by `tlkit train`")
-    if not path.is_dir():
-        raise TlkitError(f"{path} is not a folder; pass a run directory made by `tlkit train`")
-    if not (path / "config.toml").is_file():
-        raise TlkitError(
-            f"{path} is not a tlkit run directory (no config.toml); pass the folder `tlkit train` "
-            f"printed, e.g. runs/<timestamp>-<base>-<head>"
-        )
-    return path
-
-
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """A run's ``config.toml`` as a plain dict (the ``[tlkit]`` table included)."""
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-
-    path = Path(run_dir) / "config.toml"
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise TlkitError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise TlkitError(f"{path} is not valid TOML ({exc}); is it a tlkit run directory?") from exc
-
-
-def read_classes(path: str | Path) -> list[str]:
-    """The class names of a ``classes.json`` (a JSON list of strings), checked."""
-    path = Path(path)
-    try:
-        classes = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TlkitError(f"cannot read the class names in {path}: {exc}") from exc
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise TlkitError(f"{path} must hold a JSON list of class names, e.g. [\"cat\", \"dog\"]")
-    return classes
 
 
 @dataclass
@@ -121,21 +74,15 @@ def _locate(run_or_model: str | Path) -> tuple[Path, Path | None]:
     """``(model_path, run_dir or None)`` for a run directory or a model file."""
     path = Path(run_or_model).expanduser()
     if path.is_dir():
-        run_dir = require_run_dir(path)
-        model_path = run_dir / "model.keras"
-        if not model_path.is_file():
-            raise TlkitError(
-                f"run {run_dir} has no model.keras (did its training finish?); "
-                f"resume or rerun it with `tlkit train --config {run_dir / 'config.toml'}`"
-            )
-        return model_path, run_dir
+        run = RunDir.open(path)
+        return run.require_model(), run.path
     if not path.exists():
         raise TlkitError(f"{path} does not exist; pass a run directory or a .keras model file")
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise TlkitError(f"{path} is neither a run directory nor a .keras model file")
-    parent = path.parent
-    is_run = (parent / "config.toml").is_file() and (parent / "classes.json").is_file()
-    return path, (parent if is_run else None)
+    parent = RunDir(path.parent)
+    is_run = parent.is_run_dir(parent.path) and parent.classes_path.is_file()
+    return path, (parent.path if is_run else None)
 
 
 def open_model(run_or_model: str | Path, *, model: Any = None) -> ModelSource:
@@ -151,16 +98,16 @@ def open_model(run_or_model: str | Path, *, model: Any = None) -> ModelSource:
             number of outputs differs from the number of classes.
     """
     model_path, run_dir = _locate(run_or_model)
-    config = read_config(run_dir) if run_dir else {}
-    classes_file = (run_dir or model_path.parent) / "classes.json"
-    classes = read_classes(classes_file) if classes_file.is_file() else None
+    config = RunDir(run_dir).read_config() if run_dir else {}
+    classes_file = RunDir(run_dir or model_path.parent).classes_path
+    classes = read_classes_file(classes_file) if classes_file.is_file() else None
     if model is None:
         model = load_keras_model(model_path)
     outputs = _num_outputs(model, model_path)
     notes: list[str] = []
     if classes is None:
         classes = [str(i) for i in range(outputs)]
-        notes.append(f"no classes.json next to {model_path.name}: classes are named by output index 0..{outputs - 1}")
+        notes.append(f"no {RunDir.CLASSES} next to {model_path.name}: classes are named by output index 0..{outputs - 1}")
     elif len(classes) != outputs:
         raise TlkitError(
             f"{model_path} has {outputs} outputs but {classes_file} lists {len(classes)} classes; "

@@ -151,7 +151,8 @@ class Registry:
             module=ep.value,
         )
 
-    def _registrar(self, kind: str, spec_cls: type, info: PluginInfo):
+    def _registrar(self, kind: str, spec_cls: type[BaseSpec] | type[HeadSpec] | type[AugmentationSpec],
+                   info: PluginInfo):
         def register(spec: Any) -> None:
             if not isinstance(spec, spec_cls):
                 raise TypeError(
@@ -227,9 +228,3 @@ def get_registry() -> Registry:
     if _REGISTRY is None:
         _REGISTRY = Registry()
     return _REGISTRY
-
-
-def reset_registry() -> None:
-    """Forget the loaded plugins (tests, or after installing a plugin at run time)."""
-    global _REGISTRY
-    _REGISTRY = None

@@ -24,7 +24,7 @@ from typing import Any
 
 from tlkit.comparison import RunInfo, read_run
 from tlkit.errors import TlkitError
-from tlkit.rundir import write_text
+from tlkit.rundir import RunDir
 
 __all__ = ["SECTIONS", "write_report"]
 
@@ -141,7 +141,7 @@ def _summary_cards(run: RunInfo) -> str:
     if m.get("best_val_accuracy") is not None:
         cards.append((f"{m['best_val_accuracy']:.1%}", f"best val accuracy (epoch {m.get('best_epoch', '?')})"))
     if ev.get("accuracy") is not None:
-        cards.append((f"{ev['accuracy']:.1%}", f"accuracy of model.keras on {ev.get('num_images', '?')} images"))
+        cards.append((f"{ev['accuracy']:.1%}", f"accuracy of {RunDir.MODEL} on {ev.get('num_images', '?')} images"))
     if ev.get("macro_avg"):
         cards.append((f"{ev['macro_avg']['f1']:.3f}", "macro F1"))
     if ev.get("top_k_accuracy") is not None:
@@ -167,7 +167,7 @@ def _config_section(run: RunInfo) -> str:
     return (
         '<section id="config"><h2>Configuration</h2>'
         f'<div class="kv">{"".join(tables)}</div>'
-        f'<p class="note">Reproduce: <code>tlkit train --config {_e(run.run_dir / "config.toml")}</code>'
+        f'<p class="note">Reproduce: <code>tlkit train --config {_e(RunDir(run.run_dir).config_path)}</code>'
         + (f" · made by tlkit {_e(made)}" if made else "") + "</p></section>"
     )
 
@@ -233,7 +233,7 @@ def _curves_section(run: RunInfo) -> str:
 
     parts = ['<section id="curves"><h2>Training curves</h2>']
     if not run.history:
-        return "".join(parts) + '<p class="note">No history.csv: the run recorded no epochs.</p></section>'
+        return "".join(parts) + f'<p class="note">No {RunDir.HISTORY}: the run recorded no epochs.</p></section>'
     spans = []
     for stage in dict.fromkeys(run.stages):
         epochs = [e for e, s in zip(run.epochs, run.stages) if s == stage]
@@ -274,7 +274,7 @@ def _metrics_section(run: RunInfo, eval_note: str | None) -> str:
         ("training path", m.get("training_path")), ("images (train / val)", f"{m.get('num_train', '?')} / {m.get('num_val', '?')}"),
     ]
     rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v))}</td></tr>" for k, v in training if v is not None)
-    parts.append(f"<div><h3>Training (metrics.json)</h3><table>{rows}</table></div>")
+    parts.append(f"<div><h3>Training ({RunDir.METRICS})</h3><table>{rows}</table></div>")
     if ev:
         summary = [
             ("data", ev.get("split") or ev.get("data")), ("images", ev.get("num_images")),
@@ -284,7 +284,8 @@ def _metrics_section(run: RunInfo, eval_note: str | None) -> str:
         if ev.get("skipped_images"):
             summary.append(("unreadable images skipped", len(ev["skipped_images"])))
         rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v))}</td></tr>" for k, v in summary)
-        parts.append(f"<div><h3>Evaluation of model.keras (evaluation/metrics.json)</h3><table>{rows}</table></div>")
+        evaluation_file = f"{RunDir.EVALUATION}/{RunDir.EVALUATION_FILES['metrics']}"
+        parts.append(f"<div><h3>Evaluation of {RunDir.MODEL} ({evaluation_file})</h3><table>{rows}</table></div>")
     parts.append("</div>")
     if ev and ev.get("per_class"):
         rows = []
@@ -312,9 +313,11 @@ def _metrics_section(run: RunInfo, eval_note: str | None) -> str:
     return "".join(parts) + "</section>"
 
 
-def _eval_image(run: RunInfo, key: str, filename: str) -> bytes | None:
+def _eval_image(run: RunInfo, key: str) -> bytes | None:
+    """An evaluation figure (``key`` of ``RunDir.EVALUATION_FILES``): where the evaluation wrote it, else in the run."""
     ev = run.evaluation or {}
-    candidates = [Path(p) for p in [(ev.get("files") or {}).get(key)] if p] + [run.run_dir / "evaluation" / filename]
+    in_run = RunDir(run.run_dir).evaluation_dir / RunDir.EVALUATION_FILES[key]
+    candidates = [Path(p) for p in [(ev.get("files") or {}).get(key)] if p] + [in_run]
     for path in candidates:
         if path.is_file():
             return path.read_bytes()
@@ -324,7 +327,7 @@ def _eval_image(run: RunInfo, key: str, filename: str) -> bytes | None:
 def _confusion_section(run: RunInfo) -> str:
     parts = ['<section id="confusion"><h2>Confusion matrix</h2>']
     ev = run.evaluation
-    data = _eval_image(run, "confusion_matrix", "confusion_matrix.png")
+    data = _eval_image(run, "confusion_matrix")
     if data is None and ev and ev.get("confusion_matrix"):
         from tlkit.figures import confusion_figure, figure_png
 
@@ -349,7 +352,7 @@ def _mistakes_section(run: RunInfo) -> str:
         return "".join(parts) + f'<p>No mistakes: all {_e(ev.get("num_images"))} images are classified correctly.</p></section>'
     parts.append(f'<p>{_e(count)} of {_e(ev.get("num_images"))} images are misclassified; the most confident '
                  "mistakes first.</p>")
-    data = _eval_image(run, "mistakes", "mistakes.png")
+    data = _eval_image(run, "mistakes")
     if data is not None and mistakes:
         parts.append(_img(data, "most confident mistakes", cls="wide"))
     if mistakes:
@@ -405,8 +408,8 @@ def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = Non
     if run.evaluation is None:
         if not evaluate:
             eval_note = "Not evaluated yet."
-        elif not (run.run_dir / "model.keras").is_file():
-            eval_note = "No model.keras (the run did not finish), so it was not evaluated."
+        elif not RunDir(run.run_dir).has_model():
+            eval_note = f"No {RunDir.MODEL} (the run did not finish), so it was not evaluated."
         else:
             from tlkit.evaluation import evaluate as run_evaluation
 
@@ -415,6 +418,4 @@ def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = Non
                 run = read_run(run.run_dir)
             except TlkitError as exc:
                 eval_note = f"Evaluation failed: {exc}"
-    path = run.run_dir / "report.html"
-    write_text(path, render_report(run, eval_note=eval_note))
-    return path
+    return RunDir(run.run_dir).write_report(render_report(run, eval_note=eval_note))

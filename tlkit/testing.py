@@ -27,7 +27,7 @@ import pytest
 
 from tlkit import registry as _registry
 
-__all__ = ["make_image_folder", "registry_with", "tlkit_image_folder", "tlkit_plugin"]
+__all__ = ["make_image_folder", "registry_with", "tlkit_image_folder", "tlkit_plugin", "write_images"]
 
 _COLORS = [(220, 40, 40), (40, 200, 60), (50, 70, 220), (230, 200, 40), (160, 60, 200), (40, 200, 200)]
 
@@ -46,7 +46,6 @@ def make_image_folder(
     Each class is a distinct colour plus noise, so a head learns it in an
     epoch or two.  ``val_per_class=0`` writes no ``val/`` folder.
     """
-    from PIL import Image
 
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -55,13 +54,35 @@ def make_image_folder(
         for split, count in (("train", per_class), ("val", val_per_class)):
             if count == 0:
                 continue
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                noise = rng.integers(-25, 25, size=(size, size, 3))
-                pixels = np.clip(color + noise, 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{name}_{i:03d}.png")
+            write_images(root / split / name, count, color, size=size, noise=25, prefix=name, rng=rng)
     return root
+
+
+def write_images(
+    folder: str | Path,
+    n: int,
+    color: Iterable[float],
+    *,
+    size: int = 24,
+    seed: int = 0,
+    noise: int = 30,
+    prefix: str = "img",
+    rng: np.random.Generator | None = None,
+) -> None:
+    """Write ``n`` PNGs ``folder/<prefix>_000.png``... of ``color`` plus uniform noise in ±``noise``.
+
+    Images of one colour are alike but not identical, so a class of them is
+    learnable; ``rng`` (else a generator seeded with ``seed``) makes them reproducible.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    base = np.asarray(list(color), dtype=np.float64)
+    for i in range(n):
+        pixels = np.clip(base + rng.integers(-noise, noise, size=(size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"{prefix}_{i:03d}.png")
 
 
 class _ModuleEntryPoint:

@@ -11,16 +11,15 @@ stage stopped.  After every epoch the state is checkpointed (see
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tlkit import checkpoints
-from tlkit.config import TrainConfig
 from tlkit.errors import TlkitError
+from tlkit.history import is_improvement, monitor_mode
+
+if TYPE_CHECKING:
+    from tlkit.training_run import TrainingRun
 
 HEAD, FINE_TUNE = "head", "fine_tune"
 
@@ -36,63 +35,6 @@ def distribution_strategy():
     import tensorflow as tf
 
     return tf.distribute.get_strategy()
-
-
-def pixel_datasets(train_px, val_px, config: TrainConfig, num_classes: int, first_pass: int = 0):
-    """(train, val) ``tf.data`` datasets of decoded pixels, for end-to-end training."""
-    from tlkit.data import make_dataset
-
-    train = make_dataset(train_px, batch_size=config.batch_size, num_classes=num_classes,
-                         shuffle=True, seed=config.seed, first_pass=first_pass)
-    val = make_dataset(val_px, batch_size=config.batch_size, num_classes=num_classes,
-                       shuffle=False, seed=config.seed)
-    return train, val
-
-
-def feature_datasets(run_features, config: TrainConfig, num_classes: int, first_pass: int = 0):
-    """(train, val) ``tf.data`` datasets of cached base features, for training the head alone."""
-    from tlkit.features import make_feature_dataset
-
-    train = make_feature_dataset(run_features.train, batch_size=config.batch_size,
-                                 num_classes=num_classes, shuffle=True, seed=config.seed,
-                                 first_pass=first_pass)
-    val = make_feature_dataset(run_features.val, batch_size=config.batch_size,
-                               num_classes=num_classes, shuffle=False, seed=config.seed)
-    return train, val
-
-
-def rows_to_csv(rows: list[dict[str, Any]]) -> str:
-    """CSV text with a header from the union of the rows' keys (first-seen order)."""
-    header: list[str] = []
-    for row in rows:
-        header += [key for key in row if key not in header]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def history_from_rows(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """Column lists (Keras ``History`` style) from per-epoch rows."""
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys and k not in ("epoch", "stage")]
-    return {k: [float(row.get(k, math.nan)) for row in rows] for k in keys}
-
-
-def monitor_mode(monitor: str) -> str:
-    return "min" if monitor.endswith("loss") else "max"
-
-
-def best_epoch(history: dict[str, list[float]], monitor: str = "val_accuracy") -> tuple[int, float]:
-    """(1-based epoch, value) of the best ``monitor`` value (val loss if it is absent)."""
-    values = history.get(monitor)
-    if not values:
-        monitor, values = "val_loss", history.get("val_loss") or [math.nan]
-    pick = min if monitor_mode(monitor) == "min" else max
-    index = pick(range(len(values)), key=lambda i: values[i])
-    return index + 1, values[index]
 
 
 @dataclass
@@ -112,7 +54,7 @@ class Stage:
 
 @dataclass
 class RunState:
-    """What is checkpointed after every epoch (``checkpoints/state.json``)."""
+    """What is checkpointed after every epoch (the run directory's checkpoint state)."""
 
     status: str = "running"
     stage: str = HEAD
@@ -121,7 +63,7 @@ class RunState:
     best_value: float | None = None
     best_epoch: int = 0
     best_stage: str = ""
-    best_weights: str = ""  # "head" or "full": what best.weights.h5 holds
+    best_weights: str = ""  # "head" or "full": what the best-weights checkpoint holds
     since_best: int = 0  # epochs of the current stage without improvement (early stopping)
     stopped_early: list[str] = field(default_factory=list)  # stages ended by --patience
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -137,51 +79,25 @@ class RunState:
         return cls(**known)
 
 
-def _epoch_callback(runner: "StageRunner", stage: Stage):
-    import keras
-
-    class EpochEnd(keras.callbacks.Callback):
-        """Records the epoch, tracks the best model, stops early, checkpoints."""
-
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            runner.end_epoch(stage, epoch, logs or {})
-
-    return EpochEnd()
-
-
 class StageRunner:
-    """Runs the head stage and the fine-tuning stage, checkpointing after every epoch."""
+    """Runs a :class:`~tlkit.training_run.TrainingRun`'s head stage and fine-tuning stage,
+    checkpointing after every epoch into its run directory."""
 
-    def __init__(self, *, run_dir: Path, config: TrainConfig, parts: Any, num_classes: int,
-                 class_weight: dict[int, float] | None, head_data: Callable[[int], tuple[Any, Any]],
-                 pixel_data: Callable[[int], tuple[Any, Any]], head_on_features: bool, steps: int,
-                 state: RunState, progress: Callable[[Stage], list] | None = None,
-                 console: Any = None) -> None:
-        """``head_data``/``pixel_data`` make (train, val) datasets from a first epoch index;
-        with ``head_on_features`` the head stage trains ``parts.head`` on cached features,
-        otherwise the whole model (base frozen) on pixels."""
-        self.run_dir = Path(run_dir)
-        self.ckpt = checkpoints.checkpoint_dir(run_dir)
-        self.config = config
-        self.parts = parts
-        self.num_classes = num_classes
-        self.class_weight = class_weight
-        self.head_data = head_data
-        self.pixel_data = pixel_data
-        self.head_on_features = head_on_features
-        self.steps = steps
-        self.state = state
-        self.progress = progress
-        self.console = console
-        self._restore_pending = state.epoch > 0  # a resumed run continues from its checkpoint
+    def __init__(self, run: TrainingRun) -> None:
+        self.run = run
+        self.config = run.config
+        self.state: RunState = run.state
+        self._restore_pending = run.state.epoch > 0  # a resumed run continues from its checkpoint
 
     # -- the stages --------------------------------------------------------
-    def run(self) -> RunState:
-        config, state = self.config, self.state
+    def run_stages(self) -> RunState:
+        """Fit the remaining stages; the best weights are in the model afterwards."""
+        config, state, parts = self.config, self.state, self.run.parts
         if state.stage == HEAD:
-            model = self.parts.head if self.head_on_features else self.parts.model
-            stage = Stage(HEAD, model, state.epoch, config.epochs, config.lr, config.warmup_epochs,
-                          self.head_data, self.steps, full_weights=not self.head_on_features)
+            on_features = self.run.head_on_features
+            stage = Stage(HEAD, parts.head if on_features else parts.model, state.epoch, config.epochs,
+                          config.lr, config.warmup_epochs, self.run.head_datasets, self.run.steps,
+                          full_weights=not on_features)
             self._fit(stage)
             state.head_epochs = state.epoch
             self._restore_best()  # fine-tuning (or the saved model) starts from the best head
@@ -192,20 +108,21 @@ class StageRunner:
         if state.stage == FINE_TUNE and config.fine_tune_epochs:
             from tlkit.finetune import unfreeze
 
-            count = unfreeze(self.parts.backbone, config.unfreeze)
-            if self.console is not None and state.epoch == state.head_epochs:
-                self.console.print(
+            count = unfreeze(parts.backbone, config.unfreeze)
+            if state.epoch == state.head_epochs:
+                self.run.observer.message(
                     f"Fine-tuning: {count} layers of the base unfrozen ({config.unfreeze}; BatchNorm stays "
                     f"frozen), learning rate {config.fine_tune_lr:g}"
                 )
             end = state.head_epochs + config.fine_tune_epochs
-            stage = Stage(FINE_TUNE, self.parts.model, state.epoch, end, config.fine_tune_lr, 0,
-                          self.pixel_data, self.steps, full_weights=True)
+            stage = Stage(FINE_TUNE, parts.model, state.epoch, end, config.fine_tune_lr, 0,
+                          self.run.pixel_datasets, self.run.steps, full_weights=True)
             self._fit(stage)
         self._restore_best()
-        return state  # the caller marks the run done once model.keras and metrics are written
+        return state  # the run is marked done once model.keras and metrics are written
 
     def _fit(self, stage: Stage) -> None:
+        from tlkit.callbacks import EpochEnd, ObserverCallback
         from tlkit.objectives import compile_for_stage
 
         if stage.start >= stage.end:
@@ -213,36 +130,39 @@ class StageRunner:
         with distribution_strategy().scope():
             compile_for_stage(stage.model, self.config, lr=stage.lr, steps_per_epoch=stage.steps,
                               epochs=stage.end - (self.state.head_epochs if stage.name == FINE_TUNE else 0),
-                              warmup_epochs=stage.warmup_epochs, num_classes=self.num_classes)
+                              warmup_epochs=stage.warmup_epochs, num_classes=self.run.num_classes)
         if self._restore_pending:
             self._restore_last(stage)
             self._restore_pending = False
         else:
             self.state.since_best = 0
         train, val = stage.datasets(stage.start)
-        callbacks = [_epoch_callback(self, stage)] + self._keras_callbacks(stage)
-        if self.progress is not None:
-            callbacks += self.progress(stage)
+        callbacks = [EpochEnd(lambda epoch, logs: self.end_epoch(stage, epoch, logs)),
+                     ObserverCallback(self.run.observer, stage.name, stage.end), *self._keras_callbacks()]
+        observer = self.run.observer
+        observer.stage_started(stage.name, stage.start + 1, stage.end, stage.steps)
         try:
             stage.model.fit(train, validation_data=val, epochs=stage.end, initial_epoch=stage.start,
-                            callbacks=callbacks, class_weight=self.class_weight, shuffle=False, verbose=0)
+                            callbacks=callbacks, class_weight=self.run.class_weight, shuffle=False, verbose=0)
         except KeyboardInterrupt:
             self.state.status = "interrupted"
-            checkpoints.write_state(self.run_dir, self.state.as_dict())
+            self.run.run_dir.write_state(self.state.as_dict())
             raise TrainingInterrupted(
                 f"interrupted; the checkpoint after epoch {self.state.epoch} is saved — resume with: "
-                f"tlkit train --resume {self.run_dir}"
+                f"tlkit train --resume {self.run.run_dir}"
             ) from None
+        finally:
+            observer.stage_finished(stage.name)
 
-    def _keras_callbacks(self, stage: Stage) -> list:
-        import keras
-
+    def _keras_callbacks(self) -> list:
         import importlib.util
+
+        import keras
 
         config = self.config
         callbacks = []
-        if importlib.util.find_spec("tensorboard") is not None:  # tf.summary needs it to write
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.run_dir / "logs"), write_graph=False))
+        if importlib.util.find_spec("tensorboard") is not None:  # Keras's callback needs it to write logs/
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.run.run_dir.logs_dir), write_graph=False))
         if config.reduce_lr_patience:
             callbacks.append(keras.callbacks.ReduceLROnPlateau(
                 monitor=config.monitor, mode=monitor_mode(config.monitor), factor=config.reduce_lr_factor,
@@ -251,6 +171,7 @@ class StageRunner:
 
     # -- per epoch -----------------------------------------------------------
     def end_epoch(self, stage: Stage, epoch: int, logs: dict[str, Any]) -> None:
+        """Record epoch ``epoch`` (0-based), track the best model, stop early, checkpoint."""
         import keras
 
         state, config = self.state, self.config
@@ -260,13 +181,9 @@ class StageRunner:
         state.rows.append(row)
         state.epoch = epoch + 1
 
-        value = row.get(config.monitor)
-        better = value is not None and not math.isnan(value) and (
-            state.best_value is None
-            or (value < state.best_value if monitor_mode(config.monitor) == "min" else value > state.best_value)
-        )
+        better = is_improvement(row.get(config.monitor), state.best_value, config.monitor)
         if better:
-            state.best_value, state.best_epoch, state.best_stage = value, epoch + 1, stage.name
+            state.best_value, state.best_epoch, state.best_stage = row[config.monitor], epoch + 1, stage.name
             state.best_weights = "full" if stage.full_weights else "head"
             state.since_best = 0
         else:
@@ -277,39 +194,38 @@ class StageRunner:
         self._checkpoint(stage, best=better)
 
     def _checkpoint(self, stage: Stage | None, best: bool = False) -> None:
-        from tlkit.rundir import write_text
-
+        run_dir = self.run.run_dir
         if stage is not None:
-            checkpoints.save_weights(stage.model, self.ckpt / checkpoints.LAST)
-            checkpoints.save_optimizer(stage.model.optimizer, self.ckpt / checkpoints.OPTIMIZER)
+            checkpoints.save_weights(stage.model, run_dir.last_weights_path)
+            checkpoints.save_optimizer(stage.model.optimizer, run_dir.optimizer_path)
             if best:
-                checkpoints.link_best(self.run_dir)
+                checkpoints.link_best(run_dir)
         else:  # between stages: the whole model, no optimizer state yet
-            checkpoints.save_weights(self.parts.model, self.ckpt / checkpoints.LAST)
-            (self.ckpt / checkpoints.OPTIMIZER).unlink(missing_ok=True)
-        write_text(self.run_dir / "history.csv", rows_to_csv(self.state.rows))
-        checkpoints.write_state(self.run_dir, self.state.as_dict())  # last: it commits the epoch
+            checkpoints.save_weights(self.run.parts.model, run_dir.last_weights_path)
+            run_dir.optimizer_path.unlink(missing_ok=True)
+        run_dir.write_history(self.state.rows)
+        run_dir.write_state(self.state.as_dict())  # last: it commits the epoch
 
     # -- restoring -----------------------------------------------------------
     def _restore_last(self, stage: Stage) -> None:
         """Load the last checkpoint: the head's weights in the head stage, the whole model's after."""
-        path = self.ckpt / checkpoints.LAST
+        path = self.run.run_dir.last_weights_path
         if path.is_file():
             checkpoints.load_weights(stage.model, path)
-        checkpoints.restore_optimizer(stage.model, self.ckpt / checkpoints.OPTIMIZER)
+        checkpoints.restore_optimizer(stage.model, self.run.run_dir.optimizer_path)
 
     def _restore_best(self) -> None:
         """Load the best weights so far (by ``--monitor``) into the model."""
-        path = self.ckpt / checkpoints.BEST
+        path = self.run.run_dir.best_weights_path
         if not path.is_file():
             return
         if self.state.best_weights == "full":
-            checkpoints.load_weights(self.parts.model, path)
+            checkpoints.load_weights(self.run.parts.model, path)
         elif self.state.best_weights == "head":
-            checkpoints.load_weights(self.parts.head, path)
+            checkpoints.load_weights(self.run.parts.head, path)
 
     def _switch_best_to_full(self) -> None:
         """Before the base changes, store the best model so far as whole-model weights."""
         if self.state.best_weights == "head":
-            checkpoints.save_weights(self.parts.model, self.ckpt / checkpoints.BEST)
+            checkpoints.save_weights(self.run.parts.model, self.run.run_dir.best_weights_path)
             self.state.best_weights = "full"

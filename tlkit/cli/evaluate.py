@@ -15,8 +15,10 @@ import typer
 from tlkit.cli.common import err, handles_errors, out, print_json
 
 from tlkit.errors import TlkitError
+from tlkit.rundir import RunDir
 
 COMMANDS = ("evaluate", "predict", "report", "compare")
+_EVAL_FILES = ", ".join(RunDir.EVALUATION_FILES.values())
 FORMATS = ("table", "json", "csv")
 
 
@@ -43,9 +45,9 @@ def evaluate_command(
     split: str = typer.Option("val", "--split", help="For a dataset folder with train/: val, train or all."),
     top_k: int = typer.Option(5, "--top-k", help="k of the top-k accuracy."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Where to write metrics.json, confusion_matrix.png, mistakes.png. (default: RUN_DIR/evaluation)"),
-    mistakes: int = typer.Option(15, "--mistakes", help="How many of the most confident mistakes mistakes.png shows."),
-    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON (as in metrics.json)."),
+    output: Optional[Path] = typer.Option(None, "--output", help=f"Where to write {_EVAL_FILES}. (default: RUN_DIR/{RunDir.EVALUATION})"),
+    mistakes: int = typer.Option(15, "--mistakes", help=f"How many of the most confident mistakes {RunDir.EVALUATION_FILES['mistakes']} shows."),
+    as_json: bool = typer.Option(False, "--json", help=f"Print the metrics as JSON (as in {RunDir.EVALUATION_FILES['metrics']})."),
 ) -> None:
     """Measure a trained model: accuracy, top-k, per-class precision/recall/F1, confusion matrix, mistakes.
 
@@ -113,9 +115,11 @@ def _print_confusion(out, result) -> None:
     from rich.table import Table
 
     n = len(result.classes)
+    names = RunDir.EVALUATION_FILES
     if n > 20:
         out.print(f"Confusion matrix: {n} classes are too many for a table here; see "
-                  f"{_esc(result.files.get('confusion_matrix', 'confusion_matrix.png'))} and metrics.json.")
+                  f"{_esc(result.files.get('confusion_matrix', names['confusion_matrix']))} and "
+                  f"{_esc(result.files.get('metrics', names['metrics']))}.")
         return
     numbered = n > 6 or max(len(c) for c in result.classes) > 8
     for title, values, cell in (
@@ -325,7 +329,8 @@ def compare_command(
 _EPILOGS = {
     "evaluate": "Example: tlkit evaluate runs/20261128-101500-mobilenet_v2-dense256 --data data/test --json",
     "predict": "Example: tlkit predict runs/20261128-101500-mobilenet_v2-dense256 photos/ 'more/*.jpg' --format csv > predictions.csv",
-    "report": "Example: tlkit report runs/20261128-101500-mobilenet_v2-dense256 && xdg-open runs/20261128-101500-mobilenet_v2-dense256/report.html",
+    "report": "Example: tlkit report runs/20261128-101500-mobilenet_v2-dense256 && xdg-open "
+              f"runs/20261128-101500-mobilenet_v2-dense256/{RunDir.REPORT}",
     "compare": "Example: tlkit compare runs/*/ --plot compare.png",
 }
 _FUNCTIONS = {

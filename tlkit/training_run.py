@@ -1,0 +1,469 @@
+"""One training run, from a resolved configuration to a complete run directory.
+
+:class:`TrainingRun` holds everything a run works with — the configuration,
+the specs, the classes, the decoded splits, the model and its parts, the
+cached features and the checkpointed state — and does the work in clear steps::
+
+    prepare()   scan the data, open or create the run directory, decode the images once,
+                build the model, check a resumed run's data and weights
+    features()  run the frozen base once per image (cached), when the head trains on features
+    fit()       the head stage, then the optional fine-tuning stage (tlkit.training.StageRunner)
+    finish()    model.keras, metrics.json, plots, report — then the run is marked done
+
+Everything the user should see goes to a :class:`~tlkit.observer.TrainingObserver`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlkit.config import TrainConfig
+from tlkit.errors import TlkitError
+from tlkit.observer import TrainingObserver
+from tlkit.registry import get_registry
+from tlkit.rundir import RunDir, atomic_path
+
+FEATURE_BATCH = 32  # images per feature-engine call: near-best throughput, bounded activation memory
+
+
+@dataclass
+class TrainResult:
+    """What ``tlkit.train`` produced: where the run went and how it did."""
+
+    run_dir: Path
+    config: TrainConfig
+    classes: list[str]
+    history: dict[str, list[float]]
+    metrics: dict[str, Any]
+    model_path: Path
+    plots: list[Path] = field(default_factory=list)
+    report: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "model": str(self.model_path),
+            "plots": [str(p) for p in self.plots],
+            "report": str(self.report) if self.report else None,
+            "classes": list(self.classes),
+            "metrics": self.metrics,
+            "config": self.config.to_dict(),
+        }
+
+
+def training_path(config: TrainConfig) -> tuple[str, str]:
+    """``("features" | "end-to-end", why)``: how the head will be trained, in words for the user."""
+    if not config.feature_cache:
+        return "end-to-end", "--no-feature-cache: the base runs on every image every epoch"
+    if config.augmentations and config.aug_views == 0:
+        return "end-to-end", (
+            "augmentations change the base's input every epoch, so its features cannot be cached; "
+            "--aug-views K caches K augmented views per image instead"
+        )
+    if config.augmentations:
+        return "features", (
+            f"{config.aug_views} augmented view(s) per training image are computed once and cached; "
+            f"epoch e trains on view e mod {config.aug_views}"
+        )
+    return "features", "the base is frozen: its features are computed once per image and cached"
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+class TrainingRun:
+    """A training run: its state, its steps, and the run directory it writes.
+
+    Make one with :meth:`start` (a new run from a resolved config) or
+    :meth:`resume` (an interrupted run), then call :meth:`execute`.
+    """
+
+    def __init__(self, config: TrainConfig, *, observer: TrainingObserver | None = None,
+                 run_dir: RunDir | None = None, saved_state: dict[str, Any] | None = None) -> None:
+        registry = get_registry()
+        self.config = config
+        self.observer = observer or TrainingObserver()
+        self.base = registry.base(config.base)
+        self.head = registry.head(config.head)
+        self.run_dir = run_dir  # None until prepare() creates it (a new run)
+        self.resuming = run_dir is not None
+        self._saved_state = saved_state
+        self.path, self.path_reason = training_path(config)
+        # Filled in by the steps:
+        self.scan: Any = None
+        self.classes: list[str] = []
+        self.train_px: Any = None
+        self.val_px: Any = None
+        self.parts: Any = None
+        self.state: Any = None
+        self.class_weight: dict[int, float] | None = None
+        self.run_features: Any = None  # tlkit.features.RunFeatures, on the features path
+        self.train_time = 0.0
+
+    # -- construction --------------------------------------------------------
+    @classmethod
+    def start(cls, config: TrainConfig, observer: TrainingObserver | None = None) -> TrainingRun:
+        """A new run of a resolved config (see :func:`tlkit.resolve.resolve_config`)."""
+        return cls(config, observer=observer)
+
+    @classmethod
+    def resume(cls, path: str | Path, observer: TrainingObserver | None = None) -> TrainingRun:
+        """Continue the interrupted run in ``path`` with its own config and checkpoint."""
+        run_dir, state = RunDir.open_for_resume(path)
+        return cls(run_dir.read_train_config(), observer=observer, run_dir=run_dir, saved_state=state)
+
+    # -- derived -------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def steps(self) -> int:
+        """Batches per training epoch."""
+        return -(-len(self.train_px.labels) // self.config.batch_size)
+
+    @property
+    def head_on_features(self) -> bool:
+        """True when the head stage trains the head alone on cached features."""
+        return self.run_features is not None
+
+    def head_datasets(self, first_pass: int):
+        """(train, val) datasets of the head stage: cached features, or pixels end to end."""
+        if not self.head_on_features:
+            return self.pixel_datasets(first_pass)
+        from tlkit.features import make_feature_dataset
+
+        config, features = self.config, self.run_features
+        train = make_feature_dataset(features.train, batch_size=config.batch_size, num_classes=self.num_classes,
+                                     shuffle=True, seed=config.seed, first_pass=first_pass)
+        val = make_feature_dataset(features.val, batch_size=config.batch_size, num_classes=self.num_classes,
+                                   shuffle=False, seed=config.seed)
+        return train, val
+
+    def pixel_datasets(self, first_pass: int):
+        """(train, val) datasets of decoded pixels, for end-to-end training and fine-tuning."""
+        from tlkit.data import make_dataset
+
+        config = self.config
+        train = make_dataset(self.train_px, batch_size=config.batch_size, num_classes=self.num_classes,
+                             shuffle=True, seed=config.seed, first_pass=first_pass)
+        val = make_dataset(self.val_px, batch_size=config.batch_size, num_classes=self.num_classes,
+                           shuffle=False, seed=config.seed)
+        return train, val
+
+    # -- the whole run -------------------------------------------------------
+    def execute(self) -> TrainResult:
+        """prepare → features → fit → finish, with the decoded pixels in a temporary folder."""
+        with tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir:
+            try:
+                self.prepare(workdir)
+                self.features()
+                self.fit()
+                return self.finish()
+            except KeyboardInterrupt:
+                from tlkit.training import TrainingInterrupted
+
+                where = f"resume with: tlkit train --resume {self.run_dir}" if self.run_dir else "nothing was saved"
+                raise TrainingInterrupted(f"interrupted before the first epoch finished; {where}") from None
+
+    # -- step 1: prepare -----------------------------------------------------
+    def prepare(self, workdir: str | Path) -> None:
+        """Scan and decode the data, open the run directory, build the model and the state."""
+        from tlkit import data as datamod
+        from tlkit.tfenv import import_tensorflow
+
+        config = self.config
+        scan = datamod.scan_dataset(config.data, val_split=config.val_split, seed=config.seed)
+        if len(scan.classes) < 2:
+            raise TlkitError(
+                f"{scan.root}/train holds only one class ({scan.classes[0]}); a classifier needs 2 or more"
+            )
+        if _inside(Path(config.output), scan.root):
+            raise TlkitError(
+                f"--output {config.output} is inside the data folder {scan.root}; "
+                f"tlkit never writes into the data folder — choose another --output"
+            )
+        self.scan, self.classes = scan, list(scan.classes)
+        self._report_scan()
+        import_tensorflow()
+        self._open_run_dir()
+        self.observer.message(f"Run directory: {self.run_dir}" + (" (resuming)" if self.resuming else ""))
+        self.train_px, self.val_px = (self._decode(name, split, workdir)
+                                      for name, split in (("train", scan.train), ("val", scan.val)))
+        self._build_model()
+        self.class_weight = self._class_balance()
+
+    def _report_scan(self) -> None:
+        scan = self.scan
+        skipped = []
+        if scan.skipped_hidden:
+            skipped.append(f"{scan.skipped_hidden} hidden")
+        if scan.skipped_other:
+            skipped.append(f"{scan.skipped_other} non-image")
+        self.observer.message(
+            f"Data: {len(scan.classes)} classes, {len(scan.train.files)} train / {len(scan.val.files)} val "
+            f"images (validation: {scan.val_source})"
+            + (f"; skipped {' and '.join(skipped)} files" if skipped else "")
+        )
+
+    def _open_run_dir(self) -> None:
+        if self.run_dir is None:
+            from tlkit import __version__
+
+            self.run_dir = RunDir.create(self.config.output, self.config.base, self.config.head)
+            self.run_dir.write_config(self.config, {"version": __version__,
+                                                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            self.run_dir.write_classes(self.classes)
+            return
+        known = self.run_dir.read_classes()
+        if known != self.classes:
+            raise TlkitError(
+                f"--resume {self.run_dir}: the data's classes changed since the run started "
+                f"(run: {', '.join(known)}; now: {', '.join(self.classes)}); start a new run instead"
+            )
+
+    def _decode(self, name: str, split: Any, workdir: str | Path):
+        from tlkit import data as datamod
+
+        task = f"decoding {name} images"
+        self.observer.task_started(task, len(split.files))
+        try:
+            result = datamod.decode_split(
+                split, self.config.image_size, workdir, name=name, skip_bad_images=self.config.skip_bad_images,
+                progress=lambda n: self.observer.task_advanced(task, n),
+            )
+        finally:
+            self.observer.task_finished(task)
+        if result.bad:
+            self.observer.message(
+                f"skipped {len(result.bad)} unreadable {name} image(s) (--skip-bad-images), "
+                f"e.g. {result.bad[0][0]}: {result.bad[0][1]}", level="warning",
+            )
+        return result
+
+    def _build_model(self) -> None:
+        import keras
+
+        from tlkit import builder, features
+        from tlkit.resolve import resolve_augmentations
+        from tlkit.training import distribution_strategy
+
+        config = self.config
+        keras.utils.set_random_seed(config.seed)
+        if config.deterministic:
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
+        weights = None if config.weights == "none" else config.weights
+        with distribution_strategy().scope():
+            self.parts = builder.assemble(
+                self.base, self.head, self.num_classes, image_size=config.image_size, weights=weights,
+                head_params=config.head_params, augmentations=resolve_augmentations(config.augmentations),
+                seed=config.seed,
+            )
+        model = self.parts.model
+        trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
+        shown_weights = "ImageNet" if weights == "imagenet" else config.weights
+        self.observer.message(
+            f"Model: {self.base.name} (frozen, weights {shown_weights}, {config.image_size} px) + "
+            f"{self.head.name} head: {model.count_params():,} parameters, {trainable:,} trainable"
+        )
+        self._weights_fp = features.weights_fingerprint(self.parts.backbone)
+        self.state = self._initial_state({"train": features.files_fingerprint(self.train_px.files),
+                                          "val": features.files_fingerprint(self.val_px.files)})
+
+    def _initial_state(self, fingerprints: dict[str, str]):
+        """A fresh RunState, or the saved one after checking the data and base are unchanged."""
+        from tlkit.training import RunState
+
+        if self._saved_state is None:
+            return RunState(data=fingerprints, base_weights=self._weights_fp)
+        state = RunState.from_dict(self._saved_state)
+        changed = [name for name in ("train", "val") if state.data.get(name) != fingerprints[name]]
+        if changed:
+            raise TlkitError(
+                f"--resume {self.run_dir}: the {' and '.join(changed)} images changed since the run started; "
+                f"resuming needs the same data — start a new run instead"
+            )
+        if state.base_weights and state.base_weights != self._weights_fp:
+            raise TlkitError(
+                f"--resume {self.run_dir}: the base's weights differ from the run's (the weights file "
+                f"changed?); start a new run instead"
+            )
+        state.status = "running"
+        return state
+
+    def _class_balance(self) -> dict[int, float] | None:
+        """Show the class distribution, warn on strong imbalance, return Keras class weights."""
+        from tlkit import imbalance
+
+        classes = self.classes
+        train_counts = imbalance.class_counts(self.train_px.labels, len(classes))
+        val_counts = imbalance.class_counts(self.val_px.labels, len(classes))
+        shown = ", ".join(f"{name} {t}/{v}" for name, t, v in zip(classes, train_counts, val_counts))
+        self.observer.message(f"Classes (train/val images): {shown}")
+        ratio = imbalance.imbalance_ratio(train_counts)
+        weights = imbalance.class_weights(self.config.class_weight, self.train_px.labels, classes)
+        if ratio >= imbalance.IMBALANCE_WARNING_RATIO:
+            advice = "" if weights else "; consider --class-weight balanced"
+            self.observer.message(
+                f"the training classes are imbalanced (largest/smallest = {ratio:.1f}×){advice}", level="warning"
+            )
+        if weights:
+            self.observer.message("Class weights: " + ", ".join(f"{classes[i]} {w:.2f}" for i, w in weights.items()))
+        return weights
+
+    # -- step 2: features ----------------------------------------------------
+    def features(self) -> None:
+        """Compute (or reuse) the frozen base's features when the head stage can train on them."""
+        from tlkit import features
+        from tlkit.training import HEAD
+
+        self.observer.message(f"Training path: {self.path} — {self.path_reason}")
+        if self.path != "features" or self.state.stage != HEAD:
+            return
+        config, observer = self.config, self.observer
+
+        def progress(label: str, total: int):
+            task = f"computing {label}"
+            observer.task_started(task, total)
+            return lambda n: observer.task_advanced(task, n)
+
+        try:
+            result = features.run_features(
+                self.parts, base_name=self.base.name, image_size=config.image_size, engine_choice=config.engine,
+                splits={"train": self.train_px, "val": self.val_px}, views=config.aug_views,
+                augmentations=config.augmentations, seed=config.seed, batch_size=FEATURE_BATCH,
+                progress=progress, weights_fp=self._weights_fp,
+            )
+        finally:
+            for name in ("train", "val"):
+                observer.task_finished(f"computing {name} features")
+        summary = result.summary()
+        for name in ("train", "val"):
+            info = summary[name]
+            if info["cache"] == "hit":
+                observer.message(f"Features ({name}): reused from the cache ({info['entry']})")
+            else:
+                observer.message(
+                    f"Features ({name}): computed with {result.engine} in {info['seconds']:.1f} s "
+                    f"({info['images_per_s']} images/s) and cached"
+                )
+        if result.engine != "cache":
+            observer.message(f"Feature engine: {result.engine_reason}")
+        self.run_features = result
+
+    # -- step 3: fit ---------------------------------------------------------
+    def fit(self) -> None:
+        """Train the remaining stages (checkpointed every epoch); the best weights end in the model."""
+        from tlkit.training import StageRunner
+
+        started = time.perf_counter()
+        self.state = StageRunner(self).run_stages()
+        self.train_time = time.perf_counter() - started
+
+    # -- step 4: finish ------------------------------------------------------
+    def finish(self) -> TrainResult:
+        """Write model.keras and metrics.json, mark the run done, draw the plots, write the report."""
+        from tlkit.figures import plot_history
+        from tlkit.history import history_from_rows
+
+        run_dir, state = self.run_dir, self.state
+        with atomic_path(run_dir.model_path, suffix=".keras") as tmp:
+            _portable(self.parts.model).save(tmp)
+        history = history_from_rows(state.rows)
+        metrics = self._metrics(history)
+        run_dir.write_metrics(metrics)
+        state.status = "done"  # only now: a run killed before this point can still be resumed
+        run_dir.write_state(state.as_dict())
+        plots = plot_history(history, run_dir.plots_dir, title=f"{self.base.name} + {self.head.name}",
+                             stages=[row["stage"] for row in state.rows], best_epoch=state.best_epoch)
+        report = self._write_report()
+        return TrainResult(run_dir=run_dir.path, config=self.config, classes=list(self.classes), history=history,
+                           metrics=metrics, model_path=run_dir.model_path, plots=plots, report=report)
+
+    def _metrics(self, history: dict[str, list[float]]) -> dict[str, Any]:
+        config, state = self.config, self.state
+
+        def at_best(key: str):
+            values = history.get(key)
+            return values[state.best_epoch - 1] if values and state.best_epoch else None
+
+        return {
+            "monitor": config.monitor,
+            "best_epoch": state.best_epoch,
+            "best_stage": state.best_stage,
+            "best_value": state.best_value,
+            "best_val_accuracy": at_best("val_accuracy"),
+            "best_val_loss": at_best("val_loss"),
+            "best_val_f1": at_best("val_f1"),
+            "final": {key: values[-1] for key, values in history.items()},
+            "epochs_run": state.epoch,
+            "head_epochs": state.head_epochs,
+            "fine_tune_epochs": state.epoch - state.head_epochs,
+            "stopped_early": state.stopped_early,
+            "train_time_s": round(self.train_time, 2),
+            "num_classes": self.num_classes,
+            "num_train": int(len(self.train_px.labels)),
+            "num_val": int(len(self.val_px.labels)),
+            "skipped_bad_images": [str(p) for p, _ in self.train_px.bad + self.val_px.bad],
+            "saved_model": f"best epoch by {config.monitor} (epoch {state.best_epoch}, {state.best_stage} stage)",
+            "training_path": self.path,
+            "training_path_reason": self.path_reason,
+            "features": self.run_features.summary() if self.run_features is not None else None,
+        }
+
+    def _evaluation_model(self):
+        """What the end-of-training evaluation runs: the base on the feature engine (ONNX Runtime,
+        faster) plus the trained head when features were used, else the model itself."""
+        from tlkit.features import FeatureClassifier
+
+        model = self.parts.model
+        if self.run_features is None or self.run_features.get_engine is None:
+            return model
+        try:
+            return FeatureClassifier(self.run_features.get_engine(), self.parts.head, model)
+        except Exception:  # noqa: BLE001 - any engine trouble: the Keras model is always right
+            return model
+
+    def _write_report(self) -> Path | None:
+        """The HTML report; a problem there never fails a finished training."""
+        from tlkit.report import write_report
+
+        try:
+            return write_report(self.run_dir.path, model=self._evaluation_model())
+        except Exception as exc:  # noqa: BLE001 - reported, training already succeeded
+            self.observer.message(f"could not write the report ({type(exc).__name__}: {exc}); "
+                                  f"try: tlkit report {self.run_dir}", level="warning")
+            return None
+
+
+def _portable(model):
+    """An uncompiled copy of ``model`` with the same weights: no optimizer (and no tlkit-only
+    schedule) inside ``model.keras``, so it loads cleanly with plain Keras."""
+    import keras
+
+    def without_compile(obj):
+        # A nested model that was trained alone (the head on cached features)
+        # carries its compile config; drop it everywhere.
+        if isinstance(obj, dict):
+            return {k: without_compile(v) for k, v in obj.items() if k != "compile_config"}
+        if isinstance(obj, list):
+            return [without_compile(v) for v in obj]
+        return obj
+
+    fresh = keras.Model.from_config(without_compile(model.get_config()))
+    fresh.set_weights(model.get_weights())
+    return fresh
+
+
+__all__ = ["FEATURE_BATCH", "TrainResult", "TrainingRun", "training_path"]
