@@ -60,6 +60,31 @@ def test_second_run_with_another_head_reuses_the_cache(tiny_data, tmp_path, cach
     assert len(entries) == 2 and {e["split"] for e in entries} == {"train", "val"}
 
 
+def test_a_fully_cached_run_decodes_nothing_exports_nothing_and_evaluates_from_features(
+        tiny_data, tmp_path, cache, monkeypatch):
+    from tlkit import data, features
+
+    first = _train(tiny_data, tmp_path)
+    assert first.metrics["timings"]["decode"] > 0
+    onnx_files = {p: p.stat().st_mtime_ns for p in (cache / "onnx").iterdir()}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a fully cached run must not do this")
+
+    # Neither decoding an image nor exporting/loading the base may happen now.
+    monkeypatch.setattr(data, "decode_split", refuse)
+    monkeypatch.setattr(data, "load_image", refuse)
+    monkeypatch.setattr(features, "make_engine", refuse)
+    second = _train(tiny_data, tmp_path, head="linear", lr=0.01, epochs=2)
+    assert "decode" not in second.metrics["timings"]
+    assert second.metrics["features"]["engine"] == "cache"
+    assert {p: p.stat().st_mtime_ns for p in (cache / "onnx").iterdir()} == onnx_files
+    # the end-of-training evaluation (from the cached features and the head) agrees with training
+    evaluation = json.loads((second.run_dir / "evaluation" / "metrics.json").read_text())
+    best = second.metrics["best_epoch"]
+    assert evaluation["accuracy"] == pytest.approx(second.history["val_accuracy"][best - 1], abs=1e-6)
+
+
 def test_changed_image_or_size_makes_a_new_entry(tiny_data, tmp_path, cache):
     first = _train(tiny_data, tmp_path)
     write_images(tiny_data / "train" / "cat", 1, (10, 10, 10), seed=99)  # overwrites img_000.png

@@ -5,6 +5,7 @@ This module imports Keras at the top; import it only once training starts.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import keras
@@ -13,14 +14,19 @@ from tlkit.observer import TrainingObserver
 
 
 class EpochEnd(keras.callbacks.Callback):
-    """Calls ``on_end(epoch, logs)`` after every epoch (0-based epoch, Keras's logs)."""
+    """Calls ``on_end(epoch, logs, seconds)`` after every epoch (0-based epoch, Keras's logs,
+    the epoch's wall time including validation)."""
 
-    def __init__(self, on_end: Callable[[int, dict[str, Any]], None]) -> None:
+    def __init__(self, on_end: Callable[[int, dict[str, Any], float], None]) -> None:
         super().__init__()
         self._on_end = on_end
+        self._started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self._on_end(epoch, logs or {})
+        self._on_end(epoch, logs or {}, time.perf_counter() - self._started)
 
 
 class ObserverCallback(keras.callbacks.Callback):

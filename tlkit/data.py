@@ -398,7 +398,7 @@ def _wide_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
 class DecodedSplit:
     """A decoded split: pixels in a read-only on-disk memmap, with labels and files."""
 
-    pixels: np.ndarray  # uint8 (N, size, size, 3), an np.memmap in the work folder
+    pixels: np.ndarray | None  # uint8 (N, size, size, 3), an np.memmap in the work folder (None: not decoded)
     labels: np.ndarray  # int32 (N,)
     files: list[Path]
     bad: list[tuple[Path, str]]  # images that failed to decode and were skipped

@@ -18,7 +18,7 @@ of the run is never touched).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,6 +348,7 @@ def evaluate(
     model: Any = None,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    probabilities: Mapping[str, np.ndarray] | None = None,
 ) -> EvaluationResult:
     """Evaluate a run's model (or a ``.keras`` file) on labelled images; return an :class:`EvaluationResult`.
 
@@ -364,6 +365,9 @@ def evaluate(
         model: an already loaded ``keras.Model`` to use instead of loading the file.
         progress: called with the number of images done since the last call.
         on_start: called once with the number of images, before reading them.
+        probabilities: the model's class probabilities already known for some
+            images, by path (training passes the head's on cached features);
+            those images are neither decoded nor run through the model.
 
     Unreadable images are skipped and listed in ``skipped``.
 
@@ -380,32 +384,44 @@ def evaluate(
     if on_start is not None:
         on_start(len(chosen.files))
 
-    run = Predictor(source.model)
-    probs_parts: list[np.ndarray] = []
-    kept: list[int] = []
+    known = probabilities or {}
+    by_index: dict[int, np.ndarray] = {}
     skipped: list[dict[str, str]] = []
-    batch: list[np.ndarray] = []
-    for index, (path, pixels, error) in enumerate(
-        decode_stream(chosen.files, source.image_size, lookahead=batch_size)
-    ):
-        if pixels is None:
-            skipped.append({"path": str(path), "reason": error or "unreadable"})
-        else:
-            batch.append(pixels)
-            kept.append(index)
-        if len(batch) >= batch_size:
-            probs_parts.append(run(np.stack(batch)))
+    for i, path in enumerate(chosen.files):
+        if str(path) in known:
+            by_index[i] = np.asarray(known[str(path)], dtype=np.float64)
+    if progress and by_index:
+        progress(len(by_index))
+    to_run = [i for i in range(len(chosen.files)) if i not in by_index]
+    if to_run:
+        run = Predictor(source.model)
+        batch: list[np.ndarray] = []
+        batch_index: list[int] = []
+
+        def flush() -> None:
+            for i, row in zip(batch_index, run(np.stack(batch))):
+                by_index[i] = row
             if progress:
                 progress(len(batch))
-            batch = []
-    if batch:
-        probs_parts.append(run(np.stack(batch)))
-        if progress:
-            progress(len(batch))
+            batch.clear()
+            batch_index.clear()
+
+        stream = decode_stream([chosen.files[i] for i in to_run], source.image_size, lookahead=batch_size)
+        for i, (path, pixels, error) in zip(to_run, stream):
+            if pixels is None:
+                skipped.append({"path": str(path), "reason": error or "unreadable"})
+                continue
+            batch.append(pixels)
+            batch_index.append(i)
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+    kept = sorted(by_index)
     if not kept:
         raise TlkitError(f"none of the {len(chosen.files)} images in {chosen.description} could be read")
 
-    probs = np.concatenate(probs_parts)
+    probs = np.stack([by_index[i] for i in kept])
     true = labels[kept]
     files = [chosen.files[i] for i in kept]
     metrics = compute_metrics(probs, true, classes, top_k=top_k)

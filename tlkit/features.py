@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -319,40 +319,59 @@ def load_or_compute(
     return FeatureSet(features, labels, key, path, hit=False, seconds=seconds)
 
 
+IN_MEMORY_BUDGET = 4 << 30  # bytes of features a dataset may hold in RAM (above: read from the memmap per batch)
+
+
 def make_feature_dataset(
     features: FeatureSet, *, batch_size: int, num_classes: int, shuffle: bool, seed: int,
-    first_pass: int = 0,
+    first_pass: int = 0, in_memory_budget: int | None = None,
 ):
-    """A ``tf.data.Dataset`` of ``(features, one_hot)`` batches read from the memmap.
+    """A ``tf.data.Dataset`` of ``(features, one_hot)`` batches of a cached split, built natively.
 
-    With several views, epoch k reads view ``k % views`` — a different
+    Epoch k visits the images in the order ``np.random.default_rng(seed + k).permutation(N)``
+    (split order without ``shuffle``) and reads view ``k % views`` — a different
     augmentation of each image every epoch, as end-to-end training would see.
     ``first_pass`` is the first epoch's index (for resumed runs).
+
+    Python runs once per epoch (to draw that epoch's order); batches are
+    gathered in the graph from the features held in memory — or, when they
+    exceed ``in_memory_budget`` bytes, read from the memmap batch by batch.
     """
     import tensorflow as tf
 
     count = len(features.labels)
-    shape = features.features.shape[2:]
+    views = features.views
+    shape = tuple(features.features.shape[2:])
     passes = itertools.count(first_pass)
 
-    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def epoch_orders() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         epoch = next(passes)
-        view = features.features[epoch % features.views]
         order = np.random.default_rng(seed + epoch).permutation(count) if shuffle else np.arange(count)
-        for start in range(0, count, batch_size):
-            index = order[start:start + batch_size]
-            yield np.asarray(view[index]), features.labels[index]
+        # Row of (view, image) in the flattened (views * N) feature table.
+        yield (order + (epoch % views) * count).astype(np.int64), features.labels[order].astype(np.int32)
 
-    dataset = tf.data.Dataset.from_generator(
-        batches,
-        output_signature=(
-            tf.TensorSpec(shape=(None, *shape), dtype=tf.float32),
-            tf.TensorSpec(shape=(None,), dtype=tf.int32),
-        ),
-    )
-    dataset = dataset.map(lambda x, y: (x, tf.one_hot(y, num_classes, dtype=tf.float32)),
-                          num_parallel_calls=tf.data.AUTOTUNE)
+    orders = tf.data.Dataset.from_generator(epoch_orders, output_signature=(
+        tf.TensorSpec(shape=(count,), dtype=tf.int64), tf.TensorSpec(shape=(count,), dtype=tf.int32)))
+    batches = orders.flat_map(lambda rows, labels: tf.data.Dataset.from_tensor_slices((rows, labels)).batch(batch_size))
+    budget = IN_MEMORY_BUDGET if in_memory_budget is None else in_memory_budget
+    if features.features.nbytes <= budget:
+        table = tf.constant(np.asarray(features.features).reshape(views * count, *shape))
+
+        def gather(rows, labels):
+            return tf.gather(table, rows), tf.one_hot(labels, num_classes, dtype=tf.float32)
+    else:
+        flat = features.features.reshape(views * count, *shape)
+
+        def read_rows(rows: np.ndarray) -> np.ndarray:
+            return np.asarray(flat[np.sort(rows)][np.argsort(np.argsort(rows))])  # sorted reads, original order
+
+        def gather(rows, labels):
+            x = tf.numpy_function(read_rows, [rows], tf.float32, stateful=False)
+            x.set_shape((None, *shape))
+            return x, tf.one_hot(labels, num_classes, dtype=tf.float32)
+
     steps = math.ceil(count / batch_size)
+    dataset = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
 
 
@@ -421,7 +440,6 @@ class RunFeatures:
     val: FeatureSet
     engine: str  # engine name, or "cache" when both splits were cache hits
     engine_reason: str
-    get_engine: Callable[[], Any] | None = None  # the engine, created on demand (e.g. for evaluation)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"engine": self.engine, "engine_reason": self.engine_reason}
@@ -435,86 +453,125 @@ class RunFeatures:
         return out
 
 
-def run_features(
-    parts: Any,
-    *,
-    base_name: str,
-    image_size: int,
-    engine_choice: str,
-    splits: dict[str, Any],
-    views: int,
-    augmentations: list[str],
-    seed: int,
-    batch_size: int,
-    progress: Callable[[str, int], Callable[[int], None]] | None = None,
-    weights_fp: str | None = None,
-) -> RunFeatures:
-    """Features of the decoded ``splits`` (``{"train": DecodedSplit, "val": DecodedSplit}``).
+@dataclass
+class FeaturePlan:
+    """What keys a run's cached features: everything but the images, plus how to compute misses."""
 
-    ``views`` ≥ 1 caches that many augmented views of the train split (through
-    ``parts.augmenter``); 0 caches one clean view.  ``progress(label, total)``
-    returns a callback advanced by images done.  ``weights_fp`` saves
-    re-hashing the base's weights when the caller already did.
-    """
-    from tlkit import __version__
+    parts: Any
+    base_name: str
+    image_size: int
+    engine_choice: str
+    views: int  # augmented views of the train split (0: one clean view)
+    augmentations: list[str]
+    seed: int
+    weights_fp: str
+    _hashes: dict[tuple[str, ...], str] = field(default_factory=dict, repr=False)
 
-    weights_fp = weights_fp or weights_fingerprint(parts.backbone)
-    common = {
-        "tlkit": __version__, "base": base_name, "image_size": image_size,
-        "weights": weights_fp, "preprocess": layers_fingerprint(parts.preprocess_layers),
-    }
-    plans = {}
-    for name, decoded in splits.items():
-        augmented = name == "train" and views > 0
-        plans[name] = dict(
-            common, split=name, files=files_fingerprint(decoded.files),
-            views=views if augmented else 1,
-            augmentations=augmentations if augmented else [], seed=seed if augmented else None,
+    def files_fp(self, files: Sequence[str | Path]) -> str:
+        """:func:`files_fingerprint` of ``files``, computed once per list of files (hashing reads every image)."""
+        key = tuple(str(f) for f in files)
+        if key not in self._hashes:
+            self._hashes[key] = files_fingerprint(files)
+        return self._hashes[key]
+
+    def _common(self) -> dict[str, Any]:
+        from tlkit import __version__
+
+        return {"tlkit": __version__, "base": self.base_name, "image_size": self.image_size,
+                "weights": self.weights_fp, "preprocess": layers_fingerprint(self.parts.preprocess_layers)}
+
+    def split_plan(self, name: str, files: Sequence[str | Path]) -> dict[str, Any]:
+        """The key material of split ``name`` (its images' content hashes included)."""
+        augmented = name == "train" and self.views > 0
+        return dict(
+            self._common(), split=name, files=self.files_fp(files), views=self.views if augmented else 1,
+            augmentations=self.augmentations if augmented else [], seed=self.seed if augmented else None,
         )
 
+    def expected_engine(self) -> str:
+        """The engine a miss would use (part of the key: engines differ by ~1e-6)."""
+        if self.engine_choice != "tensorflow" and onnxruntime_available():
+            return "onnxruntime"
+        return "tensorflow"
+
+    @property
+    def onnx_path(self) -> Path:
+        preprocess = self._common()["preprocess"]
+        return cache_root() / "onnx" / f"{self.base_name}-{self.image_size}-{self.weights_fp[:16]}-{preprocess[:8]}.onnx"
+
+
+def lookup_features(plan: FeaturePlan, splits: dict[str, tuple[Sequence[Path], np.ndarray]]) -> RunFeatures | None:
+    """The run's features when every split is in the cache (``splits``: name → (files, labels)); else None.
+
+    Needs only the files' content hashes — no decoding, no engine — so a second
+    run on the same images skips both.
+    """
+    sets = {}
+    for name, (files, labels) in splits.items():
+        key = entry_key({**plan.split_plan(name, files), "engine": plan.expected_engine()})
+        path = cache_root() / "features" / key
+        cached = _open_entry(path, key)
+        if cached is None or cached.shape[1] != len(labels):
+            return None
+        sets[name] = FeatureSet(cached, labels, key, path, hit=True, seconds=0.0)
+    return RunFeatures(sets["train"], sets["val"], "cache", "all features were in the cache")
+
+
+def run_features(
+    plan: FeaturePlan,
+    splits: dict[str, Any],
+    *,
+    batch_size: int,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> RunFeatures:
+    """Features of the decoded ``splits`` (``{"train": DecodedSplit, "val": DecodedSplit}``), from the
+    cache or computed (and cached) on a miss.
+
+    ``plan.views`` ≥ 1 caches that many augmented views of the train split
+    (through ``plan.parts.augmenter``); 0 caches one clean view.
+    ``progress(label, total)`` returns a callback advanced by images done.
+    """
+    parts = plan.parts
     engine, reason, engine_name = None, "", "cache"
     sets = {}
-    onnx_path = cache_root() / "onnx" / f"{base_name}-{image_size}-{weights_fp[:16]}-{common['preprocess'][:8]}.onnx"
-    first_split = next(iter(splits.values()))
-    sample = np.asarray(first_split.pixels[:2], dtype=np.float32)
     for name, decoded in splits.items():
-        plan = plans[name]
-        # The engine changes features by ~1e-6, so it is part of the key, and
-        # chosen before the lookup; exporting to ONNX happens only on a miss.
-        if engine is not None:
-            engine_key = engine.name
-        elif engine_choice != "tensorflow" and onnxruntime_available():
-            engine_key = "onnxruntime"
-        else:
-            engine_key = "tensorflow"
-        key = entry_key({**plan, "engine": engine_key})
+        split_plan = plan.split_plan(name, decoded.files)
+        # The engine is part of the key, so it is chosen before the lookup; exporting to
+        # ONNX (and checking it on two real images) happens only on a miss.
+        engine_key = engine.name if engine is not None else plan.expected_engine()
+        key = entry_key({**split_plan, "engine": engine_key})
         cached = _open_entry(cache_root() / "features" / key, key)
         if cached is not None:
             sets[name] = FeatureSet(cached, decoded.labels, key, cache_root() / "features" / key, True, 0.0)
             continue
         if engine is None:
-            engine, reason = make_engine(parts.feature_model, engine_choice, onnx_path, sample)
+            sample = np.asarray(decoded.pixels[:2], dtype=np.float32)
+            engine, reason = make_engine(parts.feature_model, plan.engine_choice, plan.onnx_path, sample)
             engine_name = engine.name
             if engine.name != engine_key:  # fell back to TensorFlow: key by what really ran
-                key = entry_key({**plan, "engine": engine.name})
-        augment = _augment_with(parts.augmenter) if plan["augmentations"] else None
-        total = len(decoded.labels) * plan["views"]
+                key = entry_key({**split_plan, "engine": engine.name})
+        augment = _augment_with(parts.augmenter) if split_plan["augmentations"] else None
+        total = len(decoded.labels) * split_plan["views"]
         callback = progress(f"{name} features", total) if progress else None
         sets[name] = load_or_compute(
             key=key, pixels=decoded.pixels, labels=decoded.labels,
             feature_shape=tuple(parts.backbone.output.shape[1:]), engine=engine,
-            batch_size=batch_size, views=plan["views"], augment=augment, progress=callback,
-            describe={"base": base_name, "image_size": image_size, "split": name},
+            batch_size=batch_size, views=split_plan["views"], augment=augment, progress=callback,
+            describe={"base": plan.base_name, "image_size": plan.image_size, "split": name},
         )
-    made = {"engine": engine}
+    return RunFeatures(sets["train"], sets["val"], engine_name, reason or "all features were in the cache")
 
-    def get_engine():
-        if made["engine"] is None:
-            made["engine"], _ = make_engine(parts.feature_model, engine_choice, onnx_path, sample)
-        return made["engine"]
 
-    return RunFeatures(sets["train"], sets["val"], engine_name, reason or "all features were in the cache",
-                       get_engine)
+def head_probabilities(head: Any, features: FeatureSet, batch_size: int = 256) -> np.ndarray:
+    """The head's class probabilities on a split's clean cached features (view 0), in split order.
+
+    Equal to the whole model's predictions on that split's images (up to the
+    engine's ~1e-6), without decoding an image or running the base.
+    """
+    view = features.features[0]
+    parts = [np.asarray(head.predict_on_batch(np.asarray(view[start:start + batch_size])))
+             for start in range(0, len(features.labels), batch_size)]
+    return np.concatenate(parts).astype(np.float64)
 
 
 class FeatureClassifier:

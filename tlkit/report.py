@@ -390,7 +390,8 @@ def render_report(run: RunInfo, *, eval_note: str | None = None) -> str:
     )
 
 
-def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = None) -> Path:
+def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = None,
+                 probabilities: Any = None) -> Path:
     """Write ``<run>/report.html`` (self-contained) and return its path.
 
     Args:
@@ -399,6 +400,8 @@ def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = Non
             run has no evaluation yet (if that fails, e.g. the data folder is
             gone, the report says why and shows the training metrics).
         model: the run's already loaded ``keras.Model`` (saves a reload; optional).
+        probabilities: the model's probabilities already known for some validation
+            images, by path (see :func:`tlkit.evaluation.evaluate`).
 
     Raises:
         TlkitError: ``run_dir`` is not a run directory.
@@ -414,7 +417,7 @@ def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = Non
             from tlkit.evaluation import evaluate as run_evaluation
 
             try:
-                run_evaluation(run.run_dir, model=model)
+                run_evaluation(run.run_dir, model=model, probabilities=probabilities)
                 run = read_run(run.run_dir)
             except TlkitError as exc:
                 eval_note = f"Evaluation failed: {exc}"

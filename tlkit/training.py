@@ -11,6 +11,8 @@ stage stopped.  After every epoch the state is checkpointed (see
 
 from __future__ import annotations
 
+import copy
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -88,10 +90,17 @@ class StageRunner:
         self.config = run.config
         self.state: RunState = run.state
         self._restore_pending = run.state.epoch > 0  # a resumed run continues from its checkpoint
+        self._writer = checkpoints.BackgroundWriter()
 
     # -- the stages --------------------------------------------------------
     def run_stages(self) -> RunState:
         """Fit the remaining stages; the best weights are in the model afterwards."""
+        try:
+            return self._run_stages()
+        finally:
+            self._writer.close()  # every checkpoint on disk before the run goes on (or stops)
+
+    def _run_stages(self) -> RunState:
         config, state, parts = self.config, self.state, self.run.parts
         if state.stage == HEAD:
             on_features = self.run.head_on_features
@@ -137,7 +146,7 @@ class StageRunner:
         else:
             self.state.since_best = 0
         train, val = stage.datasets(stage.start)
-        callbacks = [EpochEnd(lambda epoch, logs: self.end_epoch(stage, epoch, logs)),
+        callbacks = [EpochEnd(lambda epoch, logs, seconds: self.end_epoch(stage, epoch, logs, seconds)),
                      ObserverCallback(self.run.observer, stage.name, stage.end), *self._keras_callbacks()]
         observer = self.run.observer
         observer.stage_started(stage.name, stage.start + 1, stage.end, stage.steps)
@@ -145,6 +154,7 @@ class StageRunner:
             stage.model.fit(train, validation_data=val, epochs=stage.end, initial_epoch=stage.start,
                             callbacks=callbacks, class_weight=self.run.class_weight, shuffle=False, verbose=0)
         except KeyboardInterrupt:
+            self._writer.wait()  # the last finished epoch's checkpoint completes first
             self.state.status = "interrupted"
             self.run.run_dir.write_state(self.state.as_dict())
             raise TrainingInterrupted(
@@ -170,10 +180,11 @@ class StageRunner:
         return callbacks
 
     # -- per epoch -----------------------------------------------------------
-    def end_epoch(self, stage: Stage, epoch: int, logs: dict[str, Any]) -> None:
+    def end_epoch(self, stage: Stage, epoch: int, logs: dict[str, Any], seconds: float = 0.0) -> None:
         """Record epoch ``epoch`` (0-based), track the best model, stop early, checkpoint."""
         import keras
 
+        started = time.perf_counter()
         state, config = self.state, self.config
         row: dict[str, Any] = {"epoch": epoch + 1, "stage": stage.name}
         row.update({k: float(v) for k, v in logs.items() if k != "learning_rate"})
@@ -192,19 +203,34 @@ class StageRunner:
                 stage.model.stop_training = True
                 state.stopped_early.append(stage.name)
         self._checkpoint(stage, best=better)
+        self.run.timings.setdefault("epochs", []).append(
+            {"epoch": epoch + 1, "stage": stage.name, "fit_s": round(seconds, 3),
+             "checkpoint_s": round(time.perf_counter() - started, 3)})
 
     def _checkpoint(self, stage: Stage | None, best: bool = False) -> None:
+        """Checkpoint the epoch just finished (written in the background), or, between
+        stages (``stage`` None), the whole model without optimizer state (written now)."""
         run_dir = self.run.run_dir
-        if stage is not None:
-            checkpoints.save_weights(stage.model, run_dir.last_weights_path)
-            checkpoints.save_optimizer(stage.model.optimizer, run_dir.optimizer_path)
-            if best:
-                checkpoints.link_best(run_dir)
-        else:  # between stages: the whole model, no optimizer state yet
+        rows, state = copy.deepcopy(self.state.rows), copy.deepcopy(self.state.as_dict())
+        if stage is None:
+            self._writer.wait()
             checkpoints.save_weights(self.run.parts.model, run_dir.last_weights_path)
             run_dir.optimizer_path.unlink(missing_ok=True)
-        run_dir.write_history(self.state.rows)
-        run_dir.write_state(self.state.as_dict())  # last: it commits the epoch
+            run_dir.write_history(rows)
+            run_dir.write_state(state)
+            return
+        weights = checkpoints.snapshot(stage.model.weights)
+        optimizer = checkpoints.snapshot(stage.model.optimizer.variables)
+
+        def write() -> None:
+            checkpoints.save_arrays(weights, run_dir.last_weights_path)
+            checkpoints.save_arrays(optimizer, run_dir.optimizer_path)
+            if best:
+                checkpoints.link_best(run_dir)
+            run_dir.write_history(rows)
+            run_dir.write_state(state)  # last: it commits the epoch
+
+        self._writer.submit(write)
 
     # -- restoring -----------------------------------------------------------
     def _restore_last(self, stage: Stage) -> None:
@@ -216,6 +242,7 @@ class StageRunner:
 
     def _restore_best(self) -> None:
         """Load the best weights so far (by ``--monitor``) into the model."""
+        self._writer.wait()
         path = self.run.run_dir.best_weights_path
         if not path.is_file():
             return
@@ -226,6 +253,7 @@ class StageRunner:
 
     def _switch_best_to_full(self) -> None:
         """Before the base changes, store the best model so far as whole-model weights."""
+        self._writer.wait()
         if self.state.best_weights == "head":
             checkpoints.save_weights(self.run.parts.model, self.run.run_dir.best_weights_path)
             self.state.best_weights = "full"

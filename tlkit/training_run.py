@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,8 +108,11 @@ class TrainingRun:
         self.parts: Any = None
         self.state: Any = None
         self.class_weight: dict[int, float] | None = None
+        self.plan: Any = None  # tlkit.features.FeaturePlan: what keys this run's cached features
         self.run_features: Any = None  # tlkit.features.RunFeatures, on the features path
         self.train_time = 0.0
+        #: Seconds per phase (and per epoch), written to metrics.json for benchmarks and curious users.
+        self.timings: dict[str, Any] = {}
 
     # -- construction --------------------------------------------------------
     @classmethod
@@ -165,15 +170,27 @@ class TrainingRun:
         """prepare → features → fit → finish, with the decoded pixels in a temporary folder."""
         with tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir:
             try:
-                self.prepare(workdir)
-                self.features()
-                self.fit()
+                with self.timed("prepare"):
+                    self.prepare(workdir)
+                with self.timed("features"):
+                    self.features()
+                with self.timed("fit"):
+                    self.fit()
                 return self.finish()
             except KeyboardInterrupt:
                 from tlkit.training import TrainingInterrupted
 
                 where = f"resume with: tlkit train --resume {self.run_dir}" if self.run_dir else "nothing was saved"
                 raise TrainingInterrupted(f"interrupted before the first epoch finished; {where}") from None
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the wall time of the block to ``timings[phase]``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[phase] = round(self.timings.get(phase, 0.0) + time.perf_counter() - started, 3)
 
     # -- step 1: prepare -----------------------------------------------------
     def prepare(self, workdir: str | Path) -> None:
@@ -197,10 +214,33 @@ class TrainingRun:
         import_tensorflow()
         self._open_run_dir()
         self.observer.message(f"Run directory: {self.run_dir}" + (" (resuming)" if self.resuming else ""))
-        self.train_px, self.val_px = (self._decode(name, split, workdir)
-                                      for name, split in (("train", scan.train), ("val", scan.val)))
-        self._build_model()
+        with self.timed("build_model"):
+            self._build_model()
+        # Not decoded yet: a run whose features are all cached never decodes an image.
+        self.train_px, self.val_px = (datamod.DecodedSplit(None, split.labels, list(split.files), [])
+                                      for split in (scan.train, scan.val))
+        if self._needs_pixels():
+            with self.timed("decode"):
+                self.train_px, self.val_px = (self._decode(name, split, workdir)
+                                              for name, split in (("train", scan.train), ("val", scan.val)))
+        with self.timed("hash_images"):
+            fingerprints = {"train": self.plan.files_fp(self.train_px.files), "val": self.plan.files_fp(self.val_px.files)}
+        self.state = self._initial_state(fingerprints)
         self.class_weight = self._class_balance()
+
+    def _needs_pixels(self) -> bool:
+        """False only when the head trains on features that are all in the cache, and nothing
+        else (end-to-end training, fine-tuning) needs the images."""
+        from tlkit.features import lookup_features
+        from tlkit.training import HEAD
+
+        saved_stage = (self._saved_state or {}).get("stage", HEAD)
+        if self.path != "features" or saved_stage != HEAD or self.config.fine_tune_epochs:
+            return True
+        with self.timed("hash_images"):
+            self.run_features = lookup_features(self.plan, {
+                "train": (self.train_px.files, self.train_px.labels), "val": (self.val_px.files, self.val_px.labels)})
+        return self.run_features is None
 
     def _report_scan(self) -> None:
         scan = self.scan
@@ -277,16 +317,17 @@ class TrainingRun:
             f"Model: {self.base.name} (frozen, weights {shown_weights}, {config.image_size} px) + "
             f"{self.head.name} head: {model.count_params():,} parameters, {trainable:,} trainable"
         )
-        self._weights_fp = features.weights_fingerprint(self.parts.backbone)
-        self.state = self._initial_state({"train": features.files_fingerprint(self.train_px.files),
-                                          "val": features.files_fingerprint(self.val_px.files)})
+        self.plan = features.FeaturePlan(
+            self.parts, base_name=self.base.name, image_size=config.image_size, engine_choice=config.engine,
+            views=config.aug_views, augmentations=list(config.augmentations), seed=config.seed,
+            weights_fp=features.weights_fingerprint(self.parts.backbone))
 
     def _initial_state(self, fingerprints: dict[str, str]):
         """A fresh RunState, or the saved one after checking the data and base are unchanged."""
         from tlkit.training import RunState
 
         if self._saved_state is None:
-            return RunState(data=fingerprints, base_weights=self._weights_fp)
+            return RunState(data=fingerprints, base_weights=self.plan.weights_fp)
         state = RunState.from_dict(self._saved_state)
         changed = [name for name in ("train", "val") if state.data.get(name) != fingerprints[name]]
         if changed:
@@ -294,7 +335,7 @@ class TrainingRun:
                 f"--resume {self.run_dir}: the {' and '.join(changed)} images changed since the run started; "
                 f"resuming needs the same data — start a new run instead"
             )
-        if state.base_weights and state.base_weights != self._weights_fp:
+        if state.base_weights and state.base_weights != self.plan.weights_fp:
             raise TlkitError(
                 f"--resume {self.run_dir}: the base's weights differ from the run's (the weights file "
                 f"changed?); start a new run instead"
@@ -331,23 +372,21 @@ class TrainingRun:
         self.observer.message(f"Training path: {self.path} — {self.path_reason}")
         if self.path != "features" or self.state.stage != HEAD:
             return
-        config, observer = self.config, self.observer
+        observer = self.observer
 
         def progress(label: str, total: int):
             task = f"computing {label}"
             observer.task_started(task, total)
             return lambda n: observer.task_advanced(task, n)
 
-        try:
-            result = features.run_features(
-                self.parts, base_name=self.base.name, image_size=config.image_size, engine_choice=config.engine,
-                splits={"train": self.train_px, "val": self.val_px}, views=config.aug_views,
-                augmentations=config.augmentations, seed=config.seed, batch_size=FEATURE_BATCH,
-                progress=progress, weights_fp=self._weights_fp,
-            )
-        finally:
-            for name in ("train", "val"):
-                observer.task_finished(f"computing {name} features")
+        result = self.run_features  # already found in the cache by prepare()
+        if result is None:
+            try:
+                result = features.run_features(self.plan, {"train": self.train_px, "val": self.val_px},
+                                               batch_size=FEATURE_BATCH, progress=progress)
+            finally:
+                for name in ("train", "val"):
+                    observer.task_finished(f"computing {name} features")
         summary = result.summary()
         for name in ("train", "val"):
             info = summary[name]
@@ -378,15 +417,17 @@ class TrainingRun:
         from tlkit.history import history_from_rows
 
         run_dir, state = self.run_dir, self.state
-        with atomic_path(run_dir.model_path, suffix=".keras") as tmp:
-            _portable(self.parts.model).save(tmp)
+        with self.timed("save_model"):
+            with atomic_path(run_dir.model_path, suffix=".keras") as tmp:
+                _portable(self.parts.model).save(tmp)
         history = history_from_rows(state.rows)
+        with self.timed("plots"):
+            plots = plot_history(history, run_dir.plots_dir, title=f"{self.base.name} + {self.head.name}",
+                                 stages=[row["stage"] for row in state.rows], best_epoch=state.best_epoch)
         metrics = self._metrics(history)
         run_dir.write_metrics(metrics)
         state.status = "done"  # only now: a run killed before this point can still be resumed
         run_dir.write_state(state.as_dict())
-        plots = plot_history(history, run_dir.plots_dir, title=f"{self.base.name} + {self.head.name}",
-                             stages=[row["stage"] for row in state.rows], best_epoch=state.best_epoch)
         report = self._write_report()
         return TrainResult(run_dir=run_dir.path, config=self.config, classes=list(self.classes), history=history,
                            metrics=metrics, model_path=run_dir.model_path, plots=plots, report=report)
@@ -420,27 +461,28 @@ class TrainingRun:
             "training_path": self.path,
             "training_path_reason": self.path_reason,
             "features": self.run_features.summary() if self.run_features is not None else None,
+            "timings": self.timings,  # seconds; the report's own time is not in it (it comes after)
         }
 
-    def _evaluation_model(self):
-        """What the end-of-training evaluation runs: the base on the feature engine (ONNX Runtime,
-        faster) plus the trained head when features were used, else the model itself."""
-        from tlkit.features import FeatureClassifier
+    def _validation_probabilities(self) -> dict[str, Any] | None:
+        """The trained model's probabilities on the validation images, by path, from the cached
+        features and the head alone (equal to the model's own up to the engine's ~1e-6) — so the
+        end-of-training evaluation decodes no image and runs no base."""
+        from tlkit.features import head_probabilities
 
-        model = self.parts.model
-        if self.run_features is None or self.run_features.get_engine is None:
-            return model
-        try:
-            return FeatureClassifier(self.run_features.get_engine(), self.parts.head, model)
-        except Exception:  # noqa: BLE001 - any engine trouble: the Keras model is always right
-            return model
+        if self.run_features is None:
+            return None
+        probabilities = head_probabilities(self.parts.head, self.run_features.val)
+        return {str(path): row for path, row in zip(self.val_px.files, probabilities)}
 
     def _write_report(self) -> Path | None:
         """The HTML report; a problem there never fails a finished training."""
         from tlkit.report import write_report
 
         try:
-            return write_report(self.run_dir.path, model=self._evaluation_model())
+            with self.timed("evaluate_and_report"):
+                return write_report(self.run_dir.path, model=self.parts.model,
+                                    probabilities=self._validation_probabilities())
         except Exception as exc:  # noqa: BLE001 - reported, training already succeeded
             self.observer.message(f"could not write the report ({type(exc).__name__}: {exc}); "
                                   f"try: tlkit report {self.run_dir}", level="warning")
