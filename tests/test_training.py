@@ -138,8 +138,17 @@ def test_early_stopping_and_the_saved_model_is_the_best_epoch(tiny_data, tmp_pat
     assert loss == pytest.approx(best.history["val_loss"][epoch - 1], rel=1e-3)
 
 
+def _default_signals() -> None:
+    # A background job of a non-interactive shell inherits SIGINT as *ignored*, and Python
+    # then installs no KeyboardInterrupt handler; the child gets the default back, so these
+    # tests pass from a terminal, a background job, nohup and CI alike.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([TLKIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([TLKIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals)
 
 
 def _wait_for_epoch(run_root: Path, epoch: int, process: subprocess.Popen, timeout: float = 300) -> Path:
@@ -198,6 +207,20 @@ def test_ctrl_c_saves_and_says_how_to_resume(tiny_data, tmp_path):
     resumed = run_tlkit("train", "--resume", str(run_dir), "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["metrics"]["epochs_run"] == 8
+
+
+def test_sigterm_checkpoints_and_exits_like_ctrl_c(tiny_data, tmp_path):
+    runs = tmp_path / "runs"
+    process = _start(["train", "--data", str(tiny_data), *RESUMABLE, "--output", str(runs)])
+    run_dir = _wait_for_epoch(runs, 2, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    text = " ".join(stderr.split())
+    assert "terminated (SIGTERM)" in text and "Traceback" not in stderr
+    state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
+    assert state["status"] == "interrupted" and state["epoch"] >= 2
+    assert not (run_dir / "model.keras").exists()
 
 
 def test_resume_refuses_other_folders_and_changed_data(tiny_data, tmp_path):

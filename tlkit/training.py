@@ -12,7 +12,11 @@ stage stopped.  After every epoch the state is checkpointed (see
 from __future__ import annotations
 
 import copy
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -26,10 +30,46 @@ if TYPE_CHECKING:
 HEAD, FINE_TUNE = "head", "fine_tune"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``kill`` and job schedulers send) arrived: stop like Ctrl-C does."""
+
+
 class TrainingInterrupted(TlkitError):
-    """Ctrl-C during training: the last epoch's checkpoint is kept and the run can be resumed."""
+    """Ctrl-C or SIGTERM during training: the last epoch's checkpoint is kept and the run can be resumed.
+
+    The exit code is the shell's for the signal: 130 (SIGINT) or 143 (SIGTERM).
+    """
 
     exit_code = 130
+
+    @classmethod
+    def after(cls, signal_exception: BaseException, message: str) -> TrainingInterrupted:
+        """The error for ``signal_exception`` (a KeyboardInterrupt or :class:`Terminated`)."""
+        terminated = isinstance(signal_exception, Terminated)
+        error = cls(("terminated (SIGTERM)" if terminated else "interrupted") + message)
+        error.exit_code = 143 if terminated else 130
+        return error
+
+
+@contextmanager
+def sigterm_stops_training() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` (so training checkpoints and stops cleanly).
+
+    Only the main thread can install handlers; elsewhere (a notebook's worker
+    thread) this does nothing.  The previous handler is restored on the way out.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def distribution_strategy():
@@ -153,12 +193,12 @@ class StageRunner:
         try:
             stage.model.fit(train, validation_data=val, epochs=stage.end, initial_epoch=stage.start,
                             callbacks=callbacks, class_weight=self.run.class_weight, shuffle=False, verbose=0)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             self._writer.wait()  # the last finished epoch's checkpoint completes first
             self.state.status = "interrupted"
             self.run.run_dir.write_state(self.state.as_dict())
-            raise TrainingInterrupted(
-                f"interrupted; the checkpoint after epoch {self.state.epoch} is saved — resume with: "
+            raise TrainingInterrupted.after(
+                stop, f"; the checkpoint after epoch {self.state.epoch} is saved — resume with: "
                 f"tlkit train --resume {self.run.run_dir}"
             ) from None
         finally:

@@ -168,7 +168,9 @@ class TrainingRun:
     # -- the whole run -------------------------------------------------------
     def execute(self) -> TrainResult:
         """prepare → features → fit → finish, with the decoded pixels in a temporary folder."""
-        with tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir:
+        from tlkit.training import TrainingInterrupted, sigterm_stops_training
+
+        with tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir, sigterm_stops_training():
             try:
                 with self.timed("prepare"):
                     self.prepare(workdir)
@@ -177,11 +179,9 @@ class TrainingRun:
                 with self.timed("fit"):
                     self.fit()
                 return self.finish()
-            except KeyboardInterrupt:
-                from tlkit.training import TrainingInterrupted
-
+            except KeyboardInterrupt as stop:
                 where = f"resume with: tlkit train --resume {self.run_dir}" if self.run_dir else "nothing was saved"
-                raise TrainingInterrupted(f"interrupted before the first epoch finished; {where}") from None
+                raise TrainingInterrupted.after(stop, f" before the first epoch finished; {where}") from None
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
