@@ -48,6 +48,7 @@ browser:
 
 docs: $(STAMP)
 	$(BIN)/python docs/plugins/make_hooks_md.py
+	$(BIN)/python docs/make_options_md.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

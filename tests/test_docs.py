@@ -1,4 +1,4 @@
-"""The documentation stays true: hook reference in sync, README's commands exist, examples parse."""
+"""The documentation stays true: hook and option references in sync, README's commands exist, examples parse."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from tlkit import hookspecs
 from tlkit.api import resolve_config
-from tlkit.config import load_config_file
+from tlkit.config import OPTIONS, load_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +26,21 @@ def test_hook_reference_is_generated_from_the_hookspecs():
     assert current == make_hooks_md.render(), "docs/plugins/hooks.md is stale: run `make docs`"
     for hook in ("register_bases", "register_heads", "register_augmentations"):
         assert inspect.getdoc(getattr(hookspecs, hook)) in current
+
+
+def test_option_reference_is_generated_from_the_config():
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import make_options_md
+    finally:
+        sys.path.pop(0)
+    current = (ROOT / "docs" / "options.md").read_text(encoding="utf-8")
+    assert current == make_options_md.render(), \
+        "docs/options.md is stale: run `.venv/bin/python docs/make_options_md.py`"
+    for name, meta in OPTIONS.items():
+        assert f"| `{meta.flags}` | `{name}` |" in current
+    for doc in ("cli.md", "user-guide.md", "training.md"):
+        assert "(options.md)" in (ROOT / "docs" / doc).read_text(encoding="utf-8"), doc
 
 
 def test_readme_setup_commands_are_make_targets():

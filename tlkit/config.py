@@ -1,4 +1,11 @@
-"""The training configuration: defaults, TOML files, and merging CLI overrides.
+"""The training configuration: every option declared once, TOML files, and merging CLI overrides.
+
+Each :class:`TrainConfig` field is declared with :func:`option`, which attaches
+an :class:`Option` (help text, CLI flag, allowed values, help panel) to the
+field.  Everything else is generated from that one declaration: the
+validation in :meth:`TrainConfig.validate`, the options of ``tlkit train``
+(:mod:`tlkit.cli.train`) and the option reference ``docs/options.md``
+(:func:`options_markdown`).
 
 ``config.toml`` in a run directory is the fully resolved configuration;
 ``tlkit train --config runs/X/config.toml`` reproduces that run.
@@ -9,9 +16,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from tlkit.errors import TlkitError
 from tlkit.suggest import closest
@@ -21,114 +29,253 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
-LOSSES = ("categorical_crossentropy", "focal", "mean_squared_error")
-SCHEDULES = ("constant", "cosine", "exponential", "step")
-METRICS = ("accuracy", "top_k", "precision", "recall", "f1", "fbeta")
-MONITORS = ("val_accuracy", "val_loss", "val_f1")
-ENGINES = ("auto", "onnxruntime", "tensorflow")
+# The help panels of `tlkit train`, in display order.
+PANELS = ("Data", "Model", "Optimization", "Stopping", "Fine-tuning", "Speed", "Run")
+
+
+@dataclass(frozen=True)
+class Option:
+    """What one :class:`TrainConfig` field means outside Python: its flag, rule, help and panel.
+
+    ``name`` is filled in from the field once :class:`TrainConfig` is defined;
+    everything else comes from :func:`option`.
+    """
+
+    default: Any
+    help: str
+    panel: str
+    name: str = ""
+    flag: str = ""
+    choices: tuple[str, ...] = ()
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    separator: str | None = None
+    path: bool = False
+    error: str | None = None
+
+    @property
+    def kind(self) -> type:
+        """The value's type: ``bool``, ``int``, ``float``, ``str``, ``list`` or ``dict``."""
+        return type(self.default)
+
+    @property
+    def flags(self) -> str:
+        """The flag declaration as Typer takes it (``--x`` or, for booleans, ``--x/--no-x``)."""
+        if self.flag:
+            return self.flag
+        dashed = "--" + self.name.replace("_", "-")
+        return f"{dashed}/--no-{dashed[2:]}" if self.kind is bool else dashed
+
+    @property
+    def cli_flag(self) -> str:
+        """The main flag (``--skip-bad-images``): what error messages name."""
+        return self.flags.split("/")[0]
+
+    @property
+    def has_range(self) -> bool:
+        return any(bound is not None for bound in (self.gt, self.ge, self.lt, self.le))
+
+    def check(self, value: Any) -> None:
+        """Raise TlkitError (naming the flag) unless ``value`` is of the right type and allowed."""
+        if self.choices:
+            for item in value if self.kind is list else [value]:
+                if item not in self.choices:
+                    self._fail(item, self.error or "unknown {flag} {value!r}{suggestion} (choose from {choices})")
+        if self.kind in (int, float) and not (_is_number(value, self.kind) and self._in_range(value)):
+            self._fail(value, self.error or self._range_error())
+
+    def _in_range(self, value: float) -> bool:
+        return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+                and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
+
+    def _range_error(self) -> str:
+        if self.kind is int and (self.gt, self.lt, self.le) == (None, None, None) and self.ge in (0, 1):
+            return "{flag} must be " + ("a" if self.ge == 1 else "0 or a") + " positive integer, got {value!r}"
+        return "{flag} is out of range: {value!r}"
+
+    def _fail(self, value: Any, template: str) -> None:
+        raise TlkitError(template.format(flag=self.cli_flag, value=value, choices=", ".join(self.choices),
+                                         suggestion=closest(str(value), self.choices)))
+
+    def default_text(self) -> str:
+        """The default as a user types it (``""`` for an empty list or table)."""
+        value = self.default
+        if self.kind is bool:
+            return "on" if value else "off"
+        if self.kind is float:
+            return f"{value:g}"
+        if self.kind is list:
+            return (self.separator or ", ").join(value)
+        if self.kind is dict:
+            return ", ".join(f"{k}={v}" for k, v in value.items())
+        return str(value)
+
+    def allowed_text(self) -> str:
+        """The allowed values in words, from the rule (``"integer ≥ 1"``, ``"0 < x < 1"``, …)."""
+        if self.choices:
+            listed = ", ".join(f"`{c}`" for c in self.choices)
+            return f"any of {listed}{self._list_how()}" if self.kind is list else listed
+        if self.kind in (list, dict):
+            return _KIND_WORDS[self.kind] + self._list_how()
+        if self.has_range:
+            return self._range_words()
+        return _KIND_WORDS["path" if self.path else self.kind]
+
+    def _range_words(self) -> str:
+        noun = "integer" if self.kind is int else "number"
+        low = (self.gt, "<") if self.gt is not None else (self.ge, "≤") if self.ge is not None else None
+        high = (self.lt, "<") if self.lt is not None else (self.le, "≤") if self.le is not None else None
+        if low and high:  # "0 < x < 1"
+            return f"{noun}, {low[0]:g} {low[1]} x {high[1]} {high[0]:g}"
+        if low:  # "> 0", "≥ 1"
+            return f"{noun} {'>' if low[1] == '<' else '≥'} {low[0]:g}"
+        assert high is not None  # only called with a range
+        return f"{noun} {high[1]} {high[0]:g}"
+
+    def _list_how(self) -> str:
+        if self.separator is None:
+            return ", repeat the flag"
+        return ", comma-separated" if self.separator == "," else f", separated by `{self.separator}`"
+
+
+def option(default: Any, *, help: str, panel: str, flag: str = "", choices: tuple[str, ...] = (),
+           gt: float | None = None, ge: float | None = None, lt: float | None = None,
+           le: float | None = None, separator: str | None = None, path: bool = False,
+           error: str | None = None) -> Any:
+    """Declare a :class:`TrainConfig` field with everything the CLI, validation and docs need.
+
+    - ``help``: one sentence for ``tlkit train --help`` and the docs (the default
+      and the choices are added from ``default`` and ``choices``; never write them here).
+    - ``panel``: the help panel, one of :data:`PANELS`.
+    - ``flag``: the CLI flag when it is not ``--`` + the name with dashes; for a
+      boolean the ``--on/--off`` pair (default ``--x/--no-x``).
+    - ``choices``: the allowed strings (for a list: of each item).
+    - ``gt``/``ge``/``lt``/``le``: the numeric range (exclusive/inclusive bounds);
+      floats must also be finite.
+    - ``separator``: a list given on the CLI as one ``a,b`` value (else the flag repeats).
+    - ``path``: the CLI value is a path.
+    - ``error``: the message when the value breaks the rule, a template with
+      ``{flag}``, ``{value}``, ``{choices}`` and ``{suggestion}`` (default: a generic one).
+    """
+    if panel not in PANELS:
+        raise ValueError(f"unknown panel {panel!r}; expected one of {PANELS}")
+    meta = Option(default=default, help=help, panel=panel, flag=flag, choices=tuple(choices), gt=gt, ge=ge,
+                  lt=lt, le=le, separator=separator, path=path, error=error)
+    metadata = {"option": meta}
+    if isinstance(default, (list, dict)):  # a fresh copy per instance, as with any mutable default
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _is_number(value: Any, kind: type) -> bool:
+    """``value`` is a ``kind`` (an int also counts as a float; a bool never as a number)."""
+    if isinstance(value, bool):
+        return False
+    if kind is int:
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+_KIND_WORDS: dict[Any, str] = {bool: "on / off", int: "integer", float: "number", str: "text", "path": "path",
+                               list: "text", dict: "KEY=VALUE"}
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run.  Defaults reproduce the classic recipe."""
+    """Everything that defines a training run.  Defaults reproduce the classic recipe.
 
-    data: str = "data"
-    base: str = "resnet50"
-    head: str = "dense256"
-    head_params: dict[str, Any] = field(default_factory=dict)
-    augmentations: list[str] = field(default_factory=list)
-    epochs: int = 10
-    batch_size: int = 32
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    loss: str = "categorical_crossentropy"
-    image_size: int = 0  # 0: the base's default size
-    weights: str = "imagenet"
-    seed: int = 0
-    val_split: float = 0.2
-    skip_bad_images: bool = False
-    output: str = "runs"
-    feature_cache: bool = True  # train the head on cached base features when the base is frozen
-    aug_views: int = 0  # with augmentations: cache this many augmented views (0: end-to-end)
-    engine: str = "auto"  # feature engine: auto, onnxruntime, tensorflow
+    Each field is declared once, with :func:`option`; see :data:`OPTIONS`.
+    """
+
+    data: str = option("data", path=True, panel="Data",
+                       help="Folder with train/ (and val/), one sub-folder per class.")
+    base: str = option("resnet50", panel="Model", help="Base model (tlkit list-bases).")
+    head: str = option("dense256", panel="Model", help="Head (tlkit list-heads).")
+    head_params: dict[str, Any] = option({}, flag="--head-param", panel="Model",
+                                         help="Head parameter KEY=VALUE (tlkit list-heads).")
+    augmentations: list[str] = option([], flag="--aug", panel="Model",
+                                      help="Augmentation NAME[:key=value,...], applied in the order given "
+                                           "(tlkit list-augmentations).")
+    epochs: int = option(10, ge=1, panel="Optimization", help="Epochs of the head stage.")
+    batch_size: int = option(32, ge=1, panel="Optimization", help="Batch size.")
+    optimizer: str = option("adam", choices=("adam", "sgd", "rmsprop", "adamw"), panel="Optimization",
+                            help="Optimizer.",
+                            error="unknown optimizer {value!r}{suggestion} (choose from {choices})")
+    lr: float = option(1e-3, gt=0, panel="Optimization", help="Learning rate of the head stage.",
+                       error="{flag} must be a positive number, got {value!r}")
+    loss: str = option("categorical_crossentropy", choices=("categorical_crossentropy", "focal", "mean_squared_error"),
+                       panel="Optimization", help="Loss function.",
+                       error="unknown loss {value!r}{suggestion} (choose from {choices})")
+    image_size: int = option(0, ge=0, panel="Model",
+                             help="Input size in pixels, images are resized (0: the base's default size).",
+                             # kept from before the rules were generated (0 is allowed)
+                             error="{flag} must be a positive integer, got {value!r}")
+    weights: str = option("imagenet", panel="Model", help="imagenet, none, or a weights file of the base.")
+    seed: int = option(0, ge=0, panel="Optimization",
+                       help="Random seed (data order, split, augmentation, initialisation).",
+                       error="{flag} must be a non-negative integer, got {value!r}")
+    val_split: float = option(0.2, gt=0, lt=1, panel="Data",
+                              help="Fraction of train/ held out when there is no val/.",
+                              error="{flag} must be between 0 and 1 (exclusive), got {value!r}")
+    skip_bad_images: bool = option(False, flag="--skip-bad-images/--stop-on-bad-images", panel="Data",
+                                   help="Skip unreadable images instead of stopping.")
+    output: str = option("runs", path=True, panel="Run", help="Where run directories are created.")
+    feature_cache: bool = option(True, panel="Speed",
+                                 help="Train the head on the frozen base's cached features (computed once).")
+    aug_views: int = option(0, ge=0, panel="Speed",
+                            help="With --aug: cache K augmented views per image (one per epoch) instead of "
+                                 "training end to end (0: end to end).")
+    engine: str = option("auto", choices=("auto", "onnxruntime", "tensorflow"), panel="Speed",
+                         help="Feature engine (auto: ONNX Runtime when installed).")
     # optimizer details and learning-rate schedule
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: int = 0
-    decay_rate: float = 0.5  # exponential: factor per epoch; step: factor every decay_epochs
-    decay_epochs: int = 3
+    momentum: float = option(0.9, ge=0, le=1, panel="Optimization", help="SGD momentum.")
+    nesterov: bool = option(False, panel="Optimization", help="SGD with Nesterov momentum.")
+    weight_decay: float = option(0.0, ge=0, panel="Optimization",
+                                 help="Decoupled weight decay (adamw: 0.004 when 0).")
+    schedule: str = option("constant", choices=("constant", "cosine", "exponential", "step"),
+                           panel="Optimization", help="Learning-rate schedule.")
+    warmup_epochs: int = option(0, ge=0, panel="Optimization", help="Linear warm-up epochs before the schedule.")
+    decay_rate: float = option(0.5, gt=0, le=1, panel="Optimization",
+                               help="exponential: factor per epoch; step: factor per --decay-epochs.")
+    decay_epochs: int = option(3, ge=1, panel="Optimization", help="step schedule: epochs between decays.")
     # loss and metrics
-    label_smoothing: float = 0.0
-    focal_gamma: float = 2.0
-    metrics: list[str] = field(default_factory=lambda: ["accuracy", "f1"])
-    top_k: int = 5
-    fbeta: float = 2.0
-    class_weight: str = "none"  # none, balanced, or a JSON file {class: weight}
+    label_smoothing: float = option(0.0, ge=0, le=1, panel="Optimization",
+                                    help="Label smoothing for cross-entropy and focal loss.")
+    focal_gamma: float = option(2.0, ge=0, panel="Optimization", help="Focusing parameter of the focal loss.")
+    metrics: list[str] = option(["accuracy", "f1"], separator=",", panel="Optimization",
+                                choices=("accuracy", "top_k", "precision", "recall", "f1", "fbeta"),
+                                help="Metrics tracked every epoch.")
+    top_k: int = option(5, ge=1, panel="Optimization", help="k of the top_k metric.")
+    fbeta: float = option(2.0, gt=0, panel="Optimization", help="β of the fbeta metric (macro).")
+    class_weight: str = option("none", panel="Data",  # checked in validate()
+                               help="Class weights: none, balanced, or a JSON file {class: weight}.")
     # stopping and model selection
-    monitor: str = "val_accuracy"
-    patience: int = 0  # early stopping after this many epochs without improvement (0: off)
-    reduce_lr_patience: int = 0  # halve-on-plateau after this many epochs (0: off)
-    reduce_lr_factor: float = 0.5
+    monitor: str = option("val_accuracy", choices=("val_accuracy", "val_loss", "val_f1"), panel="Stopping",
+                          help="What picks the best epoch (the saved model).")
+    patience: int = option(0, ge=0, panel="Stopping",
+                           help="Stop a stage after this many epochs without improvement (0: never).")
+    reduce_lr_patience: int = option(0, ge=0, panel="Stopping",
+                                     help="Multiply the learning rate by --reduce-lr-factor after this many "
+                                          "flat epochs (0: off).")
+    reduce_lr_factor: float = option(0.5, gt=0, lt=1, panel="Stopping", help="Factor for --reduce-lr-patience.")
     # fine-tuning stage
-    fine_tune_epochs: int = 0
-    unfreeze: str = "all"  # K (top K layers), all, or from:LAYER_NAME
-    fine_tune_lr: float = 1e-5
-    deterministic: bool = False
+    fine_tune_epochs: int = option(0, ge=0, panel="Fine-tuning",
+                                   help="Epochs of a second stage that trains the top of the base too (0: none).")
+    unfreeze: str = option("all", panel="Fine-tuning",  # checked when the fine-tuning stage starts
+                           help="What the fine-tuning stage trains: K (top K layers), all, or from:LAYER_NAME.")
+    fine_tune_lr: float = option(1e-5, gt=0, panel="Fine-tuning", help="Learning rate of the fine-tuning stage.")
+    deterministic: bool = option(False, panel="Optimization",
+                                 help="Deterministic ops: the same seed gives identical histories.")
 
     def validate(self) -> None:
-        """Check every value's range; raise TlkitError naming the bad option."""
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch-size", self.batch_size)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (
-            self.lr > 0 and math.isfinite(self.lr)
-        ):
-            raise TlkitError(f"--lr must be a positive number, got {self.lr!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise TlkitError(
-                f"unknown optimizer {self.optimizer!r}{closest(self.optimizer, OPTIMIZERS)} "
-                f"(choose from {', '.join(OPTIMIZERS)})"
-            )
-        if self.loss not in LOSSES:
-            raise TlkitError(
-                f"unknown loss {self.loss!r}{closest(self.loss, LOSSES)} "
-                f"(choose from {', '.join(LOSSES)})"
-            )
-        if not isinstance(self.image_size, int) or self.image_size < 0:
-            raise TlkitError(f"--image-size must be a positive integer, got {self.image_size!r}")
-        if not (0 < self.val_split < 1):
-            raise TlkitError(f"--val-split must be between 0 and 1 (exclusive), got {self.val_split!r}")
-        if isinstance(self.aug_views, bool) or not isinstance(self.aug_views, int) or self.aug_views < 0:
-            raise TlkitError(f"--aug-views must be 0 or a positive integer, got {self.aug_views!r}")
-        if self.engine not in ENGINES:
-            raise TlkitError(
-                f"unknown --engine {self.engine!r}{closest(self.engine, ENGINES)} "
-                f"(choose from {', '.join(ENGINES)})"
-            )
-        for flag, value in (("warmup-epochs", self.warmup_epochs), ("patience", self.patience),
-                            ("reduce-lr-patience", self.reduce_lr_patience),
-                            ("fine-tune-epochs", self.fine_tune_epochs)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise TlkitError(f"--{flag} must be 0 or a positive integer, got {value!r}")
-        _positive_int("decay-epochs", self.decay_epochs)
-        _positive_int("top-k", self.top_k)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("monitor", self.monitor, MONITORS)
-        for metric in self.metrics:
-            _choice("metrics", metric, METRICS)
-        for flag, value, low, high in (("fine-tune-lr", self.fine_tune_lr, 0, math.inf),
-                                       ("weight-decay", self.weight_decay, -1e-300, math.inf),
-                                       ("momentum", self.momentum, -1e-300, 1.0),
-                                       ("label-smoothing", self.label_smoothing, -1e-300, 1.0),
-                                       ("decay-rate", self.decay_rate, 0, 1.0),
-                                       ("reduce-lr-factor", self.reduce_lr_factor, 0, 1.0 - 1e-9),
-                                       ("fbeta", self.fbeta, 0, math.inf),
-                                       ("focal-gamma", self.focal_gamma, -1e-300, math.inf)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low < value <= high) \
-                    or not math.isfinite(value):
-                raise TlkitError(f"--{flag} is out of range: {value!r}")
+        """Check every value against its option's rule, then the rules that tie options together.
+
+        Raises TlkitError naming the bad option.
+        """
+        for name, meta in OPTIONS.items():
+            meta.check(getattr(self, name))
         if self.monitor == "val_f1" and "f1" not in self.metrics:
             raise TlkitError("--monitor val_f1 needs the f1 metric: add f1 to --metrics")
         if self.reduce_lr_patience and (self.schedule != "constant" or self.warmup_epochs):
@@ -140,26 +287,47 @@ class TrainConfig:
             raise TlkitError(
                 f"--class-weight must be none, balanced or a .json file, got {self.class_weight!r}"
             )
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise TlkitError(f"--seed must be a non-negative integer, got {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain Python values (lists and dicts copied)."""
         return dataclasses.asdict(self)
 
 
-def _choice(flag: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise TlkitError(
-            f"unknown --{flag} {value!r}{closest(str(value), choices)} (choose from {', '.join(choices)})"
-        )
-
-
-def _positive_int(flag: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TlkitError(f"--{flag} must be a positive integer, got {value!r}")
+def _bind(f: dataclasses.Field) -> Option:
+    """The field's :class:`Option` with its name filled in; every field must have one."""
+    if "option" not in f.metadata:
+        raise TypeError(f"TrainConfig.{f.name} must be declared with option(...)")
+    return dataclasses.replace(f.metadata["option"], name=f.name)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# Every training option, in field order (the order of config.toml).
+OPTIONS: dict[str, Option] = {name: _bind(f) for name, f in FIELDS.items()}
+
+# The allowed names other modules import; the field declarations are their one source.
+OPTIMIZERS = OPTIONS["optimizer"].choices
+LOSSES = OPTIONS["loss"].choices
+MONITORS = OPTIONS["monitor"].choices
+ENGINES = OPTIONS["engine"].choices
+
+
+def options_markdown() -> str:
+    """The reference of every training option as Markdown: one table per help panel.
+
+    ``docs/options.md`` is this text (``docs/make_options_md.py`` writes it).
+    """
+    parts = []
+    for panel in PANELS:
+        rows = [meta for meta in OPTIONS.values() if meta.panel == panel]
+        if not rows:
+            continue
+        parts += [f"## {panel}", "", "| flag | config key | default | allowed | meaning |", "|---|---|---|---|---|"]
+        for meta in rows:
+            default = f"`{meta.default_text()}`" if meta.default_text() else "—"
+            cells = (f"`{meta.flags}`", f"`{meta.name}`", default, meta.allowed_text(), meta.help)
+            parts.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        parts.append("")
+    return "\n".join(parts)
 
 
 def config_from_mapping(values: Mapping[str, Any], source: str = "config") -> TrainConfig:
@@ -181,7 +349,7 @@ def merge(config: TrainConfig, values: Mapping[str, Any], source: str = "options
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
-    default = getattr(TrainConfig(), key)
+    default = OPTIONS[key].default
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):

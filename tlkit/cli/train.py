@@ -1,102 +1,140 @@
-"""``tlkit train``: parse the options, call :func:`tlkit.train`, render the result."""
+"""``tlkit train``: parse the options, call :func:`tlkit.train`, render the result.
+
+The training options are not written here: each field of
+:class:`tlkit.config.TrainConfig` carries its flag, help and panel
+(:class:`tlkit.config.Option`), and :func:`with_config_options` turns them into
+the command's Typer options.  Adding a field to TrainConfig adds its flag.
+"""
 
 from __future__ import annotations
 
+import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from tlkit.cli.common import err, handles_errors, out, print_json
+from tlkit.config import OPTIONS, PANELS, Option, TrainConfig
 from tlkit.errors import TlkitError
+from tlkit.rundir import RunDir
 
 
+def option_help(meta: Option) -> str:
+    """The option's ``--help`` text: its help, then how to give it, its choices and its default."""
+    parts = [meta.help]
+    if meta.kind in (list, dict):
+        sep = meta.separator
+        how = "Repeatable" if not sep else "Comma-separated" if sep == "," else f"Separated by {sep!r}"
+        parts.append(f"{how}, any of: {', '.join(meta.choices)}." if meta.choices else f"{how}.")
+    elif meta.choices:
+        parts.append(f"One of: {', '.join(meta.choices)}.")
+    if meta.default_text():
+        parts.append(f"(default: {meta.default_text()})")
+    return " ".join(parts)
+
+
+def _annotation(meta: Option) -> Any:
+    """The type Typer parses the flag into; None means "not given, keep the config's"."""
+    if meta.kind in (list, dict):
+        return str | None if meta.separator else list[str] | None
+    return Path | None if meta.path else meta.kind | None
+
+
+def config_parameters() -> list[inspect.Parameter]:
+    """One keyword-only parameter per TrainConfig field, with its ``typer.Option``, grouped by panel."""
+    ordered = sorted(OPTIONS.values(), key=lambda meta: PANELS.index(meta.panel))  # stable: field order
+    return [
+        inspect.Parameter(
+            meta.name, inspect.Parameter.KEYWORD_ONLY, annotation=_annotation(meta),
+            default=typer.Option(None, meta.flags, help=option_help(meta), rich_help_panel=meta.panel),
+        )
+        for meta in ordered
+    ]
+
+
+def with_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` a Typer option for every TrainConfig field, passed to it in ``**options``.
+
+    Typer reads a command's parameters from ``inspect.signature``, which honours
+    ``__signature__``: the command's own keyword-only parameters are kept (after
+    the generated ones, so the "Run" panel lists ``--output`` first) and its
+    ``**options`` is replaced by one parameter per field.
+    """
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+           if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    clash = {p.name for p in own} & set(OPTIONS)
+    if clash:
+        raise TypeError(f"{command.__name__}: parameters {sorted(clash)} are TrainConfig fields")
+    params = config_parameters() + own
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    # Typer also resolves annotations through typing.get_type_hints: keep both views equal.
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
+
+
+def config_value(meta: Option, value: Any) -> Any:
+    """A parsed flag value as the configuration holds it (``None``: the flag was not given)."""
+    if value is None:
+        return None
+    if meta.kind is list:
+        if meta.separator:
+            return [item.strip() for item in value.split(meta.separator) if item.strip()] if value else None
+        return list(value) if value else None
+    return str(value) if isinstance(value, Path) else value
+
+
+def _head_params(given: list[str] | None, head: str | None, base_config: TrainConfig | None) -> dict | None:
+    """What ``--head-param`` (and ``--head``) make of ``head_params``; ``None``: leave it alone.
+
+    Given parameters update the ``--config`` file's parameters when the head
+    stays the same; a different head starts from its own defaults, because
+    the file's parameters belong to another head.
+    """
+    from tlkit.specs import parse_assignments
+
+    same_head = base_config is not None and (head is None or head == base_config.head)
+    if given:
+        params: dict[str, Any] = dict(base_config.head_params) if base_config and same_head else {}
+        for text in given:
+            params.update(parse_assignments(text, OPTIONS["head_params"].cli_flag))
+        return params
+    if base_config and not same_head:
+        return {}
+    return None
+
+
+@with_config_options
 @handles_errors
 def train(
-    data: Optional[Path] = typer.Option(None, "--data", help="Folder with train/ (and val/), one sub-folder per class. (default: data)", rich_help_panel="Data"),
-    val_split: Optional[float] = typer.Option(None, "--val-split", help="Fraction of train/ held out when there is no val/. (default: 0.2)", rich_help_panel="Data"),
-    skip_bad_images: Optional[bool] = typer.Option(None, "--skip-bad-images/--stop-on-bad-images", help="Skip unreadable images instead of stopping. (default: stop)", rich_help_panel="Data"),
-    class_weight: Optional[str] = typer.Option(None, "--class-weight", help="none, balanced, or a JSON file {class: weight}. (default: none)", rich_help_panel="Data"),
-    base: Optional[str] = typer.Option(None, "--base", help="Base model (tlkit list-bases). (default: resnet50)", rich_help_panel="Model"),
-    weights: Optional[str] = typer.Option(None, "--weights", help="imagenet, none, or a weights file of the base. (default: imagenet)", rich_help_panel="Model"),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input size in pixels (images are resized). (default: the base's)", rich_help_panel="Model"),
-    head: Optional[str] = typer.Option(None, "--head", help="Head (tlkit list-heads). (default: dense256)", rich_help_panel="Model"),
-    head_param: Optional[List[str]] = typer.Option(None, "--head-param", help="Head parameter KEY=VALUE (repeatable).", rich_help_panel="Model"),
-    aug: Optional[List[str]] = typer.Option(None, "--aug", help="Augmentation NAME[:key=value,...] (repeatable; tlkit list-augmentations).", rich_help_panel="Model"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of the head stage. (default: 10)", rich_help_panel="Optimization"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size. (default: 32)", rich_help_panel="Optimization"),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam, sgd, rmsprop or adamw. (default: adam)", rich_help_panel="Optimization"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of the head stage. (default: 0.001)", rich_help_panel="Optimization"),
-    momentum: Optional[float] = typer.Option(None, "--momentum", help="SGD momentum. (default: 0.9)", rich_help_panel="Optimization"),
-    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov", help="SGD with Nesterov momentum. (default: off)", rich_help_panel="Optimization"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Decoupled weight decay (adamw: 0.004 when 0). (default: 0)", rich_help_panel="Optimization"),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="Learning-rate schedule: constant, cosine, exponential or step. (default: constant)", rich_help_panel="Optimization"),
-    warmup_epochs: Optional[int] = typer.Option(None, "--warmup-epochs", help="Linear warm-up epochs before the schedule. (default: 0)", rich_help_panel="Optimization"),
-    decay_rate: Optional[float] = typer.Option(None, "--decay-rate", help="exponential: factor per epoch; step: factor per --decay-epochs. (default: 0.5)", rich_help_panel="Optimization"),
-    decay_epochs: Optional[int] = typer.Option(None, "--decay-epochs", help="step schedule: epochs between decays. (default: 3)", rich_help_panel="Optimization"),
-    loss: Optional[str] = typer.Option(None, "--loss", help="categorical_crossentropy, focal or mean_squared_error. (default: categorical_crossentropy)", rich_help_panel="Optimization"),
-    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Label smoothing for cross-entropy and focal loss. (default: 0)", rich_help_panel="Optimization"),
-    focal_gamma: Optional[float] = typer.Option(None, "--focal-gamma", help="Focusing parameter of the focal loss. (default: 2)", rich_help_panel="Optimization"),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated: accuracy, top_k, precision, recall, f1, fbeta. (default: accuracy,f1)", rich_help_panel="Optimization"),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="k of the top_k metric. (default: 5)", rich_help_panel="Optimization"),
-    fbeta: Optional[float] = typer.Option(None, "--fbeta", help="β of the fbeta metric (macro). (default: 2)", rich_help_panel="Optimization"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (data order, split, augmentation, initialisation). (default: 0)", rich_help_panel="Optimization"),
-    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="Deterministic ops: the same seed gives identical histories. (default: off)", rich_help_panel="Optimization"),
-    monitor: Optional[str] = typer.Option(None, "--monitor", help="What picks the best epoch (the saved model): val_accuracy, val_loss or val_f1. (default: val_accuracy)", rich_help_panel="Stopping"),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Stop a stage after this many epochs without improvement (0: never). (default: 0)", rich_help_panel="Stopping"),
-    reduce_lr_patience: Optional[int] = typer.Option(None, "--reduce-lr-patience", help="Multiply the learning rate by --reduce-lr-factor after this many flat epochs (0: off). (default: 0)", rich_help_panel="Stopping"),
-    reduce_lr_factor: Optional[float] = typer.Option(None, "--reduce-lr-factor", help="Factor for --reduce-lr-patience. (default: 0.5)", rich_help_panel="Stopping"),
-    fine_tune_epochs: Optional[int] = typer.Option(None, "--fine-tune-epochs", help="Epochs of a second stage that trains the top of the base too (0: none). (default: 0)", rich_help_panel="Fine-tuning"),
-    unfreeze: Optional[str] = typer.Option(None, "--unfreeze", help="What the fine-tuning stage trains: K (top K layers), all, or from:LAYER_NAME. (default: all)", rich_help_panel="Fine-tuning"),
-    fine_tune_lr: Optional[float] = typer.Option(None, "--fine-tune-lr", help="Learning rate of the fine-tuning stage. (default: 1e-05)", rich_help_panel="Fine-tuning"),
-    feature_cache: Optional[bool] = typer.Option(None, "--feature-cache/--no-feature-cache", help="Train the head on the frozen base's cached features (computed once). (default: on)", rich_help_panel="Speed"),
-    aug_views: Optional[int] = typer.Option(None, "--aug-views", help="With --aug: cache K augmented views per image (one per epoch) instead of training end to end. (default: 0)", rich_help_panel="Speed"),
-    engine: Optional[str] = typer.Option(None, "--engine", help="Feature engine: auto (ONNX Runtime when installed), onnxruntime or tensorflow. (default: auto)", rich_help_panel="Speed"),
-    output: Optional[Path] = typer.Option(None, "--output", help="Where run directories are created. (default: runs)", rich_help_panel="Run"),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with any of these options (flags override it), e.g. a run's config.toml.", rich_help_panel="Run"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run from its last checkpoint (with its own config).", rich_help_panel="Run"),
+    *,
+    config: Path | None = typer.Option(None, "--config", help="TOML file with any of these options (flags override it), e.g. a run's " + RunDir.CONFIG + ".", rich_help_panel="Run"),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue an interrupted run from its last checkpoint (with its own config).", rich_help_panel="Run"),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved configuration as TOML and exit.", rich_help_panel="Run"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; print only the run directory.", rich_help_panel="Run"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr).", rich_help_panel="Run"),
+    **options: Any,
 ) -> None:
     """Train a classifier: frozen pretrained base + a new head (+ optional fine-tuning), on DATA/train, validated on DATA/val."""
     from tlkit import api
     from tlkit.config import load_config_file, to_toml
-    from tlkit.specs import parse_assignments
 
     base_config = load_config_file(config) if config else None
-    overrides: dict[str, Any] = {
-        "data": str(data) if data else None, "base": base, "head": head, "epochs": epochs,
-        "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "loss": loss,
-        "image_size": image_size, "weights": weights, "seed": seed, "val_split": val_split,
-        "skip_bad_images": skip_bad_images, "output": str(output) if output else None,
-        "augmentations": list(aug) if aug else None,
-        "feature_cache": feature_cache, "aug_views": aug_views, "engine": engine,
-        "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay, "schedule": schedule,
-        "warmup_epochs": warmup_epochs, "decay_rate": decay_rate, "decay_epochs": decay_epochs,
-        "label_smoothing": label_smoothing, "focal_gamma": focal_gamma,
-        "metrics": [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
-        "top_k": top_k, "fbeta": fbeta, "class_weight": class_weight, "monitor": monitor,
-        "patience": patience, "reduce_lr_patience": reduce_lr_patience, "reduce_lr_factor": reduce_lr_factor,
-        "fine_tune_epochs": fine_tune_epochs, "unfreeze": unfreeze, "fine_tune_lr": fine_tune_lr,
-        "deterministic": deterministic,
-    }
-    if head_param:
-        params: dict[str, Any] = dict(base_config.head_params) if base_config and (head is None or head == base_config.head) else {}
-        for text in head_param:
-            params.update(parse_assignments(text, "--head-param"))
-        overrides["head_params"] = params
-    elif base_config and head is not None and head != base_config.head:
-        overrides["head_params"] = {}  # the config's params belong to another head
+    overrides: dict[str, Any] = {name: config_value(meta, options.get(name))
+                                 for name, meta in OPTIONS.items() if name != "head_params"}
+    head_params = _head_params(options.get("head_params"), overrides["head"], base_config)
+    if head_params is not None:
+        overrides["head_params"] = head_params
     console = Console(stderr=True, quiet=quiet, highlight=False) if (as_json or quiet) else err
     if resume is not None:
         given = [key for key, value in overrides.items() if value is not None]
         if given or config or print_config:
             raise TlkitError(
-                "--resume continues a run with its own config.toml; drop the other options "
+                f"--resume continues a run with its own {RunDir.CONFIG}; drop the other options "
                 f"({', '.join(given) or '--config/--print-config'})"
             )
         result = api.train(console=console, verbose=not quiet, resume=resume)
