@@ -103,10 +103,17 @@ def assemble(
     backbone.trainable = False
 
     # The head is its own model so it can be trained alone on cached features.
-    feature_input = keras.Input(shape=tuple(backbone.output.shape[1:]), name="features")
-    head_model = keras.Model(
-        feature_input, head.build(feature_input, num_classes, **(head_params or {})), name="head"
-    )
+    # Under a mixed-precision policy only the base computes in float16/bfloat16: the head (small,
+    # and ending in the softmax) stays float32, as Keras's mixed-precision guide advises.
+    policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        feature_input = keras.Input(shape=tuple(backbone.output.shape[1:]), name="features")
+        head_model = keras.Model(
+            feature_input, head.build(feature_input, num_classes, **(head_params or {})), name="head"
+        )
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
 
     def preprocess_and_embed(x):
         for layer in pre_layers:

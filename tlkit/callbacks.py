@@ -35,6 +35,10 @@ class ObserverCallback(keras.callbacks.Callback):
     ``last_epoch`` is the stage's last global epoch (fine-tuning continues the count).
     """
 
+    # Keras may then call the batch hooks on a worker thread, without holding up the next
+    # step; observers only draw (rich's progress display is thread-safe).
+    async_safe = True
+
     def __init__(self, observer: TrainingObserver, stage: str, last_epoch: int) -> None:
         super().__init__()
         self.observer = observer

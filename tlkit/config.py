@@ -30,7 +30,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 # The help panels of `tlkit train`, in display order.
-PANELS = ("Data", "Model", "Optimization", "Stopping", "Fine-tuning", "Speed", "Run")
+PANELS = ("Data", "Model", "Optimization", "Stopping", "Fine-tuning", "Speed", "Scale", "Run")
 
 
 @dataclass(frozen=True)
@@ -268,6 +268,17 @@ class TrainConfig:
     fine_tune_lr: float = option(1e-5, gt=0, panel="Fine-tuning", help="Learning rate of the fine-tuning stage.")
     deterministic: bool = option(False, panel="Optimization",
                                  help="Deterministic ops: the same seed gives identical histories.")
+    # scale-out: see docs/scaling.md
+    strategy: str = option("auto", choices=("auto", "default", "mirrored", "multi-worker"), panel="Scale",
+                           help="tf.distribute strategy: mirrored (the local GPUs), multi-worker (the cluster in "
+                                "TF_CONFIG or Slurm's environment), default (one device); auto picks mirrored with "
+                                "2+ GPUs and multi-worker when TF_CONFIG names a cluster.")
+    per_replica_batch: bool = option(True, flag="--per-replica-batch/--global-batch", panel="Scale",
+                                     help="--batch-size is per replica (the global batch is it × replicas), or "
+                                          "the global batch. The learning rate is never rescaled.")
+    precision: str = option("float32", choices=("float32", "mixed_float16", "mixed_bfloat16"), panel="Scale",
+                            help="Keras mixed-precision policy of the base (the head, its softmax and the "
+                                 "optimizer's variables stay float32; float16 uses loss scaling).")
 
     def validate(self) -> None:
         """Check every value against its option's rule, then the rules that tie options together.

@@ -1,8 +1,7 @@
 """Training stages: the head on the frozen base, then optional fine-tuning of the base's top.
 
 Everything that creates variables (model, optimizer, metrics) runs inside the
-current ``tf.distribute`` strategy's scope, so a multi-GPU or multi-worker
-strategy can be slotted in without touching this code.
+run's ``tf.distribute`` strategy's scope (:mod:`tlkit.distribute`).
 
 Epochs are numbered globally: the fine-tuning stage continues where the head
 stage stopped.  After every epoch the state is checkpointed (see
@@ -70,13 +69,6 @@ def sigterm_stops_training() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def distribution_strategy():
-    """The active ``tf.distribute`` strategy (the default one unless a caller entered another)."""
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy()
 
 
 @dataclass
@@ -172,11 +164,12 @@ class StageRunner:
 
     def _fit(self, stage: Stage) -> None:
         from tlkit.callbacks import EpochEnd, ObserverCallback
+        from tlkit.distribute import multi_worker_fit_fixes, prepare_for_fit
         from tlkit.objectives import compile_for_stage
 
         if stage.start >= stage.end:
             return
-        with distribution_strategy().scope():
+        with self.run.distribution.strategy.scope():
             compile_for_stage(stage.model, self.config, lr=stage.lr, steps_per_epoch=stage.steps,
                               epochs=stage.end - (self.state.head_epochs if stage.name == FINE_TUNE else 0),
                               warmup_epochs=stage.warmup_epochs, num_classes=self.run.num_classes)
@@ -186,13 +179,15 @@ class StageRunner:
         else:
             self.state.since_best = 0
         train, val = stage.datasets(stage.start)
+        prepare_for_fit(stage.model, self.run.distribution)
         callbacks = [EpochEnd(lambda epoch, logs, seconds: self.end_epoch(stage, epoch, logs, seconds)),
                      ObserverCallback(self.run.observer, stage.name, stage.end), *self._keras_callbacks()]
         observer = self.run.observer
         observer.stage_started(stage.name, stage.start + 1, stage.end, stage.steps)
         try:
-            stage.model.fit(train, validation_data=val, epochs=stage.end, initial_epoch=stage.start,
-                            callbacks=callbacks, class_weight=self.run.class_weight, shuffle=False, verbose=0)
+            with multi_worker_fit_fixes(self.run.distribution):
+                stage.model.fit(train, validation_data=val, epochs=stage.end, initial_epoch=stage.start,
+                                callbacks=callbacks, class_weight=self.run.class_weight, shuffle=False, verbose=0)
         except KeyboardInterrupt as stop:
             self._writer.wait()  # the last finished epoch's checkpoint completes first
             self.state.status = "interrupted"

@@ -1,0 +1,112 @@
+"""Scale-out: tf.distribute strategies, two workers on localhost, mixed precision."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tlkit
+from conftest import TLKIT
+from tlkit import TlkitError
+from tlkit.testing import make_image_folder
+
+FAST = ["--base", "mobilenet_v2", "--weights", "none", "--image-size", "32"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def test_two_workers_on_localhost_train_one_run_directory(tmp_path):
+    data = make_image_folder(tmp_path / "data", ("a", "b"), per_class=8, val_per_class=2, size=24)
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
+    output = tmp_path / "runs"
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            [TLKIT, "train", "--data", str(data), *FAST, "--batch-size", "2", "--epochs", "2",
+             "--strategy", "multi-worker", "--output", str(output), "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_signals))
+    results = []
+    try:
+        for process in processes:
+            results.append(process.communicate(timeout=300))
+    finally:
+        for process in processes:
+            process.kill()
+    for process, (_, stderr) in zip(processes, results):
+        assert process.returncode == 0, stderr[-3000:]
+    chief_err, worker_err = results[0][1], results[1][1]
+    assert "multi-worker (worker 0 of 2 worker(s), chief), 2 replica(s)" in " ".join(chief_err.split())
+    assert "worker 1 of 2" in " ".join(worker_err.split())
+    runs = sorted(output.iterdir())
+    assert len(runs) == 1, runs  # only the chief writes a run directory
+    run = runs[0]
+    rows = (run / "history.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2  # header + the 2 requested epochs
+    assert json.loads(results[0][0])["metrics"]["epochs_run"] == 2
+    assert (run / "model.keras").is_file() and (run / "checkpoints" / "state.json").is_file()
+    # The worker's temporary run directory is gone.
+    worker_dir = json.loads(results[1][0])["run_dir"]
+    assert worker_dir != str(run) and not Path(worker_dir).exists()
+
+
+def test_mixed_bfloat16_on_cpu_and_the_model_loads_in_plain_keras(tmp_path):
+    import keras
+
+    data = make_image_folder(tmp_path / "data", ("a", "b"), per_class=4, val_per_class=2, size=24)
+    result = tlkit.train(data=str(data), base="mobilenet_v2", weights="none", image_size=32, epochs=1,
+                         batch_size=4, output=str(tmp_path / "runs"), precision="mixed_bfloat16", verbose=False)
+    assert keras.mixed_precision.global_policy().name == "float32"  # the process is left as it was
+    model = keras.saving.load_model(result.model_path)
+    base = next(layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name != "head")
+    assert {layer.dtype_policy.name for layer in base.layers if layer.weights} == {"mixed_bfloat16"}
+    head = model.get_layer("head")
+    assert {layer.dtype_policy.name for layer in head.layers} == {"float32"}
+    probs = model.predict(np.full((2, 32, 32, 3), 128, "float32"), verbose=0)
+    assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1, atol=1e-3)
+    assert result.metrics["features"]["engine"] == "tensorflow"  # ONNX Runtime has no bfloat16 here
+
+
+def test_strategy_selection_batch_and_errors(monkeypatch):
+    from tlkit.distribute import make_distribution
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    auto = make_distribution("auto")  # one CPU, no cluster: the default strategy
+    assert (auto.name, auto.replicas, auto.is_chief) == ("default", 1, True)
+    assert auto.global_batch(32, per_replica=True) == 32
+    assert "learning rate 0.001 as given (not rescaled)" in auto.describe(32, True, 1e-3)
+    mirrored = make_distribution("mirrored")
+    assert mirrored.name == "mirrored" and mirrored.replicas >= 1
+    assert mirrored.global_batch(8, per_replica=True) == 8 * mirrored.replicas
+    with pytest.raises(TlkitError, match="needs the cluster: set TF_CONFIG"):
+        make_distribution("multi-worker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(TlkitError, match="TF_CONFIG is not valid JSON"):
+        make_distribution("auto")
+
+
+def test_global_batch_must_split_over_the_replicas():
+    from tlkit.distribute import Distribution
+
+    two = Distribution(strategy=None, name="mirrored", replicas=2, workers=1, is_chief=True, task="")
+    assert two.global_batch(16, per_replica=True) == 32
+    assert two.global_batch(16, per_replica=False) == 16
+    with pytest.raises(TlkitError, match="does not split evenly over 2 replicas"):
+        two.global_batch(15, per_replica=False)
