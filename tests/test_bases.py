@@ -114,13 +114,65 @@ def test_import_does_not_load_tensorflow():
         """
         import sys
         import tlkit_builtins.bases as bases
+        import tlkit.bases
         specs = [(s.name, s.params, s.description) for s in bases.BASES]
+        spec = tlkit.keras_application_base("x", "NASNetMobile", preprocessing="tf", description="x")
         loaded = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
         print(len(specs), loaded)
         """
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "21 []"
+
+
+def test_builtins_use_the_public_helpers(registry):
+    """Built-ins are plugins like any other: every row is a tlkit.keras_application_base."""
+    standard = {p.description: p for p in tlkit.bases.PREPROCESSINGS.values()}
+    for name in NAMES:
+        spec = registry.base(name)
+        assert spec.preprocessing in standard
+        assert spec.preprocess == standard[spec.preprocessing].layers
+        assert spec.build.__module__ == "tlkit.bases"
+
+
+# -- the public helpers, as a third-party plugin uses them ----------------------
+def test_keras_application_base_takes_a_name_a_dotted_path_or_a_callable():
+    import keras
+
+    calls = []
+
+    def tiny(*, include_top, weights, input_shape, width):
+        calls.append((include_top, weights, input_shape, width))
+        inputs = keras.Input(input_shape)
+        return keras.Model(inputs, keras.layers.Conv2D(width, 3, strides=2, name="tiny_conv")(inputs))
+
+    by_callable = tlkit.keras_application_base(
+        "tiny", tiny, preprocessing=tlkit.bases.TORCH, description="a tiny conv", options={"width": 4},
+        params=112, feature_shape="15×15×4 at 32 px", default_size=32,
+    )
+    assert by_callable.preprocessing.startswith("torch:") and by_callable.default_size == 32
+    model = by_callable.build((32, 32, 3), None)
+    assert calls == [(False, None, (32, 32, 3), 4)] and model.count_params() == by_callable.params
+    assert by_callable.build.__name__ == "build_tiny"
+
+    by_path = tlkit.keras_application_base(
+        "slim", "keras.applications.MobileNetV2", preprocessing="tf", description="slim",
+        options={"alpha": 0.35},
+    )
+    assert by_path.build((32, 32, 3), None).count_params() == 410_208
+    by_name = tlkit.keras_application_base("v2", "MobileNetV2", preprocessing=tlkit.bases.TF, description="v2")
+    assert by_name.build.__name__ == "build_MobileNetV2"
+    with pytest.raises(ValueError, match="unknown preprocessing 'bgr'; use one of caffe, tf, torch, internal"):
+        tlkit.keras_application_base("x", "VGG16", preprocessing="bgr", description="x")
+
+
+@pytest.mark.parametrize("mode", ["caffe", "tf", "torch", "internal"])
+def test_standard_preprocessings(mode):
+    preprocessing = tlkit.bases.PREPROCESSINGS[mode]
+    assert preprocessing.description.startswith(f"{mode}: ")
+    layers = preprocessing.layers()
+    assert [layer.name for layer in layers] == ([] if mode == "internal" else [f"preprocess_{mode}"])
+    assert [layer.name for layer in preprocessing.layers(name="mine")] == ([] if mode == "internal" else ["mine"])
 
 
 # -- sizes -------------------------------------------------------------------

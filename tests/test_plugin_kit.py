@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 import types
+from typing import Annotated, Literal
+
+import numpy as np
+import pytest
+from conftest import run_tlkit
 
 import tlkit
-from conftest import run_tlkit
-from tlkit.scaffold import new_plugin
+from tlkit.scaffold import KINDS, new_plugin
+from tlkit.specs import params_from_signature
+from tlkit.testing import registry_with
+
+SPEC_CLASSES = {"head": tlkit.HeadSpec, "base": tlkit.BaseSpec, "augmentation": tlkit.AugmentationSpec}
 
 
 def test_scaffolded_plugin_installs_lists_trains_and_passes_its_own_tests(tmp_path, tiny_data):
@@ -43,12 +52,147 @@ def test_scaffolded_plugin_installs_lists_trains_and_passes_its_own_tests(tmp_pa
     assert "2 passed" in own_tests.stdout
 
 
-def test_new_plugin_refuses_bad_names_and_existing_folders(tmp_path):
+def test_new_plugin_refuses_bad_names_kinds_and_existing_folders(tmp_path):
     bad = run_tlkit("new-plugin", "My-Plugin", "--dir", str(tmp_path))
     assert bad.returncode == 1 and "must start with a lowercase letter" in bad.stderr
-    assert run_tlkit("new-plugin", "ok", "--dir", str(tmp_path)).returncode == 0
+    kind = run_tlkit("new-plugin", "ok", "--kind", "loss", "--dir", str(tmp_path))
+    assert kind.returncode == 1 and len(kind.stderr.strip().splitlines()) == 1
+    assert "unknown plugin kind 'loss'; use one of: head, base, augmentation" in kind.stderr
+    assert not (tmp_path / "tlkit-ok").exists()
+    made = run_tlkit("new-plugin", "ok", "--kind", "base", "--dir", str(tmp_path))
+    assert made.returncode == 0 and "--base ok" in made.stdout
     again = run_tlkit("new-plugin", "ok", "--dir", str(tmp_path))
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def _load_generated(project, module_name: str) -> types.ModuleType:
+    """Import the scaffolded package from its folder, as an installed plugin would be (no pip)."""
+    init = project / module_name / "__init__.py"
+    spec = importlib.util.spec_from_file_location(module_name, init, submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build_tiny(kind: str, spec):
+    """Build what ``spec`` describes at a tiny size with random weights; return its output."""
+    import keras
+
+    if kind == "base":  # BaseSpec.params is its parameter count
+        model = spec.build((32, 32, 3), None)
+        assert model.count_params() == spec.params
+        x = np.full((1, 32, 32, 3), 255.0, dtype="float32")
+        for layer in spec.preprocess():
+            x = layer(x)
+        assert float(np.max(np.asarray(x))) == pytest.approx(1.0)  # tf preprocessing: 0–255 → −1…1
+        return model(x, training=False)
+    defaults = {p.name: p.default for p in spec.params}
+    if kind == "head":
+        features = keras.Input((2, 2, 8))
+        return keras.Model(features, spec.build(features, 3, **defaults))(np.zeros((1, 2, 2, 8), "float32"))
+    layer = spec.build(0, **defaults)
+    images = np.full((1, 8, 8, 3), 100.0, dtype="float32")
+    np.testing.assert_allclose(np.asarray(layer(images, training=False)), images, rtol=1e-5)
+    return layer(images, training=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_scaffolds_a_package_whose_hook_registers_a_working_spec(tmp_path, kind):
+    name = f"my_{kind[:4]}"
+    module_name = f"tlkit_{name}"
+    project = new_plugin(name, tmp_path, kind=kind)
+    files = sorted(str(p.relative_to(project)) for p in project.rglob("*") if p.is_file())
+    assert files == ["README.md", "pyproject.toml", f"tests/test_{module_name}.py", f"{module_name}/__init__.py"]
+    pyproject = (project / "pyproject.toml").read_text()
+    assert f'[project.entry-points.tlkit]\n{name} = "{module_name}"' in pyproject
+    assert f"the '{name}' {kind}" in pyproject
+    assert f"tlkit info {name}" in (project / "README.md").read_text()
+    test_source = (project / "tests" / f"test_{module_name}.py").read_text()
+    assert "tlkit_plugin" in test_source and "tlkit_image_folder" in test_source
+    compile(test_source, "test.py", "exec")
+
+    module = _load_generated(project, module_name)
+    hook = getattr(module, f"register_{kind}s")
+    assert hasattr(hook, "tlkit_impl")  # decorated with @tlkit.hookimpl
+    registered = []
+    hook(registered.append)
+    (spec,) = registered
+    assert isinstance(spec, SPEC_CLASSES[kind]) and spec.name == name and spec.description
+    if kind == "base":
+        assert spec.preprocessing == tlkit.bases.TF.description
+    else:
+        assert spec.params and all(p.help for p in spec.params)
+
+    output = _build_tiny(kind, spec)
+    assert output.shape[0] == 1
+    if kind == "head":
+        assert tuple(output.shape) == (1, 3)
+
+    # and through a registry, as tlkit loads an installed plugin
+    registry = registry_with(module, builtins=False)
+    info = registry.plugin(module_name)
+    assert info is not None and not info.errors and info.hooks == [f"register_{kind}s"]
+    assert info.registered == [f"{kind}:{name}"]
+
+
+# -- parameters declared in the build signature --------------------------------
+def test_params_come_from_the_build_signature():
+    def build(
+        features,
+        num_classes,
+        *,
+        units: Annotated[tuple[int, ...], tlkit.param("widths", min=1)] = [64, 32],
+        rate: Annotated[float, "a rate"] = 0,
+        mode: Annotated[Literal["a", "b"], tlkit.param("mode")] = "b",
+        flag: bool = True,
+        plain=3,
+    ):
+        return None
+
+    spec = tlkit.HeadSpec("sig", build, "demo")
+    params = {p.name: p for p in spec.params}
+    assert list(params) == ["units", "rate", "mode", "flag", "plain"]
+    assert params["units"] == tlkit.Param("units", (64, 32), "widths", kind="ints", min=1)
+    assert params["rate"] == tlkit.Param("rate", 0.0, "a rate", kind="float")  # the default is checked, normalised
+    assert params["mode"].choices == ("a", "b") and params["mode"].kind == "str"
+    assert params["flag"].kind == "bool" and params["plain"].kind == "int" and params["plain"].help == ""
+    # explicit params still win (and stay the only declaration when given)
+    explicit = tlkit.HeadSpec("sig", build, "demo", params=(tlkit.Param("units", (8,)),))
+    assert [p.name for p in explicit.params] == ["units"]
+    # a build without keyword-only arguments has none
+    assert tlkit.AugmentationSpec("noop", lambda seed: None, "demo").params == ()
+
+
+@pytest.mark.parametrize("signature, message", [
+    ("*, units", "parameter 'units' of build() needs a default value"),
+    ("*, units: dict = {}", "type <class 'dict'> is not supported"),
+    ("*, units: Annotated[int, tlkit.param(min=1)] = 0", "must be >= 1"),
+    ("*, mode: Literal['a', 'b'] = 'c'", "must be one of: a, b"),
+])
+def test_bad_param_declarations_fail_at_registration(signature, message):
+    namespace = {"Annotated": Annotated, "Literal": Literal, "tlkit": tlkit}
+    exec(f"def build(features, num_classes, {signature}):\n    return None", namespace)
+    with pytest.raises(ValueError, match="head 'bad'") as caught:
+        tlkit.HeadSpec("bad", namespace["build"], "demo")
+    assert message in str(caught.value)
+
+
+def test_string_annotations_are_read_per_parameter(tmp_path, monkeypatch):
+    """``from __future__ import annotations`` plugins, with an unresolvable unrelated annotation."""
+    (tmp_path / "tlkit_future_demo.py").write_text(
+        "from __future__ import annotations\n"
+        "from typing import TYPE_CHECKING, Annotated\n"
+        "import tlkit\n"
+        "if TYPE_CHECKING:\n"
+        "    import keras\n"
+        "Width = Annotated[int, tlkit.param('width', min=1)]\n"
+        "def build(features: keras.KerasTensor, num_classes: int, *, units: Width = 4):\n"
+        "    return None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("tlkit_future_demo")
+    assert params_from_signature(module.build) == (tlkit.Param("units", 4, "width", kind="int", min=1),)
+    monkeypatch.delitem(sys.modules, "tlkit_future_demo")
 
 
 def test_exported_fixtures(tlkit_image_folder, tlkit_plugin):

@@ -10,20 +10,22 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-
 from conftest import make_plugin_dist, run_tlkit
+
+import tlkit
 from tlkit.errors import TlkitError
 from tlkit.registry import Registry
 
 GOOD = '''
+from typing import Annotated
+
 import tlkit
 
 @tlkit.hookimpl
 def register_heads(register):
-    register(tlkit.HeadSpec(name="gap_dense512", build=build, description="GAP → Dense(512) → softmax",
-                            params=(tlkit.Param("units", 512, "width"),)))
+    register(tlkit.HeadSpec(name="gap_dense512", build=build, description="GAP → Dense(512) → softmax"))
 
-def build(features, num_classes, *, units):
+def build(features, num_classes, *, units: Annotated[int, tlkit.param("width", min=1)] = 512):
     from keras import layers
     x = layers.GlobalAveragePooling2D()(features)
     x = layers.Dense(units, activation="relu")(x)
@@ -37,6 +39,16 @@ import tlkit
 def register_heads(register):
     register(tlkit.HeadSpec(name="dense256", build=lambda f, n: None, description="a clash"))
     register(tlkit.HeadSpec(name="dup_only_here", build=lambda f, n: None, description="fine"))
+'''
+NO_DEFAULT = '''
+import tlkit
+
+@tlkit.hookimpl
+def register_heads(register):
+    register(tlkit.HeadSpec(name="nodefault", build=build, description="a parameter without a default"))
+
+def build(features, num_classes, *, units):
+    return None
 '''
 RAISES_IN_HOOK = '''
 import tlkit
@@ -55,6 +67,8 @@ def third_party(tmp_path, monkeypatch) -> Path:
     make_plugin_dist(root, "tlkit-dup", "2.0", {"tlkit_dup": DUPLICATE}, {"dup": "tlkit_dup"})
     make_plugin_dist(root, "tlkit-hookfail", "0.2", {"tlkit_hookfail": RAISES_IN_HOOK},
                      {"hookfail": "tlkit_hookfail"})
+    make_plugin_dist(root, "tlkit-nodefault", "0.3", {"tlkit_nodefault": NO_DEFAULT},
+                     {"nodefault": "tlkit_nodefault"})
     monkeypatch.syspath_prepend(str(root))
     return root
 
@@ -96,6 +110,10 @@ def test_third_party_plugins_broken_and_duplicate(third_party):
     assert any("dense256" in e for e in plugins["builtin_heads"].errors)
     # a hook that raises is recorded against its plugin only
     assert "hook exploded" in plugins["hookfail"].errors[0]
+    # parameters come from the build signature; one without a default is that plugin's error
+    assert registry.heads["gap_dense512"].params == (tlkit.Param("units", 512, "width", kind="int", min=1),)
+    assert "head 'nodefault': parameter 'units' of build() needs a default value" in plugins["nodefault"].errors[0]
+    assert "nodefault" not in registry.heads
 
 
 def test_tlkit_plugins_env_restricts_third_party(third_party):
@@ -139,7 +157,10 @@ def test_cli_with_real_entry_points_and_a_broken_plugin(third_party):
     assert "broken on purpose" in plugins["broken"]["errors"][0]
     assert plugins["good"]["registered"] == ["head:gap_dense512"]
     heads = run_tlkit("list-heads", "--json", env=env)
-    assert "gap_dense512" in {h["name"] for h in json.loads(heads.stdout)}
+    listed = {h["name"]: h for h in json.loads(heads.stdout)}
+    assert listed["gap_dense512"]["params"] == [
+        {"name": "units", "kind": "int", "default": 512, "help": "width", "choices": []}
+    ]
     restricted = run_tlkit("list-heads", "--json", env={**env, "TLKIT_PLUGINS": ""})
     assert "gap_dense512" not in {h["name"] for h in json.loads(restricted.stdout)}
 

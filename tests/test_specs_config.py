@@ -176,7 +176,7 @@ def test_values_on_the_edge_of_a_range_are_accepted(change):
 # -- tlkit train's options are generated from the TrainConfig fields
 
 # The flags as they were written by hand before they were generated: none may change.
-FLAGS_BEFORE_GENERATION = {
+TRAIN_FLAGS = {
     "--data", "--val-split", "--skip-bad-images", "--stop-on-bad-images", "--class-weight", "--base", "--weights",
     "--image-size", "--head", "--head-param", "--aug", "--epochs", "--batch-size", "--optimizer", "--lr",
     "--momentum", "--nesterov", "--no-nesterov", "--weight-decay", "--schedule", "--warmup-epochs", "--decay-rate",
@@ -185,6 +185,8 @@ FLAGS_BEFORE_GENERATION = {
     "--reduce-lr-factor", "--fine-tune-epochs", "--unfreeze", "--fine-tune-lr", "--feature-cache",
     "--no-feature-cache", "--aug-views", "--engine", "--output", "--config", "--resume", "--print-config",
     "--quiet", "-q", "--json",
+    # added since, for scale-out (docs/scaling.md)
+    "--strategy", "--per-replica-batch", "--global-batch", "--precision",
 }
 
 
@@ -205,7 +207,7 @@ def test_every_config_field_is_a_train_flag():
         assert param.default is None, "an option left out must not override the --config file"
         assert param.rich_help_panel == meta.panel
     flags = {flag for param in params.values() for flag in (*param.opts, *param.secondary_opts)}
-    assert flags == FLAGS_BEFORE_GENERATION
+    assert flags == TRAIN_FLAGS
 
 
 def test_train_help_shows_panels_and_defaults_from_the_dataclass():

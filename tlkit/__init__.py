@@ -5,8 +5,11 @@ built or trained.  Public names::
 
     tlkit.train(...), tlkit.build_model(...)      # the Python API
     tlkit.evaluate(...), tlkit.predict(...), tlkit.compare(...), tlkit.write_report(...)
-    tlkit.hookimpl                                # for plugin authors
+    tlkit.hookimpl                                # for plugin authors:
     tlkit.BaseSpec, tlkit.HeadSpec, tlkit.AugmentationSpec, tlkit.Param
+    tlkit.param                                   # help and limits of a build() parameter
+    tlkit.keras_application_base                  # a keras.applications-style base in one call
+    tlkit.bases.CAFFE, TF, TORCH, INTERNAL        # the standard preprocessings (tlkit.Preprocessing)
     tlkit.TlkitError
 """
 
@@ -14,9 +17,11 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
+from tlkit import bases
+from tlkit.bases import Preprocessing, keras_application_base
 from tlkit.errors import TlkitError
 from tlkit.hookspecs import hookimpl
-from tlkit.specs import AugmentationSpec, BaseSpec, HeadSpec, Param
+from tlkit.specs import AugmentationSpec, BaseSpec, HeadSpec, Param, param
 
 try:
     __version__ = _metadata.version("tlkit")
@@ -43,8 +48,12 @@ __all__ = [
     "BaseSpec",
     "HeadSpec",
     "Param",
+    "Preprocessing",
     "TlkitError",
+    "bases",
     "hookimpl",
+    "keras_application_base",
+    "param",
     "__version__",
     *sorted(_API),
 ]

@@ -26,7 +26,17 @@ hookimpl = pluggy.HookimplMarker("tlkit")
 def register_bases(register: Callable) -> None:
     """Register pretrained base models (backbones).
 
-    Call ``register(tlkit.BaseSpec(...))`` once per base.  Fields:
+    Call ``register(spec)`` once per base.  A ``keras.applications``-style
+    model (a constructor taking ``include_top``, ``weights``, ``input_shape``)
+    is one call::
+
+        register(tlkit.keras_application_base(
+            "nasnet_mobile", "NASNetMobile", preprocessing=tlkit.bases.TF,
+            description="NASNet-Mobile, 74.0% ImageNet top-1", params=4_269_716,
+            weights_file="nasnet_mobile_no_top.h5", feature_shape="7×7×1056 at 224 px"))
+
+    with one of the standard preprocessings ``tlkit.bases.CAFFE``, ``TF``,
+    ``TORCH`` or ``INTERNAL``.  Any other base is a ``tlkit.BaseSpec(...)``:
 
     - ``name``: what users type after ``--base`` (lowercase, unique across plugins).
     - ``build(input_shape, weights)``: returns a headless ``keras.Model``
@@ -38,11 +48,13 @@ def register_bases(register: Callable) -> None:
       ``tlkit.TlkitError`` with a message saying how to get them.
     - ``preprocess()``: returns a list of standard, serializable Keras layers
       mapping raw RGB pixels in 0–255 to the base's expected input (empty if
-      the base preprocesses itself).  No ``Lambda`` layers: the saved model
-      must load with plain ``keras.saving.load_model``.
+      the base preprocesses itself), e.g. ``tlkit.bases.TORCH.layers``.  No
+      ``Lambda`` layers: the saved model must load with plain
+      ``keras.saving.load_model``.
     - ``description``, ``family``, ``default_size``, ``min_size``,
       ``weights_sizes`` (sizes that have ImageNet weights; empty means any),
-      ``params`` (parameter count), ``preprocessing`` (a human description),
+      ``params`` (parameter count), ``preprocessing`` (a human description,
+      e.g. ``tlkit.bases.TORCH.description``),
       ``weights_file`` (the ImageNet weight file name in Keras's cache),
       ``feature_shape`` (text such as ``"7×7×2048 at 224 px"``).
     - ``weight_file_suffixes``: suffixes (e.g. ``(".pth",)``) that ``build``
@@ -59,13 +71,24 @@ def register_bases(register: Callable) -> None:
 def register_heads(register: Callable) -> None:
     """Register classification heads.
 
-    Call ``register(tlkit.HeadSpec(name, build, description, params))``.
-    ``build(features, num_classes, **params)`` receives the frozen base's
+    Call ``register(tlkit.HeadSpec(name, build, description))``.
+    ``build(features, num_classes, *, <params>)`` receives the frozen base's
     output (a ``(batch, h, w, c)`` Keras tensor) and returns a softmax output
     tensor of shape ``(batch, num_classes)``, built with standard Keras layers.
-    ``params`` is a tuple of ``tlkit.Param`` declaring the parameters users can
-    set with ``--head-param name=value``; tlkit parses and checks them and
-    passes every declared parameter (defaults filled in) as a keyword argument.
+
+    The keyword-only arguments of ``build`` are the parameters users set with
+    ``--head-param name=value``, declared once, in the signature::
+
+        def build(features, num_classes, *,
+                  units: Annotated[int, tlkit.param("hidden width", min=1)] = 256,
+                  pooling: Annotated[Literal["avg", "max"], "how to pool"] = "avg"):
+
+    The default is the Python default; the type (``int``, ``float``, ``str``,
+    ``bool``, ``Literal[...]``, ``tuple[int, ...]``, ``tuple[float, ...]``) and
+    ``tlkit.param(help, choices=, min=, max=)`` (or a help string) say how
+    tlkit parses and checks a value.  tlkit passes every parameter, resolved,
+    as a keyword argument.  (``HeadSpec(params=(tlkit.Param(...), ...))``
+    declares them explicitly instead.)
     """
 
 
@@ -73,10 +96,12 @@ def register_heads(register: Callable) -> None:
 def register_augmentations(register: Callable) -> None:
     """Register training-time image augmentations.
 
-    Call ``register(tlkit.AugmentationSpec(name, build, description, params))``.
-    ``build(seed, **params)`` returns one Keras layer (typically a
+    Call ``register(tlkit.AugmentationSpec(name, build, description))``.
+    ``build(seed, *, <params>)`` returns one Keras layer (typically a
     ``keras.layers.Random*`` preprocessing layer, or a ``keras.Sequential`` of
     them) that maps a float batch of 0–255 RGB pixels ``(batch, h, w, 3)`` to a
     batch of the same shape and dtype, and is the identity when called with
-    ``training=False``.  Users select it with ``--aug name:key=value,...``.
+    ``training=False``.  Users select it with ``--aug name:key=value,...``;
+    its parameters are the keyword-only arguments of ``build``, declared as
+    for heads.
     """

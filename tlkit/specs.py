@@ -7,8 +7,10 @@ function does.  That keeps ``tlkit list-bases`` and friends fast.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from tlkit.errors import TlkitError
 
@@ -104,6 +106,121 @@ def _infer_kind(default: Any) -> str:
     if isinstance(default, (tuple, list)):
         return "floats" if any(isinstance(v, float) for v in default) else "ints"
     return "str"
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """Help and limits of a parameter declared in a ``build`` signature; made by :func:`param`."""
+
+    help: str = ""
+    kind: str = ""
+    choices: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+
+
+def param(
+    help: str = "",
+    *,
+    choices: Iterable[str] = (),
+    min: float | None = None,
+    max: float | None = None,
+    kind: str = "",
+) -> ParamInfo:
+    """Describe a head or augmentation parameter where its ``build`` function declares it.
+
+    Put it in the parameter's ``Annotated`` type; the Python default is the
+    parameter's default::
+
+        def build(features, num_classes, *,
+                  units: Annotated[int, tlkit.param("hidden width", min=1)] = 256,
+                  pooling: Annotated[Literal["avg", "max"], "how to pool"] = "avg"):
+
+    A plain string in ``Annotated`` is the help alone.  ``kind`` is needed only
+    when the type does not say it (see :func:`params_from_signature`).
+    """
+    return ParamInfo(help, kind, tuple(choices), min, max)
+
+
+_TYPE_KINDS: dict[Any, str] = {bool: "bool", int: "int", float: "float", str: "str"}
+_SEQUENCES = (tuple, list, Sequence)
+
+
+def params_from_signature(build: Callable[..., Any], what: str = "") -> tuple[Param, ...]:
+    """The parameters (:class:`Param`) that ``build`` declares as keyword-only arguments.
+
+    Each keyword-only argument (after ``*``) is one parameter: its default is
+    the Python default, its kind comes from the type (``int``, ``float``,
+    ``str``, ``bool``, ``Literal["a", "b"]`` (a ``str`` with those choices),
+    ``tuple[int, ...]`` or ``tuple[float, ...]``; unannotated: inferred from the
+    default), and its help and limits from a :func:`param` or a string in
+    ``Annotated[type, ...]``.  The default is checked against them, so a bad
+    declaration fails when the plugin registers, not when a user trains.
+    ``what`` names the owner in errors (e.g. ``"head 'mlp'"``).
+    """
+    try:
+        signature = inspect.signature(build)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to read
+        return ()
+    owner = what or getattr(build, "__name__", "build")
+    found = []
+    for arg in signature.parameters.values():
+        if arg.kind is not arg.KEYWORD_ONLY:
+            continue
+        if arg.default is arg.empty:
+            raise ValueError(f"{owner}: parameter {arg.name!r} of build() needs a default value")
+        try:
+            found.append(_param_from_argument(build, arg))
+        except (TlkitError, TypeError, ValueError, NameError, SyntaxError) as exc:
+            raise ValueError(f"{owner}: parameter {arg.name!r} of build(): {exc}") from None
+    return tuple(found)
+
+
+def _param_from_argument(build: Callable[..., Any], arg: inspect.Parameter) -> Param:
+    annotation = _evaluate(build, arg.annotation)
+    info = ParamInfo()
+    if get_origin(annotation) is Annotated:
+        annotation, *extras = get_args(annotation)
+        for extra in extras:
+            if isinstance(extra, ParamInfo):
+                info = extra
+            elif isinstance(extra, str):
+                info = dataclasses.replace(info, help=extra)
+    kind, choices = info.kind, info.choices
+    if not kind and annotation is not arg.empty:
+        kind, literal = _kind_of(annotation)
+        choices = choices or literal
+    declared = Param(arg.name, arg.default, info.help, kind, choices, info.min, info.max)
+    # Checking the default also normalises it (a list becomes a tuple, 0 for a float 0.0).
+    return dataclasses.replace(declared, default=declared.check(arg.default))
+
+
+def _evaluate(build: Callable[..., Any], annotation: Any) -> Any:
+    """A string annotation (``from __future__ import annotations``) as the type it names.
+
+    Evaluated one parameter at a time in the build function's module, as
+    ``typing.get_type_hints`` would do, so that an unrelated annotation (say
+    ``features: keras.KerasTensor`` under ``TYPE_CHECKING``) cannot break it.
+    """
+    if not isinstance(annotation, str):
+        return annotation
+    target = inspect.unwrap(getattr(build, "func", build))  # functools.partial → the function
+    return eval(annotation, dict(getattr(target, "__globals__", {})))
+
+
+def _kind_of(annotation: Any) -> tuple[str, tuple[str, ...]]:
+    """``(kind, choices)`` for a parameter's type."""
+    if annotation in _TYPE_KINDS:
+        return _TYPE_KINDS[annotation], ()
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal and args and all(isinstance(a, str) for a in args):
+        return "str", tuple(args)
+    if origin in _SEQUENCES and args and args[0] in (int, float) and all(a in (args[0], Ellipsis) for a in args):
+        return ("ints" if args[0] is int else "floats"), ()
+    raise ValueError(
+        f"type {annotation!r} is not supported; use int, float, str, bool, Literal['a', 'b'], "
+        f"tuple[int, ...] or tuple[float, ...]"
+    )
 
 
 def resolve_params(what: str, declared: tuple[Param, ...], given: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,9 +346,13 @@ class BaseSpec:
 class HeadSpec:
     """A classification head put on top of the frozen base.
 
-    ``build(features, num_classes, **params)`` receives the base's output
+    ``build(features, num_classes, *, <params>)`` receives the base's output
     tensor (a spatial feature map, shape ``(batch, h, w, c)``) and returns the
     softmax output tensor, using Keras functional code and standard layers.
+
+    ``params`` are read from ``build``'s keyword-only arguments (see
+    :func:`params_from_signature`) unless given explicitly; tlkit passes every
+    one of them, resolved and checked, as a keyword argument.
     """
 
     name: str
@@ -239,15 +360,21 @@ class HeadSpec:
     description: str
     params: tuple[Param, ...] = ()
     plugin: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.params:
+            object.__setattr__(self, "params", params_from_signature(self.build, f"head {self.name!r}"))
 
 
 @dataclass(frozen=True)
 class AugmentationSpec:
     """A random image augmentation, active only while training.
 
-    ``build(seed, **params)`` returns one Keras layer (a preprocessing layer or
-    a ``keras.Sequential`` of them) that maps a float batch of 0–255 pixels to
-    a batch of the same shape, and is the identity when ``training=False``.
+    ``build(seed, *, <params>)`` returns one Keras layer (a preprocessing layer
+    or a ``keras.Sequential`` of them) that maps a float batch of 0–255 pixels
+    to a batch of the same shape, and is the identity when ``training=False``.
+    ``params`` are read from ``build``'s keyword-only arguments, as for
+    :class:`HeadSpec`.
     """
 
     name: str
@@ -255,6 +382,10 @@ class AugmentationSpec:
     description: str
     params: tuple[Param, ...] = ()
     plugin: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.params:
+            object.__setattr__(self, "params", params_from_signature(self.build, f"augmentation {self.name!r}"))
 
 
 Spec = BaseSpec | HeadSpec | AugmentationSpec
@@ -265,11 +396,6 @@ def with_plugin(spec: Spec, plugin: str) -> Spec:
     return dataclasses.replace(spec, plugin=plugin)
 
 
-def param_defaults(params: tuple[Param, ...]) -> dict[str, Any]:
-    """``{name: default}`` for a tuple of params."""
-    return {p.name: p.default for p in params}
-
-
 __all__ = [
     "AugmentationSpec",
     "format_choice",
@@ -278,7 +404,9 @@ __all__ = [
     "BaseSpec",
     "HeadSpec",
     "Param",
-    "param_defaults",
+    "ParamInfo",
+    "param",
+    "params_from_signature",
     "resolve_params",
     "with_plugin",
 ]

@@ -6,13 +6,19 @@ imported inside the builders so that listing heads never imports TensorFlow.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import tlkit
-from tlkit import Param
+from tlkit import param
 
-_POOLINGS = ("avg", "max", "flatten")
+# Each head's parameters are its build function's keyword-only arguments: the
+# Python default is the default, Annotated carries the help and limits that
+# `tlkit info` shows and `--head-param` checks.
+Pooling = Literal["avg", "max", "flatten"]
+Activation = Literal["relu", "gelu", "swish", "elu", "tanh"]
 
 
-def _pool(features, pooling: str):
+def _pool(features, pooling: Pooling):
     from keras import layers
 
     if pooling == "avg":
@@ -29,7 +35,13 @@ def _softmax(x, num_classes: int):
     return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
 
 
-def build_dense256(features, num_classes: int, *, units: int, dropout: float):
+def build_dense256(
+    features,
+    num_classes: int,
+    *,
+    units: Annotated[int, param("width of the hidden Dense layer", min=1)] = 256,
+    dropout: Annotated[float, param("dropout rate before and after the hidden layer", min=0.0, max=0.99)] = 0.5,
+):
     """Flatten → Dropout → Dense(relu) → Dropout → Dense(softmax): the classic recipe."""
     from keras import layers
 
@@ -40,7 +52,12 @@ def build_dense256(features, num_classes: int, *, units: int, dropout: float):
     return _softmax(x, num_classes)
 
 
-def build_linear(features, num_classes: int, *, dropout: float):
+def build_linear(
+    features,
+    num_classes: int,
+    *,
+    dropout: Annotated[float, param("dropout rate before the classifier", min=0.0, max=0.99)] = 0.2,
+):
     """Global average pooling → Dropout → Dense(softmax): a linear probe."""
     from keras import layers
 
@@ -51,8 +68,14 @@ def build_linear(features, num_classes: int, *, dropout: float):
 
 
 def build_mlp(
-    features, num_classes: int, *, units: tuple[int, ...], dropout: float, pooling: str,
-    activation: str, batchnorm: bool,
+    features,
+    num_classes: int,
+    *,
+    units: Annotated[tuple[int, ...], param("hidden layer widths, comma-separated (e.g. 512,256)", min=1)] = (256,),
+    dropout: Annotated[float, param("dropout rate after each hidden layer", min=0.0, max=0.99)] = 0.3,
+    pooling: Annotated[Pooling, "how the feature map becomes a vector"] = "avg",
+    activation: Annotated[Activation, "activation of the hidden layers"] = "relu",
+    batchnorm: Annotated[bool, "BatchNormalization after each hidden Dense"] = False,
 ):
     """Pooling → (Dense → [BatchNorm] → Dropout) per hidden layer → Dense(softmax)."""
     from keras import layers
@@ -67,36 +90,21 @@ def build_mlp(
     return _softmax(x, num_classes)
 
 
-_DROPOUT_HELP = "dropout rate"
-
 HEADS = (
     tlkit.HeadSpec(
         name="dense256",
         build=build_dense256,
         description="Flatten → Dropout(0.5) → Dense(256, relu) → Dropout(0.5) → softmax (the classic recipe)",
-        params=(
-            Param("units", 256, "width of the hidden Dense layer", min=1),
-            Param("dropout", 0.5, _DROPOUT_HELP + " before and after the hidden layer", min=0.0, max=0.99),
-        ),
     ),
     tlkit.HeadSpec(
         name="linear",
         build=build_linear,
         description="GlobalAveragePooling → Dropout → softmax (a linear probe; smallest and fastest)",
-        params=(Param("dropout", 0.2, _DROPOUT_HELP + " before the classifier", min=0.0, max=0.99),),
     ),
     tlkit.HeadSpec(
         name="mlp",
         build=build_mlp,
         description="Pooling → configurable hidden Dense layers with dropout → softmax",
-        params=(
-            Param("units", (256,), "hidden layer widths, comma-separated (e.g. 512,256)", kind="ints", min=1),
-            Param("dropout", 0.3, _DROPOUT_HELP + " after each hidden layer", min=0.0, max=0.99),
-            Param("pooling", "avg", "how the feature map becomes a vector", choices=_POOLINGS),
-            Param("activation", "relu", "activation of the hidden layers",
-                  choices=("relu", "gelu", "swish", "elu", "tanh")),
-            Param("batchnorm", False, "BatchNormalization after each hidden Dense"),
-        ),
     ),
 )
 

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tlkit import TlkitError
+from tlkit.bases import TORCH
 
 #: (expansion t, output channels c, repeats n, first stride s), as in torchvision.
 INVERTED_RESIDUAL_SETTING = (
@@ -41,10 +42,6 @@ DROPOUT = 0.2
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # torch momentum 0.1 == Keras momentum 0.9
 
-#: torchvision's normalisation: (x/255 − mean) / std on RGB.
-MEAN_RGB = (0.485, 0.456, 0.406)
-STD_RGB = (0.229, 0.224, 0.225)
-
 FEATURES_NAME = "tv_mobilenet_v2"
 PREPROCESS_NAME = "tv_normalize"
 
@@ -52,18 +49,10 @@ PREPROCESS_NAME = "tv_normalize"
 def preprocess() -> list[Any]:
     """Standard Keras layers mapping raw 0–255 RGB to torchvision's normalised input.
 
-    One ``Normalization`` layer computing ``(x − 255·mean) / (255·std)``, which
-    equals ``(x/255 − mean) / std``; float32 even under mixed precision.
+    torchvision's ``(x/255 − mean) / std`` with the ImageNet mean and std is
+    tlkit's standard ``TORCH`` preprocessing: one float32 ``Normalization`` layer.
     """
-    import keras
-
-    mean = [255.0 * m for m in MEAN_RGB]
-    variance = [(255.0 * s) ** 2 for s in STD_RGB]
-    return [
-        keras.layers.Normalization(
-            mean=mean, variance=variance, name=PREPROCESS_NAME, dtype="float32"
-        )
-    ]
+    return TORCH.layers(name=PREPROCESS_NAME)
 
 
 # -- architecture -------------------------------------------------------------
