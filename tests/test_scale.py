@@ -37,7 +37,8 @@ def test_two_workers_on_localhost_train_one_run_directory(tmp_path):
     output = tmp_path / "runs"
     processes = []
     for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+                   TLKIT_CACHE_DIR=str(tmp_path / "cache"))  # shared by both workers, as on a cluster
         processes.append(subprocess.Popen(
             [TLKIT, "train", "--data", str(data), *FAST, "--batch-size", "2", "--epochs", "2",
              "--strategy", "multi-worker", "--output", str(output), "--json"],
@@ -61,6 +62,9 @@ def test_two_workers_on_localhost_train_one_run_directory(tmp_path):
     assert len(rows) == 1 + 2  # header + the 2 requested epochs
     assert json.loads(results[0][0])["metrics"]["epochs_run"] == 2
     assert (run / "model.keras").is_file() and (run / "checkpoints" / "state.json").is_file()
+    # The feature pass was split: the shared cache holds one whole entry per split, no parts left.
+    entries = [p.name for p in (tmp_path / "cache" / "features").iterdir() if not p.name.startswith(".")]
+    assert len(entries) == 2 and not [name for name in entries if "-part" in name], entries
     # The worker's temporary run directory is gone.
     worker_dir = json.loads(results[1][0])["run_dir"]
     assert worker_dir != str(run) and not Path(worker_dir).exists()
@@ -110,3 +114,43 @@ def test_global_batch_must_split_over_the_replicas():
     assert two.global_batch(16, per_replica=False) == 16
     with pytest.raises(TlkitError, match="does not split evenly over 2 replicas"):
         two.global_batch(15, per_replica=False)
+
+
+def test_a_feature_pass_split_over_workers_equals_one_process(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tlkit import feature_shards
+    from tlkit.features import load_or_compute
+
+    monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    pixels = np.random.default_rng(0).integers(0, 255, (11, 4, 4, 3), dtype=np.uint8)
+    labels = np.arange(11) % 2
+
+    def engine(batch: np.ndarray) -> np.ndarray:
+        return batch.reshape(len(batch), -1)[:, :6] * 0.5 + 1.0
+
+    one = load_or_compute(key="single", pixels=pixels, labels=labels, feature_shape=(6,), engine=engine,
+                          batch_size=3)
+
+    def worker(index: int) -> np.ndarray:  # what each of 3 workers does, concurrently
+        feature_shards.compute_part(key="split", index=index, count=3, pixels=pixels, feature_shape=(6,),
+                                    engine=engine, batch_size=2)
+        return np.asarray(feature_shards.assemble(key="split", count=3, total=11, timeout=60, poll=0.05))
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(worker, range(3)))
+    for result in results:
+        np.testing.assert_array_equal(result, np.asarray(one.features))
+    names = sorted(p.name for p in (tmp_path / "cache" / "features").iterdir() if not p.name.startswith("."))
+    assert names == ["single", "split"]  # the parts were folded into the whole and removed
+
+
+def test_a_missing_worker_part_is_named_after_the_timeout(tmp_path, monkeypatch):
+    from tlkit import feature_shards
+
+    monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    pixels = np.zeros((4, 2, 2, 3), dtype=np.uint8)
+    feature_shards.compute_part(key="k", index=0, count=2, pixels=pixels, feature_shape=(1,),
+                                engine=lambda b: np.zeros((len(b), 1), np.float32), batch_size=4)
+    with pytest.raises(TlkitError, match=r"worker\(s\) 1 never published their features .* TLKIT_CACHE_DIR"):
+        feature_shards.assemble(key="k", count=2, total=4, timeout=0.2, poll=0.05)

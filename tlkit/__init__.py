@@ -5,6 +5,8 @@ built or trained.  Public names::
 
     tlkit.train(...), tlkit.build_model(...)      # the Python API
     tlkit.evaluate(...), tlkit.predict(...), tlkit.compare(...), tlkit.write_report(...)
+    tlkit.TrainingObserver                        # subclass it to follow a run (tlkit.train(observer=...))
+    tlkit.RunDir                                  # a run directory's files, read and written safely
     tlkit.hookimpl                                # for plugin authors:
     tlkit.BaseSpec, tlkit.HeadSpec, tlkit.AugmentationSpec, tlkit.Param
     tlkit.param                                   # help and limits of a build() parameter
@@ -21,6 +23,8 @@ from tlkit import bases
 from tlkit.bases import Preprocessing, keras_application_base
 from tlkit.errors import TlkitError
 from tlkit.hookspecs import hookimpl
+from tlkit.observer import TrainingObserver
+from tlkit.rundir import RunDir
 from tlkit.specs import AugmentationSpec, BaseSpec, HeadSpec, Param, param
 
 try:
@@ -49,7 +53,9 @@ __all__ = [
     "HeadSpec",
     "Param",
     "Preprocessing",
+    "RunDir",
     "TlkitError",
+    "TrainingObserver",
     "bases",
     "hookimpl",
     "keras_application_base",

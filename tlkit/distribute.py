@@ -39,6 +39,12 @@ class Distribution:
     workers: int
     is_chief: bool  # this process writes the run directory
     task: str  # e.g. "worker 1 of 2" ("" on one machine)
+    index: int = 0  # this worker's position among the workers (0..workers-1), chief first
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """(this worker, workers): which share of the feature pass this process computes."""
+        return self.index, self.workers
 
     def global_batch(self, batch_size: int, per_replica: bool) -> int:
         """The batch one training step consumes across all replicas."""
@@ -126,8 +132,10 @@ def make_distribution(choice: str) -> Distribution:
     task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
     # The chief writes: the "chief" task, or worker 0 when the cluster has no chief.
     is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in spec)
+    # Position among chief + workers: the chief first, then the workers by index.
+    index = 0 if task_type == "chief" else task_id + (1 if "chief" in spec else 0)
     return Distribution(strategy, "multi-worker", strategy.num_replicas_in_sync, workers, is_chief,
-                        f"{task_type} {task_id} of {workers} worker(s)" + (", chief" if is_chief else ""))
+                        f"{task_type} {task_id} of {workers} worker(s)" + (", chief" if is_chief else ""), index)
 
 
 def shard_by_data(dataset):
