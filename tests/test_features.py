@@ -52,12 +52,20 @@ def test_second_run_with_another_head_reuses_the_cache(tiny_data, tmp_path, cach
     features = first.metrics["features"]
     assert features["train"]["cache"] == "computed" and features["val"]["cache"] == "computed"
     assert features["train"]["images_per_s"] > 0
+    # linear starts with global average pooling: its cache entry is the pooled vector, made from
+    # the cached map of the first run (no base pass), and reused as it is by a third run.
     second = _train(tiny_data, tmp_path, head="linear", lr=0.01, epochs=2)
     assert second.metrics["features"]["train"]["cache"] == "hit"
     assert second.metrics["features"]["val"]["cache"] == "hit"
-    assert second.metrics["features"]["train"]["entry"] == features["train"]["entry"]
-    entries = [e for e in cache_entries() if e["kind"] == "features"]
-    assert len(entries) == 2 and {e["split"] for e in entries} == {"train", "val"}
+    entries = {e["name"]: e for e in cache_entries() if e["kind"] == "features"}
+    pooled = entries[Path(second.metrics["features"]["train"]["entry"]).name]
+    assert pooled["pooled_from"] == Path(features["train"]["entry"]).name
+    channels = entries[pooled["pooled_from"]]["shape"][-1]
+    assert pooled["shape"] == [1, 24, channels]  # (views, images, C): no 1×1 map
+    assert len(entries) == 4 and {e["split"] for e in entries.values()} == {"train", "val"}
+    third = _train(tiny_data, tmp_path, head="linear", epochs=1)
+    assert third.metrics["features"]["train"]["entry"] == second.metrics["features"]["train"]["entry"]
+    assert len([e for e in cache_entries() if e["kind"] == "features"]) == 4
 
 
 def test_a_fully_cached_run_decodes_nothing_exports_nothing_and_evaluates_from_features(
@@ -99,7 +107,7 @@ def test_changed_image_or_size_makes_a_new_entry(tiny_data, tmp_path, cache):
 def test_saved_model_equals_the_head_trained_on_cached_features(tiny_data, tmp_path, cache):
     import keras
 
-    result = _train(tiny_data, tmp_path, head="mlp", head_params={"units": (16,)}, epochs=2)
+    result = _train(tiny_data, tmp_path, head="dense256", head_params={"units": 16}, epochs=2)  # caches the map
     model = keras.saving.load_model(result.model_path)
     from tlkit.data import decode_split, scan_dataset
 
@@ -113,6 +121,24 @@ def test_saved_model_equals_the_head_trained_on_cached_features(tiny_data, tmp_p
     np.testing.assert_allclose(end_to_end, head_only, atol=1e-4)
     accuracy = float((end_to_end.argmax(1) == val.labels).mean())
     assert accuracy == pytest.approx(result.history["val_accuracy"][-1], abs=1e-6)
+
+
+def test_a_pooling_head_trains_on_pooled_vectors_and_equals_the_saved_model(tiny_data, tmp_path, cache):
+    import keras
+
+    from tlkit.data import decode_split, scan_dataset
+
+    result = _train(tiny_data, tmp_path, head="mlp", head_params={"units": (8,), "pooling": "max"}, epochs=2)
+    entry = Path(result.metrics["features"]["val"]["entry"])
+    meta = json.loads((entry / "meta.json").read_text())
+    assert len(meta["shape"]) == 3  # (views, images, C): the pooled vector was cached, not the map
+    cached = np.memmap(entry / "features.f32", dtype=np.float32, mode="r", shape=tuple(meta["shape"]))
+    model = keras.saving.load_model(result.model_path)
+    val = decode_split(scan_dataset(tiny_data).val, 32, tmp_path / "px", name="val")
+    end_to_end = model.predict(np.asarray(val.pixels, dtype="float32"), verbose=0)
+    head = model.get_layer("head")
+    tail = keras.Model(head.get_layer("head_pool").output, head.output)
+    np.testing.assert_allclose(end_to_end, tail.predict(np.asarray(cached[0]), verbose=0), atol=1e-4)
 
 
 def test_half_written_entries_are_never_used(tmp_path, cache):

@@ -69,6 +69,30 @@ class ModelParts:
     feature_model: Any  # raw pixels → preprocessing → backbone (no augmentation)
     augmenter: Any | None  # raw pixels → augmented pixels (call with training=True), or None
     preprocess_layers: list = field(default_factory=list)
+    #: When the head starts with global pooling, what the feature cache can hold instead of the
+    #: map: ``cached_model`` (pixels → pooled vector, C floats instead of h×w×C) and ``head_tail``
+    #: (pooled vector → probabilities, the head's layers after the pooling, same weights).
+    pooling: str | None = None  # "avg" or "max"
+    cached_model: Any = None  # what the feature engine runs: feature_model, or it + the pooling
+    head_tail: Any = None  # what trains on cached features: head, or its layers after the pooling
+
+    def __post_init__(self) -> None:
+        self.cached_model = self.cached_model or self.feature_model
+        self.head_tail = self.head_tail or self.head
+
+
+def _leading_pool(head_model) -> Any | None:
+    """The head's global pooling layer when it is the one thing the head does with the feature map."""
+    import keras
+
+    consumers = [layer for layer in head_model.layers
+                 if not isinstance(layer, keras.layers.InputLayer) and layer.input is head_model.inputs[0]]
+    if len(consumers) == 1 and isinstance(
+            consumers[0], (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)):
+        pool = consumers[0]
+        if not pool.get_config().get("keepdims"):
+            return pool
+    return None
 
 
 def assemble(
@@ -137,7 +161,13 @@ def assemble(
         for layer in aug_layers:
             y = layer(y)
         augmenter = keras.Model(raw, y, name="augmentation")
-    return ModelParts(model, backbone, head_model, feature_model, augmenter, pre_layers)
+    parts = ModelParts(model, backbone, head_model, feature_model, augmenter, pre_layers)
+    pool = _leading_pool(head_model)
+    if pool is not None:
+        parts.pooling = "avg" if isinstance(pool, keras.layers.GlobalAveragePooling2D) else "max"
+        parts.head_tail = keras.Model(pool.output, head_model.output, name="head_tail")
+        parts.cached_model = keras.Model(pixels, pool(feature_model.output), name=f"{base.name}_pooled_features")
+    return parts
 
 
 def build_model(*args: Any, **kwargs: Any):

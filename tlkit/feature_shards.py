@@ -14,13 +14,10 @@ message saying which part is missing and why that usually happens.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,27 +36,6 @@ def part_key(key: str, index: int, count: int) -> str:
 def part_rows(total: int, index: int, count: int) -> np.ndarray:
     """The images (row numbers) worker ``index`` of ``count`` computes."""
     return np.arange(index, total, count)
-
-
-def _publish(root: Path, key: str, features: np.ndarray, meta: dict[str, Any]) -> None:
-    """Write an entry (features + meta.json) under ``root/key`` through a temporary folder and a rename."""
-    from tlkit import features as cache
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
-    try:
-        out = np.memmap(tmp / cache._ENTRY_FILE, dtype=np.float32, mode="w+", shape=features.shape)
-        out[:] = features
-        out.flush()
-        del out
-        meta = {**meta, "key": key, "shape": list(features.shape), "complete": True, "created": time.time(),
-                "sha256": cache._entry_digest(tmp / cache._ENTRY_FILE)}
-        (tmp / cache._META_FILE).write_text(json.dumps(meta, indent=2))
-        try:
-            os.rename(tmp, root / key)
-        except OSError:  # another worker published it first: theirs is as good
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def compute_part(*, key: str, index: int, count: int, pixels: np.ndarray, feature_shape: tuple[int, ...],
@@ -85,7 +61,7 @@ def compute_part(*, key: str, index: int, count: int, pixels: np.ndarray, featur
             out[view, start:start + len(chosen)] = engine(batch)
             if progress is not None:
                 progress(len(chosen))
-    _publish(root, name, out, {"engine": getattr(engine, "name", "?"), "part": [index, count], **(describe or {})})
+    cache.publish_entry(root, name, out, {"engine": getattr(engine, "name", "?"), "part": [index, count], **(describe or {})})
 
 
 def assemble(*, key: str, count: int, total: int, timeout: float | None = None,
@@ -121,7 +97,7 @@ def assemble(*, key: str, count: int, total: int, timeout: float | None = None,
     full = np.empty((views, total, *shape), dtype=np.float32)
     for index, part in parts.items():
         full[:, part_rows(total, index, count)] = part
-    _publish(root, key, full, {"parts": count, **(describe or {})})
+    cache.publish_entry(root, key, full, {"parts": count, **(describe or {})})
     for index in range(count):  # the parts are in the whole now
         shutil.rmtree(root / part_key(key, index, count), ignore_errors=True)
     whole = cache._open_entry(root / key, key)

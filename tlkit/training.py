@@ -136,7 +136,7 @@ class StageRunner:
         config, state, parts = self.config, self.state, self.run.parts
         if state.stage == HEAD:
             on_features = self.run.head_on_features
-            stage = Stage(HEAD, parts.head if on_features else parts.model, state.epoch, config.epochs,
+            stage = Stage(HEAD, parts.head_tail if on_features else parts.model, state.epoch, config.epochs,
                           config.lr, config.warmup_epochs, self.run.head_datasets, self.run.steps,
                           full_weights=not on_features)
             self._fit(stage)
@@ -284,7 +284,7 @@ class StageRunner:
         if self.state.best_weights == "full":
             checkpoints.load_weights(self.run.parts.model, path)
         elif self.state.best_weights == "head":
-            checkpoints.load_weights(self.run.parts.head, path)
+            checkpoints.load_weights(self.run.parts.head_tail, path)
 
     def _switch_best_to_full(self) -> None:
         """Before the base changes, store the best model so far as whole-model weights."""
