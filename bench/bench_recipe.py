@@ -295,6 +295,7 @@ def _tlkit_arm(name: str, *, data: Path, base: str, head: str, weights: Path, ar
     arm["metrics"] = {key: metrics.get(key) for key in (
         "best_val_accuracy", "best_epoch", "final", "train_time_s", "training_path", "num_train", "num_val")}
     arm["features"] = features
+    arm["timings"] = metrics.get("timings") or {}  # tlkit's own per-phase seconds (metrics.json)
     arm["base_images_per_s"] = (features.get("train") or {}).get("images_per_s")
     arm["best_val_accuracy"] = metrics.get("best_val_accuracy")
     arm["final_val_accuracy"] = (metrics.get("final") or {}).get("val_accuracy")
@@ -518,6 +519,10 @@ def print_tables(record: dict[str, Any]) -> None:
             rows.append((f"tlkit best val acc over seeds", "", f"{lo:.3f} – {hi:.3f}",
                          f"seeds {', '.join(str(k) for k in s['tlkit_seed_best_val_accuracy'])}"))
         _print_rows(rows)
+        for arm in ("tlkit_cold", "tlkit_warm"):
+            phases = _phase_text((out.get(arm) or {}).get("timings") or {})
+            if phases:
+                print(f"{arm} phases (s): {phases}")
         loads = {k: (out[k]["loadavg_start"][0], out[k]["loadavg_end"][0])
                  for k in ("plain", "tlkit_cold", "tlkit_warm", "ort") if k in out and "loadavg_start" in out[k]}
         print("load average (1 min) start→end: " + ", ".join(f"{k} {a}→{b}" for k, (a, b) in loads.items()))
@@ -545,6 +550,17 @@ def print_tables(record: dict[str, Any]) -> None:
                  f"{_fmt(again['sampled_peak_mb'].get('RssFile'), '.0f', ' MB')}"),
                 ("wall time", _fmt(again["wall_s"], ".1f", " s")),
             ])
+
+
+def _phase_text(timings: dict[str, Any]) -> str:
+    """``prepare 4.1, decode 0.7, ..., head epoch 1.4 (+0.2 checkpoint)`` from metrics.json's timings."""
+    parts = [f"{name} {value:.1f}" for name, value in timings.items() if isinstance(value, (int, float))]
+    epochs = timings.get("epochs") or []
+    if epochs:
+        fit = sorted(e["fit_s"] for e in epochs)[len(epochs) // 2]
+        hand_off = sorted(e["checkpoint_s"] for e in epochs)[len(epochs) // 2]
+        parts.append(f"head epoch (median) {fit:.2f} (+{hand_off:.2f} checkpoint hand-off)")
+    return ", ".join(parts)
 
 
 def _print_rows(rows: list[tuple[str, ...]]) -> None:
