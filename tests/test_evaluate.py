@@ -474,9 +474,10 @@ def test_module_names_do_not_shadow_the_api_functions():
     import tlkit
     import tlkit.comparison  # noqa: F401
     import tlkit.evaluation  # noqa: F401
+    import tlkit.exporting  # noqa: F401
     import tlkit.prediction  # noqa: F401
     import tlkit.report  # noqa: F401
 
-    for name in ("evaluate", "predict", "compare", "write_report"):
+    for name in ("evaluate", "predict", "compare", "write_report", "export"):
         value = getattr(tlkit, name, None)  # None until tlkit/__init__ exports it
         assert value is None or callable(value), f"tlkit.{name} is {value!r}"

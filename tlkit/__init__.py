@@ -4,7 +4,7 @@ Importing ``tlkit`` is cheap: TensorFlow is imported only when a model is
 built or trained.  Public names::
 
     tlkit.train(...), tlkit.build_model(...)      # the Python API
-    tlkit.evaluate(...), tlkit.predict(...), tlkit.compare(...), tlkit.write_report(...)
+    tlkit.evaluate(...), tlkit.predict(...), tlkit.compare(...), tlkit.write_report(...), tlkit.export(...)
     tlkit.TrainingObserver                        # subclass it to follow a run (tlkit.train(observer=...))
     tlkit.RunDir                                  # a run directory's files, read and written safely
     tlkit.hookimpl                                # for plugin authors:
@@ -35,6 +35,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree
 _API = {
     "build_model", "train", "TrainConfig", "TrainResult", "list_specs",
     "evaluate", "EvaluationResult", "predict", "Prediction", "compare", "Comparison", "write_report",
+    "export", "ExportResult",
 }
 
 

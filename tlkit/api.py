@@ -19,6 +19,7 @@ from tlkit.comparison import Comparison, compare
 from tlkit.config import TrainConfig
 from tlkit.errors import TlkitError
 from tlkit.evaluation import EvaluationResult, evaluate
+from tlkit.exporting import ExportResult, export
 from tlkit.observer import TrainingObserver
 from tlkit.prediction import Prediction, predict
 from tlkit.registry import KINDS, get_registry
@@ -106,7 +107,7 @@ def _default_observer(console: Any, verbose: bool) -> TrainingObserver:
 
 
 __all__ = [
-    "Comparison", "EvaluationResult", "Prediction", "TrainConfig", "TrainResult", "TrainingObserver",
-    "build_model", "compare", "evaluate", "list_specs", "predict", "resolve_augmentations", "resolve_config",
+    "Comparison", "EvaluationResult", "ExportResult", "Prediction", "TrainConfig", "TrainResult", "TrainingObserver",
+    "build_model", "compare", "evaluate", "export", "list_specs", "predict", "resolve_augmentations", "resolve_config",
     "resolve_head", "resolve_weights", "train", "training_path", "write_report",
 ]

@@ -242,13 +242,14 @@ def select_data(source: ModelSource, data: str | Path | None = None, split: str 
         raise TlkitError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
     config = source.config
     if data is None:
-        if source.run_dir is None:
+        if source.run_dir is None and not config.get("data"):  # an export knows its run's data
             raise TlkitError(
                 f"{source.model_path} is a model file, not a run directory: pass --data DIR "
                 f"(a dataset with train/ [val/], or a folder of class sub-folders)"
             )
         if not config.get("data"):
-            raise TlkitError(f"{RunDir(source.run_dir).config_path} names no data folder; pass --data DIR")
+            raise TlkitError(f"{RunDir(source.run_dir or source.model_path.parent).config_path} names no data "
+                             f"folder; pass --data DIR")
         root = Path(config["data"])
         if not root.is_dir():
             raise TlkitError(f"the run's data folder {root} no longer exists; pass --data DIR")
@@ -377,7 +378,9 @@ def evaluate(
     """
     started = time.perf_counter()
     if batch_size < 1:
-        raise TlkitError(f"batch_size must be at least 1, got {batch_size}")
+        raise TlkitError(f"--batch-size (batch_size) must be at least 1, got {batch_size}")
+    if top_k < 1:
+        raise TlkitError(f"--top-k (top_k) must be at least 1, got {top_k}")
     source = open_model(run_or_model, model=model)
     chosen = select_data(source, data, split)
     labels, classes = _map_labels(source, chosen)

@@ -1,4 +1,4 @@
-"""Using a trained model: open a run or a ``.keras`` file, and predict on image files, streamed.
+"""Using a trained model: open a run, a ``.keras`` file or an export, and predict on image files, streamed.
 
 >>> for p in tlkit.predict("runs/20261128-101500-mobilenet_v2-dense256", ["photos/"]):
 ...     print(p.path, p.label, p.prob) if p.ok else print(p.path, "unreadable:", p.error)
@@ -9,6 +9,11 @@ small thread pool, in order, exactly as training decodes them
 yielded before any image beyond the next batch is read — so the first results
 of a huge folder appear at once and memory stays bounded.  An unreadable file
 yields a :class:`Prediction` with ``error`` set instead of stopping.
+
+Exported models (``tlkit export``: ``.tflite``, ``.onnx``, a SavedModel folder or
+an export folder) are opened through :mod:`tlkit.exporting`, which wraps each
+runtime in an object with the three members used here: ``predict_on_batch``,
+``input_shape`` and ``output_shape``.
 
 TensorFlow is imported only when a model is loaded.
 """
@@ -77,34 +82,49 @@ def _locate(run_or_model: str | Path) -> tuple[Path, Path | None]:
         run = RunDir.open(path)
         return run.require_model(), run.path
     if not path.exists():
-        raise TlkitError(f"{path} does not exist; pass a run directory or a .keras model file")
+        raise TlkitError(f"{path} does not exist; pass a run directory, a .keras model file or an exported model")
     if path.suffix.lower() not in MODEL_SUFFIXES:
-        raise TlkitError(f"{path} is neither a run directory nor a .keras model file")
+        raise TlkitError(f"{path} is neither a run directory nor a .keras model file (nor an exported "
+                         f".tflite/.onnx model, SavedModel or export folder)")
     parent = RunDir(path.parent)
     is_run = parent.is_run_dir(parent.path) and parent.classes_path.is_file()
     return path, (parent.path if is_run else None)
 
 
 def open_model(run_or_model: str | Path, *, model: Any = None) -> ModelSource:
-    """Resolve a run directory or ``.keras`` file, read its classes and load the model.
+    """Resolve a run directory, ``.keras`` file or exported model, read its classes and load the model.
 
     ``model`` is an already loaded ``keras.Model`` to use instead of reading
     the file (what ``tlkit train`` passes, to save a reload).  Classes come
     from the run's ``classes.json``, or a ``classes.json`` next to a bare model
     file; without one they are named ``"0"``..``"n-1"`` (noted in ``notes``).
+    An exported model (see :func:`tlkit.exporting.locate_artifact`) takes its
+    classes from the ``classes.json`` beside it and is run by its own runtime;
+    its ``run_dir`` is None.
 
     Raises:
         TlkitError: not a run or model, the model cannot be loaded, or its
             number of outputs differs from the number of classes.
     """
-    model_path, run_dir = _locate(run_or_model)
-    config = RunDir(run_dir).read_config() if run_dir else {}
-    classes_file = RunDir(run_dir or model_path.parent).classes_path
-    classes = read_classes_file(classes_file) if classes_file.is_file() else None
-    if model is None:
-        model = load_keras_model(model_path)
-    outputs = _num_outputs(model, model_path)
+    from tlkit.exporting import locate_artifact  # here: tlkit.exporting imports this module
+
     notes: list[str] = []
+    artifact = locate_artifact(run_or_model)
+    if artifact is not None:
+        model_path, run_dir, classes_file = artifact.path, None, artifact.classes_path
+        config = dict((artifact.info.get("source") or {}).get("config") or {})
+        if (artifact.info.get("parity") or {}).get("forced"):
+            notes.append(f"{artifact.folder} failed its parity check at export and was kept with --force")
+        if model is None:
+            model = artifact.load()
+    else:
+        model_path, run_dir = _locate(run_or_model)
+        config = RunDir(run_dir).read_config() if run_dir else {}
+        classes_file = RunDir(run_dir or model_path.parent).classes_path
+        if model is None:
+            model = load_keras_model(model_path)
+    classes = read_classes_file(classes_file) if classes_file.is_file() else None
+    outputs = _num_outputs(model, model_path)
     if classes is None:
         classes = [str(i) for i in range(outputs)]
         notes.append(f"no {RunDir.CLASSES} next to {model_path.name}: classes are named by output index 0..{outputs - 1}")
@@ -313,8 +333,9 @@ def predict(
     """Predict the top-``top_k`` classes of images; a generator of :class:`Prediction`, in input order.
 
     Args:
-        run_or_model: a run directory or a ``.keras`` file (classes from a
-            ``classes.json`` beside it; else named ``"0"``..``"n-1"``).
+        run_or_model: a run directory, a ``.keras`` file or an exported model
+            (``.tflite``, ``.onnx``, SavedModel or export folder); classes from a
+            ``classes.json`` beside it, else named ``"0"``..``"n-1"``.
         paths: files, folders (searched recursively) and globs; one path or a list.
         top_k: how many classes per image (at most the number of classes).
         batch_size: images per model call.

@@ -4,7 +4,7 @@ A run directory is what ``tlkit train`` leaves behind::
 
     runs/<YYYYmmdd-HHMMSS>-<base>-<head>[-N]/
       config.toml   classes.json   model.keras   history.csv   metrics.json
-      report.html   plots/   evaluation/   checkpoints/   logs/
+      report.html   plots/   evaluation/   checkpoints/   logs/   export/
 
 Every module that reads or writes one goes through :class:`RunDir` — no other
 module spells these file names.  A run directory is never reused: its name
@@ -52,6 +52,8 @@ class RunDir:
     EVALUATION = "evaluation"
     CHECKPOINTS = "checkpoints"
     LOGS = "logs"
+    #: ``tlkit export`` writes one folder per export in here (``tlkit.exporting`` owns its layout).
+    EXPORT = "export"
     #: Inside ``evaluation/`` (or wherever ``tlkit evaluate --output`` points).
     EVALUATION_FILES = {"metrics": "metrics.json", "confusion_matrix": "confusion_matrix.png",
                         "mistakes": "mistakes.png"}
@@ -165,6 +167,11 @@ class RunDir:
     @property
     def logs_dir(self) -> Path:
         return self.path / self.LOGS
+
+    @property
+    def export_dir(self) -> Path:
+        """Where ``tlkit export`` puts its folders by default (``<run>/export/<format>[-<quantize>]``)."""
+        return self.path / self.EXPORT
 
     @property
     def state_path(self) -> Path:

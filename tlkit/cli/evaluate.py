@@ -40,8 +40,8 @@ def _shown_path(path: str | Path) -> str:
 
 
 def evaluate_command(
-    run_or_model: Path = typer.Argument(..., metavar="RUN_DIR|MODEL", help="A run directory or a .keras model file."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Labelled images: a dataset folder (train/, optionally val/) or a folder of class sub-folders. (default: the run's validation data)"),
+    run_or_model: Path = typer.Argument(..., metavar="RUN_DIR|MODEL", help="A run directory, a .keras model file or an exported model (.tflite, .onnx, SavedModel or `tlkit export` folder)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Labelled images: a dataset folder (train/, optionally val/) or a folder of class sub-folders. (default: the run's validation data; for an export folder, that of the run it came from)"),
     split: str = typer.Option("val", "--split", help="For a dataset folder with train/: val, train or all."),
     top_k: int = typer.Option(5, "--top-k", help="k of the top-k accuracy."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
@@ -57,7 +57,11 @@ def evaluate_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from tlkit.evaluation import evaluate
+    from tlkit.exporting import recorded_data
 
+    if data is None:
+        # An export folder records its run's data (and split seed): evaluate it on the same images.
+        data = recorded_data(run_or_model)
     with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, transient=True) as progress:
         task = progress.add_task("", total=None)
@@ -146,7 +150,7 @@ def _print_confusion(out, result) -> None:
 
 
 def predict_command(
-    run_or_model: Path = typer.Argument(..., metavar="RUN_DIR|MODEL", help="A run directory or a .keras model file."),
+    run_or_model: Path = typer.Argument(..., metavar="RUN_DIR|MODEL", help="A run directory, a .keras model file or an exported model (.tflite, .onnx, SavedModel or `tlkit export` folder)."),
     paths: List[str] = typer.Argument(..., metavar="PATH...", help="Image files, folders (searched recursively) or globs (quote them: 'photos/**/*.jpg')."),
     top_k: int = typer.Option(3, "--top-k", help="Classes to show per image."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
