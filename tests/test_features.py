@@ -141,6 +141,22 @@ def test_a_pooling_head_trains_on_pooled_vectors_and_equals_the_saved_model(tiny
     np.testing.assert_allclose(end_to_end, tail.predict(np.asarray(cached[0]), verbose=0), atol=1e-4)
 
 
+def test_float16_entries_are_half_the_size_and_train_the_same_head(tiny_data, tmp_path, cache):
+    float32 = _train(tiny_data, tmp_path, head="dense256", head_params={"units": 8}, epochs=2)
+    float16 = _train(tiny_data, tmp_path, head="dense256", head_params={"units": 8}, epochs=2,
+                     feature_dtype="float16")
+    assert float16.metrics["features"]["train"]["cache"] == "computed"  # its own entry, keyed by dtype
+    entries = {}
+    for result in (float32, float16):
+        entry = Path(result.metrics["features"]["train"]["entry"])
+        meta = json.loads((entry / "meta.json").read_text())
+        entries[meta.get("dtype", "float32")] = (meta, (entry / "features.f32").stat().st_size)
+    assert entries["float16"][0]["shape"] == entries["float32"][0]["shape"]
+    assert entries["float16"][1] * 2 == entries["float32"][1]
+    # Same seed, features equal to float16 rounding: the training follows the same path.
+    np.testing.assert_allclose(float16.history["loss"], float32.history["loss"], rtol=1e-2)
+
+
 def test_half_written_entries_are_never_used(tmp_path, cache):
     class Engine:
         name = "fake"

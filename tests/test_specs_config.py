@@ -186,7 +186,7 @@ TRAIN_FLAGS = {
     "--no-feature-cache", "--aug-views", "--engine", "--output", "--config", "--resume", "--print-config",
     "--quiet", "-q", "--json",
     # added since, for scale-out (docs/scaling.md)
-    "--strategy", "--per-replica-batch", "--global-batch", "--precision",
+    "--strategy", "--per-replica-batch", "--global-batch", "--precision", "--feature-dtype",
 }
 
 

@@ -229,6 +229,9 @@ class TrainConfig:
                                  "training end to end (0: end to end).")
     engine: str = option("auto", choices=("auto", "onnxruntime", "tensorflow"), panel="Speed",
                          help="Feature engine (auto: ONNX Runtime when installed).")
+    feature_dtype: str = option("float32", choices=("float32", "float16"), panel="Speed",
+                                help="How the feature cache stores features: float16 halves its size on disk and in "
+                                     "memory (the head still trains in float32).")
     # optimizer details and learning-rate schedule
     momentum: float = option(0.9, ge=0, le=1, panel="Optimization", help="SGD momentum.")
     nesterov: bool = option(False, panel="Optimization", help="SGD with Nesterov momentum.")

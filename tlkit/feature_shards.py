@@ -41,7 +41,8 @@ def part_rows(total: int, index: int, count: int) -> np.ndarray:
 def compute_part(*, key: str, index: int, count: int, pixels: np.ndarray, feature_shape: tuple[int, ...],
                  engine: Any, batch_size: int, views: int = 1,
                  augment: Callable[[np.ndarray, int], np.ndarray] | None = None,
-                 progress: Callable[[int], None] | None = None, describe: dict[str, Any] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, describe: dict[str, Any] | None = None,
+                 dtype: str = "float32") -> None:
     """Compute and publish worker ``index``'s part of entry ``key`` (unless it is already there)."""
     from tlkit import features as cache
 
@@ -51,7 +52,7 @@ def compute_part(*, key: str, index: int, count: int, pixels: np.ndarray, featur
     rows = part_rows(len(pixels), index, count)
     if cache._open_entry(root / name, name) is not None:
         return
-    out = np.empty((views, len(rows), *feature_shape), dtype=np.float32)
+    out = np.empty((views, len(rows), *feature_shape), dtype=dtype)
     for view in range(views):
         for start in range(0, len(rows), batch_size):
             chosen = rows[start:start + batch_size]
@@ -94,7 +95,7 @@ def assemble(*, key: str, count: int, total: int, timeout: float | None = None,
             )
         time.sleep(poll)
     views, shape = parts[0].shape[0], parts[0].shape[2:]
-    full = np.empty((views, total, *shape), dtype=np.float32)
+    full = np.empty((views, total, *shape), dtype=parts[0].dtype)
     for index, part in parts.items():
         full[:, part_rows(total, index, count)] = part
     cache.publish_entry(root, key, full, {"parts": count, **(describe or {})})
