@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -13,12 +16,24 @@ import pytest
 from tlkit.testing import write_images
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite gives the same results from any shell: output is parsed at a fixed width (rich reads
+# COLUMNS when a console is made, so before tlkit.cli is imported), text is UTF-8 in any locale,
+# and neither the caller's Keras cache (~/.keras, read once when Keras is imported) nor their
+# tlkit cache (see _isolated_feature_cache) is read or written.
+os.environ["COLUMNS"] = "200"
+os.environ.pop("LINES", None)
+os.environ["PYTHONIOENCODING"] = "utf-8"
+os.environ["LC_ALL"] = os.environ["LANG"] = "C.UTF-8"
+_KERAS_HOME = tempfile.mkdtemp(prefix="tlkit-tests-keras-")
+os.environ["KERAS_HOME"] = _KERAS_HOME
+atexit.register(shutil.rmtree, _KERAS_HOME, True)
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_feature_cache(tmp_path_factory):
     """Tests (and the tlkit subprocesses they start) never touch the user's ~/.cache/tlkit."""
     os.environ["TLKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("tlkit-cache"))
+    os.environ.pop("XDG_CACHE_HOME", None)
     yield
 
 BIN = Path(sys.executable).parent
@@ -55,6 +70,22 @@ def make_plugin_dist(root: Path, dist: str, version: str, modules: dict[str, str
     lines = ["[tlkit]"] + [f"{name} = {target}" for name, target in entry_points.items()]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+def invoke_tlkit(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``tlkit ARGS`` in this process with Typer's CliRunner (no interpreter or TensorFlow
+    start-up), as a CompletedProcess like :func:`run_tlkit`'s.
+
+    Use it wherever a real process is not the point (signals, determinism across processes and
+    "does not import TensorFlow" checks need :func:`run_tlkit`).  Output is 200 columns wide
+    whatever the caller's terminal.
+    """
+    from typer.testing import CliRunner
+
+    from tlkit.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", **(env or {})})
+    return subprocess.CompletedProcess([TLKIT, *map(str, args)], result.exit_code, result.stdout, result.stderr)
 
 
 def run_tlkit(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,

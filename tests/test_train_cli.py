@@ -1,4 +1,7 @@
-"""End to end: `tlkit train` through the CLI and `tlkit.train` through the API, on tiny images."""
+"""End to end: `tlkit train` through the CLI and `tlkit.train` through the API, on tiny images.
+
+The CLI runs in-process (``invoke_tlkit``, Typer's CliRunner) unless a real process is the point.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_tlkit, snapshot, write_images
+from conftest import invoke_tlkit, run_tlkit, snapshot, write_images
 
 FAST = ["--base", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--batch-size", "8",
         "--head", "dense256"]
@@ -24,7 +27,7 @@ def _files(run_dir: Path) -> set[str]:
 def test_train_writes_a_complete_run_and_config_reproduces_it(tiny_data, tmp_path):
     before = snapshot(tiny_data)
     runs = tmp_path / "runs"
-    result = run_tlkit("train", "--data", str(tiny_data), *FAST, "--epochs", "2", "--aug", "flip_horizontal",
+    result = invoke_tlkit("train", "--data", str(tiny_data), *FAST, "--epochs", "2", "--aug", "flip_horizontal",
                        "--aug", "rotation:factor=0.05", "--output", str(runs), "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -47,7 +50,7 @@ def test_train_writes_a_complete_run_and_config_reproduces_it(tiny_data, tmp_pat
     assert snapshot(tiny_data) == before, "tlkit wrote into the data folder"
 
     first_files = snapshot(run_dir)
-    again = run_tlkit("train", "--config", str(run_dir / "config.toml"), "--quiet")
+    again = invoke_tlkit("train", "--config", str(run_dir / "config.toml"), "--quiet")
     assert again.returncode == 0, again.stderr
     second = Path(again.stdout.strip())
     assert second != run_dir and second.parent == runs
@@ -90,11 +93,12 @@ def test_bad_images_stop_by_default_and_can_be_skipped(tiny_data, tmp_path):
     bad = tiny_data / "train" / "cat" / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     runs = tmp_path / "runs"
-    stopped = run_tlkit("train", "--data", str(tiny_data), *FAST, "--epochs", "1", "--output", str(runs))
+    stopped = invoke_tlkit("train", "--data", str(tiny_data), *FAST, "--epochs", "1", "--output", str(runs))
     assert stopped.returncode == 1
     assert str(bad) in stopped.stderr and "--skip-bad-images" in stopped.stderr
     assert "Traceback" not in stopped.stderr
-    skipped = run_tlkit("train", "--data", str(tiny_data), *FAST, "--epochs", "1", "--output", str(runs),
+    assert not runs.exists() or not any(runs.iterdir()), "a run that failed to start left a run directory"
+    skipped = invoke_tlkit("train", "--data", str(tiny_data), *FAST, "--epochs", "1", "--output", str(runs),
                         "--skip-bad-images", "--json")
     assert skipped.returncode == 0, skipped.stderr
     metrics = json.loads(skipped.stdout)["metrics"]
@@ -105,7 +109,7 @@ def test_val_split_when_there_is_no_val_folder(tmp_path):
     root = tmp_path / "data"
     for k, (name, color) in enumerate({"a": (250, 0, 0), "b": (0, 0, 250)}.items()):
         write_images(root / "train" / name, 10, color, seed=k)
-    result = run_tlkit("train", "--data", str(root), *FAST, "--epochs", "1", "--val-split", "0.3",
+    result = invoke_tlkit("train", "--data", str(root), *FAST, "--epochs", "1", "--val-split", "0.3",
                        "--output", str(tmp_path / "runs"), "--json")
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)["metrics"]
@@ -133,7 +137,7 @@ def test_bad_input_is_one_clear_line_and_nothing_is_written(tiny_data, tmp_path,
     args = [a.format(missing=tmp_path / "missing", data=tiny_data) for a in args]
     base_args = ["--data", str(tiny_data), "--base", "mobilenet_v2", "--weights", "none",
                  "--image-size", "32", "--output", str(runs)]
-    result = run_tlkit("train", *base_args, *args)
+    result = invoke_tlkit("train", *base_args, *args)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
@@ -142,17 +146,31 @@ def test_bad_input_is_one_clear_line_and_nothing_is_written(tiny_data, tmp_path,
     assert snapshot(tiny_data) == before
 
 
+def test_an_early_refusal_in_a_real_process_is_one_line_without_tensorflow(tmp_path):
+    """A real process (the cases above run in-process, where TensorFlow is already loaded):
+    a mistake found before any work neither loads TensorFlow nor shows its start-up noise."""
+    code = ("import sys\nfrom tlkit.cli.app import main\nsys.argv = ['tlkit'] + sys.argv[1:]\n"
+            "try:\n    main()\nfinally:\n    print('TF', 'tensorflow' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code, "train", "--data", str(tmp_path / "nope"), "--weights",
+                             "none"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        f"Error: data folder {tmp_path / 'nope'} does not exist; expected layout: <data>/train/<class>/<image> "
+        f"(and optionally <data>/val/<class>/<image>)"], result.stderr
+    assert "TF False" in result.stdout
+
+
 def test_debug_shows_the_traceback(tmp_path):
-    result = run_tlkit("--debug", "train", "--data", str(tmp_path / "nope"), "--weights", "none")
+    result = invoke_tlkit("--debug", "train", "--data", str(tmp_path / "nope"), "--weights", "none")
     assert result.returncode == 1 and "Traceback" in result.stderr
 
 
 def test_print_config_and_help_examples(tiny_data):
-    printed = run_tlkit("train", "--data", str(tiny_data), "--base", "mobilenet_v2", "--print-config")
+    printed = invoke_tlkit("train", "--data", str(tiny_data), "--base", "mobilenet_v2", "--print-config")
     assert printed.returncode == 0, printed.stderr
     assert 'base = "mobilenet_v2"' in printed.stdout and "image_size = 224" in printed.stdout
     for command in ("train", "list-bases", "list-heads", "list-augmentations", "plugins", "info"):
-        help_text = run_tlkit(command, "--help").stdout
+        help_text = invoke_tlkit(command, "--help").stdout
         assert "Example: tlkit" in " ".join(help_text.split()), command
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tlkit
-from conftest import TLKIT, run_tlkit, write_images
+from conftest import TLKIT, invoke_tlkit, run_tlkit, write_images
 from tlkit import TlkitError
 
 FAST = dict(base="mobilenet_v2", weights="none", image_size=32, batch_size=8, verbose=False)
@@ -111,7 +111,7 @@ def test_class_weights_and_imbalance_warning(tmp_path):
     root = tmp_path / "skewed"
     write_images(root / "train" / "many", 12, (200, 0, 0))
     write_images(root / "train" / "few", 3, (0, 0, 200), seed=1)
-    result = run_tlkit("train", "--data", str(root), *CLI_FAST, "--epochs", "1", "--class-weight", "balanced",
+    result = invoke_tlkit("train", "--data", str(root), *CLI_FAST, "--epochs", "1", "--class-weight", "balanced",
                        "--output", str(tmp_path / "runs"))
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stderr.split())
@@ -189,7 +189,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_data, tmp_path):
     assert [r["epoch"] for r in rows] == [str(i) for i in range(1, 9)]
     for got, want in zip(rows, expected):
         assert float(got["val_loss"]) == pytest.approx(float(want["val_loss"]), rel=1e-5)
-    again = run_tlkit("train", "--resume", str(run_dir))
+    again = invoke_tlkit("train", "--resume", str(run_dir))
     assert again.returncode == 1 and "already finished" in again.stderr
 
 
@@ -224,9 +224,9 @@ def test_sigterm_checkpoints_and_exits_like_ctrl_c(tiny_data, tmp_path):
 
 
 def test_resume_refuses_other_folders_and_changed_data(tiny_data, tmp_path):
-    not_a_run = run_tlkit("train", "--resume", str(tmp_path))
+    not_a_run = invoke_tlkit("train", "--resume", str(tmp_path))
     assert not_a_run.returncode == 1 and "not a tlkit run directory" in not_a_run.stderr
-    mixed = run_tlkit("train", "--resume", str(tmp_path), "--epochs", "3")
+    mixed = invoke_tlkit("train", "--resume", str(tmp_path), "--epochs", "3")
     assert mixed.returncode == 1 and "drop the other options" in mixed.stderr
     runs = tmp_path / "runs"
     process = _start(["train", "--data", str(tiny_data), *RESUMABLE, "--output", str(runs)])
@@ -234,7 +234,7 @@ def test_resume_refuses_other_folders_and_changed_data(tiny_data, tmp_path):
     process.kill()
     process.wait()
     write_images(tiny_data / "val" / "dog", 1, (0, 0, 0), seed=5)  # changes val/dog/img_000.png
-    changed = run_tlkit("train", "--resume", str(run_dir))
+    changed = invoke_tlkit("train", "--resume", str(run_dir))
     assert changed.returncode == 1 and "val images changed" in changed.stderr
 
 
@@ -257,7 +257,7 @@ def test_deterministic_runs_give_identical_histories(tiny_data, tmp_path):
     (["--metrics", "accuracy,auc"], "unknown --metrics 'auc'"),
 ])
 def test_bad_training_options(tiny_data, tmp_path, args, message):
-    result = run_tlkit("train", "--data", str(tiny_data), *CLI_FAST, *args, "--output", str(tmp_path / "r"))
+    result = invoke_tlkit("train", "--data", str(tiny_data), *CLI_FAST, *args, "--output", str(tmp_path / "r"))
     assert result.returncode == 1 and message in result.stderr, result.stderr
     assert not (tmp_path / "r").exists()
 
@@ -266,11 +266,11 @@ def test_every_option_comes_from_a_config_file(tiny_data, tmp_path):
     config = tmp_path / "c.toml"
     config.write_text(f'data = "{tiny_data}"\nbase = "mobilenet_v2"\nschedule = "cosine"\n'
                       'fine_tune_epochs = 2\nunfreeze = "from:block_16_project"\nmetrics = ["accuracy", "f1"]\n')
-    printed = run_tlkit("train", "--config", str(config), "--patience", "4", "--print-config")
+    printed = invoke_tlkit("train", "--config", str(config), "--patience", "4", "--print-config")
     assert printed.returncode == 0, printed.stderr
     for line in ('schedule = "cosine"', "fine_tune_epochs = 2", 'unfreeze = "from:block_16_project"',
                  "patience = 4", 'monitor = "val_accuracy"'):
         assert line in printed.stdout
     config.write_text('pateince = 3\n')
-    typo = run_tlkit("train", "--config", str(config))
+    typo = invoke_tlkit("train", "--config", str(config))
     assert typo.returncode == 1 and "did you mean 'patience'" in typo.stderr

@@ -9,6 +9,8 @@ Also home of :func:`read_run`, which reads everything a run directory holds
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -59,13 +61,41 @@ class RunInfo:
 
 
 def read_run(run_dir: str | Path) -> RunInfo:
-    """Read a run directory (see :class:`RunInfo`); a folder that is not a run is a TlkitError."""
+    """Read a run directory (see :class:`RunInfo`); a folder that is not a run is a TlkitError.
+
+    A damaged file (not UTF-8, not CSV, a JSON file that is not an object) is a one-line
+    TlkitError naming it: a report or comparison built on a half-read run would mislead.
+    """
     run = RunDir.open(run_dir)
-    history, stages, epochs = run.read_history()
+    for path in (run.metrics_path, run.evaluation_metrics_path):
+        _require_json_object(path)
+    try:
+        history, stages, epochs = run.read_history()
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
+        raise TlkitError(f"{run.history_path} is damaged ({_first_line(exc)}); delete it to "
+                         f"report the run without curves") from None
     return RunInfo(run_dir=run.path, config=run.read_config(),
                    classes=run.read_classes() if run.classes_path.is_file() else [],
                    history=history, stages=stages, epochs=epochs, metrics=run.read_metrics(),
                    evaluation=run.read_evaluation())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def _require_json_object(path: Path) -> None:
+    """A present JSON file of the run must hold an object (RunDir's reader treats other values as absent)."""
+    if not path.is_file():
+        return
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TlkitError(f"{path} is damaged ({_first_line(exc)}); delete it or copy it back from a backup") from None
+    if not isinstance(value, dict):
+        raise TlkitError(f"{path} is damaged (it holds a JSON {type(value).__name__}, not an object); "
+                         f"delete it or copy it back from a backup")
 
 
 def summary_row(run: RunInfo) -> dict[str, Any]:
@@ -110,6 +140,18 @@ class Comparison:
         return {"runs": self.rows, "plot": str(self.plot) if self.plot else None}
 
 
+def _check_plot_path(path: Path) -> None:
+    """``--plot`` must name a file that can be written (checked before any run is read)."""
+    if path.is_dir():
+        raise TlkitError(f"--plot {path} is a folder; pass a file name such as {path / 'compare.png'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise TlkitError(f"--plot {path}: {parent} is a file, so the plot cannot be written there; "
+                         f"pass another --plot")
+
+
 def compare(run_dirs: Iterable[str | Path], *, plot_path: str | Path | None = None) -> Comparison:
     """Compare runs: a row per run (base, head, augmentations, epochs, best val accuracy,
     val F1, train time, ...) and, with ``plot_path``, an overlay of their validation curves.
@@ -120,6 +162,8 @@ def compare(run_dirs: Iterable[str | Path], *, plot_path: str | Path | None = No
     run_dirs = list(run_dirs)
     if not run_dirs:
         raise TlkitError("no run directories to compare; pass one or more, e.g. runs/*/")
+    if plot_path is not None:
+        _check_plot_path(Path(plot_path))
     runs = [read_run(path) for path in run_dirs]
     rows = [summary_row(run) for run in runs]
     plot = None

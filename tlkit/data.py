@@ -584,7 +584,9 @@ def make_dataset(
 
     dataset = dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
-    return dataset.prefetch(2)
+    from tlkit.distribute import shard_by_data
+
+    return shard_by_data(dataset.prefetch(2))
 
 
 def _batch_generator(

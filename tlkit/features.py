@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -31,6 +31,8 @@ from tlkit.config import ENGINES
 from tlkit.errors import TlkitError
 
 CACHE_ENV = "TLKIT_CACHE_DIR"
+FEATURE_DTYPES = ("float32", "float16")  # how cache entries may store features
+LARGE_EXPORT_PARAMS = 10_000_000  # above: free tf2onnx's discarded graph copies as it goes (see export_onnx)
 _ENTRY_FILE = "features.f32"
 _META_FILE = "meta.json"
 
@@ -97,7 +99,7 @@ class TensorFlowEngine:
         self._fn = tf.function(lambda x: feature_model(x, training=False), reduce_retracing=True)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self._fn(batch))
+        return np.asarray(self._fn(batch), dtype=np.float32)  # float16/bfloat16 under mixed precision
 
 
 class OnnxRuntimeEngine:
@@ -147,7 +149,9 @@ def export_onnx(feature_model, path: Path, image_size: int) -> Path:
     graph = fn.get_concrete_function(spec).graph
     constants = {internal.name: external.numpy() for external, internal in graph.captures
                  if external.dtype != tf.resource and hasattr(external, "numpy")}
-    with _collect_discarded_graphs():
+    # Big graphs only: each collection costs ~0.2 s in a large heap, ~26 of them per export.
+    collect = _collect_discarded_graphs() if feature_model.count_params() > LARGE_EXPORT_PARAMS else nullcontext()
+    with collect:
         proto, _ = _quietly(lambda: tf2onnx.convert.from_function(fn, input_signature=[spec], opset=17))
     for graph_input in list(proto.graph.input)[1:]:
         if graph_input.name not in constants:
@@ -214,6 +218,14 @@ def _quietly(fn: Callable[[], Any]) -> Any:
             lg.setLevel(level)
 
 
+def _mixed_precision() -> bool:
+    """True under a Keras mixed-precision policy (the base then runs on TensorFlow: ONNX Runtime's
+    CPU kernels have no bfloat16 and little float16)."""
+    import keras
+
+    return keras.mixed_precision.global_policy().name != "float32"
+
+
 def make_engine(feature_model, choice: str, onnx_path: Path, sample: np.ndarray) -> tuple[Any, str]:
     """The engine to compute features with, and a sentence saying why it was chosen.
 
@@ -224,6 +236,8 @@ def make_engine(feature_model, choice: str, onnx_path: Path, sample: np.ndarray)
         raise TlkitError(f"unknown --engine {choice!r}; choose from {', '.join(ENGINES)}")
     if choice == "tensorflow":
         return TensorFlowEngine(feature_model), "TensorFlow (--engine tensorflow)"
+    if _mixed_precision():
+        return TensorFlowEngine(feature_model), "TensorFlow (mixed precision: ONNX Runtime is float32 here)"
     if not onnxruntime_available():
         if choice == "onnxruntime":
             raise TlkitError(
@@ -272,19 +286,39 @@ def entry_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _open_entry(path: Path, key: str) -> np.ndarray | None:
+def _entry_digest(path: Path) -> str:
+    """SHA-256 of an entry's feature file: what meta.json records, so a damaged entry is never trusted."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _open_entry(path: Path, key: str, *, verify: bool = True) -> np.ndarray | None:
+    """The entry's features, or None when it is missing, incomplete or damaged (then it is recomputed).
+
+    A truncated or edited ``features.f32`` (size or SHA-256 not those in meta.json), a meta.json
+    that is not the JSON tlkit wrote, or an entry from before checksums: all are misses, never
+    errors — the cache is a cache.  ``verify=False`` skips the checksum for an entry this process
+    has just written.
+    """
     meta_path = path / _META_FILE
     if not meta_path.is_file():
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        if meta.get("key") != key or meta.get("complete") is not True:
+        if not isinstance(meta, dict) or meta.get("key") != key or meta.get("complete") is not True:
             return None
-        shape = tuple(meta["shape"])
-        if (path / _ENTRY_FILE).stat().st_size != 4 * math.prod(shape):
+        shape = tuple(int(n) for n in meta["shape"])
+        if not shape or min(shape) < 0:
             return None
-        return np.memmap(path / _ENTRY_FILE, dtype=np.float32, mode="r", shape=shape)
-    except (OSError, ValueError, KeyError):
+        dtype = np.dtype(meta.get("dtype", "float32"))
+        if dtype.name not in FEATURE_DTYPES:
+            return None
+        if (path / _ENTRY_FILE).stat().st_size != dtype.itemsize * math.prod(shape):
+            return None
+        if verify and meta.get("sha256") != _entry_digest(path / _ENTRY_FILE):
+            return None
+        return np.memmap(path / _ENTRY_FILE, dtype=dtype, mode="r", shape=shape)
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -300,10 +334,12 @@ def load_or_compute(
     augment: Callable[[np.ndarray, int], np.ndarray] | None = None,
     progress: Callable[[int], None] | None = None,
     describe: dict[str, Any] | None = None,
+    dtype: str = "float32",
 ) -> FeatureSet:
     """Return the cached features for ``key``, computing and storing them on a miss.
 
-    ``pixels`` is the decoded uint8 split (read batch by batch, never whole).
+    ``pixels`` is the decoded uint8 split (read batch by batch, never whole);
+    the features are stored as ``dtype`` (float32, or float16 at half the size).
     With ``augment(batch, view)`` every view is an augmented copy (one per
     epoch in training); without it there is one clean view.  ``progress(n)``
     is called with the number of images just done.
@@ -316,11 +352,23 @@ def load_or_compute(
 
     count = len(labels)
     shape = (views, count, *feature_shape)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+    except OSError as exc:
+        raise TlkitError(
+            f"cannot write the feature cache in {root} ({exc.strerror or exc}); set {CACHE_ENV} to a "
+            f"writable folder or train with --no-feature-cache"
+        ) from None
     started = time.perf_counter()
     try:
-        out = np.memmap(tmp / _ENTRY_FILE, dtype=np.float32, mode="w+", shape=shape)
+        try:
+            out = np.memmap(tmp / _ENTRY_FILE, dtype=dtype, mode="w+", shape=shape)
+        except OSError as exc:
+            raise TlkitError(
+                f"cannot write the feature cache in {root} ({exc.strerror or exc}); free some space, set "
+                f"{CACHE_ENV} to another folder or train with --no-feature-cache"
+            ) from None
         for view in range(views):
             for start in range(0, count, batch_size):
                 batch = np.asarray(pixels[start:start + batch_size], dtype=np.float32)
@@ -332,19 +380,23 @@ def load_or_compute(
         out.flush()
         del out
         seconds = time.perf_counter() - started
-        meta = {"key": key, "shape": list(shape), "complete": True, "created": time.time(),
-                "seconds": round(seconds, 3), "engine": getattr(engine, "name", "?"), **(describe or {})}
+        meta = {"key": key, "shape": list(shape), "dtype": dtype, "complete": True, "created": time.time(),
+                "seconds": round(seconds, 3), "engine": getattr(engine, "name", "?"),
+                "sha256": _entry_digest(tmp / _ENTRY_FILE), **(describe or {})}
         (tmp / _META_FILE).write_text(json.dumps(meta, indent=2))
         try:
             os.rename(tmp, path)  # atomic publish; fails if another run published first
         except OSError:
-            if _open_entry(path, key) is None:
-                shutil.rmtree(path, ignore_errors=True)
+            if _open_entry(path, key) is None:  # a damaged entry (or a stray file) in the way
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
                 os.rename(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    features = _open_entry(path, key)
+    features = _open_entry(path, key, verify=False)  # just written and checked above
     if features is None:  # pragma: no cover - the entry was removed under us
         raise TlkitError(f"feature cache entry {path} vanished while in use; rerun")
     return FeatureSet(features, labels, key, path, hit=False, seconds=seconds)
@@ -389,12 +441,15 @@ def make_feature_dataset(
         table = tf.constant(np.asarray(features.features).reshape(views * count, *shape))
 
         def gather(rows, labels):
-            return tf.gather(table, rows), tf.one_hot(labels, num_classes, dtype=tf.float32)
+            # float16 entries stay float16 in memory (half the RAM); the head sees float32.
+            x = tf.cast(tf.gather(table, rows), tf.float32)
+            return x, tf.one_hot(labels, num_classes, dtype=tf.float32)
     else:
         flat = features.features.reshape(views * count, *shape)
 
         def read_rows(rows: np.ndarray) -> np.ndarray:
-            return np.asarray(flat[np.sort(rows)][np.argsort(np.argsort(rows))])  # sorted reads, original order
+            ordered = flat[np.sort(rows)][np.argsort(np.argsort(rows))]  # sorted reads, original order
+            return np.asarray(ordered, dtype=np.float32)
 
         def gather(rows, labels):
             x = tf.numpy_function(read_rows, [rows], tf.float32, stateful=False)
@@ -403,7 +458,10 @@ def make_feature_dataset(
 
     steps = math.ceil(count / batch_size)
     dataset = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
+    from tlkit.distribute import shard_by_data
+
+    return shard_by_data(dataset)
 
 
 # -- cache management ----------------------------------------------------------
@@ -496,6 +554,8 @@ class FeaturePlan:
     augmentations: list[str]
     seed: int
     weights_fp: str
+    shard: tuple[int, int] = (0, 1)  # (this worker, workers): a multi-worker run splits the pass
+    dtype: str = "float32"  # how the entries store the features (float16: half the disk and RAM)
     _hashes: dict[tuple[str, ...], str] = field(default_factory=dict, repr=False)
 
     def files_fp(self, files: Sequence[str | Path]) -> str:
@@ -508,8 +568,14 @@ class FeaturePlan:
     def _common(self) -> dict[str, Any]:
         from tlkit import __version__
 
-        return {"tlkit": __version__, "base": self.base_name, "image_size": self.image_size,
-                "weights": self.weights_fp, "preprocess": layers_fingerprint(self.parts.preprocess_layers)}
+        common = {"tlkit": __version__, "base": self.base_name, "image_size": self.image_size,
+                  "weights": self.weights_fp, "preprocess": layers_fingerprint(self.parts.preprocess_layers)}
+        # Keys of float32 map entries stay as they were before these options existed.
+        if self.parts.pooling:  # the pooled vector, not the map
+            common["pooling"] = self.parts.pooling
+        if self.dtype != "float32":
+            common["dtype"] = self.dtype
+        return common
 
     def split_plan(self, name: str, files: Sequence[str | Path]) -> dict[str, Any]:
         """The key material of split ``name`` (its images' content hashes included)."""
@@ -521,14 +587,15 @@ class FeaturePlan:
 
     def expected_engine(self) -> str:
         """The engine a miss would use (part of the key: engines differ by ~1e-6)."""
-        if self.engine_choice != "tensorflow" and onnxruntime_available():
+        if self.engine_choice != "tensorflow" and onnxruntime_available() and not _mixed_precision():
             return "onnxruntime"
         return "tensorflow"
 
     @property
     def onnx_path(self) -> Path:
         preprocess = self._common()["preprocess"]
-        return cache_root() / "onnx" / f"{self.base_name}-{self.image_size}-{self.weights_fp[:16]}-{preprocess[:8]}.onnx"
+        pooled = f"-{self.parts.pooling}pool" if self.parts.pooling else ""
+        return cache_root() / "onnx" / f"{self.base_name}-{self.image_size}-{self.weights_fp[:16]}-{preprocess[:8]}{pooled}.onnx"
 
 
 def lookup_features(plan: FeaturePlan, splits: dict[str, tuple[Sequence[Path], np.ndarray]]) -> RunFeatures | None:
@@ -539,13 +606,60 @@ def lookup_features(plan: FeaturePlan, splits: dict[str, tuple[Sequence[Path], n
     """
     sets = {}
     for name, (files, labels) in splits.items():
-        key = entry_key({**plan.split_plan(name, files), "engine": plan.expected_engine()})
+        split_plan = plan.split_plan(name, files)
+        key = entry_key({**split_plan, "engine": plan.expected_engine()})
         path = cache_root() / "features" / key
         cached = _open_entry(path, key)
+        if cached is None:
+            cached = _pooled_from_cached_map(plan, split_plan, plan.expected_engine(), key)
         if cached is None or cached.shape[1] != len(labels):
             return None
         sets[name] = FeatureSet(cached, labels, key, path, hit=True, seconds=0.0)
     return RunFeatures(sets["train"], sets["val"], "cache", "all features were in the cache")
+
+
+def _pooled_from_cached_map(plan: FeaturePlan, split_plan: dict[str, Any], engine: str, key: str) -> np.ndarray | None:
+    """A pooling head's entry made from the cached feature *map* of the same images, when there is one.
+
+    Pooling the map (mean or max over its h×w positions) is what the head's own
+    pooling layer does, so a linear probe after a ``dense256`` run on the same
+    images runs no base at all.
+    """
+    if not plan.parts.pooling:
+        return None
+    map_plan = {k: v for k, v in split_plan.items() if k != "pooling"}
+    map_key = entry_key({**map_plan, "engine": engine})
+    feature_map = _open_entry(cache_root() / "features" / map_key, map_key)
+    if feature_map is None or feature_map.ndim != 5:
+        return None
+    reduce = np.mean if plan.parts.pooling == "avg" else np.max
+    pooled = np.stack([reduce(np.asarray(view, dtype=np.float32), axis=(1, 2)) for view in feature_map])
+    publish_entry(cache_root() / "features", key, pooled.astype(feature_map.dtype),
+                  {"engine": engine, "pooled_from": map_key, "split": split_plan.get("split"),
+                   "base": plan.base_name, "image_size": plan.image_size})
+    return _open_entry(cache_root() / "features" / key, key)
+
+
+def publish_entry(root: Path, key: str, features: np.ndarray, meta: dict[str, Any]) -> None:
+    """Write a complete cache entry (features + meta.json) under ``root/key`` through a temporary
+    folder and a rename; when another process published it first, theirs stays."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+    try:
+        out = np.memmap(tmp / _ENTRY_FILE, dtype=features.dtype, mode="w+", shape=features.shape)
+        out[:] = features
+        out.flush()
+        del out
+        meta = {**meta, "key": key, "shape": list(features.shape), "dtype": features.dtype.name, "complete": True,
+                "created": time.time(),
+                "sha256": _entry_digest(tmp / _ENTRY_FILE)}
+        (tmp / _META_FILE).write_text(json.dumps(meta, indent=2))
+        try:
+            os.rename(tmp, root / key)
+        except OSError:  # published by another process first: theirs is as good
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_features(
@@ -572,25 +686,43 @@ def run_features(
         engine_key = engine.name if engine is not None else plan.expected_engine()
         key = entry_key({**split_plan, "engine": engine_key})
         cached = _open_entry(cache_root() / "features" / key, key)
+        if cached is None and engine is None:
+            cached = _pooled_from_cached_map(plan, split_plan, engine_key, key)
         if cached is not None:
             sets[name] = FeatureSet(cached, decoded.labels, key, cache_root() / "features" / key, True, 0.0)
             continue
         if engine is None:
             sample = np.asarray(decoded.pixels[:2], dtype=np.float32)
-            engine, reason = make_engine(parts.feature_model, plan.engine_choice, plan.onnx_path, sample)
+            engine, reason = make_engine(parts.cached_model, plan.engine_choice, plan.onnx_path, sample)
             engine_name = engine.name
             if engine.name != engine_key:  # fell back to TensorFlow: key by what really ran
                 key = entry_key({**split_plan, "engine": engine.name})
         augment = _augment_with(parts.augmenter) if split_plan["augmentations"] else None
-        total = len(decoded.labels) * split_plan["views"]
-        callback = progress(f"{name} features", total) if progress else None
-        sets[name] = load_or_compute(
-            key=key, pixels=decoded.pixels, labels=decoded.labels,
-            feature_shape=tuple(parts.backbone.output.shape[1:]), engine=engine,
-            batch_size=batch_size, views=split_plan["views"], augment=augment, progress=callback,
-            describe={"base": plan.base_name, "image_size": plan.image_size, "split": name},
-        )
+        index, workers = plan.shard
+        share = len(range(index, len(decoded.labels), workers))  # this worker's images
+        callback = progress(f"{name} features", share * split_plan["views"]) if progress else None
+        common = dict(key=key, pixels=decoded.pixels, feature_shape=tuple(parts.cached_model.output.shape[1:]),
+                      engine=engine, batch_size=batch_size, views=split_plan["views"], augment=augment,
+                      progress=callback)
+        describe = {"base": plan.base_name, "image_size": plan.image_size, "split": name}
+        if workers > 1:
+            sets[name] = _computed_by_workers(plan, common, decoded.labels, describe)
+        else:
+            sets[name] = load_or_compute(labels=decoded.labels, describe=describe, dtype=plan.dtype, **common)
     return RunFeatures(sets["train"], sets["val"], engine_name, reason or "all features were in the cache")
+
+
+def _computed_by_workers(plan: FeaturePlan, common: dict[str, Any], labels: np.ndarray,
+                         describe: dict[str, Any]) -> FeatureSet:
+    """This worker's part of the split's features, then the whole (see :mod:`tlkit.feature_shards`)."""
+    from tlkit import feature_shards
+
+    index, workers = plan.shard
+    started = time.perf_counter()
+    feature_shards.compute_part(index=index, count=workers, describe=describe, dtype=plan.dtype, **common)
+    whole = feature_shards.assemble(key=common["key"], count=workers, total=len(labels), describe=describe)
+    path = cache_root() / "features" / common["key"]
+    return FeatureSet(whole, labels, common["key"], path, hit=False, seconds=time.perf_counter() - started)
 
 
 def head_probabilities(head: Any, features: FeatureSet, batch_size: int = 256) -> np.ndarray:
@@ -600,21 +732,6 @@ def head_probabilities(head: Any, features: FeatureSet, batch_size: int = 256) -
     engine's ~1e-6), without decoding an image or running the base.
     """
     view = features.features[0]
-    parts = [np.asarray(head.predict_on_batch(np.asarray(view[start:start + batch_size])))
+    parts = [np.asarray(head.predict_on_batch(np.asarray(view[start:start + batch_size], dtype=np.float32)))
              for start in range(0, len(features.labels), batch_size)]
     return np.concatenate(parts).astype(np.float64)
-
-
-class FeatureClassifier:
-    """Duck-typed stand-in for the end-to-end model that runs the base on the feature engine.
-
-    Same predictions as ``model`` (up to the engine's ~1e-6 differences) but
-    with ONNX Runtime for the base; used to evaluate right after training.
-    """
-
-    def __init__(self, engine: Any, head: Any, model: Any) -> None:
-        self._engine, self._head = engine, head
-        self.input_shape, self.output_shape = model.input_shape, model.output_shape
-
-    def predict_on_batch(self, pixels: np.ndarray) -> np.ndarray:
-        return np.asarray(self._head.predict_on_batch(self._engine(np.asarray(pixels, dtype=np.float32))))

@@ -6,14 +6,17 @@ instant, so every mistake in it is reported before any work starts.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from tlkit.builder import AugmentationChoice
 from tlkit.config import TrainConfig, merge
 from tlkit.errors import TlkitError
+from tlkit.preflight import check_output
 from tlkit.registry import get_registry
 from tlkit.specs import HeadSpec, format_choice, parse_choice, resolve_params
+from tlkit.weights.files import check_weight_file
 
 
 def resolve_head(name: str, params: dict[str, Any] | None) -> tuple[HeadSpec, dict[str, Any]]:
@@ -48,6 +51,24 @@ def resolve_weights(weights: str | None) -> str | None:
     return str(path.resolve())
 
 
+def _check_class_weight_file(setting: str) -> None:
+    """A ``--class-weight FILE.json`` must exist and hold a JSON object (its classes are checked
+    against the data's once the data is scanned)."""
+    if setting in ("none", "balanced"):
+        return
+    path = Path(setting).expanduser()
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TlkitError(f"--class-weight file {setting!r} does not exist; pass an existing .json file, "
+                         f"'balanced' or 'none'") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TlkitError(f"--class-weight file {setting!r} is not readable JSON ({exc}); "
+                         f"write an object like {{\"cat\": 2.0}}") from None
+    if not isinstance(value, dict):
+        raise TlkitError(f"--class-weight file {setting!r} must hold an object {{class name: weight}}")
+
+
 def resolve_config(config: TrainConfig | None = None, **options: Any) -> TrainConfig:
     """Apply ``options`` over ``config`` (or the defaults) and validate every value and name.
 
@@ -60,13 +81,21 @@ def resolve_config(config: TrainConfig | None = None, **options: Any) -> TrainCo
     _, head_params = resolve_head(config.head, config.head_params)
     augs = resolve_augmentations(config.augmentations)
     weights = resolve_weights(config.weights)
+    if weights not in (None, "imagenet"):
+        # Readable and of a known format now; whether it fits the base is checked when the base
+        # is built, which is still before the run directory exists.
+        check_weight_file(base, Path(weights))
+    _check_class_weight_file(config.class_weight)
     size = config.image_size or base.default_size
     base.check_size(size, weights)
+    output = Path(config.output).expanduser().resolve()
+    # Before any data is scanned: a wrong --output is the user's mistake, not a crash later on.
+    check_output(output)
     return merge(
         config,
         {
             "data": str(Path(config.data).expanduser().resolve()),
-            "output": str(Path(config.output).expanduser().resolve()),
+            "output": str(output),
             "image_size": size,
             "head_params": head_params,
             "augmentations": [format_choice(a.spec.name, a.params) for a in augs],

@@ -15,6 +15,8 @@ Everything the user should see goes to a :class:`~tlkit.observer.TrainingObserve
 
 from __future__ import annotations
 
+import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -111,6 +113,8 @@ class TrainingRun:
         self.plan: Any = None  # tlkit.features.FeaturePlan: what keys this run's cached features
         self.run_features: Any = None  # tlkit.features.RunFeatures, on the features path
         self.train_time = 0.0
+        self.distribution: Any = None  # tlkit.distribute.Distribution, made when the model is built
+        self._worker_dir: RunDir | None = None  # a non-chief worker's temporary run directory
         #: Seconds per phase (and per epoch), written to metrics.json for benchmarks and curious users.
         self.timings: dict[str, Any] = {}
 
@@ -132,9 +136,14 @@ class TrainingRun:
         return len(self.classes)
 
     @property
+    def global_batch(self) -> int:
+        """Images per training step across all replicas (``--batch-size`` × replicas unless ``--global-batch``)."""
+        return self.distribution.global_batch(self.config.batch_size, self.config.per_replica_batch)
+
+    @property
     def steps(self) -> int:
         """Batches per training epoch."""
-        return -(-len(self.train_px.labels) // self.config.batch_size)
+        return -(-len(self.train_px.labels) // self.global_batch)
 
     @property
     def head_on_features(self) -> bool:
@@ -147,10 +156,10 @@ class TrainingRun:
             return self.pixel_datasets(first_pass)
         from tlkit.features import make_feature_dataset
 
-        config, features = self.config, self.run_features
-        train = make_feature_dataset(features.train, batch_size=config.batch_size, num_classes=self.num_classes,
+        config, features, batch = self.config, self.run_features, self.global_batch
+        train = make_feature_dataset(features.train, batch_size=batch, num_classes=self.num_classes,
                                      shuffle=True, seed=config.seed, first_pass=first_pass)
-        val = make_feature_dataset(features.val, batch_size=config.batch_size, num_classes=self.num_classes,
+        val = make_feature_dataset(features.val, batch_size=batch, num_classes=self.num_classes,
                                    shuffle=False, seed=config.seed)
         return train, val
 
@@ -158,10 +167,10 @@ class TrainingRun:
         """(train, val) datasets of decoded pixels, for end-to-end training and fine-tuning."""
         from tlkit.data import make_dataset
 
-        config = self.config
-        train = make_dataset(self.train_px, batch_size=config.batch_size, num_classes=self.num_classes,
+        config, batch = self.config, self.global_batch
+        train = make_dataset(self.train_px, batch_size=batch, num_classes=self.num_classes,
                              shuffle=True, seed=config.seed, first_pass=first_pass)
-        val = make_dataset(self.val_px, batch_size=config.batch_size, num_classes=self.num_classes,
+        val = make_dataset(self.val_px, batch_size=batch, num_classes=self.num_classes,
                            shuffle=False, seed=config.seed)
         return train, val
 
@@ -170,10 +179,15 @@ class TrainingRun:
         """prepare → features → fit → finish, with the decoded pixels in a temporary folder."""
         from tlkit.training import TrainingInterrupted, sigterm_stops_training
 
-        with tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir, sigterm_stops_training():
+        with tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir, sigterm_stops_training(), \
+                self._process_state():
             try:
                 with self.timed("prepare"):
-                    self.prepare(workdir)
+                    try:
+                        self.prepare(workdir)
+                    except TlkitError:
+                        self._discard_unstarted_run_dir()
+                        raise
                 with self.timed("features"):
                     self.features()
                 with self.timed("fit"):
@@ -182,6 +196,32 @@ class TrainingRun:
             except KeyboardInterrupt as stop:
                 where = f"resume with: tlkit train --resume {self.run_dir}" if self.run_dir else "nothing was saved"
                 raise TrainingInterrupted.after(stop, f" before the first epoch finished; {where}") from None
+
+    def _discard_unstarted_run_dir(self) -> None:
+        """Remove the run directory this (new) run made when it fails before training started
+        (e.g. unreadable images found while decoding): a run that fails to start leaves nothing."""
+        if self.resuming or self.run_dir is None or self.run_dir.state_path.exists():
+            return
+        shutil.rmtree(self.run_dir.path, ignore_errors=True)
+        self.run_dir = None
+
+    @contextmanager
+    def _process_state(self) -> Iterator[None]:
+        """Leave the process as it was: Keras's global dtype policy back, a worker's temporary
+        run directory removed."""
+        # Keras is not imported here when it is not loaded yet: importing it (and TensorFlow)
+        # before the data scan would delay every early refusal by seconds and print TF's start-up
+        # noise; tlkit.tfenv imports it quietly in prepare().
+        keras = sys.modules.get("keras")
+        policy = keras.mixed_precision.global_policy().name if keras is not None else "float32"
+        try:
+            yield
+        finally:
+            keras = sys.modules.get("keras")
+            if keras is not None:
+                keras.mixed_precision.set_global_policy(policy)
+            if self._worker_dir is not None:
+                shutil.rmtree(self._worker_dir.path, ignore_errors=True)
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
@@ -211,11 +251,15 @@ class TrainingRun:
             )
         self.scan, self.classes = scan, list(scan.classes)
         self._report_scan()
+        self._preflight_pixels(workdir)
         import_tensorflow()
-        self._open_run_dir()
-        self.observer.message(f"Run directory: {self.run_dir}" + (" (resuming)" if self.resuming else ""))
+        # The model is built before the run directory exists: a weights file that cannot be read
+        # or does not fit the base (and every other refusal) leaves nothing behind.
         with self.timed("build_model"):
             self._build_model()
+        self._preflight_disk()
+        self._open_run_dir()
+        self.observer.message(f"Run directory: {self.run_dir}" + (" (resuming)" if self.resuming else ""))
         # Not decoded yet: a run whose features are all cached never decodes an image.
         self.train_px, self.val_px = (datamod.DecodedSplit(None, split.labels, list(split.files), [])
                                       for split in (scan.train, scan.val))
@@ -255,14 +299,65 @@ class TrainingRun:
             + (f"; skipped {' and '.join(skipped)} files" if skipped else "")
         )
 
+    def _preflight_pixels(self, workdir: str | Path) -> None:
+        """Refuse, before anything is decoded, an image size whose pixels or activations cannot fit."""
+        from tlkit import preflight
+
+        preflight.check_pixels(len(self.scan.train.files) + len(self.scan.val.files), self.config.image_size,
+                               self.config.batch_size, workdir=workdir)
+        if not self.resuming:  # the least a run directory needs (the model's size is known only once built)
+            preflight.check_run_dir_space(self.config.output, params=0, trainable=0)
+
+    def _preflight_disk(self) -> None:
+        """Refuse, before the run directory is made, a run whose files or features cannot fit on disk."""
+        import keras
+
+        from tlkit import preflight
+        from tlkit.features import cache_root
+
+        if not self.resuming:
+            preflight.check_output(self.config.output)
+            model = self.parts.model
+            preflight.check_run_dir_space(
+                self.config.output, params=model.count_params(),
+                trainable=sum(int(keras.ops.size(w)) for w in model.trainable_weights))
+        try:
+            feature_shape = tuple(int(d) for d in self.parts.cached_model.output.shape[1:])
+        except (AttributeError, TypeError, ValueError):  # no static output shape: nothing to estimate
+            feature_shape = ()
+        if self.path == "features" and feature_shape:
+            views = max(self.config.aug_views, 1)
+            preflight.check_feature_space(
+                cache_root(), num_images=len(self.scan.train.files) * views + len(self.scan.val.files), views=1,
+                feature_shape=feature_shape)
+
     def _open_run_dir(self) -> None:
+        if not self.distribution.is_chief:
+            self._open_worker_dir()
+            return
         if self.run_dir is None:
             from tlkit import __version__
 
-            self.run_dir = RunDir.create(self.config.output, self.config.base, self.config.head)
-            self.run_dir.write_config(self.config, {"version": __version__,
-                                                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            self.run_dir.write_classes(self.classes)
+            try:
+                self.run_dir = RunDir.create(self.config.output, self.config.base, self.config.head)
+            except OSError as exc:  # e.g. a read-only mount, a full disk, a race with another user
+                raise TlkitError(
+                    f"--output {self.config.output}: cannot create the run directory there "
+                    f"({exc.strerror or exc}); pass a folder you can write to"
+                ) from None
+            try:
+                self.run_dir.write_config(self.config, {"version": __version__,
+                                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                self.run_dir.write_classes(self.classes)
+            except OSError as exc:
+                # The folder was made a moment ago by this run and holds nothing of value: a run
+                # that fails to start leaves nothing (no config.toml a later --resume would trust).
+                shutil.rmtree(self.run_dir.path, ignore_errors=True)
+                self.run_dir = None
+                raise TlkitError(
+                    f"--output {self.config.output}: cannot write the run's files there "
+                    f"({exc.strerror or exc}); free some space or pass another --output"
+                ) from None
             return
         known = self.run_dir.read_classes()
         if known != self.classes:
@@ -270,6 +365,16 @@ class TrainingRun:
                 f"--resume {self.run_dir}: the data's classes changed since the run started "
                 f"(run: {', '.join(known)}; now: {', '.join(self.classes)}); start a new run instead"
             )
+
+    def _open_worker_dir(self) -> None:
+        """A non-chief worker writes into a temporary run directory (removed at the end): only the
+        chief writes the real one.  Resuming, it starts from a copy of the run's checkpoints."""
+        worker_dir = RunDir(Path(tempfile.mkdtemp(prefix="tlkit-worker-")))
+        if self.run_dir is not None and self.run_dir.checkpoints_dir.is_dir():
+            shutil.copytree(self.run_dir.checkpoints_dir, worker_dir.checkpoints_dir)
+        worker_dir.write_config(self.config)
+        worker_dir.write_classes(self.classes)
+        self.run_dir, self._worker_dir = worker_dir, worker_dir
 
     def _decode(self, name: str, split: Any, workdir: str | Path):
         from tlkit import data as datamod
@@ -294,22 +399,38 @@ class TrainingRun:
         import keras
 
         from tlkit import builder, features
+        from tlkit.distribute import make_distribution, set_precision
         from tlkit.resolve import resolve_augmentations
-        from tlkit.training import distribution_strategy
 
         config = self.config
+        # The strategy first: a multi-worker strategy must exist before other TensorFlow work.
+        self.distribution = make_distribution(config.strategy)
+        self.observer.message(self.distribution.describe(config.batch_size, config.per_replica_batch, config.lr))
+        set_precision(config.precision)
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             import tensorflow as tf
 
             tf.config.experimental.enable_op_determinism()
         weights = None if config.weights == "none" else config.weights
-        with distribution_strategy().scope():
-            self.parts = builder.assemble(
-                self.base, self.head, self.num_classes, image_size=config.image_size, weights=weights,
-                head_params=config.head_params, augmentations=resolve_augmentations(config.augmentations),
-                seed=config.seed,
-            )
+        augmentations = resolve_augmentations(config.augmentations)
+        try:
+            with self.distribution.strategy.scope():
+                self.parts = builder.assemble(
+                    self.base, self.head, self.num_classes, image_size=config.image_size, weights=weights,
+                    head_params=config.head_params, augmentations=augmentations, seed=config.seed,
+                )
+        except (TlkitError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plugin's build code failed: name the plugins
+            parts = [f"base {self.base.name!r} ({self.base.plugin or 'tlkit'})",
+                     f"head {self.head.name!r} ({self.head.plugin or 'tlkit'})"]
+            parts += [f"augmentation {a.spec.name!r} ({a.spec.plugin or 'tlkit'})" for a in augmentations]
+            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise TlkitError(
+                f"building the model failed ({type(exc).__name__}: {reason}) in one of: {', '.join(parts)}; "
+                f"check the plugin's build function (tlkit --debug train ... shows where)"
+            ) from exc
         model = self.parts.model
         trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
         shown_weights = "ImageNet" if weights == "imagenet" else config.weights
@@ -320,7 +441,8 @@ class TrainingRun:
         self.plan = features.FeaturePlan(
             self.parts, base_name=self.base.name, image_size=config.image_size, engine_choice=config.engine,
             views=config.aug_views, augmentations=list(config.augmentations), seed=config.seed,
-            weights_fp=features.weights_fingerprint(self.parts.backbone))
+            weights_fp=features.weights_fingerprint(self.parts.backbone), shard=self.distribution.shard,
+            dtype=config.feature_dtype)
 
     def _initial_state(self, fingerprints: dict[str, str]):
         """A fresh RunState, or the saved one after checking the data and base are unchanged."""
@@ -472,7 +594,7 @@ class TrainingRun:
 
         if self.run_features is None:
             return None
-        probabilities = head_probabilities(self.parts.head, self.run_features.val)
+        probabilities = head_probabilities(self.parts.head_tail, self.run_features.val)
         return {str(path): row for path, row in zip(self.val_px.files, probabilities)}
 
     def _write_report(self) -> Path | None:

@@ -6,9 +6,20 @@ import typer
 from rich.table import Table
 
 from tlkit.cli.common import handles_errors, out, print_json
+from tlkit.errors import TlkitError
 
 cache_app = typer.Typer(help="Inspect or clear the frozen-base feature cache.", no_args_is_help=True)
 
+
+def _checked_root():
+    """The cache folder; a path that exists but is not a folder is the user's to fix, not to delete."""
+    from tlkit.features import CACHE_ENV, cache_root
+
+    root = cache_root()
+    if root.exists() and not root.is_dir():
+        raise TlkitError(f"the feature cache {root} is a file, not a folder; move it away or set "
+                         f"{CACHE_ENV} to a folder")
+    return root
 
 
 @handles_errors
@@ -16,6 +27,7 @@ def cache_info(as_json: bool = typer.Option(False, "--json", help="Print JSON fo
     """Show the feature cache: where it is, each entry (base, size, images, views) and the total size."""
     from tlkit.features import cache_entries, cache_root
 
+    _checked_root()
     entries = cache_entries()
     total = sum(e["bytes"] for e in entries)
     if as_json:
@@ -37,6 +49,7 @@ def cache_clear(as_json: bool = typer.Option(False, "--json", help="Print JSON f
     """Delete every cached feature set and exported ONNX model (they are rebuilt on demand)."""
     from tlkit.features import cache_root, clear_cache
 
+    _checked_root()
     entries, freed = clear_cache()
     if as_json:
         return print_json({"root": str(cache_root()), "entries_removed": entries, "bytes_freed": freed})

@@ -42,6 +42,12 @@ def handles_errors(func: Callable) -> Callable:
         except KeyboardInterrupt:
             err.print("Interrupted.")
             raise typer.Exit(130)
+        except OSError as exc:
+            # A path the system refused (not a folder, no permission, disk full, read-only): the
+            # user's to fix, so name the path and the reason rather than asking for a bug report.
+            if _state["debug"]:
+                traceback.print_exc()
+            fail(_os_error_line(exc).replace("[", "\\["))
         except Exception as exc:  # an unexpected bug: still no raw traceback by default
             if _state["debug"]:
                 traceback.print_exc()
@@ -51,6 +57,16 @@ def handles_errors(func: Callable) -> Callable:
             )
 
     return wrapper
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``cannot use PATH: REASON; ...`` for an OSError, in one line."""
+    where = exc.filename if exc.filename is not None else None
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    target = f" {where}" if where is not None else ""
+    also = f" (-> {exc.filename2})" if getattr(exc, "filename2", None) else ""
+    return (f"cannot use{target}{also}: {reason}; check that the path is right, that you may write "
+            f"there and that the disk has room")
 
 
 def print_json(data: Any) -> None:

@@ -17,6 +17,34 @@ from tlkit.specs import BaseSpec
 WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5")
 
 
+def check_weight_file(base: BaseSpec, path: Path) -> None:
+    """Refuse, without building anything, a weights file that is missing, unreadable or of a format
+    neither Keras nor ``base`` reads.  (Whether its layers fit is checked by
+    :func:`build_with_weight_file`.)  Nothing here imports TensorFlow."""
+    own = tuple(base.weight_file_suffixes)
+    accepted = ", ".join(WEIGHT_FILE_SUFFIXES + own)
+    if not path.is_file():
+        raise TlkitError(
+            f"weights file {str(path)!r} does not exist; pass an existing weights file "
+            f"({accepted}), 'imagenet' or 'none' to --weights"
+        )
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise TlkitError(f"weights file {str(path)!r} cannot be read ({exc.strerror or exc}); "
+                         f"check its permissions or pass another --weights") from None
+    if own and path.name.lower().endswith(own):
+        return  # the plugin reads its own format when it builds
+    if not path.name.endswith(WEIGHT_FILE_SUFFIXES):
+        also = f" nor a file base {base.name!r} reads itself ({', '.join(own)})" if own else ""
+        raise TlkitError(
+            f"weights file {str(path)!r} is not a Keras weights file "
+            f"({', '.join(WEIGHT_FILE_SUFFIXES)}){also}"
+        )
+    _weight_file_layout(path, f"weights file {str(path)!r}")
+
+
 def build_with_weight_file(base: BaseSpec, input_shape: tuple[int, int, int], path: Path):
     """Build ``base`` with random weights, then load a Keras weight file into it, strictly.
 
