@@ -5,7 +5,7 @@ default ``dense256`` head) it trains a one-epoch run on a few generated
 images (``tlkit.train``), exports it with ``tlkit.exporting.export`` to every
 format × quantization (``force=True``: with random weights parity means
 nothing here, only speed and size do), loads each artefact with the same
-loader ``tlkit predict`` uses (``tlkit.exporting.load_artifact``: TFLite
+loader ``tlkit predict`` uses (``tlkit.artifacts.load_artifact``: TFLite
 interpreter, ONNX Runtime, SavedModel signature; ``model.keras`` through
 Keras' ``predict_on_batch`` as the reference) and times ``predict_on_batch``
 on random 0–255 pixels:
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     import tlkit
-    from tlkit.exporting import export, load_artifact
+    from tlkit.artifacts import load_artifact
+    from tlkit.exporting import export
     from tlkit.prediction import load_keras_model
     from tlkit.testing import make_image_folder
 

@@ -38,8 +38,9 @@ from typer.testing import CliRunner
 
 import tlkit
 from tlkit import registry as _registry
+from tlkit.artifacts import ARTIFACTS, locate_artifact
 from tlkit.errors import TlkitError
-from tlkit.exporting import ARTIFACTS, MIN_AGREEMENT, export, locate_artifact
+from tlkit.exporting import MIN_AGREEMENT, export
 from tlkit.prediction import open_model, predict
 from tlkit.testing import make_image_folder, registry_with
 

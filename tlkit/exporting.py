@@ -5,8 +5,7 @@
 
 Every artefact takes what ``model.keras`` takes — raw 0–255 RGB pixels,
 float32, ``(batch, size, size, 3)`` — and returns class probabilities: the
-preprocessing stays inside.  The augmentation layers (no-ops at inference)
-are left out of the exported graph.
+preprocessing stays inside (the conversion itself is :mod:`tlkit.export_formats`).
 
 Before an export is kept, the artefact is run — through the same loader
 ``tlkit predict`` uses — on the run's validation images next to
@@ -14,18 +13,15 @@ Before an export is kept, the artefact is run — through the same loader
 ``export.json``.  Below :data:`MIN_AGREEMENT` the export fails (nothing is
 left behind) unless ``force=True``.
 
-An export directory explains itself::
-
-    <run>/export/tflite-int8[-N]/
-      model.tflite | model.onnx | saved_model/    the artefact
-      classes.json                                class names; index = output index
-      export.json                                 format, quantization, input spec, versions, parity, source
-      README.md                                   a model card: classes, input, metrics, how to load it
-
+The export directory's layout (the artefact, ``classes.json``, ``export.json``,
+a ``README.md`` model card) is :mod:`tlkit.artifacts`'s, which also loads
+exported artefacts for ``tlkit predict`` and ``tlkit evaluate``
+(:func:`locate_artifact`, :func:`load_artifact`; importable from here too).
+This module orchestrates: it checks the choice of format, converts, measures
+parity, writes ``export.json`` and the model card, and publishes the folder.
 It is built in a hidden temporary folder next to its final place and renamed
 into place, and never replaces an earlier export (a ``-2``, ``-3``… suffix is
-added).  This module also loads exported artefacts for ``tlkit predict`` and
-``tlkit evaluate`` (:func:`locate_artifact`, :func:`load_artifact`).
+added).
 
 TensorFlow is imported only when a model is converted or loaded.
 """
@@ -34,24 +30,33 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import logging
 import os
-import re
 import shutil
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tlkit.artifacts import (
+    ARTIFACTS,
+    EXPORT_JSON,
+    FORMATS,
+    INPUT_NAME,
+    MODEL_CARD,
+    OUTPUT_NAME,
+    Artifact,
+    load_artifact,
+    locate_artifact,
+    recorded_data,
+)
 from tlkit.errors import TlkitError
+from tlkit.export_formats import TITLES, WRITERS, inference_model
 from tlkit.prediction import Predictor, decode_stream, load_keras_model
-from tlkit.rundir import RunDir, read_classes_file, write_json, write_text
+from tlkit.rundir import RunDir, write_json, write_text
 from tlkit.suggest import closest
 
 __all__ = [
@@ -70,7 +75,6 @@ __all__ = [
     "recorded_data",
 ]
 
-FORMATS = ("savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 #: What each format can hold.  ONNX ``dynamic`` is ONNX Runtime's dynamic quantization (uint8 weights).
 SUPPORTED: dict[str, tuple[str, ...]] = {
@@ -81,18 +85,8 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
 #: The least top-1 agreement with ``model.keras`` (fraction of validation images) an export must reach.
 MIN_AGREEMENT: dict[str, float] = {"none": 0.995, "float16": 0.99, "dynamic": 0.97, "int8": 0.97}
 DEFAULT_CALIBRATION_IMAGES = 100
-
-# The export directory's layout (its own; the run directory's names come from RunDir).
-EXPORT_JSON = "export.json"
-MODEL_CARD = "README.md"
-ARTIFACTS = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
-INPUT_NAME = "image"
-OUTPUT_NAME = "probabilities"
-_SAVED_MODEL_PB = "saved_model.pb"
 _MAX_DISAGREEMENTS = 20
-_STRIP_TOLERANCE = 1e-4  # max |Δprob| allowed between model.keras and its augmentation-free graph
 
-_TITLES = {"savedmodel": "TensorFlow SavedModel", "tflite": "TFLite", "onnx": "ONNX"}
 _QUANT_TEXT = {
     ("tflite", "none"): "float32",
     ("tflite", "float16"): "float16 weights (computed in float32 on CPU)",
@@ -256,10 +250,10 @@ def export(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         artifact_tmp = tmp / ARTIFACTS[fmt]
-        title = f"{_TITLES[fmt]}" + ("" if quantize == "none" else f" ({quantize})")
+        title = f"{TITLES[fmt]}" + ("" if quantize == "none" else f" ({quantize})")
         step(f"converting to {title}" + (f" with {len(calibration_pixels)} calibration images"
                                          if calibration_pixels is not None else ""))
-        _WRITERS[fmt](inference, artifact_tmp, size, quantize, calibration_pixels)
+        WRITERS[fmt](inference, artifact_tmp, size, quantize, calibration_pixels)
 
         step(f"checking parity with {RunDir.MODEL} on {len(val_files)} validation images")
         exported = load_artifact(artifact_tmp, fmt)
@@ -387,486 +381,6 @@ def _decode_some(files: Sequence[Path], size: int) -> np.ndarray:
     if not pixels:
         return np.zeros((0, size, size, 3), dtype=np.float32)
     return np.stack(pixels).astype(np.float32)
-
-
-# --------------------------------------------------------------------------- the inference graph
-
-
-def _all_layers(model: Any) -> Iterator[Any]:
-    for layer in getattr(model, "layers", []):
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
-
-
-def inference_model(model: Any, augmentations: int, sample: np.ndarray | None = None) -> tuple[Any, list[str]]:
-    """``model`` without its first ``augmentations`` layers (raw pixels → preprocessing → base → head).
-
-    tlkit's builder puts one layer per augmentation right after the input,
-    then preprocessing, the nested base and the nested head, in a chain.  The
-    augmentation layers are identities at inference, so leaving them out changes
-    nothing but the graph a converter sees; on ``sample`` (float32 pixels) the
-    result is checked against ``model`` to prove it.  Returns the model and the
-    names of the layers left out.
-    """
-    import keras
-
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if augmentations >= len(layers):
-        raise TlkitError(f"the run lists {augmentations} augmentation(s) but its model has only {len(layers)} "
-                         f"layers; it was not built by tlkit")
-    stripped, kept = layers[:augmentations], layers[augmentations:]
-    inputs = keras.Input(shape=tuple(model.input_shape[1:]), dtype="float32", name=INPUT_NAME)
-    x = inputs
-    for layer in kept:
-        x = layer(x)
-    inference = keras.Model(inputs, x, name=f"{model.name}_inference")
-    if sample is not None and len(sample):
-        want = np.asarray(model(sample, training=False))
-        got = np.asarray(inference(sample, training=False))
-        if want.shape != got.shape or float(np.max(np.abs(want - got))) > _STRIP_TOLERANCE:
-            raise TlkitError(
-                f"leaving out the augmentation layers ({', '.join(layer.name for layer in stripped) or 'none'}) changed "
-                f"the model's output; this model is not laid out as tlkit builds it, so it cannot be exported"
-            )
-    return inference, [layer.name for layer in stripped]
-
-
-# --------------------------------------------------------------------------- writers
-
-
-@contextlib.contextmanager
-def _quiet_native() -> Iterator[None]:
-    """Silence the converters' native and Python chatter (MLIR, absl, tf2onnx logs) while they run.
-
-    Their real errors arrive as exceptions, which the callers turn into one line.
-    ``TLKIT_TF_LOGS=1`` shows everything (as for TensorFlow's start-up, see :mod:`tlkit.tfenv`).
-    """
-    import sys
-
-    if os.environ.get("TLKIT_TF_LOGS"):
-        yield
-        return
-    previous_disable = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
-        logging.disable(previous_disable)
-
-
-def _write_savedmodel(model: Any, path: Path, size: int, quantize: str = "none", calibration: Any = None) -> None:
-    """A SavedModel whose ``serving_default`` signature maps ``image`` to ``probabilities``.
-
-    Written with ``tf.saved_model.save`` on a ``tf.Module`` that tracks the
-    model's underlying ``tf.Variable``s, not with ``keras.export.ExportArchive``
-    (``model.export``): that stores every weight twice — once per Keras variable
-    wrapper, once per raw variable its traced endpoint captures — doubling the
-    folder and the memory of whoever loads it (keras-team/keras#23553).
-    """
-    from tlkit.tfenv import import_tensorflow
-
-    tf = import_tensorflow()
-    module = tf.Module()
-    # The traced function captures these very tf.Variables, so each is saved once.
-    module.weights = [getattr(v, "value", v) for v in model.variables]
-    spec = tf.TensorSpec((None, size, size, 3), tf.float32, name=INPUT_NAME)
-    module.serve = tf.function(lambda image: {OUTPUT_NAME: model(image, training=False)}, input_signature=[spec])
-    try:
-        with _quiet_native():
-            tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    except Exception as exc:  # noqa: BLE001 - e.g. a plugin layer holding an untracked resource
-        raise TlkitError(f"cannot write a SavedModel of this model: {_first_line(str(exc))}") from exc
-
-
-def _write_tflite(model: Any, path: Path, size: int, quantize: str, calibration: np.ndarray | None) -> None:
-    """Convert through a temporary SavedModel (Keras 3 models convert reliably only that way)."""
-    from tlkit.tfenv import import_tensorflow
-
-    tf = import_tensorflow()
-    if not hasattr(tf, "lite") or not hasattr(tf.lite, "TFLiteConverter"):
-        raise TlkitError("this TensorFlow has no TFLite converter (tf.lite.TFLiteConverter); install a "
-                         "TensorFlow that has one, or export --format savedmodel/onnx")
-    with tempfile.TemporaryDirectory(prefix=".savedmodel-", dir=path.parent) as staging:
-        _write_savedmodel(model, Path(staging) / "sm", size)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(staging) / "sm"))
-        if quantize != "none":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        elif quantize == "int8":
-            pixels = np.asarray(calibration, dtype=np.float32)
-
-            def representative() -> Iterator[list[np.ndarray]]:
-                for row in pixels:
-                    yield [row[None]]
-
-            converter.representative_dataset = representative
-            # Full integer: every op int8 (an op without an int8 kernel is an error, not a silent float
-            # fallback).  Input and output stay float32, so the model still takes raw pixels and the
-            # quantize/dequantize steps live inside it.
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        try:
-            with _quiet_native():
-                flatbuffer = converter.convert()
-        except Exception as exc:  # noqa: BLE001 - ConverterError, RuntimeError, ValueError...
-            raise TlkitError(_conversion_error("TFLite", quantize, str(exc), model)) from exc
-    with open(path, "wb") as fh:
-        fh.write(flatbuffer)
-
-
-def _write_onnx(model: Any, path: Path, size: int, quantize: str, calibration: Any = None) -> None:
-    """tf2onnx with captured constants folded (:func:`tlkit.features.export_onnx`), checked, output renamed."""
-    import onnx
-
-    from tlkit.features import export_onnx
-
-    plain = path if quantize == "none" else path.with_name(f".float-{path.name}")
-    try:
-        with _quiet_native():
-            export_onnx(model, plain, size)
-    except TlkitError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - tf2onnx raises many types
-        raise TlkitError(_conversion_error("ONNX", quantize, str(exc), model)) from exc
-    proto = onnx.load(str(plain))
-    _check_onnx_ops(proto, model)
-    _rename_output(proto, OUTPUT_NAME)
-    onnx.save(proto, str(plain))
-    if quantize == "dynamic":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        try:
-            with _quiet_native():
-                # uint8 weights: ONNX Runtime's CPU ConvInteger kernel is implemented for uint8
-                # weights in every version tlkit supports (int8 weights only in recent ones).
-                quantize_dynamic(str(plain), str(path), weight_type=QuantType.QUInt8)
-        except Exception as exc:  # noqa: BLE001
-            raise TlkitError(f"ONNX Runtime could not quantize the model ({_first_line(str(exc))}); "
-                             f"export --format onnx --quantize none or --format tflite --quantize dynamic") from exc
-        finally:
-            plain.unlink(missing_ok=True)
-
-
-_WRITERS: dict[str, Callable[..., None]] = {"savedmodel": _write_savedmodel, "tflite": _write_tflite,
-                                            "onnx": _write_onnx}
-
-
-def _rename_output(proto: Any, name: str) -> None:
-    """Give the graph's single output a readable name (tf2onnx calls it e.g. ``Identity:0``)."""
-    if len(proto.graph.output) != 1:
-        return
-    old = proto.graph.output[0].name
-    if old == name:
-        return
-    for node in proto.graph.node:
-        for i, value in enumerate(node.output):
-            if value == old:
-                node.output[i] = name
-        for i, value in enumerate(node.input):
-            if value == old:
-                node.input[i] = name
-    for info in proto.graph.value_info:
-        if info.name == old:
-            info.name = name
-    proto.graph.output[0].name = name
-
-
-def _check_onnx_ops(proto: Any, model: Any) -> None:
-    """Refuse a graph holding ops ONNX does not define (tf2onnx leaves untranslatable TF ops in as they were)."""
-    import onnx.defs
-
-    bad = [(node.op_type, node.name) for node in proto.graph.node
-           if node.domain in ("", "ai.onnx", "ai.onnx.ml") and not onnx.defs.has(node.op_type, node.domain or "")]
-    if bad:
-        raise TlkitError(_unsupported_message("ONNX", [(op, name) for op, name in bad], model,
-                                              "tf2onnx has no ONNX translation for"))
-
-
-def _first_line(text: str) -> str:
-    for line in text.strip().splitlines():
-        if line.strip():
-            return line.strip()[:300]
-    return "no details"
-
-
-def _layer_for(path: str, model: Any) -> Any | None:
-    """The deepest layer of ``model`` named in an op's scope path (``functional_1/my_layer_1/Op``)."""
-    layers = {layer.name: layer for layer in _all_layers(model)}
-    for part in reversed(path.split("/")[:-1]):
-        for name in (part, re.sub(r"_\d+$", "", part)):
-            if name in layers:
-                return layers[name]
-    return None
-
-
-def _describe_layer(layer: Any) -> str:
-    cls = type(layer)
-    origin = cls.__module__ or ""
-    plugin = "" if origin.startswith("keras") else ", not a Keras layer"
-    return f"layer {layer.name!r} ({origin}.{cls.__qualname__}{plugin})"
-
-
-def _unsupported_message(target: str, ops: list[tuple[str, str]], model: Any, verb: str) -> str:
-    by_layer: dict[str, set[str]] = {}
-    for op, path in ops:
-        layer = _layer_for(path, model)
-        by_layer.setdefault(_describe_layer(layer) if layer is not None else "", set()).add(op)
-    parts = []
-    for where, names in by_layer.items():
-        parts.append(f"op {', '.join(sorted(names))}" + (f" in {where}" if where else ""))
-    alternatives = [f for f in FORMATS if _TITLES[f] != target]
-    return (f"cannot export to {target}: {verb} {'; '.join(parts)}; export --format "
-            f"{' or '.join(alternatives)} instead, or replace that layer with standard Keras layers")
-
-
-def _conversion_error(target: str, quantize: str, text: str, model: Any) -> str:
-    """One line from a converter's (often huge) error: which ops, in which layer, and what to do."""
-    # TFLite's MLIR errors locate each op as  fused["Op:", "model_1/layer_1/Op@__inference_..."].
-    located = dict(re.findall(r'fused\["(\w+):", "([^"@]+)@', text))
-    names: list[str] = re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text)
-    for listed in re.findall(r"(?:Custom|Flex) ops: ([\w, ]+)", text):
-        names += [op.strip() for op in listed.split(",") if op.strip()]
-    if not names:  # other per-op failures: the ops on the lines that report an error
-        names = [op for line in text.splitlines() if "error:" in line
-                 for op in re.findall(r'fused\["(\w+):", "[^"@]+@', line)[:1]]
-    names = list(dict.fromkeys(n for n in names if n not in ("StatefulPartitionedCall", "PartitionedCall")))
-    if names:
-        verb = "TFLite's int8 converter cannot handle" if quantize == "int8" else f"{target} has no kernel for"
-        return _unsupported_message(target, [(op, located.get(op, "")) for op in names], model, verb)
-    unsupported_quant = re.search(r"Quantization not yet supported for op: '?([\w.]+)'?", text)
-    if unsupported_quant:
-        return (f"cannot export to {target} int8: op {unsupported_quant.group(1)} has no int8 kernel; "
-                f"use --quantize dynamic or float16")
-    return f"cannot export to {target} ({quantize}): {_first_line(text)}"
-
-
-# --------------------------------------------------------------------------- loading artefacts
-
-
-@dataclass
-class Artifact:
-    """An exported model found on disk: the artefact, its format, its folder and ``export.json`` ({} if none)."""
-
-    path: Path
-    format: str
-    folder: Path  # where classes.json (and export.json) are looked for
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def classes_path(self) -> Path:
-        return self.folder / RunDir.CLASSES
-
-    def classes(self) -> list[str] | None:
-        return read_classes_file(self.classes_path) if self.classes_path.is_file() else None
-
-    def load(self) -> Any:
-        return load_artifact(self.path, self.format)
-
-
-def _read_export_json(folder: Path) -> dict[str, Any]:
-    path = folder / EXPORT_JSON
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TlkitError(f"cannot read {path}: {exc}") from exc
-    return value if isinstance(value, dict) else {}
-
-
-def _is_saved_model(path: Path) -> bool:
-    return path.is_dir() and (path / _SAVED_MODEL_PB).is_file()
-
-
-def locate_artifact(path: str | Path) -> Artifact | None:
-    """The exported model ``path`` names — a ``.tflite`` or ``.onnx`` file, a SavedModel folder or an
-    export folder (with ``export.json``) — or None when it is none of these (e.g. a run directory)."""
-    path = Path(path).expanduser()
-    if path.is_dir() and (path / EXPORT_JSON).is_file():
-        info = _read_export_json(path)
-        fmt, name = info.get("format"), info.get("artifact")
-        if fmt not in FORMATS or not isinstance(name, str):
-            raise TlkitError(f"{path / EXPORT_JSON} names no artefact; re-export with `tlkit export`")
-        artifact = path / name
-        if not artifact.exists():
-            raise TlkitError(f"the export folder {path} has no {name} (its {EXPORT_JSON} names it); "
-                             f"re-export with `tlkit export`")
-        return Artifact(artifact, fmt, path, info)
-    if path.is_file() and path.suffix.lower() in (".tflite", ".onnx"):
-        fmt, folder = path.suffix.lower()[1:], path.parent
-    elif _is_saved_model(path):
-        # classes.json inside the SavedModel folder, else beside it (an export folder's layout).
-        fmt, folder = "savedmodel", path if (path / RunDir.CLASSES).is_file() else path.parent
-    else:
-        return None
-    info = _read_export_json(folder)
-    if info.get("artifact") and (folder / str(info["artifact"])).resolve() != path.resolve():
-        info = {}  # another artefact's export.json
-    return Artifact(path, fmt, folder, info)
-
-
-def recorded_data(path: str | Path) -> str | None:
-    """The source run's data folder recorded in an export's ``export.json`` (None when absent or gone)."""
-    try:
-        artifact = locate_artifact(path)
-    except TlkitError:
-        return None
-    data = ((artifact.info.get("source") or {}).get("config") or {}).get("data") if artifact else None
-    return str(data) if data and Path(data).is_dir() else None
-
-
-def load_artifact(path: str | Path, fmt: str | None = None) -> Any:
-    """Load an exported model behind the small interface ``Predictor`` and ``evaluate`` use.
-
-    The returned object has ``predict_on_batch(x)`` (float32 pixels → probabilities),
-    ``input_shape`` and ``output_shape`` (batch dimension None) and ``engine``.
-    """
-    path = Path(path)
-    if fmt is None:
-        found = locate_artifact(path)
-        if found is None:
-            raise TlkitError(f"{path} is not an exported model (.tflite, .onnx or a SavedModel folder)")
-        path, fmt = found.path, found.format
-    loaders = {"tflite": TFLiteModel, "onnx": OnnxModel, "savedmodel": SavedModelModel}
-    return loaders[fmt](path)
-
-
-def _shape(values: Sequence[Any]) -> tuple[int | None, ...]:
-    """A shape with the batch dimension as None (runtimes spell it -1, 'unk__1', None...)."""
-    dims = [int(v) if isinstance(v, (int, np.integer)) and int(v) > 0 else None for v in values]
-    return (None, *dims[1:])
-
-
-class TFLiteModel:
-    """A ``.tflite`` model on the TFLite interpreter (LiteRT's ``ai_edge_litert`` when installed)."""
-
-    def __init__(self, path: Path) -> None:
-        interpreter, self.engine = _tflite_interpreter()
-        try:
-            with _quiet_native():
-                self._it = interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
-        except (ValueError, RuntimeError) as exc:
-            raise TlkitError(f"cannot load the TFLite model {path}: {_first_line(str(exc))}") from exc
-        inputs, outputs = self._it.get_input_details(), self._it.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise TlkitError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; tlkit expects one of each")
-        self._in, self._out = inputs[0], outputs[0]
-        self.input_shape = _shape(self._in.get("shape_signature", self._in["shape"]))
-        self.output_shape = _shape(self._out.get("shape_signature", self._out["shape"]))
-        self._batch: int | None = None
-
-    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        if self._batch != len(x):
-            self._it.resize_tensor_input(self._in["index"], list(x.shape))
-            with _quiet_native():
-                self._it.allocate_tensors()
-            self._batch = len(x)
-        dtype = np.dtype(self._in["dtype"])
-        if dtype != np.float32:  # an integer-input model made elsewhere: quantize as it asks
-            scale, zero = self._in["quantization"]
-            info = np.iinfo(dtype)
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-        self._it.set_tensor(self._in["index"], x)
-        self._it.invoke()
-        y = self._it.get_tensor(self._out["index"])
-        if np.dtype(self._out["dtype"]) != np.float32:
-            scale, zero = self._out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return np.array(y, dtype=np.float32)
-
-
-def _tflite_interpreter() -> tuple[Any, str]:
-    """The TFLite ``Interpreter`` class: LiteRT's when installed, else TensorFlow's (deprecated there)."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter, "ai_edge_litert"
-    except ImportError:
-        pass
-    from tlkit.tfenv import import_tensorflow
-
-    tf = import_tensorflow()
-    interpreter = getattr(getattr(tf, "lite", None), "Interpreter", None)
-    if interpreter is None:
-        raise TlkitError("running a .tflite model needs the TFLite interpreter: pip install ai-edge-litert")
-
-    def make(**kwargs: Any) -> Any:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated": it still works here
-            return interpreter(**kwargs)
-
-    return make, "tf.lite"
-
-
-class OnnxModel:
-    """A ``.onnx`` model on ONNX Runtime (CPU)."""
-
-    engine = "onnxruntime"
-
-    def __init__(self, path: Path) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise TlkitError("running a .onnx model needs ONNX Runtime: pip install onnxruntime") from exc
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own types
-            raise TlkitError(f"ONNX Runtime cannot load {path}: {_first_line(str(exc))}") from exc
-        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise TlkitError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; tlkit expects one of each")
-        self._input = inputs[0].name
-        self.input_shape = _shape(inputs[0].shape)
-        self.output_shape = _shape(outputs[0].shape)
-
-    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self._session.run(None, {self._input: np.asarray(x, dtype=np.float32)})[0])
-
-
-class SavedModelModel:
-    """A SavedModel folder, run through its ``serving_default`` signature."""
-
-    engine = "tensorflow"
-
-    def __init__(self, path: Path) -> None:
-        from tlkit.tfenv import import_tensorflow
-
-        tf = import_tensorflow()
-        self._tf = tf
-        try:
-            self._loaded = tf.saved_model.load(str(path))
-        except Exception as exc:  # noqa: BLE001
-            raise TlkitError(f"cannot load the SavedModel {path}: {_first_line(str(exc))}") from exc
-        signature = self._loaded.signatures.get("serving_default")
-        if signature is None:
-            raise TlkitError(f"the SavedModel {path} has no serving_default signature")
-        _, inputs = signature.structured_input_signature
-        outputs = signature.structured_outputs
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise TlkitError(f"{path}'s serving_default has {len(inputs)} inputs and {len(outputs)} outputs; "
-                             f"tlkit expects one of each")
-        (self._input, in_spec), (self._output, out_spec) = next(iter(inputs.items())), next(iter(outputs.items()))
-        self._fn = signature
-        self.input_shape = _shape(in_spec.shape.as_list())
-        self.output_shape = _shape(out_spec.shape.as_list())
-
-    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
-        result = self._fn(**{self._input: self._tf.constant(np.asarray(x, dtype=np.float32))})
-        return np.asarray(result[self._output])
 
 
 # --------------------------------------------------------------------------- parity
@@ -1024,14 +538,14 @@ def _model_card(info: dict[str, Any], classes: list[str]) -> str:
     calibration = info.get("calibration")
     run_acc = source.get("best_val_accuracy")
     lines = [
-        f"# {Path(source['run_dir']).name} — {_TITLES[fmt]}, {info['quantization']}",
+        f"# {Path(source['run_dir']).name} — {TITLES[fmt]}, {info['quantization']}",
         "",
         f"Exported by tlkit {info['versions']['tlkit']} on {info['created']} from the run `{source['run_dir']}` "
         f"(base `{source.get('base')}`, head `{source.get('head')}`).",
         "",
         "| | |",
         "|---|---|",
-        f"| artefact | `{info['artifact']}` ({info['artifact_bytes'] / 1e6:.1f} MB), {_TITLES[fmt]} |",
+        f"| artefact | `{info['artifact']}` ({info['artifact_bytes'] / 1e6:.1f} MB), {TITLES[fmt]} |",
         f"| quantization | {info['quantization']}: {info['quantization_detail']}"
         + (f"; calibrated on {calibration['images']} training images" if calibration else "") + " |",
         f"| input | `{INPUT_NAME}`: float32 `(batch, {size}, {size}, 3)`, RGB, **raw 0–255 pixels** (resize "

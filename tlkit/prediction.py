@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from tlkit.artifacts import locate_artifact
 from tlkit.errors import TlkitError
 from tlkit.rundir import RunDir, read_classes_file
 
@@ -106,8 +107,6 @@ def open_model(run_or_model: str | Path, *, model: Any = None) -> ModelSource:
         TlkitError: not a run or model, the model cannot be loaded, or its
             number of outputs differs from the number of classes.
     """
-    from tlkit.exporting import locate_artifact  # here: tlkit.exporting imports this module
-
     notes: list[str] = []
     artifact = locate_artifact(run_or_model)
     if artifact is not None:

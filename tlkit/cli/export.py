@@ -58,7 +58,7 @@ def export_command(
 def _print_result(result) -> None:
     from rich.table import Table
 
-    from tlkit.exporting import MODEL_CARD
+    from tlkit.artifacts import MODEL_CARD
 
     info, parity = result.info, result.parity
     out.print(f"Exported [bold]{_esc(info['source']['run_dir'])}[/bold] → [bold]{_esc(result.path)}[/bold] "
