@@ -125,8 +125,11 @@ def run_arm(name: str, cmd: list[str], *, env: dict[str, str], logs: Path) -> di
         "stdout_log": str(out_path),
         "stderr_log": str(err_path),
     }
-    print(f"    -> rc {arm['returncode']}, {arm['wall_s']} s wall, {arm['cpu_s']} s CPU, "
-          f"peak RSS {arm['peak_rss_mb']} MB, load {load_start[0]} → {arm['loadavg_end'][0]}", flush=True)
+    print(
+        f"    -> rc {arm['returncode']}, {arm['wall_s']} s wall, {arm['cpu_s']} s CPU, "
+        f"peak RSS {arm['peak_rss_mb']} MB, load {load_start[0]} → {arm['loadavg_end'][0]}",
+        flush=True,
+    )
     if proc.returncode != 0:
         tail = err_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{name} failed (exit {proc.returncode}); stderr tail:\n{tail}")
@@ -181,19 +184,25 @@ def snapshot_tlkit(rev: str) -> dict[str, Any]:
     after ``PYTHONPATH`` on ``sys.path``, so the snapshot's ``tlkit`` and
     ``tlkit_builtins`` win; the entry points stay those of the installed dist.
     """
-    commit = subprocess.run(["git", "rev-parse", rev], cwd=REPO, capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", rev], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
     dest = DATA_ROOT / "src" / commit[:12]
     if not (dest / "tlkit" / "__init__.py").is_file():
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
-        archive = subprocess.run(["git", "archive", commit, "tlkit", "plugins/tlkit_builtins"], cwd=REPO,
-                                 capture_output=True, check=True).stdout
+        archive = subprocess.run(
+            ["git", "archive", commit, "tlkit", "plugins/tlkit_builtins"], cwd=REPO, capture_output=True, check=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     TLKIT_PATH[:] = [str(dest), str(dest / "plugins")]
     check = subprocess.run(
         [sys.executable, "-c", "import tlkit, tlkit_builtins; print(tlkit.__file__); print(tlkit_builtins.__file__)"],
-        env=_tlkit_env(), capture_output=True, text=True, check=True).stdout.split()
+        env=_tlkit_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     if not all(path.startswith(str(dest)) for path in check):
         raise RuntimeError(f"the snapshot in {dest} is not what the tlkit arms import: {check}")
     print(f"tlkit arms use the snapshot of {rev} ({commit[:12]}) in {dest}", flush=True)
@@ -223,9 +232,12 @@ def ensure_weights(base: str, init: str, logs: Path) -> tuple[Path, dict[str, An
         info = json.loads(info_path.read_text())
         if info.get("init") == init and info.get("seed") == 0:
             return path, info
-    arm = run_arm(f"{base}-make-weights", [sys.executable, str(HERE / "make_weights.py"), "--base", base,
-                                           "--out", str(path), "--init", init],
-                  env=_child_env(), logs=logs)
+    arm = run_arm(
+        f"{base}-make-weights",
+        [sys.executable, str(HERE / "make_weights.py"), "--base", base, "--out", str(path), "--init", init],
+        env=_child_env(),
+        logs=logs,
+    )
     return path, arm["json"]
 
 
@@ -241,7 +253,9 @@ def cache_sizes(cache: Path) -> dict[str, Any]:
             meta_path = entry / "meta.json"
             meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
             sizes["features"][meta.get("split", entry.name)] = {
-                "mb": round(_du(entry) / 2**20, 1), "shape": meta.get("shape")}
+                "mb": round(_du(entry) / 2**20, 1),
+                "shape": meta.get("shape"),
+            }
     sizes["total_mb"] = round(_du(cache) / 2**20, 1)
     return sizes
 
@@ -268,32 +282,63 @@ def machine_info() -> dict[str, Any]:
             versions[dist] = None
     git = {}
     try:
-        git["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                                       text=True, check=True).stdout.strip()
-        git["dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                           cwd=REPO, capture_output=True, text=True).stdout.strip())
+        git["commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        git["dirty"] = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+            ).stdout.strip()
+        )
     except (OSError, subprocess.CalledProcessError):
         pass
-    return {"cpus": os.cpu_count(), "cpu_model": cpu, "memory_gb": mem_gb, "platform": platform.platform(),
-            "python": platform.python_version(), "versions": versions, "git": git}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gb": mem_gb,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "git": git,
+    }
 
 
 # -- one base ----------------------------------------------------------------------
 
 
-def _tlkit_arm(name: str, *, data: Path, base: str, head: str, weights: Path, args, cache: Path,
-               runs: Path, logs: Path) -> dict[str, Any]:
+def _tlkit_arm(
+    name: str, *, data: Path, base: str, head: str, weights: Path, args, cache: Path, runs: Path, logs: Path
+) -> dict[str, Any]:
     cmd = _tlkit_command() + [
-        "train", "--data", str(data), "--base", base, "--weights", str(weights), "--head", head,
-        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
-        "--image-size", str(args.image_size), "--output", str(runs), "--json",
+        "train",
+        "--data",
+        str(data),
+        "--base",
+        base,
+        "--weights",
+        str(weights),
+        "--head",
+        head,
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--seed",
+        str(args.seed),
+        "--image-size",
+        str(args.image_size),
+        "--output",
+        str(runs),
+        "--json",
     ]
     arm = run_arm(name, cmd, env=_tlkit_env(TLKIT_CACHE_DIR=str(cache)), logs=logs)
     metrics = arm["json"]["metrics"]
     features = metrics.get("features") or {}
     arm["run_dir"] = arm["json"]["run_dir"]
-    arm["metrics"] = {key: metrics.get(key) for key in (
-        "best_val_accuracy", "best_epoch", "final", "train_time_s", "training_path", "num_train", "num_val")}
+    arm["metrics"] = {
+        key: metrics.get(key)
+        for key in ("best_val_accuracy", "best_epoch", "final", "train_time_s", "training_path", "num_train", "num_val")
+    }
     arm["features"] = features
     arm["timings"] = metrics.get("timings") or {}  # tlkit's own per-phase seconds (metrics.json)
     arm["base_images_per_s"] = (features.get("train") or {}).get("images_per_s")
@@ -317,13 +362,41 @@ def bench_base(base: str, data: Path, args, stamp: str, record: dict[str, Any], 
 
     if not args.skip_plain:
         plain_epochs = args.plain_epochs or args.epochs
-        cmd = [sys.executable, str(HERE / "plain_keras_recipe.py"), "--data", str(data), "--base", base,
-               "--weights", str(weights), "--epochs", str(plain_epochs), "--batch-size", str(args.batch_size),
-               "--seed", str(args.seed), "--image-size", str(args.image_size)]
+        cmd = [
+            sys.executable,
+            str(HERE / "plain_keras_recipe.py"),
+            "--data",
+            str(data),
+            "--base",
+            base,
+            "--weights",
+            str(weights),
+            "--epochs",
+            str(plain_epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--seed",
+            str(args.seed),
+            "--image-size",
+            str(args.image_size),
+        ]
         arm = run_arm(f"{base}-plain", cmd, env=_child_env(), logs=logs)
         result = arm.pop("json")
-        arm.update({k: result[k] for k in ("fit_s", "epoch_s", "base_images_per_s", "best_val_accuracy",
-                                           "best_epoch", "final_val_accuracy", "num_train", "num_val")})
+        arm.update(
+            {
+                k: result[k]
+                for k in (
+                    "fit_s",
+                    "epoch_s",
+                    "base_images_per_s",
+                    "best_val_accuracy",
+                    "best_epoch",
+                    "final_val_accuracy",
+                    "num_train",
+                    "num_val",
+                )
+            }
+        )
         arm["self_reported_peak_rss_mb"] = result["peak_rss_mb"]
         arm["history"] = result["history"]
         arm["epochs"] = plain_epochs
@@ -331,14 +404,26 @@ def bench_base(base: str, data: Path, args, stamp: str, record: dict[str, Any], 
             # Extrapolated, and said so: first epoch (includes tracing) + the mean later epoch.
             later = arm["epoch_s"][1:] or arm["epoch_s"]
             fit_full = arm["epoch_s"][0] + sum(later) / len(later) * (args.epochs - 1)
-            arm["extrapolated"] = {"from_epochs": plain_epochs, "to_epochs": args.epochs,
-                                   "fit_s": round(fit_full, 2),
-                                   "wall_s": round(arm["wall_s"] - arm["fit_s"] + fit_full, 2)}
+            arm["extrapolated"] = {
+                "from_epochs": plain_epochs,
+                "to_epochs": args.epochs,
+                "fit_s": round(fit_full, 2),
+                "wall_s": round(arm["wall_s"] - arm["fit_s"] + fit_full, 2),
+            }
         out["plain"] = arm
         save()
 
-    out["tlkit_cold"] = _tlkit_arm(f"{base}-tlkit-dense256-cold", data=data, base=base, head="dense256",
-                                   weights=weights, args=args, cache=cache, runs=runs, logs=logs)
+    out["tlkit_cold"] = _tlkit_arm(
+        f"{base}-tlkit-dense256-cold",
+        data=data,
+        base=base,
+        head="dense256",
+        weights=weights,
+        args=args,
+        cache=cache,
+        runs=runs,
+        logs=logs,
+    )
     out["tlkit_cold"]["cache"] = cache_sizes(cache)
     save()
     models = sorted((cache / "onnx").glob("*.onnx"))
@@ -347,11 +432,27 @@ def bench_base(base: str, data: Path, args, stamp: str, record: dict[str, Any], 
     elif models:
         n_images = out["tlkit_cold"]["metrics"]["num_train"]
         ab_images = min(n_images, args.ab_images if args.ab_images is not None else 5 * args.batch_size)
-        arm = run_arm(f"{base}-ort", [sys.executable, str(HERE / "ort_throughput.py"), "--model", str(models[0]),
-                                      "--images", str(n_images), "--batch-sizes", args.ort_batch_sizes,
-                                      "--rounds", str(args.ort_rounds), "--ab-images", str(ab_images),
-                                      "--ab-batch-size", str(args.batch_size)],
-                      env=_tlkit_env(), logs=logs)
+        arm = run_arm(
+            f"{base}-ort",
+            [
+                sys.executable,
+                str(HERE / "ort_throughput.py"),
+                "--model",
+                str(models[0]),
+                "--images",
+                str(n_images),
+                "--batch-sizes",
+                args.ort_batch_sizes,
+                "--rounds",
+                str(args.ort_rounds),
+                "--ab-images",
+                str(ab_images),
+                "--ab-batch-size",
+                str(args.batch_size),
+            ],
+            env=_tlkit_env(),
+            logs=logs,
+        )
         arm.update(arm.pop("json"))
         out["ort"] = arm
     else:
@@ -359,14 +460,32 @@ def bench_base(base: str, data: Path, args, stamp: str, record: dict[str, Any], 
     save()
 
     # Run right after the cold one, so that the ORT numbers sit next to tlkit's feature pass.
-    out["tlkit_warm"] = _tlkit_arm(f"{base}-tlkit-linear-warm", data=data, base=base, head="linear",
-                                   weights=weights, args=args, cache=cache, runs=runs, logs=logs)
+    out["tlkit_warm"] = _tlkit_arm(
+        f"{base}-tlkit-linear-warm",
+        data=data,
+        base=base,
+        head="linear",
+        weights=weights,
+        args=args,
+        cache=cache,
+        runs=runs,
+        logs=logs,
+    )
     # Optional: the same dense256 training on the same cached features with other seeds —
     # how much best val accuracy moves with shuffling order and dropout alone.
     for seed in _seeds(args.extra_seeds):
         seed_args = argparse.Namespace(**{**vars(args), "seed": seed})
-        arm = _tlkit_arm(f"{base}-tlkit-dense256-seed{seed}", data=data, base=base, head="dense256",
-                         weights=weights, args=seed_args, cache=cache, runs=runs, logs=logs)
+        arm = _tlkit_arm(
+            f"{base}-tlkit-dense256-seed{seed}",
+            data=data,
+            base=base,
+            head="dense256",
+            weights=weights,
+            args=seed_args,
+            cache=cache,
+            runs=runs,
+            logs=logs,
+        )
         out.setdefault("tlkit_seeds", {})[str(seed)] = arm
         save()
     out["summary"] = summarize(out, args.epochs)
@@ -383,10 +502,13 @@ def _seeds(text: str | None) -> list[int]:
 def summarize(out: dict[str, Any], epochs: int) -> dict[str, Any]:
     cold, warm, plain, ort = out["tlkit_cold"], out["tlkit_warm"], out.get("plain"), out.get("ort", {})
     s: dict[str, Any] = {
-        "tlkit_wall_s": cold["wall_s"], "tlkit_cpu_s": cold["cpu_s"],
-        "tlkit_base_images_per_s": cold["base_images_per_s"], "tlkit_peak_rss_mb": cold["peak_rss_mb"],
+        "tlkit_wall_s": cold["wall_s"],
+        "tlkit_cpu_s": cold["cpu_s"],
+        "tlkit_base_images_per_s": cold["base_images_per_s"],
+        "tlkit_peak_rss_mb": cold["peak_rss_mb"],
         "tlkit_best_val_accuracy": cold["best_val_accuracy"],
-        "warm_wall_s": warm["wall_s"], "warm_pct_of_cold": round(100 * warm["wall_s"] / cold["wall_s"], 1),
+        "warm_wall_s": warm["wall_s"],
+        "warm_pct_of_cold": round(100 * warm["wall_s"] / cold["wall_s"], 1),
         "warm_training_path": warm["metrics"].get("training_path"),
         "warm_feature_cache": {k: (warm["features"].get(k) or {}).get("cache") for k in ("train", "val")},
         "feature_engine": cold["features"].get("engine"),
@@ -394,16 +516,23 @@ def summarize(out: dict[str, Any], epochs: int) -> dict[str, Any]:
     if plain:
         ext = plain.get("extrapolated")
         plain_wall = ext["wall_s"] if ext else plain["wall_s"]
-        s.update({
-            "plain_wall_s": plain_wall, "plain_wall_extrapolated": bool(ext), "plain_cpu_s": plain["cpu_s"],
-            "plain_base_images_per_s": plain["base_images_per_s"], "plain_peak_rss_mb": plain["peak_rss_mb"],
-            "plain_best_val_accuracy": plain["best_val_accuracy"], "plain_epochs": plain["epochs"],
-            "speedup_wall": round(plain_wall / cold["wall_s"], 2),
-            "speedup_cpu": None if ext else round(plain["cpu_s"] / cold["cpu_s"], 2),
-            "base_pass_speedup": round(cold["base_images_per_s"] / plain["base_images_per_s"], 2)
-            if cold["base_images_per_s"] else None,
-            "val_accuracy_delta": round(cold["best_val_accuracy"] - plain["best_val_accuracy"], 4),
-        })
+        s.update(
+            {
+                "plain_wall_s": plain_wall,
+                "plain_wall_extrapolated": bool(ext),
+                "plain_cpu_s": plain["cpu_s"],
+                "plain_base_images_per_s": plain["base_images_per_s"],
+                "plain_peak_rss_mb": plain["peak_rss_mb"],
+                "plain_best_val_accuracy": plain["best_val_accuracy"],
+                "plain_epochs": plain["epochs"],
+                "speedup_wall": round(plain_wall / cold["wall_s"], 2),
+                "speedup_cpu": None if ext else round(plain["cpu_s"] / cold["cpu_s"], 2),
+                "base_pass_speedup": round(cold["base_images_per_s"] / plain["base_images_per_s"], 2)
+                if cold["base_images_per_s"]
+                else None,
+                "val_accuracy_delta": round(cold["best_val_accuracy"] - plain["best_val_accuracy"], 4),
+            }
+        )
     if ort.get("best_images_per_s"):
         s["ort_best_images_per_s"] = ort["best_images_per_s"]
         s["ort_best_batch_size"] = ort["best_batch_size"]
@@ -414,8 +543,10 @@ def summarize(out: dict[str, Any], epochs: int) -> dict[str, Any]:
         if "ratio_best" in ab:
             s["ab_tlkit_pipeline_vs_raw_ort"] = ab["ratio_best"]
     if out.get("tlkit_seeds"):
-        accs = {str(out.get("seed", 0)): cold["best_val_accuracy"],
-                **{seed: arm["best_val_accuracy"] for seed, arm in out["tlkit_seeds"].items()}}
+        accs = {
+            str(out.get("seed", 0)): cold["best_val_accuracy"],
+            **{seed: arm["best_val_accuracy"] for seed, arm in out["tlkit_seeds"].items()},
+        }
         s["tlkit_seed_best_val_accuracy"] = accs
         s["tlkit_seed_range"] = [min(accs.values()), max(accs.values())]
     s["targets"] = {
@@ -441,11 +572,20 @@ def rss_test(args, stamp: str, record: dict[str, Any], save) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)
     cache.mkdir(parents=True)
     rss_args = argparse.Namespace(**{**vars(args), "epochs": args.rss_epochs})
-    arm = _tlkit_arm("rss-resnet50-tlkit-dense256", data=data, base="resnet50", head="dense256",
-                     weights=weights, args=rss_args, cache=cache, runs=runs, logs=logs)
+    arm = _tlkit_arm(
+        "rss-resnet50-tlkit-dense256",
+        data=data,
+        base="resnet50",
+        head="dense256",
+        weights=weights,
+        args=rss_args,
+        cache=cache,
+        runs=runs,
+        logs=logs,
+    )
     arm["cache"] = cache_sizes(cache)
     n = arm["metrics"]["num_train"] + arm["metrics"]["num_val"]
-    arm["decoded_pixels_mb"] = round(n * args.image_size ** 2 * 3 / 2**20, 1)
+    arm["decoded_pixels_mb"] = round(n * args.image_size**2 * 3 / 2**20, 1)
     arm["target_rss_mb"] = TARGET_RSS_MB
     arm["meets_target"] = arm["peak_rss_mb"] <= TARGET_RSS_MB
     arm["weights"] = {"path": str(weights), **info}
@@ -455,8 +595,17 @@ def rss_test(args, stamp: str, record: dict[str, Any], save) -> dict[str, Any]:
         # The same run again with the ONNX file already cached but no features: tlkit's
         # memory without the one-off export (tf2onnx), i.e. what a user sees on a new dataset.
         shutil.rmtree(cache / "features", ignore_errors=True)
-        again = _tlkit_arm("rss-resnet50-tlkit-dense256-onnx-cached", data=data, base="resnet50",
-                           head="dense256", weights=weights, args=rss_args, cache=cache, runs=runs, logs=logs)
+        again = _tlkit_arm(
+            "rss-resnet50-tlkit-dense256-onnx-cached",
+            data=data,
+            base="resnet50",
+            head="dense256",
+            weights=weights,
+            args=rss_args,
+            cache=cache,
+            runs=runs,
+            logs=logs,
+        )
         again["cache"] = cache_sizes(cache)
         again["meets_target"] = again["peak_rss_mb"] <= TARGET_RSS_MB
         record["rss_test_onnx_cached"] = again
@@ -481,75 +630,137 @@ def print_tables(record: dict[str, Any]) -> None:
         s = out.get("summary")
         if not s:
             continue
-        print(f"\n{base}  ({record['settings']['images']} train images, {record['settings']['epochs']} epochs, "
-              f"{record['settings']['image_size']} px, batch {record['settings']['batch_size']})")
+        print(
+            f"\n{base}  ({record['settings']['images']} train images, {record['settings']['epochs']} epochs, "
+            f"{record['settings']['image_size']} px, batch {record['settings']['batch_size']})"
+        )
         rows = [("", "plain Keras", "tlkit (cold)", "tlkit / plain")]
         if "plain_wall_s" in s:
             wall_note = " (extrap.)" if s["plain_wall_extrapolated"] else ""
             rows += [
-                ("wall time", _fmt(s["plain_wall_s"], ".1f", " s") + wall_note, _fmt(s["tlkit_wall_s"], ".1f", " s"),
-                 _fmt(s["speedup_wall"], ".1f", "× faster")),
-                ("CPU time", _fmt(s["plain_cpu_s"], ".0f", " s"), _fmt(s["tlkit_cpu_s"], ".0f", " s"),
-                 _fmt(s["speedup_cpu"], ".1f", "× less")),
-                ("base pass", _fmt(s["plain_base_images_per_s"], ".1f", " img/s"),
-                 _fmt(s["tlkit_base_images_per_s"], ".1f", " img/s"), _fmt(s["base_pass_speedup"], ".1f", "×")),
-                ("peak RSS", _fmt(s["plain_peak_rss_mb"], ".0f", " MB"), _fmt(s["tlkit_peak_rss_mb"], ".0f", " MB"),
-                 ""),
-                ("best val acc", _fmt(s["plain_best_val_accuracy"], ".3f"), _fmt(s["tlkit_best_val_accuracy"], ".3f"),
-                 _fmt(s["val_accuracy_delta"], "+.3f")),
+                (
+                    "wall time",
+                    _fmt(s["plain_wall_s"], ".1f", " s") + wall_note,
+                    _fmt(s["tlkit_wall_s"], ".1f", " s"),
+                    _fmt(s["speedup_wall"], ".1f", "× faster"),
+                ),
+                (
+                    "CPU time",
+                    _fmt(s["plain_cpu_s"], ".0f", " s"),
+                    _fmt(s["tlkit_cpu_s"], ".0f", " s"),
+                    _fmt(s["speedup_cpu"], ".1f", "× less"),
+                ),
+                (
+                    "base pass",
+                    _fmt(s["plain_base_images_per_s"], ".1f", " img/s"),
+                    _fmt(s["tlkit_base_images_per_s"], ".1f", " img/s"),
+                    _fmt(s["base_pass_speedup"], ".1f", "×"),
+                ),
+                (
+                    "peak RSS",
+                    _fmt(s["plain_peak_rss_mb"], ".0f", " MB"),
+                    _fmt(s["tlkit_peak_rss_mb"], ".0f", " MB"),
+                    "",
+                ),
+                (
+                    "best val acc",
+                    _fmt(s["plain_best_val_accuracy"], ".3f"),
+                    _fmt(s["tlkit_best_val_accuracy"], ".3f"),
+                    _fmt(s["val_accuracy_delta"], "+.3f"),
+                ),
             ]
         else:
-            rows += [("wall time", "—", _fmt(s["tlkit_wall_s"], ".1f", " s"), ""),
-                     ("base pass", "—", _fmt(s["tlkit_base_images_per_s"], ".1f", " img/s"), ""),
-                     ("peak RSS", "—", _fmt(s["tlkit_peak_rss_mb"], ".0f", " MB"), ""),
-                     ("best val acc", "—", _fmt(s["tlkit_best_val_accuracy"], ".3f"), "")]
-        rows.append(("warm 2nd run (linear)", "", _fmt(s["warm_wall_s"], ".1f", " s"),
-                     _fmt(s["warm_pct_of_cold"], ".1f", " % of cold")))
+            rows += [
+                ("wall time", "—", _fmt(s["tlkit_wall_s"], ".1f", " s"), ""),
+                ("base pass", "—", _fmt(s["tlkit_base_images_per_s"], ".1f", " img/s"), ""),
+                ("peak RSS", "—", _fmt(s["tlkit_peak_rss_mb"], ".0f", " MB"), ""),
+                ("best val acc", "—", _fmt(s["tlkit_best_val_accuracy"], ".3f"), ""),
+            ]
+        rows.append(
+            (
+                "warm 2nd run (linear)",
+                "",
+                _fmt(s["warm_wall_s"], ".1f", " s"),
+                _fmt(s["warm_pct_of_cold"], ".1f", " % of cold"),
+            )
+        )
         if "ort_ratio" in s:
-            rows.append((f"raw ORT (best, batch {s['ort_best_batch_size']})", "",
-                         _fmt(s["ort_best_images_per_s"], ".1f", " img/s"),
-                         _fmt(100 * s["ort_ratio"], ".0f", " % reached by tlkit")))
+            rows.append(
+                (
+                    f"raw ORT (best, batch {s['ort_best_batch_size']})",
+                    "",
+                    _fmt(s["ort_best_images_per_s"], ".1f", " img/s"),
+                    _fmt(100 * s["ort_ratio"], ".0f", " % reached by tlkit"),
+                )
+            )
         if "ab_tlkit_pipeline_vs_raw_ort" in s:
             ab = record["bases"][base]["ort"]["ab"]
-            rows.append((f"A/B same session, batch {ab['batch_size']}", "",
-                         f"{max(ab['tlkit_pipeline_images_per_s']):.1f} vs {max(ab['raw_images_per_s']):.1f} img/s",
-                         _fmt(100 * s["ab_tlkit_pipeline_vs_raw_ort"], ".0f", " % (tlkit pipeline / raw)")))
+            rows.append(
+                (
+                    f"A/B same session, batch {ab['batch_size']}",
+                    "",
+                    f"{max(ab['tlkit_pipeline_images_per_s']):.1f} vs {max(ab['raw_images_per_s']):.1f} img/s",
+                    _fmt(100 * s["ab_tlkit_pipeline_vs_raw_ort"], ".0f", " % (tlkit pipeline / raw)"),
+                )
+            )
         if "tlkit_seed_range" in s:
             lo, hi = s["tlkit_seed_range"]
-            rows.append((f"tlkit best val acc over seeds", "", f"{lo:.3f} – {hi:.3f}",
-                         f"seeds {', '.join(str(k) for k in s['tlkit_seed_best_val_accuracy'])}"))
+            rows.append(
+                (
+                    "tlkit best val acc over seeds",
+                    "",
+                    f"{lo:.3f} – {hi:.3f}",
+                    f"seeds {', '.join(str(k) for k in s['tlkit_seed_best_val_accuracy'])}",
+                )
+            )
         _print_rows(rows)
         for arm in ("tlkit_cold", "tlkit_warm"):
             phases = _phase_text((out.get(arm) or {}).get("timings") or {})
             if phases:
                 print(f"{arm} phases (s): {phases}")
-        loads = {k: (out[k]["loadavg_start"][0], out[k]["loadavg_end"][0])
-                 for k in ("plain", "tlkit_cold", "tlkit_warm", "ort") if k in out and "loadavg_start" in out[k]}
+        loads = {
+            k: (out[k]["loadavg_start"][0], out[k]["loadavg_end"][0])
+            for k in ("plain", "tlkit_cold", "tlkit_warm", "ort")
+            if k in out and "loadavg_start" in out[k]
+        }
         print("load average (1 min) start→end: " + ", ".join(f"{k} {a}→{b}" for k, (a, b) in loads.items()))
     rss = record.get("rss_test")
     if rss:
-        print(f"\nRSS test: resnet50 + dense256, {rss['metrics']['num_train']} train + {rss['metrics']['num_val']} val, "
-              f"{record['settings']['rss_epochs']} epochs")
-        _print_rows([
-            ("peak RSS (ru_maxrss)", _fmt(rss["peak_rss_mb"], ".0f", " MB") + f"  (target ≤ {TARGET_RSS_MB:.0f} MB)"),
-            ("  of which anon / file-backed (sampled peaks)",
-             f"{_fmt(rss['sampled_peak_mb'].get('RssAnon'), '.0f', ' MB')} / "
-             f"{_fmt(rss['sampled_peak_mb'].get('RssFile'), '.0f', ' MB')}"),
-            ("wall time", _fmt(rss["wall_s"], ".1f", " s")),
-            ("feature cache on disk", _fmt(rss["cache"]["total_mb"], ".0f", " MB")),
-            ("decoded pixels (temp memmap)", _fmt(rss["decoded_pixels_mb"], ".0f", " MB")),
-            ("best val acc", _fmt(rss["best_val_accuracy"], ".3f")),
-        ])
+        print(
+            f"\nRSS test: resnet50 + dense256, {rss['metrics']['num_train']} train + {rss['metrics']['num_val']} val, "
+            f"{record['settings']['rss_epochs']} epochs"
+        )
+        _print_rows(
+            [
+                (
+                    "peak RSS (ru_maxrss)",
+                    _fmt(rss["peak_rss_mb"], ".0f", " MB") + f"  (target ≤ {TARGET_RSS_MB:.0f} MB)",
+                ),
+                (
+                    "  of which anon / file-backed (sampled peaks)",
+                    f"{_fmt(rss['sampled_peak_mb'].get('RssAnon'), '.0f', ' MB')} / "
+                    f"{_fmt(rss['sampled_peak_mb'].get('RssFile'), '.0f', ' MB')}",
+                ),
+                ("wall time", _fmt(rss["wall_s"], ".1f", " s")),
+                ("feature cache on disk", _fmt(rss["cache"]["total_mb"], ".0f", " MB")),
+                ("decoded pixels (temp memmap)", _fmt(rss["decoded_pixels_mb"], ".0f", " MB")),
+                ("best val acc", _fmt(rss["best_val_accuracy"], ".3f")),
+            ]
+        )
         again = record.get("rss_test_onnx_cached")
         if again:
             print("  same run, ONNX file already cached (no export), features computed:")
-            _print_rows([
-                ("peak RSS (ru_maxrss)", _fmt(again["peak_rss_mb"], ".0f", " MB")),
-                ("  of which anon / file-backed (sampled peaks)",
-                 f"{_fmt(again['sampled_peak_mb'].get('RssAnon'), '.0f', ' MB')} / "
-                 f"{_fmt(again['sampled_peak_mb'].get('RssFile'), '.0f', ' MB')}"),
-                ("wall time", _fmt(again["wall_s"], ".1f", " s")),
-            ])
+            _print_rows(
+                [
+                    ("peak RSS (ru_maxrss)", _fmt(again["peak_rss_mb"], ".0f", " MB")),
+                    (
+                        "  of which anon / file-backed (sampled peaks)",
+                        f"{_fmt(again['sampled_peak_mb'].get('RssAnon'), '.0f', ' MB')} / "
+                        f"{_fmt(again['sampled_peak_mb'].get('RssFile'), '.0f', ' MB')}",
+                    ),
+                    ("wall time", _fmt(again["wall_s"], ".1f", " s")),
+                ]
+            )
 
 
 def _phase_text(timings: dict[str, Any]) -> str:
@@ -580,30 +791,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--bases", default=",".join(BASES), help="comma-separated (default %(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 100 images, 2 epochs, 96 px (overrides those three)")
-    parser.add_argument("--rss-test", action="store_true",
-                        help="only the memory test: tlkit, resnet50 + dense256, --rss-images, --rss-epochs")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke test: 100 images, 2 epochs, 96 px (overrides those three)"
+    )
+    parser.add_argument(
+        "--rss-test",
+        action="store_true",
+        help="only the memory test: tlkit, resnet50 + dense256, --rss-images, --rss-epochs",
+    )
     parser.add_argument("--rss-images", type=int, default=5000)
     parser.add_argument("--rss-epochs", type=int, default=2)
-    parser.add_argument("--no-rss-second-run", dest="rss_second_run", action="store_false",
-                        help="skip the RSS test's second run (ONNX file cached, features recomputed)")
-    parser.add_argument("--weights-init", choices=("bn-calibrated", "random"), default="bn-calibrated",
-                        help="frozen base weights: seeded random, BatchNorm statistics calibrated "
-                             "(default) or left as initialised (see make_weights.py)")
-    parser.add_argument("--plain-epochs", type=int,
-                        help="run the plain arm for fewer epochs and extrapolate its time (marked as such)")
+    parser.add_argument(
+        "--no-rss-second-run",
+        dest="rss_second_run",
+        action="store_false",
+        help="skip the RSS test's second run (ONNX file cached, features recomputed)",
+    )
+    parser.add_argument(
+        "--weights-init",
+        choices=("bn-calibrated", "random"),
+        default="bn-calibrated",
+        help="frozen base weights: seeded random, BatchNorm statistics calibrated "
+        "(default) or left as initialised (see make_weights.py)",
+    )
+    parser.add_argument(
+        "--plain-epochs", type=int, help="run the plain arm for fewer epochs and extrapolate its time (marked as such)"
+    )
     parser.add_argument("--skip-plain", action="store_true", help="tlkit arms only")
     parser.add_argument("--skip-ort", action="store_true", help="no raw ONNX Runtime measurement")
-    parser.add_argument("--extra-seeds", metavar="S1,S2",
-                        help="also train tlkit's dense256 head with these seeds on the cached features "
-                             "(cheap; shows the seed-to-seed spread of val accuracy)")
+    parser.add_argument(
+        "--extra-seeds",
+        metavar="S1,S2",
+        help="also train tlkit's dense256 head with these seeds on the cached features "
+        "(cheap; shows the seed-to-seed spread of val accuracy)",
+    )
     parser.add_argument("--ort-batch-sizes", default="8,16,32,64")
     parser.add_argument("--ort-rounds", type=int, default=3, help="rounds of the ORT sweep and A/B (best counts)")
     parser.add_argument("--ab-images", type=int, help="images per A/B round (default 5 x batch size)")
-    parser.add_argument("--tlkit-rev", metavar="REV",
-                        help="run the tlkit arms on a snapshot of this git revision (e.g. HEAD) instead of "
-                             "the working tree, so that edits made during a long run do not leak in")
+    parser.add_argument(
+        "--tlkit-rev",
+        metavar="REV",
+        help="run the tlkit arms on a snapshot of this git revision (e.g. HEAD) instead of "
+        "the working tree, so that edits made during a long run do not leak in",
+    )
     parser.add_argument("--keep-cache", action="store_true", help="keep each run's feature cache")
     parser.add_argument("--output", type=Path, help="results JSON (default bench/.data/results-<timestamp>.json)")
     args = parser.parse_args(argv)
@@ -621,7 +851,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     DATA_ROOT.mkdir(parents=True, exist_ok=True)
-    output = args.output or DATA_ROOT / f"results-{stamp}{'-rss' if args.rss_test else ''}{'-quick' if args.quick else ''}.json"
+    output = (
+        args.output
+        or DATA_ROOT / f"results-{stamp}{'-rss' if args.rss_test else ''}{'-quick' if args.quick else ''}.json"
+    )
     record: dict[str, Any] = {
         "started": datetime.now().isoformat(timespec="seconds"),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

@@ -38,8 +38,15 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = Path(__file__).resolve().parent
-COMBOS = [("savedmodel", "none"), ("tflite", "none"), ("tflite", "float16"), ("tflite", "dynamic"),
-          ("tflite", "int8"), ("onnx", "none"), ("onnx", "dynamic")]
+COMBOS = [
+    ("savedmodel", "none"),
+    ("tflite", "none"),
+    ("tflite", "float16"),
+    ("tflite", "dynamic"),
+    ("tflite", "int8"),
+    ("onnx", "none"),
+    ("onnx", "dynamic"),
+]
 
 
 def _time_calls(model, x, calls: int) -> list[float]:
@@ -59,10 +66,12 @@ def measure(model, size: int, latency_calls: int, rounds: int, rng) -> dict:
     batch = rng.uniform(0, 255, (32, size, size, 3)).astype(np.float32)
     latency = _time_calls(model, one, latency_calls)
     throughput = _time_calls(model, batch, rounds)
-    return {"latency_ms": round(1000 * statistics.median(latency), 2),
-            "latency_ms_min": round(1000 * min(latency), 2),
-            "images_per_s": round(32 / min(throughput), 1),
-            "images_per_s_rounds": [round(32 / t, 1) for t in throughput]}
+    return {
+        "latency_ms": round(1000 * statistics.median(latency), 2),
+        "latency_ms_min": round(1000 * min(latency), 2),
+        "images_per_s": round(32 / min(throughput), 1),
+        "images_per_s_rounds": [round(32 / t, 1) for t in throughput],
+    }
 
 
 def _size(path: Path) -> int:
@@ -77,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration-images", type=int, default=20)
     parser.add_argument("--latency-calls", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--combos", default=",".join(f"{f}:{q}" for f, q in COMBOS),
-                        help="format:quantization pairs, comma-separated")
+    parser.add_argument(
+        "--combos", default=",".join(f"{f}:{q}" for f, q in COMBOS), help="format:quantization pairs, comma-separated"
+    )
     parser.add_argument("--work", type=Path, default=HERE / ".data" / "export")
     args = parser.parse_args(argv)
 
@@ -96,8 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.work, ignore_errors=True)
     data = make_image_folder(args.work / "data", classes=("a", "b", "c"), per_class=8, val_per_class=4, size=64)
     rng = np.random.default_rng(0)
-    report = {"started": stamp, "cpus": os.cpu_count(), "image_size": args.image_size, "head": args.head,
-              "args": {k: str(v) for k, v in vars(args).items()}, "rows": []}
+    report = {
+        "started": stamp,
+        "cpus": os.cpu_count(),
+        "image_size": args.image_size,
+        "head": args.head,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "rows": [],
+    }
 
     def save(row: dict) -> None:
         report["rows"].append(row)
@@ -107,31 +123,68 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), file=sys.stderr, flush=True)
 
     for base in [b for b in args.bases.split(",") if b]:
-        run = tlkit.train(data=str(data), base=base, head=args.head, weights="none", image_size=args.image_size,
-                          epochs=1, batch_size=8, verbose=False, output=str(args.work / "runs")).run_dir
+        run = tlkit.train(
+            data=str(data),
+            base=base,
+            head=args.head,
+            weights="none",
+            image_size=args.image_size,
+            epochs=1,
+            batch_size=8,
+            verbose=False,
+            output=str(args.work / "runs"),
+        ).run_dir
         keras_model = load_keras_model(Path(run) / "model.keras")
-        save({"base": base, "format": "keras", "quantization": "none", "bytes": _size(Path(run) / "model.keras"),
-              "export_s": None, "runtime": "keras predict_on_batch", "loadavg": os.getloadavg()[0],
-              **measure(keras_model, args.image_size, args.latency_calls, args.rounds, rng)})
+        save(
+            {
+                "base": base,
+                "format": "keras",
+                "quantization": "none",
+                "bytes": _size(Path(run) / "model.keras"),
+                "export_s": None,
+                "runtime": "keras predict_on_batch",
+                "loadavg": os.getloadavg()[0],
+                **measure(keras_model, args.image_size, args.latency_calls, args.rounds, rng),
+            }
+        )
         del keras_model
         for fmt, quantize in combos:
             started = time.perf_counter()
-            result = export(run, fmt, quantize=quantize, force=True, calibration_images=args.calibration_images,
-                            output=args.work / "exports" / f"{base}-{fmt}-{quantize}")
+            result = export(
+                run,
+                fmt,
+                quantize=quantize,
+                force=True,
+                calibration_images=args.calibration_images,
+                output=args.work / "exports" / f"{base}-{fmt}-{quantize}",
+            )
             export_s = round(time.perf_counter() - started, 1)
             model = load_artifact(result.artifact, fmt)
-            save({"base": base, "format": fmt, "quantization": quantize, "bytes": result.size_bytes,
-                  "export_s": export_s, "runtime": model.engine, "loadavg": os.getloadavg()[0],
-                  **measure(model, args.image_size, args.latency_calls, args.rounds, rng)})
+            save(
+                {
+                    "base": base,
+                    "format": fmt,
+                    "quantization": quantize,
+                    "bytes": result.size_bytes,
+                    "export_s": export_s,
+                    "runtime": model.engine,
+                    "loadavg": os.getloadavg()[0],
+                    **measure(model, args.image_size, args.latency_calls, args.rounds, rng),
+                }
+            )
             del model
 
     print(f"Results: {results_path}\n")
-    print("| base | format | quantization | size (MB) | latency, batch 1 (ms) | throughput, batch 32 (images/s) "
-          "| export (s) |")
+    print(
+        "| base | format | quantization | size (MB) | latency, batch 1 (ms) | throughput, batch 32 (images/s) "
+        "| export (s) |"
+    )
     print("|---|---|---|---:|---:|---:|---:|")
     for r in report["rows"]:
-        print(f"| {r['base']} | {r['format']} ({r['runtime']}) | {r['quantization']} | {r['bytes'] / 1e6:.1f} | "
-              f"{r['latency_ms']:.1f} | {r['images_per_s']:.1f} | {r['export_s'] if r['export_s'] is not None else '—'} |")
+        print(
+            f"| {r['base']} | {r['format']} ({r['runtime']}) | {r['quantization']} | {r['bytes'] / 1e6:.1f} | "
+            f"{r['latency_ms']:.1f} | {r['images_per_s']:.1f} | {r['export_s'] if r['export_s'] is not None else '—'} |"
+        )
     return 0
 
 

@@ -80,11 +80,12 @@ def tlkit_generator(x, y, classes, batch, epochs, memmap_path: Path):
     def batches():
         order = np.random.default_rng(next(passes)).permutation(count)
         for start in range(0, count, batch):
-            index = order[start:start + batch]
+            index = order[start : start + batch]
             yield np.asarray(features[index]), y[index]
 
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=(
-        tf.TensorSpec((None, *x.shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32)))
+    dataset = tf.data.Dataset.from_generator(
+        batches, output_signature=(tf.TensorSpec((None, *x.shape[1:]), tf.float32), tf.TensorSpec((None,), tf.int32))
+    )
     dataset = dataset.map(lambda a, b: (a, tf.one_hot(b, classes)))
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-count // batch))).prefetch(2)
     model = head_model(x.shape[1:], classes)
@@ -127,7 +128,7 @@ def raw_fused_step(x, y, classes, batch, epochs):
     @tf.function
     def epoch(order):
         for start in tf.range(0, count, batch):
-            index = order[start:start + batch]
+            index = order[start : start + batch]
             xb, yb = tf.gather(features, index), tf.gather(labels, index)
             with tf.GradientTape() as tape:
                 loss = loss_fn(yb, model(xb, training=True))
@@ -135,9 +136,17 @@ def raw_fused_step(x, y, classes, batch, epochs):
             step_count.assign_add(1.0)
             for var, grad, (m, v) in zip(variables, grads, slots):
                 tf.raw_ops.ResourceApplyAdam(
-                    var=var.handle, m=m.handle, v=v.handle, beta1_power=tf.pow(0.9, step_count),
-                    beta2_power=tf.pow(0.999, step_count), lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-7,
-                    grad=grad)
+                    var=var.handle,
+                    m=m.handle,
+                    v=v.handle,
+                    beta1_power=tf.pow(0.9, step_count),
+                    beta2_power=tf.pow(0.999, step_count),
+                    lr=1e-3,
+                    beta1=0.9,
+                    beta2=0.999,
+                    epsilon=1e-7,
+                    grad=grad,
+                )
 
     passes = itertools.count()
     return timed_epochs(lambda: epoch(tf.constant(np.random.default_rng(next(passes)).permutation(count))), epochs)
@@ -149,7 +158,9 @@ ARMS = ("keras_fit_numpy", "tlkit_generator", "tlkit", "raw_fused_step")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--channels", type=int, default=1280, help="feature channels (1280: MobileNetV2, 2048: ResNet50)")
+    parser.add_argument(
+        "--channels", type=int, default=1280, help="feature channels (1280: MobileNetV2, 2048: ResNet50)"
+    )
     parser.add_argument("--grid", type=int, default=7)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--batch", type=int, default=32)

@@ -59,8 +59,9 @@ def is_complete(out: Path, n: int) -> bool:
     return True
 
 
-def make_dataset(out: Path, n: int = 1000, seed: int = 0, *, source: Path = demo.DEFAULT_SOURCE,
-                 force: bool = False) -> Path:
+def make_dataset(
+    out: Path, n: int = 1000, seed: int = 0, *, source: Path = demo.DEFAULT_SOURCE, force: bool = False
+) -> Path:
     """Write the dataset into ``out`` (skipped when it is already there) and return ``out``."""
     out = Path(out)
     if not force and is_complete(out, n):
@@ -77,11 +78,16 @@ def make_dataset(out: Path, n: int = 1000, seed: int = 0, *, source: Path = demo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--n", type=int, default=1000,
-                        help="training images, a multiple of 10 (default %(default)s); +25%% validation")
+    parser.add_argument(
+        "--n", type=int, default=1000, help="training images, a multiple of 10 (default %(default)s); +25%% validation"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the subset")
-    parser.add_argument("--source", type=Path, default=demo.DEFAULT_SOURCE,
-                        help="folder with the Fashion-MNIST IDX files (default %(default)s)")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=demo.DEFAULT_SOURCE,
+        help="folder with the Fashion-MNIST IDX files (default %(default)s)",
+    )
     parser.add_argument("--force", action="store_true", help="rewrite even when the dataset is already there")
     args = parser.parse_args(argv)
     try:
@@ -89,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     make_dataset(args.out, args.n, args.seed, source=args.source, force=args.force)
-    print(f"{args.out}: {per_train * NUM_CLASSES} train + {per_val * NUM_CLASSES} val images, "
-          f"{NUM_CLASSES} classes")
+    print(f"{args.out}: {per_train * NUM_CLASSES} train + {per_val * NUM_CLASSES} val images, {NUM_CLASSES} classes")
     return 0
 
 

@@ -47,13 +47,18 @@ def calibration_pixels(count: int, size: int, seed: int):
     labels = demo.read_idx(FASHION_MNIST / "t10k-labels-idx1-ubyte.gz", magic=0x00000801)
     rng = np.random.default_rng(seed)
     per_class = -(-count // 10)
-    chosen = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
-                             for c in range(10)])[:count]
-    return np.stack([
-        np.asarray(Image.fromarray(images[i]).convert("RGB").resize((size, size), Image.Resampling.BILINEAR),
-                   dtype=np.float32)
-        for i in chosen
-    ])
+    chosen = np.concatenate([rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(10)])[
+        :count
+    ]
+    return np.stack(
+        [
+            np.asarray(
+                Image.fromarray(images[i]).convert("RGB").resize((size, size), Image.Resampling.BILINEAR),
+                dtype=np.float32,
+            )
+            for i in chosen
+        ]
+    )
 
 
 def calibrate_batchnorm(model, x) -> int:
@@ -95,13 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     info = {"base": args.base, "init": args.init, "seed": args.seed, "image_size": size}
     if args.init == "bn-calibrated":
         x = getattr(keras.applications, module).preprocess_input(
-            calibration_pixels(args.calibration_images, size, args.seed))
+            calibration_pixels(args.calibration_images, size, args.seed)
+        )
         info["calibrated_batchnorm_layers"] = calibrate_batchnorm(model, x)
         info["calibration_images"] = args.calibration_images
         sample = x[:8]
     else:
         sample = getattr(keras.applications, module).preprocess_input(
-            np.random.default_rng(args.seed).uniform(0, 255, (8, size, size, 3)).astype("float32"))
+            np.random.default_rng(args.seed).uniform(0, 255, (8, size, size, 3)).astype("float32")
+        )
     features = np.asarray(model(sample, training=False)).reshape(len(sample), -1)
     info["feature_abs_mean"] = float(np.abs(features).mean())
     info["feature_std_across_images"] = float(features.std(axis=0).mean())

@@ -45,7 +45,7 @@ def sweep(session, name: str, size: int, images: int, batch_sizes: list[int], ro
     import numpy as np
 
     batches = {b: rng.uniform(0, 255, (b, size, size, 3)).astype(np.float32) for b in batch_sizes}
-    for b, batch in batches.items():
+    for batch in batches.values():
         session.run(None, {name: batch})  # warm-up (allocations, kernel selection)
     per_round = max(1, -(-images // rounds))
     rates: dict[int, list[float]] = {b: [] for b in batch_sizes}
@@ -54,13 +54,13 @@ def sweep(session, name: str, size: int, images: int, batch_sizes: list[int], ro
             rate = _rate(lambda n, batch=batch: session.run(None, {name: batch[:n]}), per_round, b)
             rates[b].append(round(rate, 2))
             print(f"round {r + 1}/{rounds}, batch {b}: {rate:.1f} images/s", file=sys.stderr, flush=True)
-    return {"images_per_round": per_round, "rounds": rates,
-            "images_per_s": {str(b): max(v) for b, v in rates.items()}}
+    return {"images_per_round": per_round, "rounds": rates, "images_per_s": {str(b): max(v) for b, v in rates.items()}}
 
 
 def ab_test(session, name: str, size: int, images: int, batch_size: int, rounds: int, rng) -> dict:
     """Raw session.run vs tlkit.features.load_or_compute on the same session, alternating."""
     import numpy as np
+
     from tlkit import features
 
     out_shape = session.get_outputs()[0].shape
@@ -81,18 +81,31 @@ def ab_test(session, name: str, size: int, images: int, batch_size: int, rounds:
         for r in range(rounds):
             raw.append(round(_rate(lambda n: session.run(None, {name: batch[:n]}), images, batch_size), 2))
             started = time.perf_counter()
-            fs = features.load_or_compute(key=f"ab{r}", pixels=pixels, labels=labels,
-                                          feature_shape=feature_shape, engine=engine, batch_size=batch_size)
+            fs = features.load_or_compute(
+                key=f"ab{r}",
+                pixels=pixels,
+                labels=labels,
+                feature_shape=feature_shape,
+                engine=engine,
+                batch_size=batch_size,
+            )
             pipeline.append(round(images / (time.perf_counter() - started), 2))
             del fs
-            print(f"A/B round {r + 1}/{rounds}: raw {raw[-1]:.1f}, tlkit pipeline {pipeline[-1]:.1f} images/s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"A/B round {r + 1}/{rounds}: raw {raw[-1]:.1f}, tlkit pipeline {pipeline[-1]:.1f} images/s",
+                file=sys.stderr,
+                flush=True,
+            )
         del pixels
-    return {"images": images, "batch_size": batch_size, "raw_images_per_s": raw,
-            "tlkit_pipeline_images_per_s": pipeline,
-            "ratio_best": round(max(pipeline) / max(raw), 3),
-            "ratio_per_round": [round(p / r, 3) for p, r in zip(pipeline, raw)],
-            "tlkit": features.__file__}
+    return {
+        "images": images,
+        "batch_size": batch_size,
+        "raw_images_per_s": raw,
+        "tlkit_pipeline_images_per_s": pipeline,
+        "ratio_best": round(max(pipeline) / max(raw), 3),
+        "ratio_per_round": [round(p / r, 3) for p, r in zip(pipeline, raw)],
+        "tlkit": features.__file__,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     inp = session.get_inputs()[0]
     size = int(inp.shape[1])
     rng = np.random.default_rng(args.seed)
-    result = {"model": str(args.model), "image_size": size, "images": args.images,
-              "onnxruntime": ort.__version__}
-    result.update(sweep(session, inp.name, size, args.images,
-                        [int(b) for b in args.batch_sizes.split(",")], args.rounds, rng))
+    result = {"model": str(args.model), "image_size": size, "images": args.images, "onnxruntime": ort.__version__}
+    result.update(
+        sweep(session, inp.name, size, args.images, [int(b) for b in args.batch_sizes.split(",")], args.rounds, rng)
+    )
     best = max(result["images_per_s"], key=result["images_per_s"].get)
     result["best_batch_size"] = int(best)
     result["best_images_per_s"] = result["images_per_s"][best]

@@ -69,12 +69,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # Data: the recipe's image_dataset_from_directory, for train and val.
     train = keras.utils.image_dataset_from_directory(
-        args.data / "train", image_size=size, batch_size=args.batch_size,
-        label_mode="categorical", seed=args.seed,
+        args.data / "train",
+        image_size=size,
+        batch_size=args.batch_size,
+        label_mode="categorical",
+        seed=args.seed,
     )
     val = keras.utils.image_dataset_from_directory(
-        args.data / "val", image_size=size, batch_size=args.batch_size,
-        label_mode="categorical", seed=args.seed, shuffle=False,
+        args.data / "val",
+        image_size=size,
+        batch_size=args.batch_size,
+        label_mode="categorical",
+        seed=args.seed,
+        shuffle=False,
     )
     num_classes = len(train.class_names)
     n_train = len(train.file_paths)
@@ -83,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     val = val.map(lambda x, y: (preprocess_input(x), y), num_parallel_calls=tf.data.AUTOTUNE)
 
     # Base: include_top=False, random init, then the shared weight file; frozen.
-    base = getattr(keras.applications, constructor)(
-        include_top=False, weights=None, input_shape=(*size, 3)
-    )
+    base = getattr(keras.applications, constructor)(include_top=False, weights=None, input_shape=(*size, 3))
     base.load_weights(str(args.weights))
     base.trainable = False
 
@@ -98,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     x = keras.layers.Dropout(0.5)(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
 
     epoch_times: list[float] = []
 
@@ -111,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             epoch_times.append(round(time.perf_counter() - self._t, 2))
 
     fit_started = time.perf_counter()
-    history = model.fit(train, validation_data=val, epochs=args.epochs, verbose=2,
-                        callbacks=[EpochTimer()])
+    history = model.fit(train, validation_data=val, epochs=args.epochs, verbose=2, callbacks=[EpochTimer()])
     fit_s = time.perf_counter() - fit_started
 
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}

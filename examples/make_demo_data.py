@@ -48,7 +48,7 @@ LABELS_FILE = "train-labels-idx1-ubyte.gz"
 def read_idx(path: Path, magic: int) -> np.ndarray:
     """Read a gzipped IDX file (the MNIST format): big-endian header, then uint8 data."""
     with gzip.open(path, "rb") as f:
-        found, = struct.unpack(">I", f.read(4))
+        (found,) = struct.unpack(">I", f.read(4))
         if found != magic:
             raise ValueError(f"{path}: not an IDX file of the expected kind (magic {found})")
         ndim = magic & 0xFF  # the magic's last byte is the number of dimensions
@@ -57,9 +57,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return data.reshape(shape)
 
 
-def choose_subset(
-    labels: np.ndarray, per_train: int, per_val: int, seed: int
-) -> dict[str, dict[int, np.ndarray]]:
+def choose_subset(labels: np.ndarray, per_train: int, per_val: int, seed: int) -> dict[str, dict[int, np.ndarray]]:
     """Pick per_train + per_val distinct random indices of each class, sorted per split."""
     rng = np.random.default_rng(seed)
     subset: dict[str, dict[int, np.ndarray]] = {"train": {}, "val": {}}
@@ -67,8 +65,7 @@ def choose_subset(
         candidates = np.flatnonzero(labels == label)
         if len(candidates) < per_train + per_val:
             raise ValueError(
-                f"class {CLASS_NAMES[label]} has only {len(candidates)} images; "
-                f"asked for {per_train + per_val}"
+                f"class {CLASS_NAMES[label]} has only {len(candidates)} images; asked for {per_train + per_val}"
             )
         chosen = rng.choice(candidates, size=per_train + per_val, replace=False)
         subset["train"][label] = np.sort(chosen[:per_train])
@@ -94,8 +91,7 @@ def prepare_output(out: Path, force: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not force:
             raise SystemExit(
-                f"error: {out} exists and is not empty; pass --force to regenerate "
-                "its train/ and val/ folders"
+                f"error: {out} exists and is not empty; pass --force to regenerate its train/ and val/ folders"
             )
         # Only the folders this script writes are removed: a LICENSE or README
         # kept next to them survives regeneration.
@@ -108,15 +104,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--source", type=Path, default=DEFAULT_SOURCE,
+        "--source",
+        type=Path,
+        default=DEFAULT_SOURCE,
         help=f"folder holding {IMAGES_FILE} and {LABELS_FILE} (default: %(default)s)",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--per-class-train", type=int, default=40, help="train images per class")
     parser.add_argument("--per-class-val", type=int, default=10, help="val images per class")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the subset")
-    parser.add_argument("--force", action="store_true",
-                        help="regenerate train/ and val/ in a non-empty output folder")
+    parser.add_argument("--force", action="store_true", help="regenerate train/ and val/ in a non-empty output folder")
     args = parser.parse_args(argv)
     if args.per_class_train < 1 or args.per_class_val < 1:
         parser.error("--per-class-train and --per-class-val must be at least 1")

@@ -36,6 +36,7 @@ def _isolated_feature_cache(tmp_path_factory):
     os.environ.pop("XDG_CACHE_HOME", None)
     yield
 
+
 BIN = Path(sys.executable).parent
 TLKIT = str(BIN / "tlkit")
 
@@ -58,8 +59,9 @@ def snapshot(folder: Path) -> dict[str, float]:
     return {str(p.relative_to(folder)): p.stat().st_mtime for p in sorted(folder.rglob("*"))}
 
 
-def make_plugin_dist(root: Path, dist: str, version: str, modules: dict[str, str],
-                     entry_points: dict[str, str]) -> Path:
+def make_plugin_dist(
+    root: Path, dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str]
+) -> Path:
     """An installed-looking plugin distribution under ``root`` (put ``root`` on sys.path/PYTHONPATH)."""
     root.mkdir(parents=True, exist_ok=True)
     for name, source in modules.items():
@@ -88,10 +90,10 @@ def invoke_tlkit(*args: str | Path, env: dict[str, str] | None = None) -> subpro
     return subprocess.CompletedProcess([TLKIT, *map(str, args)], result.exit_code, result.stdout, result.stderr)
 
 
-def run_tlkit(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-              timeout: float = 600) -> subprocess.CompletedProcess:
+def run_tlkit(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run the installed ``tlkit`` console script."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([TLKIT, *args], capture_output=True, text=True, env=full_env, cwd=cwd,
-                          timeout=timeout)
+    return subprocess.run([TLKIT, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)

@@ -14,9 +14,19 @@ from tlkit.rundir import RunDir
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tlkit"
 
-FILE_NAMES = (RunDir.CONFIG, RunDir.CLASSES, RunDir.MODEL, RunDir.HISTORY, RunDir.METRICS, RunDir.REPORT,
-              RunDir.STATE, RunDir.LAST_WEIGHTS, RunDir.BEST_WEIGHTS, RunDir.OPTIMIZER,
-              *RunDir.EVALUATION_FILES.values())
+FILE_NAMES = (
+    RunDir.CONFIG,
+    RunDir.CLASSES,
+    RunDir.MODEL,
+    RunDir.HISTORY,
+    RunDir.METRICS,
+    RunDir.REPORT,
+    RunDir.STATE,
+    RunDir.LAST_WEIGHTS,
+    RunDir.BEST_WEIGHTS,
+    RunDir.OPTIMIZER,
+    *RunDir.EVALUATION_FILES.values(),
+)
 FOLDER_NAMES = (RunDir.PLOTS, RunDir.EVALUATION, RunDir.CHECKPOINTS, RunDir.LOGS)
 
 
@@ -28,8 +38,12 @@ def _docstring_nodes(tree: ast.AST) -> set[int]:
     found = set()
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+        ):
             found.add(id(body[0].value))
     return found
 
@@ -43,8 +57,12 @@ def _run_dir_literals(path: Path) -> list[str]:
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             if any(name in node.value for name in FILE_NAMES):
                 hits.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) \
-                and isinstance(node.right, ast.Constant) and node.right.value in FOLDER_NAMES:
+        if (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Div)
+            and isinstance(node.right, ast.Constant)
+            and node.right.value in FOLDER_NAMES
+        ):
             hits.append(f"{path.relative_to(ROOT)}:{node.lineno}: / {node.right.value!r}")
     return hits
 
@@ -89,9 +107,11 @@ def _tlkit_imports(path: Path) -> set[str]:
 
 
 # `python -m tlkit` (__main__.py) is an entry point like the console script: it may.
-@pytest.mark.parametrize("path", [p for p in _modules()
-                                  if "cli" not in p.relative_to(PACKAGE).parts and p.name != "__main__.py"],
-                         ids=lambda p: _module_name(p))
+@pytest.mark.parametrize(
+    "path",
+    [p for p in _modules() if "cli" not in p.relative_to(PACKAGE).parts and p.name != "__main__.py"],
+    ids=lambda p: _module_name(p),
+)
 def test_the_library_never_imports_the_cli(path):
     assert not [name for name in _tlkit_imports(path) if name.startswith("tlkit.cli")]
 

@@ -147,8 +147,14 @@ def test_keras_application_base_takes_a_name_a_dotted_path_or_a_callable():
         return keras.Model(inputs, keras.layers.Conv2D(width, 3, strides=2, name="tiny_conv")(inputs))
 
     by_callable = tlkit.keras_application_base(
-        "tiny", tiny, preprocessing=tlkit.bases.TORCH, description="a tiny conv", options={"width": 4},
-        params=112, feature_shape="15×15×4 at 32 px", default_size=32,
+        "tiny",
+        tiny,
+        preprocessing=tlkit.bases.TORCH,
+        description="a tiny conv",
+        options={"width": 4},
+        params=112,
+        feature_shape="15×15×4 at 32 px",
+        default_size=32,
     )
     assert by_callable.preprocessing.startswith("torch:") and by_callable.default_size == 32
     model = by_callable.build((32, 32, 3), None)
@@ -156,7 +162,10 @@ def test_keras_application_base_takes_a_name_a_dotted_path_or_a_callable():
     assert by_callable.build.__name__ == "build_tiny"
 
     by_path = tlkit.keras_application_base(
-        "slim", "keras.applications.MobileNetV2", preprocessing="tf", description="slim",
+        "slim",
+        "keras.applications.MobileNetV2",
+        preprocessing="tf",
+        description="slim",
         options={"alpha": 0.35},
     )
     assert by_path.build((32, 32, 3), None).count_params() == 410_208

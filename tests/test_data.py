@@ -49,9 +49,7 @@ def make_dataset_dir(root: Path, counts: dict[str, int], split: str = "train") -
 
 def listing(root: Path) -> list[tuple[str, int, int]]:
     """Every path under ``root`` with its size and modification time."""
-    return sorted(
-        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
-    )
+    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
 
 
 def close_to(pixel, expected, tol=6) -> bool:
@@ -237,8 +235,7 @@ def two_halves(mode: str, left, right) -> Image.Image:
         ("P+transparency", lambda d: paletted(d, transparent=True), WHITE, (0, 128, 0)),
         (
             "RGBA",
-            lambda d: two_halves("RGBA", (0, 0, 0, 0), (0, 0, 255, 255)).save(d / "a.png")
-            or d / "a.png",
+            lambda d: two_halves("RGBA", (0, 0, 0, 0), (0, 0, 255, 255)).save(d / "a.png") or d / "a.png",
             WHITE,
             BLUE,
         ),
@@ -259,17 +256,15 @@ def two_halves(mode: str, left, right) -> Image.Image:
         (
             # 16-bit: 65535 -> 255, 32768 -> 128; clipping would make the right half 255.
             "I;16 png",
-            lambda d: save_array(
-                d / "g16.png", np.array([[65535] * 2 + [32768] * 2] * 4, np.uint16)
-            ),
+            lambda d: save_array(d / "g16.png", np.array([[65535] * 2 + [32768] * 2] * 4, np.uint16)),
             WHITE,
             (128,) * 3,
         ),
         (
             "I;16B tiff",
-            lambda d: Image.frombytes(
-                "I;16B", (4, 4), np.array([[65535] * 2 + [512] * 2] * 4, ">u2").tobytes()
-            ).save(d / "b.tif")
+            lambda d: Image.frombytes("I;16B", (4, 4), np.array([[65535] * 2 + [512] * 2] * 4, ">u2").tobytes()).save(
+                d / "b.tif"
+            )
             or d / "b.tif",
             WHITE,
             (2,) * 3,
@@ -372,9 +367,7 @@ def colour_split(tmp_path: Path, n: int) -> Split:
 def test_decode_split_writes_a_memmap(tmp_path):
     split = colour_split(tmp_path, 7)
     done: list[int] = []
-    decoded = decode_split(
-        split, 5, tmp_path / "work", name="train", workers=2, progress=done.append
-    )
+    decoded = decode_split(split, 5, tmp_path / "work", name="train", workers=2, progress=done.append)
     assert isinstance(decoded.pixels, np.memmap)
     assert Path(decoded.pixels.filename) == tmp_path / "work" / "train-5.u8"
     assert decoded.pixels.shape == (7, 5, 5, 3) and decoded.pixels.dtype == np.uint8
@@ -404,8 +397,7 @@ def test_bad_images_fail_with_a_list_and_a_hint(tmp_path):
     message = str(info.value)
     first, *rest = message.splitlines()
     assert first == (
-        "2 image(s) in train could not be read; fix or remove them, "
-        "or pass --skip-bad-images to skip them:"
+        "2 image(s) in train could not be read; fix or remove them, or pass --skip-bad-images to skip them:"
     )
     assert len(rest) == 2 and "bad00.jpg" in rest[0] and "cut.png" in rest[1]
     assert not (tmp_path / "work" / "train-4.u8").exists()
@@ -453,9 +445,7 @@ def index_coded(n: int, size: int = 2) -> DecodedSplit:
 
 
 def epoch_orders(dataset, epochs: int) -> list[list[int]]:
-    return [
-        [int(v) for x, _ in dataset for v in x.numpy()[:, 0, 0, 0]] for _ in range(epochs)
-    ]
+    return [[int(v) for x, _ in dataset for v in x.numpy()[:, 0, 0, 0]] for _ in range(epochs)]
 
 
 def test_make_dataset_batches_and_one_hot():
@@ -473,18 +463,12 @@ def test_make_dataset_batches_and_one_hot():
 
 def test_make_dataset_shuffle_is_seeded_and_differs_per_epoch():
     decoded = index_coded(12)
-    orders = epoch_orders(
-        make_dataset(decoded, batch_size=5, num_classes=3, shuffle=True, seed=7), 3
-    )
-    again = epoch_orders(
-        make_dataset(decoded, batch_size=5, num_classes=3, shuffle=True, seed=7), 3
-    )
+    orders = epoch_orders(make_dataset(decoded, batch_size=5, num_classes=3, shuffle=True, seed=7), 3)
+    again = epoch_orders(make_dataset(decoded, batch_size=5, num_classes=3, shuffle=True, seed=7), 3)
     assert orders == again
     assert orders[0] != orders[1] != orders[2]
     assert all(sorted(o) == list(range(12)) for o in orders)
     expected = np.random.default_rng(7 + 1).permutation(12).tolist()
     assert orders[1] == expected
-    other = epoch_orders(
-        make_dataset(decoded, batch_size=5, num_classes=3, shuffle=True, seed=8), 1
-    )
+    other = epoch_orders(make_dataset(decoded, batch_size=5, num_classes=3, shuffle=True, seed=8), 1)
     assert other[0] != orders[0]

@@ -35,8 +35,9 @@ def test_option_reference_is_generated_from_the_config():
     finally:
         sys.path.pop(0)
     current = (ROOT / "docs" / "options.md").read_text(encoding="utf-8")
-    assert current == make_options_md.render(), \
+    assert current == make_options_md.render(), (
         "docs/options.md is stale: run `.venv/bin/python docs/make_options_md.py`"
+    )
     for name, meta in OPTIONS.items():
         assert f"| `{meta.flags}` | `{name}` |" in current
     for doc in ("cli.md", "user-guide.md", "training.md"):

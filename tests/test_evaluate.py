@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from conftest import write_images
+from typer.testing import CliRunner
 
 from tlkit.errors import TlkitError
 
@@ -59,13 +58,16 @@ def make_data(root: Path, val: dict[str, list[str]] = VAL, classes=CLASSES) -> P
     return root
 
 
-def make_run(folder: Path, data: Path, *, name: str = "20260101-000000-tiny-gap", stages=("head", "head", "head")) -> Path:
+def make_run(
+    folder: Path, data: Path, *, name: str = "20260101-000000-tiny-gap", stages=("head", "head", "head")
+) -> Path:
     """A run directory as `tlkit train` writes it, with the colour model."""
     run = folder / name
     run.mkdir(parents=True)
     colour_model().save(run / "model.keras")
     (run / "classes.json").write_text(json.dumps(CLASSES))
-    (run / "config.toml").write_text(textwrap.dedent(f"""\
+    (run / "config.toml").write_text(
+        textwrap.dedent(f"""\
         data = "{data}"
         base = "tiny"
         head = "gap"
@@ -81,17 +83,27 @@ def make_run(folder: Path, data: Path, *, name: str = "20260101-000000-tiny-gap"
         [tlkit]
         version = "0.1.0"
         created = "2026-01-01T00:00:00+0000"
-        """))
+        """)
+    )
     accs = [0.5, 0.7, 0.8, 0.75, 0.9, 0.85][: len(stages)]
     lines = ["epoch,stage,loss,accuracy,val_loss,val_accuracy,val_f1"]
     for e, (stage, acc) in enumerate(zip(stages, accs), start=1):
         lines.append(f"{e},{stage},{1.5 - acc:.3f},{acc + 0.05:.3f},{1.6 - acc:.3f},{acc:.3f},{acc - 0.1:.3f}")
     (run / "history.csv").write_text("\n".join(lines) + "\n")
     best = int(np.argmax(accs)) + 1
-    (run / "metrics.json").write_text(json.dumps({
-        "best_epoch": best, "best_val_accuracy": accs[best - 1], "epochs_run": len(stages),
-        "train_time_s": 1.25, "num_train": 12, "num_val": 10, "num_classes": 3,
-    }))
+    (run / "metrics.json").write_text(
+        json.dumps(
+            {
+                "best_epoch": best,
+                "best_val_accuracy": accs[best - 1],
+                "epochs_run": len(stages),
+                "train_time_s": 1.25,
+                "num_train": 12,
+                "num_val": 10,
+                "num_classes": 3,
+            }
+        )
+    )
     return run
 
 
@@ -157,9 +169,11 @@ def test_a_class_never_predicted_has_zero_precision_not_nan():
 
 
 def test_modules_do_not_import_tensorflow_keras_or_matplotlib():
-    code = ("import sys, tlkit.evaluation, tlkit.prediction, tlkit.report, tlkit.comparison, tlkit.cli.evaluate, "
-            "tlkit.figures\nheavy = [m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules]\n"
-            "assert not heavy, heavy")
+    code = (
+        "import sys, tlkit.evaluation, tlkit.prediction, tlkit.report, tlkit.comparison, tlkit.cli.evaluate, "
+        "tlkit.figures\nheavy = [m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -330,8 +344,17 @@ def test_predict_paths_folders_globs_odd_images_and_bad_files(tiny, tmp_path):
 
     results = list(predict(tiny[1], [folder, str(extra / "*.png"), tmp_path / "missing.jpg"], top_k=5))
     names = [Path(p.path).name for p in results]
-    assert names == ["big.jpg", "broken.png", "cmyk.jpg", "gray.png", "alpha.png", "wide16.png",
-                     "img_000.png", "img_001.png", "missing.jpg"]
+    assert names == [
+        "big.jpg",
+        "broken.png",
+        "cmyk.jpg",
+        "gray.png",
+        "alpha.png",
+        "wide16.png",
+        "img_000.png",
+        "img_001.png",
+        "missing.jpg",
+    ]
     by_name = {Path(p.path).name: p for p in results}
     assert by_name["big.jpg"].label == "dog" and by_name["alpha.png"].label == "fox"
     assert by_name["cmyk.jpg"].label == "cat" and by_name["img_001.png"].label == "cat"
@@ -357,8 +380,9 @@ def test_compare_rows_and_overlay_plot(tiny, tmp_path):
     from tlkit.comparison import compare
 
     data, run = tiny
-    second = make_run(tmp_path, data, name="20260102-000000-tiny-gap",
-                      stages=("head", "head", "fine_tune", "fine_tune", "fine_tune"))
+    second = make_run(
+        tmp_path, data, name="20260102-000000-tiny-gap", stages=("head", "head", "fine_tune", "fine_tune", "fine_tune")
+    )
     result = compare([run, second], plot_path=tmp_path / "compare.png")
     first_row, second_row = result.rows
     assert first_row["base"] == "tiny" and first_row["augmentations"] == ["flip_horizontal"]
@@ -374,8 +398,12 @@ def test_compare_rows_and_overlay_plot(tiny, tmp_path):
 def test_plot_history_marks_stage_boundary_and_best_epoch(tmp_path):
     from tlkit.figures import history_figure, plot_history
 
-    history = {"accuracy": [0.5, 0.6, 0.7, 0.8], "val_accuracy": [0.4, 0.7, 0.6, 0.65],
-               "loss": [1.0, 0.8, 0.6, 0.5], "val_loss": [1.1, 0.9, 0.95, 0.9]}
+    history = {
+        "accuracy": [0.5, 0.6, 0.7, 0.8],
+        "val_accuracy": [0.4, 0.7, 0.6, 0.65],
+        "loss": [1.0, 0.8, 0.6, 0.5],
+        "val_loss": [1.1, 0.9, 0.95, 0.9],
+    }
     stages = ["head", "head", "fine_tune", "fine_tune"]
     paths = plot_history(history, tmp_path / "plots", title="t", stages=stages, best_epoch=2)
     assert [p.name for p in paths] == ["accuracy.png", "loss.png"]
@@ -406,8 +434,9 @@ def test_cli_evaluate_json_and_table(cli, tiny):
 def test_cli_predict_formats_and_failures(cli, tiny, tmp_path):
     data = tiny[0]
     (tmp_path / "broken.jpg").write_bytes(b"junk")
-    code, out, err = cli("predict", tiny[1], data / "val" / "dog", tmp_path / "broken.jpg", "--format", "csv",
-                         "--top-k", "2")
+    code, out, err = cli(
+        "predict", tiny[1], data / "val" / "dog", tmp_path / "broken.jpg", "--format", "csv", "--top-k", "2"
+    )
     assert code == 0, err
     rows = list(csv.reader(io.StringIO(out)))
     assert rows[0] == ["path", "rank1_label", "rank1_prob", "rank2_label", "rank2_prob"]
@@ -428,8 +457,12 @@ def test_cli_predict_formats_and_failures(cli, tiny, tmp_path):
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(cli, tiny, tmp_path):
-    for args in (("evaluate", tmp_path), ("predict", tmp_path, tiny[0]), ("report", tmp_path),
-                 ("compare", tiny[1], tmp_path)):
+    for args in (
+        ("evaluate", tmp_path),
+        ("predict", tmp_path, tiny[0]),
+        ("report", tmp_path),
+        ("compare", tiny[1], tmp_path),
+    ):
         code, out, err = cli(*args)
         assert code == 1, args
         assert err.strip().startswith("Error:") and "not a tlkit run directory" in err
@@ -459,9 +492,17 @@ def test_evaluation_of_a_trained_run_reproduces_its_validation_accuracy(tiny_dat
     import tlkit
     from tlkit.evaluation import evaluate
 
-    result = tlkit.train(data=str(tiny_data), base="mobilenet_v2", weights="none", image_size=32,
-                         batch_size=8, epochs=2, head="linear", output=str(tmp_path / "runs"),
-                         verbose=False)
+    result = tlkit.train(
+        data=str(tiny_data),
+        base="mobilenet_v2",
+        weights="none",
+        image_size=32,
+        batch_size=8,
+        epochs=2,
+        head="linear",
+        output=str(tmp_path / "runs"),
+        verbose=False,
+    )
     evaluation = evaluate(result.run_dir)
     assert evaluation.num_images == 9
     # model.keras holds the epoch metrics.json names (the best one): evaluation reproduces its val accuracy

@@ -46,8 +46,15 @@ from tlkit.testing import make_image_folder, registry_with
 
 SIZE = 32
 CLASSES = ["cat", "dog", "fox"]
-COMBOS = [("savedmodel", "none"), ("tflite", "none"), ("tflite", "float16"), ("tflite", "dynamic"),
-          ("tflite", "int8"), ("onnx", "none"), ("onnx", "dynamic")]
+COMBOS = [
+    ("savedmodel", "none"),
+    ("tflite", "none"),
+    ("tflite", "float16"),
+    ("tflite", "dynamic"),
+    ("tflite", "int8"),
+    ("onnx", "none"),
+    ("onnx", "dynamic"),
+]
 
 
 def _probabilities(predictions, classes=CLASSES) -> np.ndarray:
@@ -91,8 +98,16 @@ def _tiny_cnn_plugin() -> types.ModuleType:
 
     @tlkit.hookimpl
     def register_bases(register):
-        register(tlkit.BaseSpec(name="tiny_cnn", build=build, preprocess=preprocess,
-                                description="a two-block CNN for tests", default_size=SIZE, min_size=16))
+        register(
+            tlkit.BaseSpec(
+                name="tiny_cnn",
+                build=build,
+                preprocess=preprocess,
+                description="a two-block CNN for tests",
+                default_size=SIZE,
+                min_size=16,
+            )
+        )
 
     module.register_bases = register_bases
     return module
@@ -105,9 +120,18 @@ def fast(tmp_path_factory):
     data = make_image_folder(root / "data", classes=CLASSES, per_class=8, val_per_class=6, size=40)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_registry, "_REGISTRY", registry_with(_tiny_cnn_plugin()))
-        result = tlkit.train(data=str(data), base="tiny_cnn", weights="none", image_size=SIZE, epochs=8,
-                             batch_size=4, lr=0.003, augmentations=["flip_horizontal"], verbose=False,
-                             output=str(root / "runs"))
+        result = tlkit.train(
+            data=str(data),
+            base="tiny_cnn",
+            weights="none",
+            image_size=SIZE,
+            epochs=8,
+            batch_size=4,
+            lr=0.003,
+            augmentations=["flip_horizontal"],
+            verbose=False,
+            output=str(root / "runs"),
+        )
     return data, Path(result.run_dir)
 
 
@@ -129,8 +153,17 @@ def mobile(tmp_path_factory):
     base(pixels / 127.5 - 1.0, training=True)
     weights = root / "mobilenet_v2_32.weights.h5"
     base.save_weights(str(weights))
-    result = tlkit.train(data=str(data), base="mobilenet_v2", weights=str(weights), image_size=SIZE, epochs=1,
-                         batch_size=4, augmentations=["flip_horizontal"], verbose=False, output=str(root / "runs"))
+    result = tlkit.train(
+        data=str(data),
+        base="mobilenet_v2",
+        weights=str(weights),
+        image_size=SIZE,
+        epochs=1,
+        batch_size=4,
+        augmentations=["flip_horizontal"],
+        verbose=False,
+        output=str(root / "runs"),
+    )
     return data, Path(result.run_dir)
 
 
@@ -155,7 +188,8 @@ def _make_run(folder: Path, data: Path, model, name: str = "20260101-000000-tiny
     run.mkdir(parents=True)
     model.save(run / "model.keras")
     (run / "classes.json").write_text(json.dumps(CLASSES))
-    (run / "config.toml").write_text(textwrap.dedent(f"""\
+    (run / "config.toml").write_text(
+        textwrap.dedent(f"""\
         data = "{data}"
         base = "tiny"
         head = "gap"
@@ -164,7 +198,8 @@ def _make_run(folder: Path, data: Path, model, name: str = "20260101-000000-tiny
         image_size = {model.input_shape[1]}
         seed = 0
         val_split = 0.2
-        """))
+        """)
+    )
     return run
 
 
@@ -195,8 +230,10 @@ def _readme_snippet(folder: Path, image: Path) -> str:
     try:
         import ai_edge_litert  # noqa: F401
     except ImportError:  # the card's own fallback: TensorFlow's interpreter
-        code = code.replace("from ai_edge_litert.interpreter import Interpreter",
-                            "import tensorflow as tf; Interpreter = tf.lite.Interpreter")
+        code = code.replace(
+            "from ai_edge_litert.interpreter import Interpreter",
+            "import tensorflow as tf; Interpreter = tf.lite.Interpreter",
+        )
     return code
 
 
@@ -204,8 +241,9 @@ def _check_export(result, run: Path, data: Path, fmt: str, quantize: str, *, cal
     """The export folder's layout and export.json, and that predict on it does what export.json records."""
     folder = result.path
     assert result.artifact == folder / ARTIFACTS[fmt]
-    assert sorted(p.name for p in folder.iterdir()) == sorted([ARTIFACTS[fmt], "classes.json", "export.json",
-                                                               "README.md"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [ARTIFACTS[fmt], "classes.json", "export.json", "README.md"]
+    )
     assert json.loads((folder / "classes.json").read_text()) == CLASSES
     info = json.loads((folder / "export.json").read_text())
     assert info == json.loads(json.dumps(result.info))
@@ -281,8 +319,11 @@ def test_cli_mobilenet_v2_savedmodel_then_predict_and_evaluate_the_export(mobile
     from tlkit.prediction import load_keras_model
 
     checkpoint = tf.train.load_checkpoint(str(folder / "saved_model" / "variables" / "variables"))
-    stored = sum(int(np.prod(shape)) for name, shape in checkpoint.get_variable_to_shape_map().items()
-                 if name.endswith("VARIABLE_VALUE"))
+    stored = sum(
+        int(np.prod(shape))
+        for name, shape in checkpoint.get_variable_to_shape_map().items()
+        if name.endswith("VARIABLE_VALUE")
+    )
     params = load_keras_model(run / "model.keras").count_params()
     assert params <= stored < 1.01 * params
 
@@ -312,8 +353,10 @@ def test_cli_mobilenet_v2_savedmodel_then_predict_and_evaluate_the_export(mobile
 def test_unsupported_combinations_are_refused_in_one_line(fast, cli):
     _, run = fast
     for args, expected in [
-        (["--format", "onnx", "--quantize", "int8"], "--format onnx cannot hold --quantize int8: onnx supports "
-                                                     "none, dynamic; for int8 use --format tflite"),
+        (
+            ["--format", "onnx", "--quantize", "int8"],
+            "--format onnx cannot hold --quantize int8: onnx supports none, dynamic; for int8 use --format tflite",
+        ),
         (["--format", "savedmodel", "--quantize", "float16"], "for float16 use --format tflite"),
         (["--format", "tflit"], "did you mean 'tflite'?"),
         (["--format", "tflite", "--quantize", "int4"], "choose from none, float16, dynamic, int8"),
@@ -331,9 +374,12 @@ def test_failing_parity_leaves_nothing_unless_forced(fast, monkeypatch, tmp_path
     data, run = fast
     target = tmp_path / "exports" / "tflite"
     monkeypatch.setitem(MIN_AGREEMENT, "none", 1.01)  # no export can reach it
-    with pytest.raises(TlkitError, match=r"^parity check failed for tflite none: top-1 agreement with model.keras "
-                                         r"100.0 % \(18 of 18 validation images\) is below the required 101.0 %.*"
-                                         r"Nothing was written; rerun with --force"):
+    with pytest.raises(
+        TlkitError,
+        match=r"^parity check failed for tflite none: top-1 agreement with model.keras "
+        r"100.0 % \(18 of 18 validation images\) is below the required 101.0 %.*"
+        r"Nothing was written; rerun with --force",
+    ):
         export(run, "tflite", output=target)
     assert not target.parent.exists()  # not the folder, not a temporary one, not even its parent
 
@@ -388,7 +434,8 @@ def _make_run(folder: Path, data: Path, model, name: str = "20260101-000000-tiny
     run.mkdir(parents=True)
     model.save(run / "model.keras")
     (run / "classes.json").write_text(json.dumps(CLASSES))
-    (run / "config.toml").write_text(textwrap.dedent(f"""\
+    (run / "config.toml").write_text(
+        textwrap.dedent(f"""\
         data = "{data}"
         base = "tiny"
         head = "gap"
@@ -397,7 +444,8 @@ def _make_run(folder: Path, data: Path, model, name: str = "20260101-000000-tiny
         image_size = {model.input_shape[1]}
         seed = 0
         val_split = 0.2
-        """))
+        """)
+    )
     return run
 
 
@@ -453,6 +501,8 @@ def test_locating_artefacts(fast, tmp_path):
 
 
 def test_importing_the_export_modules_does_not_import_tensorflow():
-    code = ("import sys, tlkit.exporting, tlkit.cli.export\n"
-            "heavy = [m for m in ('tensorflow', 'keras', 'onnx') if m in sys.modules]\nassert not heavy, heavy")
+    code = (
+        "import sys, tlkit.exporting, tlkit.cli.export\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'onnx') if m in sys.modules]\nassert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_tlkit, write_images
 
 import tlkit
-from conftest import run_tlkit, write_images
 from tlkit import TlkitError
 from tlkit.features import cache_entries, cache_root, clear_cache, load_or_compute
 
@@ -69,7 +69,8 @@ def test_second_run_with_another_head_reuses_the_cache(tiny_data, tmp_path, cach
 
 
 def test_a_fully_cached_run_decodes_nothing_exports_nothing_and_evaluates_from_features(
-        tiny_data, tmp_path, cache, monkeypatch):
+    tiny_data, tmp_path, cache, monkeypatch
+):
     from tlkit import data, features
 
     first = _train(tiny_data, tmp_path)
@@ -143,8 +144,7 @@ def test_a_pooling_head_trains_on_pooled_vectors_and_equals_the_saved_model(tiny
 
 def test_float16_entries_are_half_the_size_and_train_the_same_head(tiny_data, tmp_path, cache):
     float32 = _train(tiny_data, tmp_path, head="dense256", head_params={"units": 8}, epochs=2)
-    float16 = _train(tiny_data, tmp_path, head="dense256", head_params={"units": 8}, epochs=2,
-                     feature_dtype="float16")
+    float16 = _train(tiny_data, tmp_path, head="dense256", head_params={"units": 8}, epochs=2, feature_dtype="float16")
     assert float16.metrics["features"]["train"]["cache"] == "computed"  # its own entry, keyed by dtype
     entries = {}
     for result in (float32, float16):

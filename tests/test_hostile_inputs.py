@@ -23,9 +23,9 @@ import shutil
 import subprocess
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -41,8 +41,11 @@ TINY = ["--base", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--
 
 def fingerprint(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` with the SHA-256 of its bytes (byte-identical, not just same mtime)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +55,16 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("hostile")
     data = make_image_folder(root / "data", ("cat", "dog"), per_class=4, val_per_class=2, size=32)
-    result = tlkit.train(data=str(data), base="mobilenet_v2", weights="none", image_size=32, epochs=1,
-                         batch_size=4, output=str(root / "runs"), verbose=False)
+    result = tlkit.train(
+        data=str(data),
+        base="mobilenet_v2",
+        weights="none",
+        image_size=32,
+        epochs=1,
+        batch_size=4,
+        output=str(root / "runs"),
+        verbose=False,
+    )
     return data, result.run_dir
 
 
@@ -105,7 +116,8 @@ def _lambda_model(path: Path, marker: Path) -> Path:
     code = f"lambda x: (open({str(marker)!r}, 'w').close(), x)[1]"
     inputs = keras.Input((32, 32, 3))
     outputs = keras.layers.Dense(2, activation="softmax")(
-        keras.layers.GlobalAveragePooling2D()(keras.layers.Lambda(eval(code))(inputs)))  # noqa: S307
+        keras.layers.GlobalAveragePooling2D()(keras.layers.Lambda(eval(code))(inputs))
+    )  # noqa: S307
     keras.Model(inputs, outputs).save(path)
     marker.unlink(missing_ok=True)  # building the model ran the lambda once; loading must not
     return path
@@ -164,15 +176,24 @@ CASES = {
     "train-data-missing": C(lambda c: c.train(data=c.tmp / "nope"), "does not exist"),
     "train-data-is-a-file": C(lambda c: c.train(data=c.file("data.txt", "x")), "is not a folder"),
     "train-data-no-train-folder": C(lambda c: c.train(data=c.file("d/val/a/x.png").parents[2]), "has no train/"),
-    "train-data-one-class": C(lambda c: c.train(data=c.data_copy(
-        lambda d: (shutil.rmtree(d / "train" / "dog"), shutil.rmtree(d / "val" / "dog")))),
-                              "only one class"),
-    "train-data-empty-class": C(lambda c: c.train(data=c.data_copy(
-        lambda d: [p.unlink() for p in (d / "train" / "dog").iterdir()])), "dog"),
-    "train-data-val-classes-differ": C(lambda c: c.train(data=c.data_copy(
-        lambda d: (d / "val" / "dog").rename(d / "val" / "wolf"))), "wolf"),
-    "train-data-bad-image": C(lambda c: c.train(data=c.data_copy(
-        lambda d: _write(d / "train" / "cat" / "broken.png", b"\x89PNG\r\n\x1a\n nope"))), "--skip-bad-images"),
+    "train-data-one-class": C(
+        lambda c: c.train(
+            data=c.data_copy(lambda d: (shutil.rmtree(d / "train" / "dog"), shutil.rmtree(d / "val" / "dog")))
+        ),
+        "only one class",
+    ),
+    "train-data-empty-class": C(
+        lambda c: c.train(data=c.data_copy(lambda d: [p.unlink() for p in (d / "train" / "dog").iterdir()])), "dog"
+    ),
+    "train-data-val-classes-differ": C(
+        lambda c: c.train(data=c.data_copy(lambda d: (d / "val" / "dog").rename(d / "val" / "wolf"))), "wolf"
+    ),
+    "train-data-bad-image": C(
+        lambda c: c.train(
+            data=c.data_copy(lambda d: _write(d / "train" / "cat" / "broken.png", b"\x89PNG\r\n\x1a\n nope"))
+        ),
+        "--skip-bad-images",
+    ),
     # ---- train: options
     "train-output-is-a-file": C(lambda c: c.train("--output", c.file("runs.txt", "notes")), "is an existing file"),
     "train-output-under-a-file": C(lambda c: c.train("--output", c.file("f.txt", "x") / "runs"), "is a file"),
@@ -191,104 +212,185 @@ CASES = {
     # ---- train: weight files (validated before the run directory exists)
     "train-weights-missing": C(lambda c: c.train("--weights", c.tmp / "no.weights.h5"), "no.weights.h5"),
     "train-weights-is-a-folder": C(lambda c: c.train("--weights", c.file("w/x").parent), "--weights"),
-    "train-weights-not-hdf5": C(lambda c: c.train("--weights", c.file("junk.weights.h5", b"\x00" * 64)),
-                                "not a readable HDF5"),
-    "train-weights-wrong-suffix": C(lambda c: c.train("--weights", c.file("w.bin", b"\x00" * 64)),
-                                    "not a Keras weights file"),
-    "train-weights-do-not-fit": C(lambda c: c.train("--weights", _foreign_weights(c.tmp / "other.weights.h5")),
-                                  "does not fit base 'mobilenet_v2'"),
+    "train-weights-not-hdf5": C(
+        lambda c: c.train("--weights", c.file("junk.weights.h5", b"\x00" * 64)), "not a readable HDF5"
+    ),
+    "train-weights-wrong-suffix": C(
+        lambda c: c.train("--weights", c.file("w.bin", b"\x00" * 64)), "not a Keras weights file"
+    ),
+    "train-weights-do-not-fit": C(
+        lambda c: c.train("--weights", _foreign_weights(c.tmp / "other.weights.h5")), "does not fit base 'mobilenet_v2'"
+    ),
     # ---- train --config
     "config-missing": C(lambda c: c.train("--config", c.tmp / "none.toml"), "does not exist"),
     "config-is-a-folder": C(lambda c: c.train("--config", c.tmp), "does not exist"),
     "config-bad-toml": C(lambda c: c.train("--config", c.file("c.toml", "epochs = = 3")), "not valid TOML"),
     "config-binary": C(lambda c: c.train("--config", c.file("c.toml", b"\xff\xfe\x00garbage")), "not valid TOML"),
     "config-wrong-type": C(lambda c: c.train("--config", c.file("c.toml", 'epochs = "ten"\n')), "epochs"),
-    "config-unknown-key": C(lambda c: c.train("--config", c.file("c.toml", "pateince = 3\n")),
-                            "did you mean 'patience'"),
+    "config-unknown-key": C(
+        lambda c: c.train("--config", c.file("c.toml", "pateince = 3\n")), "did you mean 'patience'"
+    ),
     "config-table-for-scalar": C(lambda c: c.train("--config", c.file("c.toml", "[base]\nname = 1\n")), "base"),
     # ---- train --resume
     "resume-not-a-folder": C(lambda c: ["train", "--resume", str(c.tmp / "nope")], "no such folder"),
-    "resume-no-config": C(lambda c: ["train", "--resume", str(c.run_copy(
-        lambda r: (r / "config.toml").unlink()))], "not a tlkit run directory"),
+    "resume-no-config": C(
+        lambda c: ["train", "--resume", str(c.run_copy(lambda r: (r / "config.toml").unlink()))],
+        "not a tlkit run directory",
+    ),
     "resume-finished-run": C(lambda c: ["train", "--resume", str(c.run)], "already finished"),
-    "resume-corrupt-state": C(lambda c: ["train", "--resume", str(c.run_copy(
-        lambda r: _write(r / "checkpoints" / "state.json", "{half")))], "state.json"),
-    "resume-corrupt-config": C(lambda c: ["train", "--resume", str(c.run_copy(lambda r: (
-        _write(r / "config.toml", "base = [[["), (r / "checkpoints" / "state.json").unlink())))], "config.toml"),
-    "resume-corrupt-classes": C(lambda c: ["train", "--resume", str(c.run_copy(lambda r: (
-        _write(r / "classes.json", '{"a": 1}'), (r / "checkpoints" / "state.json").unlink())))], "classes.json"),
+    "resume-corrupt-state": C(
+        lambda c: ["train", "--resume", str(c.run_copy(lambda r: _write(r / "checkpoints" / "state.json", "{half")))],
+        "state.json",
+    ),
+    "resume-corrupt-config": C(
+        lambda c: [
+            "train",
+            "--resume",
+            str(
+                c.run_copy(
+                    lambda r: (_write(r / "config.toml", "base = [[["), (r / "checkpoints" / "state.json").unlink())
+                )
+            ),
+        ],
+        "config.toml",
+    ),
+    "resume-corrupt-classes": C(
+        lambda c: [
+            "train",
+            "--resume",
+            str(
+                c.run_copy(
+                    lambda r: (_write(r / "classes.json", '{"a": 1}'), (r / "checkpoints" / "state.json").unlink())
+                )
+            ),
+        ],
+        "classes.json",
+    ),
     # ---- evaluate
     "evaluate-missing-run": C(lambda c: ["evaluate", str(c.tmp / "nope")], "does not exist"),
     "evaluate-plain-folder": C(lambda c: ["evaluate", str(c.tmp)], "not a tlkit run directory"),
-    "evaluate-no-model": C(lambda c: ["evaluate", str(c.run_copy(lambda r: (r / "model.keras").unlink()))],
-                           "model.keras"),
-    "evaluate-model-not-a-model": C(lambda c: ["evaluate", str(c.run_copy(
-        lambda r: _write(r / "model.keras", b"PK\x03\x04 not a zip really")))], "model.keras"),
-    "evaluate-corrupt-classes": C(lambda c: ["evaluate", str(c.run_copy(
-        lambda r: _write(r / "classes.json", "[1, 2")))], "classes.json"),
-    "evaluate-classes-do-not-match-model": C(lambda c: ["evaluate", str(c.run_copy(
-        lambda r: _write(r / "classes.json", '["a", "b", "c"]')))], "classes"),
-    "evaluate-lambda-model": C(lambda c: ["evaluate", str(_lambda_model(c.tmp / "evil.keras", c.tmp / "PWNED")),
-                                          "--data", str(c.data / "val")], "lambda"),
-    "evaluate-data-missing": C(lambda c: ["evaluate", str(c.run), "--data", str(c.tmp / "nope"),
-                                          "--output", str(c.tmp / "ev")], "nope"),
-    "evaluate-top-k-zero": C(lambda c: ["evaluate", str(c.run), "--top-k", "0", "--output", str(c.tmp / "ev")],
-                             "--top-k"),
-    "evaluate-batch-size-zero": C(lambda c: ["evaluate", str(c.run), "--batch-size", "0",
-                                             "--output", str(c.tmp / "ev")], "--batch-size"),
-    "evaluate-output-is-a-file": C(lambda c: ["evaluate", str(c.run), "--output", str(c.file("ev.txt", "x"))],
-                                   "ev.txt"),
+    "evaluate-no-model": C(
+        lambda c: ["evaluate", str(c.run_copy(lambda r: (r / "model.keras").unlink()))], "model.keras"
+    ),
+    "evaluate-model-not-a-model": C(
+        lambda c: ["evaluate", str(c.run_copy(lambda r: _write(r / "model.keras", b"PK\x03\x04 not a zip really")))],
+        "model.keras",
+    ),
+    "evaluate-corrupt-classes": C(
+        lambda c: ["evaluate", str(c.run_copy(lambda r: _write(r / "classes.json", "[1, 2")))], "classes.json"
+    ),
+    "evaluate-classes-do-not-match-model": C(
+        lambda c: ["evaluate", str(c.run_copy(lambda r: _write(r / "classes.json", '["a", "b", "c"]')))], "classes"
+    ),
+    "evaluate-lambda-model": C(
+        lambda c: [
+            "evaluate",
+            str(_lambda_model(c.tmp / "evil.keras", c.tmp / "PWNED")),
+            "--data",
+            str(c.data / "val"),
+        ],
+        "lambda",
+    ),
+    "evaluate-data-missing": C(
+        lambda c: ["evaluate", str(c.run), "--data", str(c.tmp / "nope"), "--output", str(c.tmp / "ev")], "nope"
+    ),
+    "evaluate-top-k-zero": C(
+        lambda c: ["evaluate", str(c.run), "--top-k", "0", "--output", str(c.tmp / "ev")], "--top-k"
+    ),
+    "evaluate-batch-size-zero": C(
+        lambda c: ["evaluate", str(c.run), "--batch-size", "0", "--output", str(c.tmp / "ev")], "--batch-size"
+    ),
+    "evaluate-output-is-a-file": C(
+        lambda c: ["evaluate", str(c.run), "--output", str(c.file("ev.txt", "x"))], "ev.txt"
+    ),
     # ---- predict
-    "predict-no-images": C(lambda c: ["predict", str(c.run), str(c.file("empty/readme.txt", "x").parent)],
-                           "no image"),
+    "predict-no-images": C(lambda c: ["predict", str(c.run), str(c.file("empty/readme.txt", "x").parent)], "no image"),
     "predict-path-missing": C(lambda c: ["predict", str(c.run), str(c.tmp / "nope.png")], "nope.png"),
-    "predict-model-garbage": C(lambda c: ["predict", str(c.file("m.keras", b"\x00" * 100)), str(c.data / "val")],
-                               "m.keras"),
-    "predict-lambda-model": C(lambda c: ["predict", str(_lambda_model(c.tmp / "evil.keras", c.tmp / "PWNED")),
-                                         str(c.data / "val")], "lambda"),
+    "predict-model-garbage": C(
+        lambda c: ["predict", str(c.file("m.keras", b"\x00" * 100)), str(c.data / "val")], "m.keras"
+    ),
+    "predict-lambda-model": C(
+        lambda c: ["predict", str(_lambda_model(c.tmp / "evil.keras", c.tmp / "PWNED")), str(c.data / "val")], "lambda"
+    ),
     "predict-bad-format": C(lambda c: ["predict", str(c.run), str(c.data / "val"), "--format", "xml"], "xml"),
     "predict-top-k-zero": C(lambda c: ["predict", str(c.run), str(c.data / "val"), "--top-k", "0"], "--top-k"),
     # ---- report
     "report-plain-folder": C(lambda c: ["report", str(c.tmp)], "not a tlkit run directory"),
-    "report-corrupt-metrics": C(lambda c: ["report", "--no-evaluate", str(c.run_copy(
-        lambda r: _write(r / "metrics.json", "{oops")))], "metrics.json"),
-    "report-metrics-not-an-object": C(lambda c: ["report", "--no-evaluate", str(c.run_copy(
-        lambda r: _write(r / "metrics.json", "[1, 2]")))], "metrics.json"),
-    "report-history-not-text": C(lambda c: ["report", "--no-evaluate", str(c.run_copy(
-        lambda r: _write(r / "history.csv", b"epoch,loss\n1,\xff\xfe\x00\n")))], "history.csv"),
-    "report-corrupt-config": C(lambda c: ["report", "--no-evaluate", str(c.run_copy(
-        lambda r: _write(r / "config.toml", "= broken")))], "config.toml"),
+    "report-corrupt-metrics": C(
+        lambda c: ["report", "--no-evaluate", str(c.run_copy(lambda r: _write(r / "metrics.json", "{oops")))],
+        "metrics.json",
+    ),
+    "report-metrics-not-an-object": C(
+        lambda c: ["report", "--no-evaluate", str(c.run_copy(lambda r: _write(r / "metrics.json", "[1, 2]")))],
+        "metrics.json",
+    ),
+    "report-history-not-text": C(
+        lambda c: [
+            "report",
+            "--no-evaluate",
+            str(c.run_copy(lambda r: _write(r / "history.csv", b"epoch,loss\n1,\xff\xfe\x00\n"))),
+        ],
+        "history.csv",
+    ),
+    "report-corrupt-config": C(
+        lambda c: ["report", "--no-evaluate", str(c.run_copy(lambda r: _write(r / "config.toml", "= broken")))],
+        "config.toml",
+    ),
     # ---- compare
     "compare-missing-run": C(lambda c: ["compare", str(c.run), str(c.tmp / "nope"), "--no-plot"], "nope"),
-    "compare-corrupt-metrics": C(lambda c: ["compare", str(c.run), str(c.run_copy(
-        lambda r: _write(r / "metrics.json", "\x00\x01"))), "--no-plot"], "metrics.json"),
+    "compare-corrupt-metrics": C(
+        lambda c: [
+            "compare",
+            str(c.run),
+            str(c.run_copy(lambda r: _write(r / "metrics.json", "\x00\x01"))),
+            "--no-plot",
+        ],
+        "metrics.json",
+    ),
     "compare-plot-is-a-folder": C(lambda c: ["compare", str(c.run), "--plot", str(c.tmp)], "--plot"),
     # ---- weights
-    "weights-download-unknown-base": C(lambda c: ["weights", "download", "resnet5", "--to", str(c.tmp / "b")],
-                                       "resnet5"),
+    "weights-download-unknown-base": C(
+        lambda c: ["weights", "download", "resnet5", "--to", str(c.tmp / "b")], "resnet5"
+    ),
     "weights-import-missing": C(lambda c: ["weights", "import", str(c.tmp / "nope")], "no such folder"),
     "weights-import-no-manifest": C(lambda c: ["weights", "import", str(c.tmp)], "tlkit-weights.json"),
-    "weights-import-manifest-garbage": C(lambda c: ["weights", "import", str(c.file("b/tlkit-weights.json", "{{").parent)],
-                                         "not readable JSON"),
-    "weights-import-path-traversal": C(lambda c: ["weights", "import", str(_manifest(c.tmp / "b", {
-        "format": 1, "files": [{"base": "x", "file": "../../etc/passwd", "sha256": "0" * 64, "bytes": 1}]}))],
-        "plain 'file' name"),
+    "weights-import-manifest-garbage": C(
+        lambda c: ["weights", "import", str(c.file("b/tlkit-weights.json", "{{").parent)], "not readable JSON"
+    ),
+    "weights-import-path-traversal": C(
+        lambda c: [
+            "weights",
+            "import",
+            str(
+                _manifest(
+                    c.tmp / "b",
+                    {"format": 1, "files": [{"base": "x", "file": "../../etc/passwd", "sha256": "0" * 64, "bytes": 1}]},
+                )
+            ),
+        ],
+        "plain 'file' name",
+    ),
     # ---- cache
-    "cache-info-dir-is-a-file": C(lambda c: ["cache", "info"], "TLKIT_CACHE_DIR",
-                                  env=(("TLKIT_CACHE_DIR", "{tmp}/cache-file"),)),
-    "cache-clear-dir-is-a-file": C(lambda c: ["cache", "clear"], "TLKIT_CACHE_DIR",
-                                   env=(("TLKIT_CACHE_DIR", "{tmp}/cache-file"),)),
+    "cache-info-dir-is-a-file": C(
+        lambda c: ["cache", "info"], "TLKIT_CACHE_DIR", env=(("TLKIT_CACHE_DIR", "{tmp}/cache-file"),)
+    ),
+    "cache-clear-dir-is-a-file": C(
+        lambda c: ["cache", "clear"], "TLKIT_CACHE_DIR", env=(("TLKIT_CACHE_DIR", "{tmp}/cache-file"),)
+    ),
     # ---- new-plugin
     "new-plugin-bad-name": C(lambda c: ["new-plugin", "9 bad", "--dir", str(c.tmp)], "must start with a lowercase"),
     "new-plugin-bad-kind": C(lambda c: ["new-plugin", "good", "--kind", "widget", "--dir", str(c.tmp)], "widget"),
-    "new-plugin-exists": C(lambda c: ["new-plugin", "good", "--dir", str(c.file("tlkit-good/x").parents[1])],
-                           "already exists"),
+    "new-plugin-exists": C(
+        lambda c: ["new-plugin", "good", "--dir", str(c.file("tlkit-good/x").parents[1])], "already exists"
+    ),
     "new-plugin-dir-is-a-file": C(lambda c: ["new-plugin", "good", "--dir", str(c.file("d.txt", "x"))], "d.txt"),
     # ---- plugins
-    "plugin-failed-to-register": C(lambda c: c.train("--head", "ghost"), "unknown head 'ghost'",
-                                   plugin="BROKEN_REGISTER"),
-    "plugin-head-build-raises": C(lambda c: c.train("--head", "boom"), "building the model failed",
-                                  plugin="BROKEN_BUILD"),
+    "plugin-failed-to-register": C(
+        lambda c: c.train("--head", "ghost"), "unknown head 'ghost'", plugin="BROKEN_REGISTER"
+    ),
+    "plugin-head-build-raises": C(
+        lambda c: c.train("--head", "boom"), "building the model failed", plugin="BROKEN_BUILD"
+    ),
 }
 
 
@@ -343,8 +445,11 @@ def test_preflight_names_the_estimate_and_the_limit(tmp_path):
     from tlkit.errors import TlkitError
     from tlkit.preflight import check_pixels, check_run_dir_space
 
-    with pytest.raises(TlkitError, match=r"decoding 10 images at --image-size 1000 needs about 28\.6 MiB "
-                                         r"but only 1\.0 MiB is free on disk"):
+    with pytest.raises(
+        TlkitError,
+        match=r"decoding 10 images at --image-size 1000 needs about 28\.6 MiB "
+        r"but only 1\.0 MiB is free on disk",
+    ):
         check_pixels(10, 1000, 4, workdir=tmp_path, disk=1 << 20, memory=1 << 40)
     with pytest.raises(TlkitError, match=r"batch of 4 .* needs about .* but only 1\.0 MiB of memory"):
         check_pixels(10, 1000, 4, workdir=tmp_path, disk=1 << 40, memory=1 << 20)
@@ -357,8 +462,9 @@ def _mount_tmpfs(mount: Path, options: str) -> None:
     """Mount a tmpfs at ``mount`` or skip the test (mounting needs privileges a CI may not have)."""
     mount.mkdir()
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
-                              capture_output=True, text=True, timeout=20)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         pytest.skip(f"cannot mount a tmpfs here: {exc}")
     if done.returncode != 0:
@@ -422,11 +528,20 @@ def test_two_trainings_into_the_same_output_both_finish(world, tmp_path):
     """Two processes started at once into one --output each get their own run directory."""
     data, _ = world
     runs = tmp_path / "runs"
-    command = [str(Path(sys.executable).parent / "tlkit"), "train", "--data", str(data), *TINY,
-               "--output", str(runs), "--quiet"]
+    command = [
+        str(Path(sys.executable).parent / "tlkit"),
+        "train",
+        "--data",
+        str(data),
+        *TINY,
+        "--output",
+        str(runs),
+        "--quiet",
+    ]
     env = {**os.environ, "COLUMNS": "200"}
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                 for _ in range(2)]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=600) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
     dirs = {Path(out.strip()) for out, _ in outputs}
@@ -464,10 +579,13 @@ DAMAGE = {
     "features-missing": lambda e: (e / "features.f32").unlink(),
     "meta-not-json": lambda e: _write(e / "meta.json", "{\x00"),
     "meta-a-list": lambda e: _write(e / "meta.json", "[1, 2]"),
-    "meta-shape-garbage": lambda e: _write(e / "meta.json", json.dumps(
-        {**json.loads((e / "meta.json").read_text()), "shape": ["a", None]})),
-    "meta-no-checksum": lambda e: _write(e / "meta.json", json.dumps(
-        {k: v for k, v in json.loads((e / "meta.json").read_text()).items() if k != "sha256"})),
+    "meta-shape-garbage": lambda e: _write(
+        e / "meta.json", json.dumps({**json.loads((e / "meta.json").read_text()), "shape": ["a", None]})
+    ),
+    "meta-no-checksum": lambda e: _write(
+        e / "meta.json",
+        json.dumps({k: v for k, v in json.loads((e / "meta.json").read_text()).items() if k != "sha256"}),
+    ),
     "entry-is-a-file": lambda e: (shutil.rmtree(e), _write(e, b"junk")),
 }
 

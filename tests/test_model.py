@@ -42,30 +42,32 @@ def _layer_types(model):
 def test_dense256_is_exactly_the_recipe():
     model = tlkit.build_model("mobilenet_v2", "dense256", 5, image_size=SIZE, weights="none")
     head = model.get_layer("head").layers[1:]  # after its Input
-    assert [type(l).__name__ for l in head] == ["Flatten", "Dropout", "Dense", "Dropout", "Dense"]
+    assert [type(layer).__name__ for layer in head] == ["Flatten", "Dropout", "Dense", "Dropout", "Dense"]
     assert head[1].rate == 0.5 and head[3].rate == 0.5
     assert head[2].units == 256 and head[2].activation.__name__ == "relu"
     assert head[4].units == 5 and head[4].activation.__name__ == "softmax"
 
 
-@pytest.mark.parametrize("head, params", [
-    ("linear", {}),
-    ("mlp", {"units": "64,32", "dropout": "0.1", "pooling": "max", "batchnorm": "true"}),
-    ("mlp", {"pooling": "flatten"}),
-])
+@pytest.mark.parametrize(
+    "head, params",
+    [
+        ("linear", {}),
+        ("mlp", {"units": "64,32", "dropout": "0.1", "pooling": "max", "batchnorm": "true"}),
+        ("mlp", {"pooling": "flatten"}),
+    ],
+)
 def test_heads_build_and_output_probabilities(head, params):
     model = tlkit.build_model("mobilenet_v2", head, 3, image_size=SIZE, weights="none", head_params=params)
     probs = model.predict(_images(), verbose=0)
     assert probs.shape == (4, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     if head == "mlp" and params.get("units"):
-        dense = [l.units for l in model.get_layer("head").layers if l.name.startswith("head_dense")]
+        dense = [layer.units for layer in model.get_layer("head").layers if layer.name.startswith("head_dense")]
         assert dense == [64, 32]
 
 
 def test_base_is_frozen_and_batchnorm_stays_in_inference_mode():
-    model = tlkit.build_model("resnet50", "linear", 3, image_size=SIZE, weights="none",
-                              head_params={"dropout": 0.0})
+    model = tlkit.build_model("resnet50", "linear", 3, image_size=SIZE, weights="none", head_params={"dropout": 0.0})
     trainable = {w.path.split("/")[0] for w in model.trainable_weights}
     assert trainable == {"predictions"}
     assert len(model.trainable_weights) == 2 and not base_layer(model).trainable
@@ -95,7 +97,11 @@ def test_augmentation_params_reach_the_layer():
 
 def test_saved_model_reloads_without_tlkit_with_same_predictions(tmp_path):
     model = tlkit.build_model(
-        "resnet50", "dense256", 3, image_size=SIZE, weights="none",
+        "resnet50",
+        "dense256",
+        3,
+        image_size=SIZE,
+        weights="none",
         augmentations=["flip_horizontal", "crop:scale=0.7", "contrast"],
     )
     assert "Lambda" not in _layer_types(model)
@@ -108,8 +114,8 @@ def test_saved_model_reloads_without_tlkit_with_same_predictions(tmp_path):
     code = textwrap.dedent(f"""
         import sys, numpy as np, keras
         model = keras.saving.load_model({str(path)!r}, safe_mode=True)
-        got = model.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0)
-        np.testing.assert_allclose(got, np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-5)
+        got = model.predict(np.load({str(tmp_path / "x.npy")!r}), verbose=0)
+        np.testing.assert_allclose(got, np.load({str(tmp_path / "expected.npy")!r}), atol=1e-5)
         assert not [m for m in sys.modules if m.startswith('tlkit')], 'tlkit was imported'
         print('RELOAD OK')
     """)

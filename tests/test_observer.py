@@ -43,8 +43,16 @@ def observed(tmp_path_factory):
     root = tmp_path_factory.mktemp("observed")
     data = make_image_folder(root / "data", ("a", "b"), per_class=6, val_per_class=2, size=24)
     recorder = Recorder()
-    result = tlkit.train(data=str(data), base="mobilenet_v2", weights="none", image_size=32, epochs=2,
-                         batch_size=4, output=str(root / "runs"), observer=recorder)
+    result = tlkit.train(
+        data=str(data),
+        base="mobilenet_v2",
+        weights="none",
+        image_size=32,
+        epochs=2,
+        batch_size=4,
+        output=str(root / "runs"),
+        observer=recorder,
+    )
     return recorder, result
 
 
@@ -80,7 +88,15 @@ def test_keras_tensorboard_callback_writes_the_logs(observed):
 
 def test_verbose_false_prints_nothing(tmp_path, capfd):
     data = make_image_folder(tmp_path / "data", ("a", "b"), per_class=4, val_per_class=2, size=24)
-    tlkit.train(data=str(data), base="mobilenet_v2", weights="none", image_size=32, epochs=1, batch_size=4,
-                output=str(tmp_path / "runs"), verbose=False)
+    tlkit.train(
+        data=str(data),
+        base="mobilenet_v2",
+        weights="none",
+        image_size=32,
+        epochs=1,
+        batch_size=4,
+        output=str(tmp_path / "runs"),
+        verbose=False,
+    )
     captured = capfd.readouterr()
     assert captured.out == "" and "Run directory" not in captured.err and "epoch" not in captured.err

@@ -26,9 +26,20 @@ def test_scaffolded_plugin_installs_lists_trains_and_passes_its_own_tests(tmp_pa
     assert (project / "pyproject.toml").read_text().count('mine = "tlkit_mine"') == 1
     target = tmp_path / "site"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(project)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert install.returncode == 0, install.stderr[-2000:]
     env = {"PYTHONPATH": str(target)}
@@ -38,16 +49,39 @@ def test_scaffolded_plugin_installs_lists_trains_and_passes_its_own_tests(tmp_pa
     assert plugins["mine"]["distribution"] == "tlkit-mine" and plugins["mine"]["version"] == "0.1.0"
     assert plugins["mine"]["hooks"] == ["register_heads"] and plugins["mine"]["registered"] == ["head:mine"]
 
-    trained = run_tlkit("train", "--data", str(tiny_data), "--head", "mine", "--head-param", "units=8",
-                        "--base", "mobilenet_v2", "--weights", "none", "--image-size", "32",
-                        "--epochs", "1", "--batch-size", "8", "--output", str(tmp_path / "runs"),
-                        "--json", env=env)
+    trained = run_tlkit(
+        "train",
+        "--data",
+        str(tiny_data),
+        "--head",
+        "mine",
+        "--head-param",
+        "units=8",
+        "--base",
+        "mobilenet_v2",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--output",
+        str(tmp_path / "runs"),
+        "--json",
+        env=env,
+    )
     assert trained.returncode == 0, trained.stderr
     assert json.loads(trained.stdout)["config"]["head_params"] == {"units": 8, "dropout": 0.2}
 
-    own_tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                str(project / "tests")], capture_output=True, text=True,
-                               env={**__import__("os").environ, **env}, cwd=tmp_path)
+    own_tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project / "tests")],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, **env},
+        cwd=tmp_path,
+    )
     assert own_tests.returncode == 0, own_tests.stdout[-3000:]
     assert "2 passed" in own_tests.stdout
 
@@ -163,12 +197,15 @@ def test_params_come_from_the_build_signature():
     assert tlkit.AugmentationSpec("noop", lambda seed: None, "demo").params == ()
 
 
-@pytest.mark.parametrize("signature, message", [
-    ("*, units", "parameter 'units' of build() needs a default value"),
-    ("*, units: dict = {}", "type <class 'dict'> is not supported"),
-    ("*, units: Annotated[int, tlkit.param(min=1)] = 0", "must be >= 1"),
-    ("*, mode: Literal['a', 'b'] = 'c'", "must be one of: a, b"),
-])
+@pytest.mark.parametrize(
+    "signature, message",
+    [
+        ("*, units", "parameter 'units' of build() needs a default value"),
+        ("*, units: dict = {}", "type <class 'dict'> is not supported"),
+        ("*, units: Annotated[int, tlkit.param(min=1)] = 0", "must be >= 1"),
+        ("*, mode: Literal['a', 'b'] = 'c'", "must be one of: a, b"),
+    ],
+)
 def test_bad_param_declarations_fail_at_registration(signature, message):
     namespace = {"Annotated": Annotated, "Literal": Literal, "tlkit": tlkit}
     exec(f"def build(features, num_classes, {signature}):\n    return None", namespace)

@@ -16,7 +16,7 @@ import tlkit
 from tlkit.errors import TlkitError
 from tlkit.registry import Registry
 
-GOOD = '''
+GOOD = """
 from typing import Annotated
 
 import tlkit
@@ -30,17 +30,17 @@ def build(features, num_classes, *, units: Annotated[int, tlkit.param("width", m
     x = layers.GlobalAveragePooling2D()(features)
     x = layers.Dense(units, activation="relu")(x)
     return layers.Dense(num_classes, activation="softmax")(x)
-'''
+"""
 BROKEN = "raise RuntimeError('this plugin is broken on purpose')\n"
-DUPLICATE = '''
+DUPLICATE = """
 import tlkit
 
 @tlkit.hookimpl
 def register_heads(register):
     register(tlkit.HeadSpec(name="dense256", build=lambda f, n: None, description="a clash"))
     register(tlkit.HeadSpec(name="dup_only_here", build=lambda f, n: None, description="fine"))
-'''
-NO_DEFAULT = '''
+"""
+NO_DEFAULT = """
 import tlkit
 
 @tlkit.hookimpl
@@ -49,14 +49,14 @@ def register_heads(register):
 
 def build(features, num_classes, *, units):
     return None
-'''
-RAISES_IN_HOOK = '''
+"""
+RAISES_IN_HOOK = """
 import tlkit
 
 @tlkit.hookimpl
 def register_bases(register):
     raise ValueError("hook exploded")
-'''
+"""
 
 
 @pytest.fixture
@@ -65,18 +65,15 @@ def third_party(tmp_path, monkeypatch) -> Path:
     make_plugin_dist(root, "tlkit-good", "1.2.3", {"tlkit_good": GOOD}, {"good": "tlkit_good"})
     make_plugin_dist(root, "tlkit-broken", "0.1", {"tlkit_broken": BROKEN}, {"broken": "tlkit_broken"})
     make_plugin_dist(root, "tlkit-dup", "2.0", {"tlkit_dup": DUPLICATE}, {"dup": "tlkit_dup"})
-    make_plugin_dist(root, "tlkit-hookfail", "0.2", {"tlkit_hookfail": RAISES_IN_HOOK},
-                     {"hookfail": "tlkit_hookfail"})
-    make_plugin_dist(root, "tlkit-nodefault", "0.3", {"tlkit_nodefault": NO_DEFAULT},
-                     {"nodefault": "tlkit_nodefault"})
+    make_plugin_dist(root, "tlkit-hookfail", "0.2", {"tlkit_hookfail": RAISES_IN_HOOK}, {"hookfail": "tlkit_hookfail"})
+    make_plugin_dist(root, "tlkit-nodefault", "0.3", {"tlkit_nodefault": NO_DEFAULT}, {"nodefault": "tlkit_nodefault"})
     monkeypatch.syspath_prepend(str(root))
     return root
 
 
 def _entry_points(root: Path) -> list[metadata.EntryPoint]:
     builtin = [ep for ep in metadata.distribution("tlkit").entry_points if ep.group == "tlkit"]
-    extra = [ep for d in metadata.distributions(path=[str(root)]) for ep in d.entry_points
-             if ep.group == "tlkit"]
+    extra = [ep for d in metadata.distributions(path=[str(root)]) for ep in d.entry_points if ep.group == "tlkit"]
     return builtin + extra
 
 
@@ -136,12 +133,20 @@ def test_unknown_name_suggests_closest():
 
 
 def test_register_wrong_type_is_a_plugin_error(tmp_path, monkeypatch):
-    root = make_plugin_dist(tmp_path / "s", "tlkit-wrong", "1", {"tlkit_wrong": '''
+    root = make_plugin_dist(
+        tmp_path / "s",
+        "tlkit-wrong",
+        "1",
+        {
+            "tlkit_wrong": """
 import tlkit
 @tlkit.hookimpl
 def register_heads(register):
     register("not a spec")
-'''}, {"wrong": "tlkit_wrong"})
+"""
+        },
+        {"wrong": "tlkit_wrong"},
+    )
     monkeypatch.syspath_prepend(str(root))
     registry = Registry(entry_points=_entry_points(root), env={})
     assert "takes a tlkit.HeadSpec" in registry.plugin("wrong").errors[0]

@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from test_evaluate import make_data, make_run
 
 from tlkit.errors import TlkitError
@@ -39,9 +38,18 @@ def report(run_dir) -> Path:
 
 def _chromium(*args: str, tmp: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--hide-scrollbars", f"--user-data-dir={tmp / 'chromium-profile'}", *args,
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        *args,
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
@@ -99,8 +107,10 @@ def test_report_without_evaluation_or_data(run_dir, tmp_path):
         write_report(tmp_path)
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                    reason="needs Debian's chromium for the headless-browser check: apt-get install -y chromium")
+@pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason="needs Debian's chromium for the headless-browser check: apt-get install -y chromium",
+)
 def test_report_renders_in_a_headless_browser(report, tmp_path):
     url = report.resolve().as_uri()
     dom = _chromium("--dump-dom", url, tmp=tmp_path)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TLKIT
 
 import tlkit
-from conftest import TLKIT
 from tlkit import TlkitError
 from tlkit.testing import make_image_folder
 
@@ -37,12 +37,36 @@ def test_two_workers_on_localhost_train_one_run_directory(tmp_path):
     output = tmp_path / "runs"
     processes = []
     for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-                   TLKIT_CACHE_DIR=str(tmp_path / "cache"))  # shared by both workers, as on a cluster
-        processes.append(subprocess.Popen(
-            [TLKIT, "train", "--data", str(data), *FAST, "--batch-size", "2", "--epochs", "2",
-             "--strategy", "multi-worker", "--output", str(output), "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_signals))
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            TLKIT_CACHE_DIR=str(tmp_path / "cache"),
+        )  # shared by both workers, as on a cluster
+        processes.append(
+            subprocess.Popen(
+                [
+                    TLKIT,
+                    "train",
+                    "--data",
+                    str(data),
+                    *FAST,
+                    "--batch-size",
+                    "2",
+                    "--epochs",
+                    "2",
+                    "--strategy",
+                    "multi-worker",
+                    "--output",
+                    str(output),
+                    "--json",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                preexec_fn=_default_signals,
+            )
+        )
     results = []
     try:
         for process in processes:
@@ -74,8 +98,17 @@ def test_mixed_bfloat16_on_cpu_and_the_model_loads_in_plain_keras(tmp_path):
     import keras
 
     data = make_image_folder(tmp_path / "data", ("a", "b"), per_class=4, val_per_class=2, size=24)
-    result = tlkit.train(data=str(data), base="mobilenet_v2", weights="none", image_size=32, epochs=1,
-                         batch_size=4, output=str(tmp_path / "runs"), precision="mixed_bfloat16", verbose=False)
+    result = tlkit.train(
+        data=str(data),
+        base="mobilenet_v2",
+        weights="none",
+        image_size=32,
+        epochs=1,
+        batch_size=4,
+        output=str(tmp_path / "runs"),
+        precision="mixed_bfloat16",
+        verbose=False,
+    )
     assert keras.mixed_precision.global_policy().name == "float32"  # the process is left as it was
     model = keras.saving.load_model(result.model_path)
     base = next(layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name != "head")
@@ -129,12 +162,12 @@ def test_a_feature_pass_split_over_workers_equals_one_process(tmp_path, monkeypa
     def engine(batch: np.ndarray) -> np.ndarray:
         return batch.reshape(len(batch), -1)[:, :6] * 0.5 + 1.0
 
-    one = load_or_compute(key="single", pixels=pixels, labels=labels, feature_shape=(6,), engine=engine,
-                          batch_size=3)
+    one = load_or_compute(key="single", pixels=pixels, labels=labels, feature_shape=(6,), engine=engine, batch_size=3)
 
     def worker(index: int) -> np.ndarray:  # what each of 3 workers does, concurrently
-        feature_shards.compute_part(key="split", index=index, count=3, pixels=pixels, feature_shape=(6,),
-                                    engine=engine, batch_size=2)
+        feature_shards.compute_part(
+            key="split", index=index, count=3, pixels=pixels, feature_shape=(6,), engine=engine, batch_size=2
+        )
         return np.asarray(feature_shards.assemble(key="split", count=3, total=11, timeout=60, poll=0.05))
 
     with ThreadPoolExecutor(3) as pool:
@@ -150,7 +183,14 @@ def test_a_missing_worker_part_is_named_after_the_timeout(tmp_path, monkeypatch)
 
     monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
     pixels = np.zeros((4, 2, 2, 3), dtype=np.uint8)
-    feature_shards.compute_part(key="k", index=0, count=2, pixels=pixels, feature_shape=(1,),
-                                engine=lambda b: np.zeros((len(b), 1), np.float32), batch_size=4)
+    feature_shards.compute_part(
+        key="k",
+        index=0,
+        count=2,
+        pixels=pixels,
+        feature_shape=(1,),
+        engine=lambda b: np.zeros((len(b), 1), np.float32),
+        batch_size=4,
+    )
     with pytest.raises(TlkitError, match=r"worker\(s\) 1 never published their features .* TLKIT_CACHE_DIR"):
         feature_shards.assemble(key="k", count=2, total=4, timeout=0.2, poll=0.05)

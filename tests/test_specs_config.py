@@ -56,8 +56,7 @@ def test_bad_params_are_clear_errors(given, message):
 
 def test_choice_syntax_roundtrip():
     assert parse_choice("rotation", "--aug") == ("rotation", {})
-    assert parse_choice("mlp:units=512,256,dropout=0.3", "--aug") == (
-        "mlp", {"units": "512,256", "dropout": "0.3"})
+    assert parse_choice("mlp:units=512,256,dropout=0.3", "--aug") == ("mlp", {"units": "512,256", "dropout": "0.3"})
     assert format_choice("mlp", {"units": (512, 256), "batchnorm": False}) == "mlp:units=512,256,batchnorm=false"
     with pytest.raises(TlkitError, match="not key=value"):
         parse_assignments("factor", "--aug rotation")
@@ -66,11 +65,17 @@ def test_choice_syntax_roundtrip():
 
 
 def test_config_toml_roundtrip(tmp_path):
-    config = merge(TrainConfig(), {
-        "data": '/data/with "quotes"', "head": "mlp", "head_params": {"units": (512, 256), "dropout": 0.3},
-        "augmentations": ["rotation:factor=0.1,fill_mode=reflect", "flip_horizontal"], "lr": 1e-4,
-        "skip_bad_images": True,
-    })
+    config = merge(
+        TrainConfig(),
+        {
+            "data": '/data/with "quotes"',
+            "head": "mlp",
+            "head_params": {"units": (512, 256), "dropout": 0.3},
+            "augmentations": ["rotation:factor=0.1,fill_mode=reflect", "flip_horizontal"],
+            "lr": 1e-4,
+            "skip_bad_images": True,
+        },
+    )
     path = tmp_path / "config.toml"
     path.write_text(to_toml(config, {"version": "0.1.0"}))
     loaded = load_config_file(path)
@@ -115,8 +120,10 @@ def test_config_validation(change, message):
         ({"batch_size": 0}, "--batch-size must be a positive integer, got 0"),
         ({"lr": math.inf}, "--lr must be a positive number, got inf"),
         ({"lr": 0.0}, "--lr must be a positive number, got 0.0"),
-        ({"optimizer": "adamm"}, "unknown optimizer 'adamm'; did you mean 'adam' or 'adamw'? "
-                                 "(choose from adam, sgd, rmsprop, adamw)"),
+        (
+            {"optimizer": "adamm"},
+            "unknown optimizer 'adamm'; did you mean 'adam' or 'adamw'? (choose from adam, sgd, rmsprop, adamw)",
+        ),
         ({"loss": "mse"}, "unknown loss 'mse' (choose from categorical_crossentropy, focal, mean_squared_error)"),
         ({"image_size": -1}, "--image-size must be a positive integer, got -1"),
         ({"val_split": 0.0}, "--val-split must be between 0 and 1 (exclusive), got 0.0"),
@@ -128,8 +135,10 @@ def test_config_validation(change, message):
         ({"fine_tune_epochs": -1}, "--fine-tune-epochs must be 0 or a positive integer, got -1"),
         ({"decay_epochs": 0}, "--decay-epochs must be a positive integer, got 0"),
         ({"top_k": 0}, "--top-k must be a positive integer, got 0"),
-        ({"schedule": "cosne"}, "unknown --schedule 'cosne'; did you mean 'cosine'? "
-                                "(choose from constant, cosine, exponential, step)"),
+        (
+            {"schedule": "cosne"},
+            "unknown --schedule 'cosne'; did you mean 'cosine'? (choose from constant, cosine, exponential, step)",
+        ),
         ({"monitor": "loss"}, "unknown --monitor 'loss'"),
         ({"metrics": ["accuracy", "auc"]}, "unknown --metrics 'auc'"),
         ({"fine_tune_lr": 0.0}, "--fine-tune-lr is out of range: 0.0"),
@@ -143,11 +152,12 @@ def test_config_validation(change, message):
         ({"reduce_lr_factor": 0.0}, "--reduce-lr-factor is out of range: 0.0"),
         ({"fbeta": 0.0}, "--fbeta is out of range: 0.0"),
         ({"focal_gamma": -1.0}, "--focal-gamma is out of range: -1.0"),
-        ({"monitor": "val_f1", "metrics": ["accuracy"]},
-         "--monitor val_f1 needs the f1 metric: add f1 to --metrics"),
-        ({"reduce_lr_patience": 2, "schedule": "cosine"},
-         "--reduce-lr-patience works with --schedule constant and no warm-up; "
-         "got --schedule cosine --warmup-epochs 0"),
+        ({"monitor": "val_f1", "metrics": ["accuracy"]}, "--monitor val_f1 needs the f1 metric: add f1 to --metrics"),
+        (
+            {"reduce_lr_patience": 2, "schedule": "cosine"},
+            "--reduce-lr-patience works with --schedule constant and no warm-up; "
+            "got --schedule cosine --warmup-epochs 0",
+        ),
         ({"reduce_lr_patience": 2, "warmup_epochs": 1}, "got --schedule constant --warmup-epochs 1"),
         ({"class_weight": "heavy"}, "--class-weight must be none, balanced or a .json file, got 'heavy'"),
         ({"seed": -1}, "--seed must be a non-negative integer, got -1"),
@@ -162,11 +172,23 @@ def test_every_validation_rule_keeps_its_message(change, message):
 @pytest.mark.parametrize(
     "change",
     [
-        {"image_size": 0}, {"aug_views": 0}, {"patience": 0}, {"momentum": 0.0}, {"momentum": 1.0},
-        {"label_smoothing": 1.0}, {"decay_rate": 1.0}, {"weight_decay": 0.0}, {"focal_gamma": 0.0},
-        {"val_split": 0.5}, {"reduce_lr_patience": 3}, {"class_weight": "balanced"},
-        {"class_weight": "w.json"}, {"metrics": ["accuracy", "top_k", "precision", "recall", "f1", "fbeta"]},
-        {"monitor": "val_loss", "metrics": []}, {"engine": "tensorflow"}, {"optimizer": "adamw"},
+        {"image_size": 0},
+        {"aug_views": 0},
+        {"patience": 0},
+        {"momentum": 0.0},
+        {"momentum": 1.0},
+        {"label_smoothing": 1.0},
+        {"decay_rate": 1.0},
+        {"weight_decay": 0.0},
+        {"focal_gamma": 0.0},
+        {"val_split": 0.5},
+        {"reduce_lr_patience": 3},
+        {"class_weight": "balanced"},
+        {"class_weight": "w.json"},
+        {"metrics": ["accuracy", "top_k", "precision", "recall", "f1", "fbeta"]},
+        {"monitor": "val_loss", "metrics": []},
+        {"engine": "tensorflow"},
+        {"optimizer": "adamw"},
     ],
 )
 def test_values_on_the_edge_of_a_range_are_accepted(change):
@@ -177,16 +199,62 @@ def test_values_on_the_edge_of_a_range_are_accepted(change):
 
 # The flags as they were written by hand before they were generated: none may change.
 TRAIN_FLAGS = {
-    "--data", "--val-split", "--skip-bad-images", "--stop-on-bad-images", "--class-weight", "--base", "--weights",
-    "--image-size", "--head", "--head-param", "--aug", "--epochs", "--batch-size", "--optimizer", "--lr",
-    "--momentum", "--nesterov", "--no-nesterov", "--weight-decay", "--schedule", "--warmup-epochs", "--decay-rate",
-    "--decay-epochs", "--loss", "--label-smoothing", "--focal-gamma", "--metrics", "--top-k", "--fbeta", "--seed",
-    "--deterministic", "--no-deterministic", "--monitor", "--patience", "--reduce-lr-patience",
-    "--reduce-lr-factor", "--fine-tune-epochs", "--unfreeze", "--fine-tune-lr", "--feature-cache",
-    "--no-feature-cache", "--aug-views", "--engine", "--output", "--config", "--resume", "--print-config",
-    "--quiet", "-q", "--json",
+    "--data",
+    "--val-split",
+    "--skip-bad-images",
+    "--stop-on-bad-images",
+    "--class-weight",
+    "--base",
+    "--weights",
+    "--image-size",
+    "--head",
+    "--head-param",
+    "--aug",
+    "--epochs",
+    "--batch-size",
+    "--optimizer",
+    "--lr",
+    "--momentum",
+    "--nesterov",
+    "--no-nesterov",
+    "--weight-decay",
+    "--schedule",
+    "--warmup-epochs",
+    "--decay-rate",
+    "--decay-epochs",
+    "--loss",
+    "--label-smoothing",
+    "--focal-gamma",
+    "--metrics",
+    "--top-k",
+    "--fbeta",
+    "--seed",
+    "--deterministic",
+    "--no-deterministic",
+    "--monitor",
+    "--patience",
+    "--reduce-lr-patience",
+    "--reduce-lr-factor",
+    "--fine-tune-epochs",
+    "--unfreeze",
+    "--fine-tune-lr",
+    "--feature-cache",
+    "--no-feature-cache",
+    "--aug-views",
+    "--engine",
+    "--output",
+    "--config",
+    "--resume",
+    "--print-config",
+    "--quiet",
+    "-q",
+    "--json",
     # added since, for scale-out (docs/scaling.md)
-    "--strategy", "--per-replica-batch", "--global-batch", "--precision", "--feature-dtype",
+    "--strategy",
+    "--per-replica-batch",
+    "--global-batch",
+    "--precision",
+    "--feature-dtype",
 }
 
 
@@ -268,8 +336,21 @@ def test_resume_refuses_other_options():
 
     from tlkit.cli.app import app
 
-    result = CliRunner().invoke(app, ["train", "--resume", "runs/x", "--epochs", "3", "--data", "d",
-                                      "--no-feature-cache", "--head-param", "units=3"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--resume",
+            "runs/x",
+            "--epochs",
+            "3",
+            "--data",
+            "d",
+            "--no-feature-cache",
+            "--head-param",
+            "units=3",
+        ],
+    )
     assert result.exit_code == 1
     assert "drop the other options (data, epochs, feature_cache, head_params)" in " ".join(result.output.split())
 

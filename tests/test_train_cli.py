@@ -13,11 +13,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import invoke_tlkit, snapshot, write_images
 
-from conftest import invoke_tlkit, run_tlkit, snapshot, write_images
-
-FAST = ["--base", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--batch-size", "8",
-        "--head", "dense256"]
+FAST = ["--base", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--batch-size", "8", "--head", "dense256"]
 
 
 def _files(run_dir: Path) -> set[str]:
@@ -27,14 +25,34 @@ def _files(run_dir: Path) -> set[str]:
 def test_train_writes_a_complete_run_and_config_reproduces_it(tiny_data, tmp_path):
     before = snapshot(tiny_data)
     runs = tmp_path / "runs"
-    result = invoke_tlkit("train", "--data", str(tiny_data), *FAST, "--epochs", "2", "--aug", "flip_horizontal",
-                       "--aug", "rotation:factor=0.05", "--output", str(runs), "--json")
+    result = invoke_tlkit(
+        "train",
+        "--data",
+        str(tiny_data),
+        *FAST,
+        "--epochs",
+        "2",
+        "--aug",
+        "flip_horizontal",
+        "--aug",
+        "rotation:factor=0.05",
+        "--output",
+        str(runs),
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     run_dir = Path(summary["run_dir"])
     assert run_dir.parent == runs
-    assert {"config.toml", "classes.json", "model.keras", "history.csv", "metrics.json",
-            "plots/accuracy.png", "plots/loss.png"} <= _files(run_dir)
+    assert {
+        "config.toml",
+        "classes.json",
+        "model.keras",
+        "history.csv",
+        "metrics.json",
+        "plots/accuracy.png",
+        "plots/loss.png",
+    } <= _files(run_dir)
     assert json.loads((run_dir / "classes.json").read_text()) == ["cat", "dog", "fox"]
     rows = list(csv.DictReader((run_dir / "history.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -63,9 +81,17 @@ def test_saved_model_matches_the_run_metrics(tiny_data, tmp_path):
     """model.keras, loaded without tlkit, reproduces the last epoch's val accuracy."""
     import tlkit
 
-    result = tlkit.train(data=str(tiny_data), base="mobilenet_v2", weights="none", image_size=32,
-                         batch_size=8, epochs=2, head="linear", output=str(tmp_path / "runs"),
-                         verbose=False)
+    result = tlkit.train(
+        data=str(tiny_data),
+        base="mobilenet_v2",
+        weights="none",
+        image_size=32,
+        batch_size=8,
+        epochs=2,
+        head="linear",
+        output=str(tmp_path / "runs"),
+        verbose=False,
+    )
     assert result.run_dir.is_dir() and result.model_path.exists()
     code = textwrap.dedent(f"""
         import json, sys
@@ -73,10 +99,10 @@ def test_saved_model_matches_the_run_metrics(tiny_data, tmp_path):
         import numpy as np, keras
         from PIL import Image
         model = keras.saving.load_model({str(result.model_path)!r})
-        classes = json.loads(Path({str(result.run_dir / 'classes.json')!r}).read_text())
+        classes = json.loads(Path({str(result.run_dir / "classes.json")!r}).read_text())
         xs, ys = [], []
         for label, name in enumerate(classes):
-            for path in sorted(Path({str(tiny_data / 'val')!r}, name).glob('*.png')):
+            for path in sorted(Path({str(tiny_data / "val")!r}, name).glob('*.png')):
                 img = Image.open(path).convert('RGB').resize((32, 32), Image.BILINEAR)
                 xs.append(np.asarray(img, dtype='float32')); ys.append(label)
         pred = model.predict(np.stack(xs), verbose=0).argmax(axis=1)
@@ -98,8 +124,9 @@ def test_bad_images_stop_by_default_and_can_be_skipped(tiny_data, tmp_path):
     assert str(bad) in stopped.stderr and "--skip-bad-images" in stopped.stderr
     assert "Traceback" not in stopped.stderr
     assert not runs.exists() or not any(runs.iterdir()), "a run that failed to start left a run directory"
-    skipped = invoke_tlkit("train", "--data", str(tiny_data), *FAST, "--epochs", "1", "--output", str(runs),
-                        "--skip-bad-images", "--json")
+    skipped = invoke_tlkit(
+        "train", "--data", str(tiny_data), *FAST, "--epochs", "1", "--output", str(runs), "--skip-bad-images", "--json"
+    )
     assert skipped.returncode == 0, skipped.stderr
     metrics = json.loads(skipped.stdout)["metrics"]
     assert metrics["skipped_bad_images"] == [str(bad)] and metrics["num_train"] == 24
@@ -109,8 +136,19 @@ def test_val_split_when_there_is_no_val_folder(tmp_path):
     root = tmp_path / "data"
     for k, (name, color) in enumerate({"a": (250, 0, 0), "b": (0, 0, 250)}.items()):
         write_images(root / "train" / name, 10, color, seed=k)
-    result = invoke_tlkit("train", "--data", str(root), *FAST, "--epochs", "1", "--val-split", "0.3",
-                       "--output", str(tmp_path / "runs"), "--json")
+    result = invoke_tlkit(
+        "train",
+        "--data",
+        str(root),
+        *FAST,
+        "--epochs",
+        "1",
+        "--val-split",
+        "0.3",
+        "--output",
+        str(tmp_path / "runs"),
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)["metrics"]
     assert (metrics["num_train"], metrics["num_val"]) == (14, 6)
@@ -135,8 +173,18 @@ def test_bad_input_is_one_clear_line_and_nothing_is_written(tiny_data, tmp_path,
     runs = tmp_path / "runs"
     before = snapshot(tiny_data)
     args = [a.format(missing=tmp_path / "missing", data=tiny_data) for a in args]
-    base_args = ["--data", str(tiny_data), "--base", "mobilenet_v2", "--weights", "none",
-                 "--image-size", "32", "--output", str(runs)]
+    base_args = [
+        "--data",
+        str(tiny_data),
+        "--base",
+        "mobilenet_v2",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--output",
+        str(runs),
+    ]
     result = invoke_tlkit("train", *base_args, *args)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -149,14 +197,21 @@ def test_bad_input_is_one_clear_line_and_nothing_is_written(tiny_data, tmp_path,
 def test_an_early_refusal_in_a_real_process_is_one_line_without_tensorflow(tmp_path):
     """A real process (the cases above run in-process, where TensorFlow is already loaded):
     a mistake found before any work neither loads TensorFlow nor shows its start-up noise."""
-    code = ("import sys\nfrom tlkit.cli.app import main\nsys.argv = ['tlkit'] + sys.argv[1:]\n"
-            "try:\n    main()\nfinally:\n    print('TF', 'tensorflow' in sys.modules)\n")
-    result = subprocess.run([sys.executable, "-c", code, "train", "--data", str(tmp_path / "nope"), "--weights",
-                             "none"], capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys\nfrom tlkit.cli.app import main\nsys.argv = ['tlkit'] + sys.argv[1:]\n"
+        "try:\n    main()\nfinally:\n    print('TF', 'tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "train", "--data", str(tmp_path / "nope"), "--weights", "none"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
         f"Error: data folder {tmp_path / 'nope'} does not exist; expected layout: <data>/train/<class>/<image> "
-        f"(and optionally <data>/val/<class>/<image>)"], result.stderr
+        f"(and optionally <data>/val/<class>/<image>)"
+    ], result.stderr
     assert "TF False" in result.stdout
 
 
@@ -175,7 +230,6 @@ def test_print_config_and_help_examples(tiny_data):
 
 
 def test_python_m_tlkit_works_like_the_command():
-    result = subprocess.run([sys.executable, "-m", "tlkit", "list-heads", "--json"], capture_output=True,
-                            text=True)
+    result = subprocess.run([sys.executable, "-m", "tlkit", "list-heads", "--json"], capture_output=True, text=True)
     assert result.returncode == 0
     assert {"dense256", "linear", "mlp"} <= {h["name"] for h in json.loads(result.stdout)}

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TLKIT, invoke_tlkit, run_tlkit, write_images
 
 import tlkit
-from conftest import TLKIT, invoke_tlkit, run_tlkit, write_images
 from tlkit import TlkitError
 
 FAST = dict(base="mobilenet_v2", weights="none", image_size=32, batch_size=8, verbose=False)
@@ -34,8 +34,9 @@ def test_fine_tuning_stage_unfreezes_the_top_but_not_batchnorm(tiny_data, tmp_pa
     from tlkit.builder import base_layer, build_base
     from tlkit.registry import get_registry
 
-    result = _train(tiny_data, tmp_path, epochs=2, fine_tune_epochs=2, unfreeze="10", fine_tune_lr=1e-3,
-                    metrics=["accuracy"])
+    result = _train(
+        tiny_data, tmp_path, epochs=2, fine_tune_epochs=2, unfreeze="10", fine_tune_lr=1e-3, metrics=["accuracy"]
+    )
     rows = _rows(result.run_dir)
     assert [r["stage"] for r in rows] == ["head", "head", "fine_tune", "fine_tune"]
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
@@ -49,9 +50,11 @@ def test_fine_tuning_stage_unfreezes_the_top_but_not_batchnorm(tiny_data, tmp_pa
 
     load_weights(after, result.run_dir / "checkpoints" / "last.arrays")  # end of fine-tuning
     tuned = base_layer(after)
-    changed = {layer.name for layer, before in zip(tuned.layers, initial.layers)
-               if layer.weights and any(not np.array_equal(a, b) for a, b in
-                                        zip(layer.get_weights(), before.get_weights()))}
+    changed = {
+        layer.name
+        for layer, before in zip(tuned.layers, initial.layers)
+        if layer.weights and any(not np.array_equal(a, b) for a, b in zip(layer.get_weights(), before.get_weights()))
+    }
     top = {layer.name for layer in tuned.layers[-10:] if layer.weights}
     batchnorm = {layer.name for layer in tuned.layers if isinstance(layer, keras.layers.BatchNormalization)}
     assert changed, "fine-tuning changed no base weights"
@@ -61,11 +64,14 @@ def test_fine_tuning_stage_unfreezes_the_top_but_not_batchnorm(tiny_data, tmp_pa
     assert saved_changed == (result.metrics["best_stage"] == "fine_tune")
 
 
-@pytest.mark.parametrize("unfreeze, message", [
-    ("500", "beyond the depth of base"),
-    ("from:block_16_projct", "did you mean 'block_16_project'"),
-    ("some", "must be a number K, 'all' or from:LAYER_NAME"),
-])
+@pytest.mark.parametrize(
+    "unfreeze, message",
+    [
+        ("500", "beyond the depth of base"),
+        ("from:block_16_projct", "did you mean 'block_16_project'"),
+        ("some", "must be a number K, 'all' or from:LAYER_NAME"),
+    ],
+)
 def test_bad_unfreeze_is_a_clear_error(tiny_data, tmp_path, unfreeze, message):
     with pytest.raises(TlkitError, match=message):
         _train(tiny_data, tmp_path, epochs=1, fine_tune_epochs=1, unfreeze=unfreeze)
@@ -76,8 +82,18 @@ def test_schedules_warmup_and_lr_in_history(tiny_data, tmp_path):
     lrs = [float(r["lr"]) for r in _rows(cosine.run_dir)]
     assert lrs[0] == pytest.approx(0.01, rel=1e-3)  # end of the warm-up epoch
     assert lrs[1] > lrs[2] > lrs[3] >= 0
-    step = _train(tiny_data, tmp_path, epochs=4, lr=0.01, schedule="step", decay_rate=0.5, decay_epochs=2,
-                  optimizer="sgd", nesterov=True, momentum=0.8)
+    step = _train(
+        tiny_data,
+        tmp_path,
+        epochs=4,
+        lr=0.01,
+        schedule="step",
+        decay_rate=0.5,
+        decay_epochs=2,
+        optimizer="sgd",
+        nesterov=True,
+        momentum=0.8,
+    )
     lrs = [float(r["lr"]) for r in _rows(step.run_dir)]
     # lr is read after each epoch's last step; steps = 24 / 8 = 3 per epoch
     assert lrs == pytest.approx([0.01, 0.005, 0.005, 0.0025], rel=1e-4)
@@ -90,8 +106,16 @@ def test_losses_and_metrics(tiny_data, tmp_path):
     assert type(make_loss(merge(TrainConfig(), {"loss": "focal"}))).__name__ == "CategoricalFocalCrossentropy"
     assert make_loss(merge(TrainConfig(), {"label_smoothing": 0.1})).label_smoothing == 0.1
     assert type(make_loss(merge(TrainConfig(), {"loss": "mean_squared_error"}))).__name__ == "MeanSquaredError"
-    result = _train(tiny_data, tmp_path, epochs=1, loss="focal", label_smoothing=0.1,
-                    metrics=["accuracy", "top_k", "precision", "recall", "f1", "fbeta"], top_k=2, fbeta=0.5)
+    result = _train(
+        tiny_data,
+        tmp_path,
+        epochs=1,
+        loss="focal",
+        label_smoothing=0.1,
+        metrics=["accuracy", "top_k", "precision", "recall", "f1", "fbeta"],
+        top_k=2,
+        fbeta=0.5,
+    )
     columns = set(_rows(result.run_dir)[0])
     assert {"top_2_accuracy", "precision", "recall", "f1", "fbeta", "val_top_2_accuracy", "val_fbeta"} <= columns
 
@@ -111,8 +135,18 @@ def test_class_weights_and_imbalance_warning(tmp_path):
     root = tmp_path / "skewed"
     write_images(root / "train" / "many", 12, (200, 0, 0))
     write_images(root / "train" / "few", 3, (0, 0, 200), seed=1)
-    result = invoke_tlkit("train", "--data", str(root), *CLI_FAST, "--epochs", "1", "--class-weight", "balanced",
-                       "--output", str(tmp_path / "runs"))
+    result = invoke_tlkit(
+        "train",
+        "--data",
+        str(root),
+        *CLI_FAST,
+        "--epochs",
+        "1",
+        "--class-weight",
+        "balanced",
+        "--output",
+        str(tmp_path / "runs"),
+    )
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stderr.split())
     assert "imbalanced (largest/smallest = 5.0×)" in text and "Class weights: few" in text
@@ -147,8 +181,9 @@ def _default_signals() -> None:
 
 
 def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([TLKIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_signals)
+    return subprocess.Popen(
+        [TLKIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals
+    )
 
 
 def _wait_for_epoch(run_root: Path, epoch: int, process: subprocess.Popen, timeout: float = 300) -> Path:
@@ -165,13 +200,11 @@ def _wait_for_epoch(run_root: Path, epoch: int, process: subprocess.Popen, timeo
     raise AssertionError("training never reached the epoch")
 
 
-RESUMABLE = [*CLI_FAST, "--epochs", "8", "--deterministic", "--no-feature-cache", "--head", "linear",
-             "--lr", "0.01"]
+RESUMABLE = [*CLI_FAST, "--epochs", "8", "--deterministic", "--no-feature-cache", "--head", "linear", "--lr", "0.01"]
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_data, tmp_path):
-    reference = run_tlkit("train", "--data", str(tiny_data), *RESUMABLE, "--output", str(tmp_path / "ref"),
-                          "--quiet")
+    reference = run_tlkit("train", "--data", str(tiny_data), *RESUMABLE, "--output", str(tmp_path / "ref"), "--quiet")
     assert reference.returncode == 0, reference.stderr
     runs = tmp_path / "runs"
     process = _start(["train", "--data", str(tiny_data), *RESUMABLE, "--output", str(runs)])
@@ -200,8 +233,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(tiny_data, tmp_path):
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
-    assert f"tlkit train --resume {run_dir}" in " ".join(stderr.split()).replace(" ", "") or \
-        "--resume" in stderr
+    assert f"tlkit train --resume {run_dir}" in " ".join(stderr.split()).replace(" ", "") or "--resume" in stderr
     state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
     assert state["status"] == "interrupted" and state["epoch"] >= 2
     resumed = run_tlkit("train", "--resume", str(run_dir), "--json")
@@ -239,8 +271,21 @@ def test_resume_refuses_other_folders_and_changed_data(tiny_data, tmp_path):
 
 
 def test_deterministic_runs_give_identical_histories(tiny_data, tmp_path):
-    args = ["--data", str(tiny_data), *CLI_FAST, "--epochs", "2", "--deterministic", "--seed", "3",
-            "--aug", "flip_horizontal", "--aug", "rotation:factor=0.1", "--quiet"]
+    args = [
+        "--data",
+        str(tiny_data),
+        *CLI_FAST,
+        "--epochs",
+        "2",
+        "--deterministic",
+        "--seed",
+        "3",
+        "--aug",
+        "flip_horizontal",
+        "--aug",
+        "rotation:factor=0.1",
+        "--quiet",
+    ]
     first = run_tlkit("train", *args, "--output", str(tmp_path / "a"))
     second = run_tlkit("train", *args, "--output", str(tmp_path / "b"))
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
@@ -248,14 +293,17 @@ def test_deterministic_runs_give_identical_histories(tiny_data, tmp_path):
     assert strip(_rows(Path(first.stdout.strip()))) == strip(_rows(Path(second.stdout.strip())))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--schedule", "cosne"], "did you mean 'cosine'"),
-    (["--monitor", "val_f1", "--metrics", "accuracy"], "needs the f1 metric"),
-    (["--fine-tune-lr", "-1"], "--fine-tune-lr is out of range"),
-    (["--reduce-lr-patience", "2", "--schedule", "cosine"], "works with --schedule constant"),
-    (["--class-weight", "heavy"], "must be none, balanced or a .json file"),
-    (["--metrics", "accuracy,auc"], "unknown --metrics 'auc'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--schedule", "cosne"], "did you mean 'cosine'"),
+        (["--monitor", "val_f1", "--metrics", "accuracy"], "needs the f1 metric"),
+        (["--fine-tune-lr", "-1"], "--fine-tune-lr is out of range"),
+        (["--reduce-lr-patience", "2", "--schedule", "cosine"], "works with --schedule constant"),
+        (["--class-weight", "heavy"], "must be none, balanced or a .json file"),
+        (["--metrics", "accuracy,auc"], "unknown --metrics 'auc'"),
+    ],
+)
 def test_bad_training_options(tiny_data, tmp_path, args, message):
     result = invoke_tlkit("train", "--data", str(tiny_data), *CLI_FAST, *args, "--output", str(tmp_path / "r"))
     assert result.returncode == 1 and message in result.stderr, result.stderr
@@ -264,13 +312,20 @@ def test_bad_training_options(tiny_data, tmp_path, args, message):
 
 def test_every_option_comes_from_a_config_file(tiny_data, tmp_path):
     config = tmp_path / "c.toml"
-    config.write_text(f'data = "{tiny_data}"\nbase = "mobilenet_v2"\nschedule = "cosine"\n'
-                      'fine_tune_epochs = 2\nunfreeze = "from:block_16_project"\nmetrics = ["accuracy", "f1"]\n')
+    config.write_text(
+        f'data = "{tiny_data}"\nbase = "mobilenet_v2"\nschedule = "cosine"\n'
+        'fine_tune_epochs = 2\nunfreeze = "from:block_16_project"\nmetrics = ["accuracy", "f1"]\n'
+    )
     printed = invoke_tlkit("train", "--config", str(config), "--patience", "4", "--print-config")
     assert printed.returncode == 0, printed.stderr
-    for line in ('schedule = "cosine"', "fine_tune_epochs = 2", 'unfreeze = "from:block_16_project"',
-                 "patience = 4", 'monitor = "val_accuracy"'):
+    for line in (
+        'schedule = "cosine"',
+        "fine_tune_epochs = 2",
+        'unfreeze = "from:block_16_project"',
+        "patience = 4",
+        'monitor = "val_accuracy"',
+    ):
         assert line in printed.stdout
-    config.write_text('pateince = 3\n')
+    config.write_text("pateince = 3\n")
     typo = invoke_tlkit("train", "--config", str(config))
     assert typo.returncode == 1 and "did you mean 'patience'" in typo.stderr

@@ -77,9 +77,16 @@ def test_list_shows_cached_and_missing_weights(cache, cli):
     rows = {r["base"]: r for r in listing["bases"]}
     assert listing["cache"] == str(cache) and listing["total"] == len(rows)
     spec = get_registry().base(MNV2)
-    assert rows[MNV2] == {"base": MNV2, "plugin": spec.plugin, "file": spec.weights_file,
-                          "available": False, "path": str(cache / spec.weights_file),
-                          "bytes": None, "mb": None, "error": None}
+    assert rows[MNV2] == {
+        "base": MNV2,
+        "plugin": spec.plugin,
+        "file": spec.weights_file,
+        "available": False,
+        "path": str(cache / spec.weights_file),
+        "bytes": None,
+        "mb": None,
+        "error": None,
+    }
 
     _fake_weights(cache, MNV2, b"w" * 1234)
     code, out, _ = cli("list", "--json")
@@ -126,10 +133,15 @@ def test_download_to_bundles_local_weights_without_network(cache, cli, tmp_path,
     assert (bundle / fname).read_bytes() == content
     manifest = json.loads((bundle / "tlkit-weights.json").read_text())
     assert manifest["format"] == 1 and manifest["created"] and manifest["tlkit_version"]
-    assert manifest["files"] == [{
-        "base": MNV2, "plugin": get_registry().base(MNV2).plugin, "file": fname,
-        "sha256": hashlib.sha256(content).hexdigest(), "bytes": len(content),
-    }]
+    assert manifest["files"] == [
+        {
+            "base": MNV2,
+            "plugin": get_registry().base(MNV2).plugin,
+            "file": fname,
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "bytes": len(content),
+        }
+    ]
     assert report["bundle"]["files"] == manifest["files"]
     assert sorted(p.name for p in bundle.iterdir()) == sorted([fname, "tlkit-weights.json"])  # no temp files
 
@@ -309,8 +321,7 @@ def test_a_legacy_h5_of_another_width_is_refused_with_shapes(tmp_path):
 
     from tlkit.builder import build_base
 
-    narrow = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.5,
-                                            input_shape=(SIZE, SIZE, 3))
+    narrow = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.5, input_shape=(SIZE, SIZE, 3))
     path = _legacy_h5(narrow, tmp_path / "mobilenet_v2_0.5_notop.h5")
     with pytest.raises(TlkitError) as info:
         build_base(get_registry().base(MNV2), SIZE, str(path))
@@ -354,8 +365,9 @@ def test_keras_warnings_while_loading_become_errors(mnv2_file, monkeypatch):
     def load_with_warnings(self, filepath, *args, **kwargs):
         original(self, filepath, *args, **kwargs)
         warnings.warn_explicit("an unrelated note", UserWarning, "elsewhere.py", 1)
-        warnings.warn_explicit("Skipping nested container at 'x': layers keep random weights",
-                               UserWarning, saving_lib.__file__, 1)
+        warnings.warn_explicit(
+            "Skipping nested container at 'x': layers keep random weights", UserWarning, saving_lib.__file__, 1
+        )
 
     monkeypatch.setattr(keras.Model, "load_weights", load_with_warnings)
     with pytest.warns(UserWarning, match="an unrelated note"):  # other warnings pass through
@@ -367,8 +379,11 @@ def test_plugin_owned_suffixes_still_go_to_the_plugin(tmp_path):
     from tlkit.builder import build_base
 
     seen = []
-    spec = dataclasses.replace(get_registry().base(MNV2), weight_file_suffixes=(".pth",),
-                               build=lambda shape, weights: seen.append((shape, weights)) or "model")
+    spec = dataclasses.replace(
+        get_registry().base(MNV2),
+        weight_file_suffixes=(".pth",),
+        build=lambda shape, weights: seen.append((shape, weights)) or "model",
+    )
     path = tmp_path / "w.pth"
     path.write_bytes(b"torch")
     assert build_base(spec, SIZE, str(path)) == "model"

@@ -33,9 +33,20 @@ except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
 _API = {
-    "build_model", "train", "TrainConfig", "TrainResult", "list_specs",
-    "evaluate", "EvaluationResult", "predict", "Prediction", "compare", "Comparison", "write_report",
-    "export", "ExportResult",
+    "build_model",
+    "train",
+    "TrainConfig",
+    "TrainResult",
+    "list_specs",
+    "evaluate",
+    "EvaluationResult",
+    "predict",
+    "Prediction",
+    "compare",
+    "Comparison",
+    "write_report",
+    "export",
+    "ExportResult",
 }
 
 

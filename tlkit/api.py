@@ -24,8 +24,8 @@ from tlkit.observer import TrainingObserver
 from tlkit.prediction import Prediction, predict
 from tlkit.registry import KINDS, get_registry
 from tlkit.report import write_report
-from tlkit.rundir import RunDir
 from tlkit.resolve import resolve_augmentations, resolve_config, resolve_head, resolve_weights
+from tlkit.rundir import RunDir
 from tlkit.specs import BaseSpec
 from tlkit.training_run import TrainingRun, TrainResult, training_path
 
@@ -61,8 +61,14 @@ def build_model(
     base_spec: BaseSpec = get_registry().base(base)
     head_spec, params = resolve_head(head, head_params)
     return builder.build_model(
-        base_spec, head_spec, num_classes, image_size=image_size, weights=resolve_weights(weights),
-        head_params=params, augmentations=resolve_augmentations(augmentations), seed=seed,
+        base_spec,
+        head_spec,
+        num_classes,
+        image_size=image_size,
+        weights=resolve_weights(weights),
+        head_params=params,
+        augmentations=resolve_augmentations(augmentations),
+        seed=seed,
     )
 
 
@@ -107,7 +113,24 @@ def _default_observer(console: Any, verbose: bool) -> TrainingObserver:
 
 
 __all__ = [
-    "Comparison", "EvaluationResult", "ExportResult", "Prediction", "TrainConfig", "TrainResult", "TrainingObserver",
-    "build_model", "compare", "evaluate", "export", "list_specs", "predict", "resolve_augmentations", "resolve_config",
-    "resolve_head", "resolve_weights", "train", "training_path", "write_report",
+    "Comparison",
+    "EvaluationResult",
+    "ExportResult",
+    "Prediction",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingObserver",
+    "build_model",
+    "compare",
+    "evaluate",
+    "export",
+    "list_specs",
+    "predict",
+    "resolve_augmentations",
+    "resolve_config",
+    "resolve_head",
+    "resolve_weights",
+    "train",
+    "training_path",
+    "write_report",
 ]

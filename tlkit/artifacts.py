@@ -159,8 +159,9 @@ def locate_artifact(path: str | Path) -> Artifact | None:
             raise TlkitError(f"{path / EXPORT_JSON} names no artefact; re-export with `tlkit export`")
         artifact = path / name
         if not artifact.exists():
-            raise TlkitError(f"the export folder {path} has no {name} (its {EXPORT_JSON} names it); "
-                             f"re-export with `tlkit export`")
+            raise TlkitError(
+                f"the export folder {path} has no {name} (its {EXPORT_JSON} names it); re-export with `tlkit export`"
+            )
         return Artifact(artifact, fmt, path, info)
     if path.is_file() and path.suffix.lower() in (".tflite", ".onnx"):
         fmt, folder = path.suffix.lower()[1:], path.parent
@@ -316,8 +317,10 @@ class SavedModelModel:
         _, inputs = signature.structured_input_signature
         outputs = signature.structured_outputs
         if len(inputs) != 1 or len(outputs) != 1:
-            raise TlkitError(f"{path}'s serving_default has {len(inputs)} inputs and {len(outputs)} outputs; "
-                             f"tlkit expects one of each")
+            raise TlkitError(
+                f"{path}'s serving_default has {len(inputs)} inputs and {len(outputs)} outputs; "
+                f"tlkit expects one of each"
+            )
         (self._input, in_spec), (self._output, out_spec) = next(iter(inputs.items())), next(iter(outputs.items()))
         self._fn = signature
         self.input_shape = _shape(in_spec.shape.as_list())

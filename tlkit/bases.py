@@ -98,8 +98,13 @@ def _caffe_layer(name: str) -> Any:
     import numpy as np
 
     layer = keras.layers.Conv2D(
-        3, 1, name=name, trainable=False, dtype="float32",
-        kernel_initializer="zeros", bias_initializer="zeros",
+        3,
+        1,
+        name=name,
+        trainable=False,
+        dtype="float32",
+        kernel_initializer="zeros",
+        bias_initializer="zeros",
     )
     layer.build((None, None, None, 3))
     kernel = np.zeros((1, 1, 3, 3), dtype="float32")

@@ -17,6 +17,7 @@ from tlkit.specs import AugmentationSpec, BaseSpec, HeadSpec
 from tlkit.weights.files import build_with_weight_file
 from tlkit.weights.local import keras_cache_dir
 
+
 @dataclass(frozen=True)
 class AugmentationChoice:
     """An augmentation spec with its resolved parameters."""
@@ -85,10 +86,14 @@ def _leading_pool(head_model) -> Any | None:
     """The head's global pooling layer when it is the one thing the head does with the feature map."""
     import keras
 
-    consumers = [layer for layer in head_model.layers
-                 if not isinstance(layer, keras.layers.InputLayer) and layer.input is head_model.inputs[0]]
+    consumers = [
+        layer
+        for layer in head_model.layers
+        if not isinstance(layer, keras.layers.InputLayer) and layer.input is head_model.inputs[0]
+    ]
     if len(consumers) == 1 and isinstance(
-            consumers[0], (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)):
+        consumers[0], (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+    ):
         pool = consumers[0]
         if not pool.get_config().get("keepdims"):
             return pool
@@ -179,6 +184,9 @@ def base_layer(model):
     """The nested base (backbone) model inside an end-to-end tlkit model (also a reloaded one)."""
     import keras
 
-    nested = [layer for layer in model.layers
-              if isinstance(layer, keras.Model) and layer.name != "head" and not layer.name.startswith("aug_")]
+    nested = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.Model) and layer.name != "head" and not layer.name.startswith("aug_")
+    ]
     return max(nested, key=lambda m: m.count_params()) if nested else None

@@ -6,7 +6,8 @@ This module imports Keras at the top; import it only once training starts.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 

@@ -72,12 +72,19 @@ def read_run(run_dir: str | Path) -> RunInfo:
     try:
         history, stages, epochs = run.read_history()
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        raise TlkitError(f"{run.history_path} is damaged ({_first_line(exc)}); delete it to "
-                         f"report the run without curves") from None
-    return RunInfo(run_dir=run.path, config=run.read_config(),
-                   classes=run.read_classes() if run.classes_path.is_file() else [],
-                   history=history, stages=stages, epochs=epochs, metrics=run.read_metrics(),
-                   evaluation=run.read_evaluation())
+        raise TlkitError(
+            f"{run.history_path} is damaged ({_first_line(exc)}); delete it to report the run without curves"
+        ) from None
+    return RunInfo(
+        run_dir=run.path,
+        config=run.read_config(),
+        classes=run.read_classes() if run.classes_path.is_file() else [],
+        history=history,
+        stages=stages,
+        epochs=epochs,
+        metrics=run.read_metrics(),
+        evaluation=run.read_evaluation(),
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -94,8 +101,10 @@ def _require_json_object(path: Path) -> None:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise TlkitError(f"{path} is damaged ({_first_line(exc)}); delete it or copy it back from a backup") from None
     if not isinstance(value, dict):
-        raise TlkitError(f"{path} is damaged (it holds a JSON {type(value).__name__}, not an object); "
-                         f"delete it or copy it back from a backup")
+        raise TlkitError(
+            f"{path} is damaged (it holds a JSON {type(value).__name__}, not an object); "
+            f"delete it or copy it back from a backup"
+        )
 
 
 def summary_row(run: RunInfo) -> dict[str, Any]:
@@ -148,8 +157,7 @@ def _check_plot_path(path: Path) -> None:
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise TlkitError(f"--plot {path}: {parent} is a file, so the plot cannot be written there; "
-                         f"pass another --plot")
+        raise TlkitError(f"--plot {path}: {parent} is a file, so the plot cannot be written there; pass another --plot")
 
 
 def compare(run_dirs: Iterable[str | Path], *, plot_path: str | Path | None = None) -> Comparison:
@@ -174,8 +182,14 @@ def compare(run_dirs: Iterable[str | Path], *, plot_path: str | Path | None = No
         curves = []
         for run in runs:
             label = run.name if names.count(run.name) == 1 else str(run.run_dir)
-            curves.append({"label": label, "epochs": run.epochs,
-                           "val_accuracy": run.history.get("val_accuracy", []),
-                           "val_loss": run.history.get("val_loss", []), "best_epoch": run.best_epoch})
+            curves.append(
+                {
+                    "label": label,
+                    "epochs": run.epochs,
+                    "val_accuracy": run.history.get("val_accuracy", []),
+                    "val_loss": run.history.get("val_loss", []),
+                    "best_epoch": run.best_epoch,
+                }
+            )
         plot = plot_compare(curves, plot_path, title=f"Validation curves of {len(runs)} run(s)")
     return Comparison(rows=rows, plot=plot, runs=runs)

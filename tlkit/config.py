@@ -87,8 +87,12 @@ class Option:
             self._fail(value, self.error or self._range_error())
 
     def _in_range(self, value: float) -> bool:
-        return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
-                and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
+        return (
+            (self.gt is None or value > self.gt)
+            and (self.ge is None or value >= self.ge)
+            and (self.lt is None or value < self.lt)
+            and (self.le is None or value <= self.le)
+        )
 
     def _range_error(self) -> str:
         if self.kind is int and (self.gt, self.lt, self.le) == (None, None, None) and self.ge in (0, 1):
@@ -96,8 +100,14 @@ class Option:
         return "{flag} is out of range: {value!r}"
 
     def _fail(self, value: Any, template: str) -> None:
-        raise TlkitError(template.format(flag=self.cli_flag, value=value, choices=", ".join(self.choices),
-                                         suggestion=closest(str(value), self.choices)))
+        raise TlkitError(
+            template.format(
+                flag=self.cli_flag,
+                value=value,
+                choices=", ".join(self.choices),
+                suggestion=closest(str(value), self.choices),
+            )
+        )
 
     def default_text(self) -> str:
         """The default as a user types it (``""`` for an empty list or table)."""
@@ -140,10 +150,21 @@ class Option:
         return ", comma-separated" if self.separator == "," else f", separated by `{self.separator}`"
 
 
-def option(default: Any, *, help: str, panel: str, flag: str = "", choices: tuple[str, ...] = (),
-           gt: float | None = None, ge: float | None = None, lt: float | None = None,
-           le: float | None = None, separator: str | None = None, path: bool = False,
-           error: str | None = None) -> Any:
+def option(
+    default: Any,
+    *,
+    help: str,
+    panel: str,
+    flag: str = "",
+    choices: tuple[str, ...] = (),
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    separator: str | None = None,
+    path: bool = False,
+    error: str | None = None,
+) -> Any:
     """Declare a :class:`TrainConfig` field with everything the CLI, validation and docs need.
 
     - ``help``: one sentence for ``tlkit train --help`` and the docs (the default
@@ -161,8 +182,20 @@ def option(default: Any, *, help: str, panel: str, flag: str = "", choices: tupl
     """
     if panel not in PANELS:
         raise ValueError(f"unknown panel {panel!r}; expected one of {PANELS}")
-    meta = Option(default=default, help=help, panel=panel, flag=flag, choices=tuple(choices), gt=gt, ge=ge,
-                  lt=lt, le=le, separator=separator, path=path, error=error)
+    meta = Option(
+        default=default,
+        help=help,
+        panel=panel,
+        flag=flag,
+        choices=tuple(choices),
+        gt=gt,
+        ge=ge,
+        lt=lt,
+        le=le,
+        separator=separator,
+        path=path,
+        error=error,
+    )
     metadata = {"option": meta}
     if isinstance(default, (list, dict)):  # a fresh copy per instance, as with any mutable default
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
@@ -178,8 +211,15 @@ def _is_number(value: Any, kind: type) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-_KIND_WORDS: dict[Any, str] = {bool: "on / off", int: "integer", float: "number", str: "text", "path": "path",
-                               list: "text", dict: "KEY=VALUE"}
+_KIND_WORDS: dict[Any, str] = {
+    bool: "on / off",
+    int: "integer",
+    float: "number",
+    str: "text",
+    "path": "path",
+    list: "text",
+    dict: "KEY=VALUE",
+}
 
 
 @dataclass
@@ -189,99 +229,182 @@ class TrainConfig:
     Each field is declared once, with :func:`option`; see :data:`OPTIONS`.
     """
 
-    data: str = option("data", path=True, panel="Data",
-                       help="Folder with train/ (and val/), one sub-folder per class.")
+    data: str = option("data", path=True, panel="Data", help="Folder with train/ (and val/), one sub-folder per class.")
     base: str = option("resnet50", panel="Model", help="Base model (tlkit list-bases).")
     head: str = option("dense256", panel="Model", help="Head (tlkit list-heads).")
-    head_params: dict[str, Any] = option({}, flag="--head-param", panel="Model",
-                                         help="Head parameter KEY=VALUE (tlkit list-heads).")
-    augmentations: list[str] = option([], flag="--aug", panel="Model",
-                                      help="Augmentation NAME[:key=value,...], applied in the order given "
-                                           "(tlkit list-augmentations).")
+    head_params: dict[str, Any] = option(
+        {}, flag="--head-param", panel="Model", help="Head parameter KEY=VALUE (tlkit list-heads)."
+    )
+    augmentations: list[str] = option(
+        [],
+        flag="--aug",
+        panel="Model",
+        help="Augmentation NAME[:key=value,...], applied in the order given (tlkit list-augmentations).",
+    )
     epochs: int = option(10, ge=1, panel="Optimization", help="Epochs of the head stage.")
     batch_size: int = option(32, ge=1, panel="Optimization", help="Batch size.")
-    optimizer: str = option("adam", choices=("adam", "sgd", "rmsprop", "adamw"), panel="Optimization",
-                            help="Optimizer.",
-                            error="unknown optimizer {value!r}{suggestion} (choose from {choices})")
-    lr: float = option(1e-3, gt=0, panel="Optimization", help="Learning rate of the head stage.",
-                       error="{flag} must be a positive number, got {value!r}")
-    loss: str = option("categorical_crossentropy", choices=("categorical_crossentropy", "focal", "mean_squared_error"),
-                       panel="Optimization", help="Loss function.",
-                       error="unknown loss {value!r}{suggestion} (choose from {choices})")
-    image_size: int = option(0, ge=0, panel="Model",
-                             help="Input size in pixels, images are resized (0: the base's default size).",
-                             # kept from before the rules were generated (0 is allowed)
-                             error="{flag} must be a positive integer, got {value!r}")
+    optimizer: str = option(
+        "adam",
+        choices=("adam", "sgd", "rmsprop", "adamw"),
+        panel="Optimization",
+        help="Optimizer.",
+        error="unknown optimizer {value!r}{suggestion} (choose from {choices})",
+    )
+    lr: float = option(
+        1e-3,
+        gt=0,
+        panel="Optimization",
+        help="Learning rate of the head stage.",
+        error="{flag} must be a positive number, got {value!r}",
+    )
+    loss: str = option(
+        "categorical_crossentropy",
+        choices=("categorical_crossentropy", "focal", "mean_squared_error"),
+        panel="Optimization",
+        help="Loss function.",
+        error="unknown loss {value!r}{suggestion} (choose from {choices})",
+    )
+    image_size: int = option(
+        0,
+        ge=0,
+        panel="Model",
+        help="Input size in pixels, images are resized (0: the base's default size).",
+        # kept from before the rules were generated (0 is allowed)
+        error="{flag} must be a positive integer, got {value!r}",
+    )
     weights: str = option("imagenet", panel="Model", help="imagenet, none, or a weights file of the base.")
-    seed: int = option(0, ge=0, panel="Optimization",
-                       help="Random seed (data order, split, augmentation, initialisation).",
-                       error="{flag} must be a non-negative integer, got {value!r}")
-    val_split: float = option(0.2, gt=0, lt=1, panel="Data",
-                              help="Fraction of train/ held out when there is no val/.",
-                              error="{flag} must be between 0 and 1 (exclusive), got {value!r}")
-    skip_bad_images: bool = option(False, flag="--skip-bad-images/--stop-on-bad-images", panel="Data",
-                                   help="Skip unreadable images instead of stopping.")
+    seed: int = option(
+        0,
+        ge=0,
+        panel="Optimization",
+        help="Random seed (data order, split, augmentation, initialisation).",
+        error="{flag} must be a non-negative integer, got {value!r}",
+    )
+    val_split: float = option(
+        0.2,
+        gt=0,
+        lt=1,
+        panel="Data",
+        help="Fraction of train/ held out when there is no val/.",
+        error="{flag} must be between 0 and 1 (exclusive), got {value!r}",
+    )
+    skip_bad_images: bool = option(
+        False,
+        flag="--skip-bad-images/--stop-on-bad-images",
+        panel="Data",
+        help="Skip unreadable images instead of stopping.",
+    )
     output: str = option("runs", path=True, panel="Run", help="Where run directories are created.")
-    feature_cache: bool = option(True, panel="Speed",
-                                 help="Train the head on the frozen base's cached features (computed once).")
-    aug_views: int = option(0, ge=0, panel="Speed",
-                            help="With --aug: cache K augmented views per image (one per epoch) instead of "
-                                 "training end to end (0: end to end).")
-    engine: str = option("auto", choices=("auto", "onnxruntime", "tensorflow"), panel="Speed",
-                         help="Feature engine (auto: ONNX Runtime when installed).")
-    feature_dtype: str = option("float32", choices=("float32", "float16"), panel="Speed",
-                                help="How the feature cache stores features: float16 halves its size on disk and in "
-                                     "memory (the head still trains in float32).")
+    feature_cache: bool = option(
+        True, panel="Speed", help="Train the head on the frozen base's cached features (computed once)."
+    )
+    aug_views: int = option(
+        0,
+        ge=0,
+        panel="Speed",
+        help="With --aug: cache K augmented views per image (one per epoch) instead of "
+        "training end to end (0: end to end).",
+    )
+    engine: str = option(
+        "auto",
+        choices=("auto", "onnxruntime", "tensorflow"),
+        panel="Speed",
+        help="Feature engine (auto: ONNX Runtime when installed).",
+    )
+    feature_dtype: str = option(
+        "float32",
+        choices=("float32", "float16"),
+        panel="Speed",
+        help="How the feature cache stores features: float16 halves its size on disk and in "
+        "memory (the head still trains in float32).",
+    )
     # optimizer details and learning-rate schedule
     momentum: float = option(0.9, ge=0, le=1, panel="Optimization", help="SGD momentum.")
     nesterov: bool = option(False, panel="Optimization", help="SGD with Nesterov momentum.")
-    weight_decay: float = option(0.0, ge=0, panel="Optimization",
-                                 help="Decoupled weight decay (adamw: 0.004 when 0).")
-    schedule: str = option("constant", choices=("constant", "cosine", "exponential", "step"),
-                           panel="Optimization", help="Learning-rate schedule.")
+    weight_decay: float = option(0.0, ge=0, panel="Optimization", help="Decoupled weight decay (adamw: 0.004 when 0).")
+    schedule: str = option(
+        "constant",
+        choices=("constant", "cosine", "exponential", "step"),
+        panel="Optimization",
+        help="Learning-rate schedule.",
+    )
     warmup_epochs: int = option(0, ge=0, panel="Optimization", help="Linear warm-up epochs before the schedule.")
-    decay_rate: float = option(0.5, gt=0, le=1, panel="Optimization",
-                               help="exponential: factor per epoch; step: factor per --decay-epochs.")
+    decay_rate: float = option(
+        0.5, gt=0, le=1, panel="Optimization", help="exponential: factor per epoch; step: factor per --decay-epochs."
+    )
     decay_epochs: int = option(3, ge=1, panel="Optimization", help="step schedule: epochs between decays.")
     # loss and metrics
-    label_smoothing: float = option(0.0, ge=0, le=1, panel="Optimization",
-                                    help="Label smoothing for cross-entropy and focal loss.")
+    label_smoothing: float = option(
+        0.0, ge=0, le=1, panel="Optimization", help="Label smoothing for cross-entropy and focal loss."
+    )
     focal_gamma: float = option(2.0, ge=0, panel="Optimization", help="Focusing parameter of the focal loss.")
-    metrics: list[str] = option(["accuracy", "f1"], separator=",", panel="Optimization",
-                                choices=("accuracy", "top_k", "precision", "recall", "f1", "fbeta"),
-                                help="Metrics tracked every epoch.")
+    metrics: list[str] = option(
+        ["accuracy", "f1"],
+        separator=",",
+        panel="Optimization",
+        choices=("accuracy", "top_k", "precision", "recall", "f1", "fbeta"),
+        help="Metrics tracked every epoch.",
+    )
     top_k: int = option(5, ge=1, panel="Optimization", help="k of the top_k metric.")
     fbeta: float = option(2.0, gt=0, panel="Optimization", help="β of the fbeta metric (macro).")
-    class_weight: str = option("none", panel="Data",  # checked in validate()
-                               help="Class weights: none, balanced, or a JSON file {class: weight}.")
+    class_weight: str = option(
+        "none",
+        panel="Data",  # checked in validate()
+        help="Class weights: none, balanced, or a JSON file {class: weight}.",
+    )
     # stopping and model selection
-    monitor: str = option("val_accuracy", choices=("val_accuracy", "val_loss", "val_f1"), panel="Stopping",
-                          help="What picks the best epoch (the saved model).")
-    patience: int = option(0, ge=0, panel="Stopping",
-                           help="Stop a stage after this many epochs without improvement (0: never).")
-    reduce_lr_patience: int = option(0, ge=0, panel="Stopping",
-                                     help="Multiply the learning rate by --reduce-lr-factor after this many "
-                                          "flat epochs (0: off).")
+    monitor: str = option(
+        "val_accuracy",
+        choices=("val_accuracy", "val_loss", "val_f1"),
+        panel="Stopping",
+        help="What picks the best epoch (the saved model).",
+    )
+    patience: int = option(
+        0, ge=0, panel="Stopping", help="Stop a stage after this many epochs without improvement (0: never)."
+    )
+    reduce_lr_patience: int = option(
+        0,
+        ge=0,
+        panel="Stopping",
+        help="Multiply the learning rate by --reduce-lr-factor after this many flat epochs (0: off).",
+    )
     reduce_lr_factor: float = option(0.5, gt=0, lt=1, panel="Stopping", help="Factor for --reduce-lr-patience.")
     # fine-tuning stage
-    fine_tune_epochs: int = option(0, ge=0, panel="Fine-tuning",
-                                   help="Epochs of a second stage that trains the top of the base too (0: none).")
-    unfreeze: str = option("all", panel="Fine-tuning",  # checked when the fine-tuning stage starts
-                           help="What the fine-tuning stage trains: K (top K layers), all, or from:LAYER_NAME.")
+    fine_tune_epochs: int = option(
+        0, ge=0, panel="Fine-tuning", help="Epochs of a second stage that trains the top of the base too (0: none)."
+    )
+    unfreeze: str = option(
+        "all",
+        panel="Fine-tuning",  # checked when the fine-tuning stage starts
+        help="What the fine-tuning stage trains: K (top K layers), all, or from:LAYER_NAME.",
+    )
     fine_tune_lr: float = option(1e-5, gt=0, panel="Fine-tuning", help="Learning rate of the fine-tuning stage.")
-    deterministic: bool = option(False, panel="Optimization",
-                                 help="Deterministic ops: the same seed gives identical histories.")
+    deterministic: bool = option(
+        False, panel="Optimization", help="Deterministic ops: the same seed gives identical histories."
+    )
     # scale-out: see docs/scaling.md
-    strategy: str = option("auto", choices=("auto", "default", "mirrored", "multi-worker"), panel="Scale",
-                           help="tf.distribute strategy: mirrored (the local GPUs), multi-worker (the cluster in "
-                                "TF_CONFIG or Slurm's environment), default (one device); auto picks mirrored with "
-                                "2+ GPUs and multi-worker when TF_CONFIG names a cluster.")
-    per_replica_batch: bool = option(True, flag="--per-replica-batch/--global-batch", panel="Scale",
-                                     help="--batch-size is per replica (the global batch is it × replicas), or "
-                                          "the global batch. The learning rate is never rescaled.")
-    precision: str = option("float32", choices=("float32", "mixed_float16", "mixed_bfloat16"), panel="Scale",
-                            help="Keras mixed-precision policy of the base (the head, its softmax and the "
-                                 "optimizer's variables stay float32; float16 uses loss scaling).")
+    strategy: str = option(
+        "auto",
+        choices=("auto", "default", "mirrored", "multi-worker"),
+        panel="Scale",
+        help="tf.distribute strategy: mirrored (the local GPUs), multi-worker (the cluster in "
+        "TF_CONFIG or Slurm's environment), default (one device); auto picks mirrored with "
+        "2+ GPUs and multi-worker when TF_CONFIG names a cluster.",
+    )
+    per_replica_batch: bool = option(
+        True,
+        flag="--per-replica-batch/--global-batch",
+        panel="Scale",
+        help="--batch-size is per replica (the global batch is it × replicas), or "
+        "the global batch. The learning rate is never rescaled.",
+    )
+    precision: str = option(
+        "float32",
+        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+        panel="Scale",
+        help="Keras mixed-precision policy of the base (the head, its softmax and the "
+        "optimizer's variables stay float32; float16 uses loss scaling).",
+    )
 
     def validate(self) -> None:
         """Check every value against its option's rule, then the rules that tie options together.
@@ -298,9 +421,7 @@ class TrainConfig:
                 f"got --schedule {self.schedule} --warmup-epochs {self.warmup_epochs}"
             )
         if self.class_weight not in ("none", "balanced") and not self.class_weight.endswith(".json"):
-            raise TlkitError(
-                f"--class-weight must be none, balanced or a .json file, got {self.class_weight!r}"
-            )
+            raise TlkitError(f"--class-weight must be none, balanced or a .json file, got {self.class_weight!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain Python values (lists and dicts copied)."""
@@ -385,8 +506,14 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     return value
 
 
-_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-               list: "a list of strings", dict: "a table"}
+_KIND_NAMES = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list of strings",
+    dict: "a table",
+}
 
 
 def load_config_file(path: str | Path) -> TrainConfig:
@@ -413,9 +540,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
-        escaped = (
-            value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-        )
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
         return f'"{escaped}"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
@@ -428,8 +553,11 @@ def _toml_key(key: str) -> str:
 
 def to_toml(config: TrainConfig, provenance: Mapping[str, Any] | None = None) -> str:
     """Serialise ``config`` as TOML; ``provenance`` goes into a ``[tlkit]`` table."""
-    lines = ["# tlkit training configuration (fully resolved).",
-             "# Reproduce this run with:  tlkit train --config <this file>", ""]
+    lines = [
+        "# tlkit training configuration (fully resolved).",
+        "# Reproduce this run with:  tlkit train --config <this file>",
+        "",
+    ]
     tables = {}
     for key, value in config.to_dict().items():
         if isinstance(value, dict):

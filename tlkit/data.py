@@ -49,9 +49,7 @@ __all__ = [
     "scan_dataset",
 ]
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-)
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 """File extensions (lower case, with the dot) treated as images; compared case-insensitively."""
 
 _LAYOUT = "<data>/train/<class>/<image> (and optionally <data>/val/<class>/<image>)"
@@ -144,10 +142,7 @@ def scan_dataset(data_dir: str | Path, *, val_split: float = 0.2, seed: int = 0)
         hidden, other = hidden + val_scan.hidden, other + val_scan.other
     else:
         if not 0 < val_split < 1:  # written this way so NaN is rejected too
-            raise TlkitError(
-                f"val_split must be between 0 and 1 (exclusive), got {val_split}; "
-                "or add a val/ folder"
-            )
+            raise TlkitError(f"val_split must be between 0 and 1 (exclusive), got {val_split}; or add a val/ folder")
         train, val = _stratified_split(train_scan.files_by_class, classes, val_split, seed)
         val_source = f"{val_split * 100:g}% stratified split of train/ (seed {seed})"
 
@@ -170,17 +165,13 @@ def _scan_split_folder(split_dir: Path) -> _FolderScan:
             scan.hidden += 1
         elif entry.is_dir():
             files: list[Path] = []
-            scan.hidden, scan.other = _collect_images(
-                entry, files, scan.hidden, scan.other, seen={entry.resolve()}
-            )
+            scan.hidden, scan.other = _collect_images(entry, files, scan.hidden, scan.other, seen={entry.resolve()})
             scan.files_by_class[entry.name] = files
         else:  # a stray file next to the class folders is not part of any class
             scan.other += 1
 
     if not scan.files_by_class:
-        raise TlkitError(
-            f"{split_dir} has no class folders; expected one sub-folder per class: {_LAYOUT}"
-        )
+        raise TlkitError(f"{split_dir} has no class folders; expected one sub-folder per class: {_LAYOUT}")
     empty = [name for name, files in scan.files_by_class.items() if not files]
     if empty:
         listed = ", ".join(str(split_dir / name) for name in empty)
@@ -191,9 +182,7 @@ def _scan_split_folder(split_dir: Path) -> _FolderScan:
     return scan
 
 
-def _collect_images(
-    folder: Path, out: list[Path], hidden: int, other: int, seen: set[Path]
-) -> tuple[int, int]:
+def _collect_images(folder: Path, out: list[Path], hidden: int, other: int, seen: set[Path]) -> tuple[int, int]:
     """Append the images under ``folder`` (recursively, sorted) to ``out``.
 
     Sub-folders are searched like Keras' ``image_dataset_from_directory`` does, so
@@ -234,9 +223,7 @@ def _check_same_classes(train_classes: list[str], val_classes: list[str]) -> Non
         parts.append(f"val/ lacks classes: {', '.join(missing)}")
     if extra:
         parts.append(f"val/ has extra classes: {', '.join(extra)}")
-    raise TlkitError(
-        "train/ and val/ must hold the same class folders; " + "; ".join(parts)
-    )
+    raise TlkitError("train/ and val/ must hold the same class folders; " + "; ".join(parts))
 
 
 def _split_from_folders(files_by_class: dict[str, list[Path]], classes: list[str]) -> Split:
@@ -543,9 +530,14 @@ def _bad_images_message(bad: list[tuple[Path, str]], total: int, name: str, skip
 
 
 def make_dataset(
-    decoded: DecodedSplit, *, batch_size: int, num_classes: int, shuffle: bool, seed: int,
+    decoded: DecodedSplit,
+    *,
+    batch_size: int,
+    num_classes: int,
+    shuffle: bool,
+    seed: int,
     first_pass: int = 0,
-) -> "tf.data.Dataset":
+) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(pixels, one_hot_labels)`` batches from a decoded split.
 
     Pixels are float32 in 0..255, shape ``(b, size, size, 3)``; labels are float32

@@ -61,8 +61,10 @@ class Distribution:
         """One line for the user: strategy, replicas, batch sizes, and the learning rate as given."""
         where = f" ({self.task})" if self.task else ""
         total = self.global_batch(batch_size, per_replica)
-        return (f"Strategy: {self.name}{where}, {self.replicas} replica(s) in sync; global batch {total} "
-                f"({total // self.replicas} per replica); learning rate {lr:g} as given (not rescaled)")
+        return (
+            f"Strategy: {self.name}{where}, {self.replicas} replica(s) in sync; global batch {total} "
+            f"({total // self.replicas} per replica); learning rate {lr:g} as given (not rescaled)"
+        )
 
 
 def _tf_config() -> dict[str, Any] | None:
@@ -74,7 +76,7 @@ def _tf_config() -> dict[str, Any] | None:
     except ValueError as exc:
         raise TlkitError(f"{TF_CONFIG} is not valid JSON ({exc}); see docs/scaling.md for its form") from None
     if not isinstance(value, dict) or not isinstance(value.get("cluster"), dict):
-        raise TlkitError(f"{TF_CONFIG} needs a \"cluster\" object and a \"task\"; see docs/scaling.md")
+        raise TlkitError(f'{TF_CONFIG} needs a "cluster" object and a "task"; see docs/scaling.md')
     return value
 
 
@@ -96,8 +98,9 @@ def _resolver():
     if tf_config is not None:
         task = tf_config.get("task") or {}
         if task.get("type") not in ("chief", "worker") or not isinstance(task.get("index"), int):
-            raise TlkitError(f"{TF_CONFIG} must name this process's task, e.g. \"task\": "
-                             "{\"type\": \"worker\", \"index\": 0}")
+            raise TlkitError(
+                f'{TF_CONFIG} must name this process\'s task, e.g. "task": {{"type": "worker", "index": 0}}'
+            )
         return tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if _in_slurm_job():
         return tf.distribute.cluster_resolver.SlurmClusterResolver()
@@ -134,8 +137,15 @@ def make_distribution(choice: str) -> Distribution:
     is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in spec)
     # Position among chief + workers: the chief first, then the workers by index.
     index = 0 if task_type == "chief" else task_id + (1 if "chief" in spec else 0)
-    return Distribution(strategy, "multi-worker", strategy.num_replicas_in_sync, workers, is_chief,
-                        f"{task_type} {task_id} of {workers} worker(s)" + (", chief" if is_chief else ""), index)
+    return Distribution(
+        strategy,
+        "multi-worker",
+        strategy.num_replicas_in_sync,
+        workers,
+        is_chief,
+        f"{task_type} {task_id} of {workers} worker(s)" + (", chief" if is_chief else ""),
+        index,
+    )
 
 
 def shard_by_data(dataset):
@@ -166,7 +176,10 @@ def prepare_for_fit(model: Any, distribution: Distribution) -> None:
                 batch = next(it)
                 data_batch = tf.nest.map_structure(
                     lambda x: distribution.strategy.experimental_local_results(x)[0]
-                    if isinstance(x, tf.distribute.DistributedValues) else x, batch)
+                    if isinstance(x, tf.distribute.DistributedValues)
+                    else x,
+                    batch,
+                )
                 break
         with distribution.strategy.scope():
             model._symbolic_build(data_batch=data_batch)
@@ -216,4 +229,11 @@ def set_precision(policy: str) -> None:
     keras.mixed_precision.set_global_policy(policy)
 
 
-__all__ = ["Distribution", "make_distribution", "multi_worker_fit_fixes", "prepare_for_fit", "set_precision", "shard_by_data"]
+__all__ = [
+    "Distribution",
+    "make_distribution",
+    "multi_worker_fit_fixes",
+    "prepare_for_fit",
+    "set_precision",
+    "shard_by_data",
+]

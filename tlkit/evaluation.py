@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import TlkitError
-from tlkit.rundir import RunDir
 from tlkit.prediction import ModelSource, Predictor, decode_stream, open_model
+from tlkit.rundir import RunDir
 
 __all__ = [
     "ClassMetrics",
@@ -76,8 +76,9 @@ def classification_metrics(confusion: np.ndarray) -> dict[str, np.ndarray]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": support}
 
 
-def compute_metrics(probs: np.ndarray, labels: Sequence[int], classes: Sequence[str], *,
-                    top_k: int = 5) -> dict[str, Any]:
+def compute_metrics(
+    probs: np.ndarray, labels: Sequence[int], classes: Sequence[str], *, top_k: int = 5
+) -> dict[str, Any]:
     """All metrics of predicted probabilities ``probs`` (n, C) against true ``labels`` (n,), as a dict.
 
     Keys: ``num_images``, ``accuracy``, ``top_k``, ``top_k_accuracy``,
@@ -114,8 +115,12 @@ def compute_metrics(probs: np.ndarray, labels: Sequence[int], classes: Sequence[
         "top_k_accuracy": float((top == labels[:, None]).any(axis=1).mean()),
         "log_loss": float(-np.log(true_probs).mean()),
         "per_class": {
-            name: {"precision": float(per["precision"][i]), "recall": float(per["recall"][i]),
-                   "f1": float(per["f1"][i]), "support": int(support[i])}
+            name: {
+                "precision": float(per["precision"][i]),
+                "recall": float(per["recall"][i]),
+                "f1": float(per["f1"][i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(classes)
         },
         **averages,
@@ -154,8 +159,7 @@ class Mistake:
     probability: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "true": self.true, "predicted": self.predicted,
-                "probability": self.probability}
+        return {"path": self.path, "true": self.true, "predicted": self.predicted, "probability": self.probability}
 
 
 @dataclass
@@ -200,8 +204,11 @@ class EvaluationResult:
             "per_class": {name: m.as_dict() for name, m in self.per_class.items()},
             "macro_avg": dict(self.macro),
             "weighted_avg": dict(self.weighted),
-            "confusion_matrix": {"labels": list(self.classes), "counts": self.confusion,
-                                 "row_normalized": self.confusion_normalized},
+            "confusion_matrix": {
+                "labels": list(self.classes),
+                "counts": self.confusion,
+                "row_normalized": self.confusion_normalized,
+            },
             "num_mistakes": len(self.mistakes),
             "mistakes": [m.as_dict() for m in self.mistakes[:_MAX_MISTAKES_SAVED]],
             "skipped_images": list(self.skipped),
@@ -248,8 +255,10 @@ def select_data(source: ModelSource, data: str | Path | None = None, split: str 
                 f"(a dataset with train/ [val/], or a folder of class sub-folders)"
             )
         if not config.get("data"):
-            raise TlkitError(f"{RunDir(source.run_dir or source.model_path.parent).config_path} names no data "
-                             f"folder; pass --data DIR")
+            raise TlkitError(
+                f"{RunDir(source.run_dir or source.model_path.parent).config_path} names no data "
+                f"folder; pass --data DIR"
+            )
         root = Path(config["data"])
         if not root.is_dir():
             raise TlkitError(f"the run's data folder {root} no longer exists; pass --data DIR")
@@ -259,8 +268,9 @@ def select_data(source: ModelSource, data: str | Path | None = None, split: str 
             raise TlkitError(f"--data {root} is not a folder")
 
     if (root / "train").is_dir():
-        scan = datamod.scan_dataset(root, val_split=float(config.get("val_split", 0.2)),
-                                    seed=int(config.get("seed", 0)))
+        scan = datamod.scan_dataset(
+            root, val_split=float(config.get("val_split", 0.2)), seed=int(config.get("seed", 0))
+        )
         if split == "all":
             files = scan.train.files + scan.val.files
             labels = np.concatenate([scan.train.labels, scan.val.labels])
@@ -268,8 +278,9 @@ def select_data(source: ModelSource, data: str | Path | None = None, split: str 
         else:
             chosen = scan.val if split == "val" else scan.train
             files, labels = chosen.files, chosen.labels
-            description = (f"validation images of {root} ({scan.val_source})" if split == "val"
-                           else f"training images of {root}")
+            description = (
+                f"validation images of {root} ({scan.val_source})" if split == "val" else f"training images of {root}"
+            )
         classes = scan.classes
     else:
         # A folder of class sub-folders, e.g. data/test/<class>/*: every image in it.
@@ -280,8 +291,14 @@ def select_data(source: ModelSource, data: str | Path | None = None, split: str 
         description = f"all images of {root} (one sub-folder per class)"
     if not files:
         raise TlkitError(f"no images to evaluate in {description}")
-    return EvalData(root=root, classes=list(classes), files=list(files),
-                    labels=np.asarray(labels, dtype=np.int64), description=description, split=split)
+    return EvalData(
+        root=root,
+        classes=list(classes),
+        files=list(files),
+        labels=np.asarray(labels, dtype=np.int64),
+        description=description,
+        split=split,
+    )
 
 
 def _map_labels(source: ModelSource, data: EvalData) -> tuple[np.ndarray, list[str]]:
@@ -432,21 +449,37 @@ def evaluate(
     predicted = probs.argmax(axis=1)
     wrong = np.flatnonzero(predicted != true)
     wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")]
-    mistakes = [Mistake(path=str(files[i]), true=classes[true[i]], predicted=classes[predicted[i]],
-                        probability=float(probs[i, predicted[i]])) for i in wrong]
+    mistakes = [
+        Mistake(
+            path=str(files[i]),
+            true=classes[true[i]],
+            predicted=classes[predicted[i]],
+            probability=float(probs[i, predicted[i]]),
+        )
+        for i in wrong
+    ]
     notes = list(source.notes)
     if skipped:
         notes.append(f"{len(skipped)} unreadable image(s) skipped")
     result = EvaluationResult(
-        model=str(source.model_path), run_dir=str(source.run_dir) if source.run_dir else None,
-        data=str(chosen.root), split=chosen.description, classes=classes,
-        num_images=metrics["num_images"], accuracy=metrics["accuracy"], top_k=metrics["top_k"],
-        top_k_accuracy=metrics["top_k_accuracy"], log_loss=metrics["log_loss"],
+        model=str(source.model_path),
+        run_dir=str(source.run_dir) if source.run_dir else None,
+        data=str(chosen.root),
+        split=chosen.description,
+        classes=classes,
+        num_images=metrics["num_images"],
+        accuracy=metrics["accuracy"],
+        top_k=metrics["top_k"],
+        top_k_accuracy=metrics["top_k_accuracy"],
+        log_loss=metrics["log_loss"],
         per_class={name: ClassMetrics(name=name, **values) for name, values in metrics["per_class"].items()},
-        macro=metrics["macro_avg"], weighted=metrics["weighted_avg"],
+        macro=metrics["macro_avg"],
+        weighted=metrics["weighted_avg"],
         confusion=metrics["confusion_matrix"]["counts"],
         confusion_normalized=metrics["confusion_matrix"]["row_normalized"],
-        mistakes=mistakes, skipped=skipped, notes=notes,
+        mistakes=mistakes,
+        skipped=skipped,
+        notes=notes,
     )
     result.seconds = time.perf_counter() - started
     if write:
@@ -454,8 +487,9 @@ def evaluate(
         try:
             write_evaluation(result, target, max_mistakes=max_mistakes)
         except OSError as exc:
-            raise TlkitError(f"cannot write the evaluation into {target}: {exc.strerror or exc}; "
-                             f"pass --output DIR") from exc
+            raise TlkitError(
+                f"cannot write the evaluation into {target}: {exc.strerror or exc}; pass --output DIR"
+            ) from exc
     return result
 
 
@@ -468,7 +502,9 @@ def write_evaluation(result: EvaluationResult, output_dir: str | Path, *, max_mi
     output_dir = Path(output_dir)
     title_source = Path(result.run_dir).name if result.run_dir else Path(result.model).name
     confusion_png = plot_confusion(
-        result.confusion, result.classes, output_dir / FILES["confusion_matrix"],
+        result.confusion,
+        result.classes,
+        output_dir / FILES["confusion_matrix"],
         title=f"Confusion matrix — {result.num_images} images, accuracy {result.accuracy:.1%}",
     )
     items = []
@@ -477,11 +513,13 @@ def write_evaluation(result: EvaluationResult, output_dir: str | Path, *, max_mi
             image = thumbnail(mistake.path)
         except Exception:  # noqa: BLE001 - it was readable a moment ago; show the rest
             continue
-        items.append({"image": image, "true": mistake.true, "predicted": mistake.predicted,
-                      "probability": mistake.probability})
+        items.append(
+            {"image": image, "true": mistake.true, "predicted": mistake.predicted, "probability": mistake.probability}
+        )
     shown = f"{len(items)} of {len(result.mistakes)}" if len(result.mistakes) > len(items) else f"{len(items)}"
     mistakes_png = plot_mistakes(
-        items, output_dir / FILES["mistakes"],
+        items,
+        output_dir / FILES["mistakes"],
         title=f"Most confident mistakes ({shown}) — {title_source}" if items else f"Mistakes — {title_source}",
     )
     result.files = {

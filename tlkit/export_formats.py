@@ -58,8 +58,10 @@ def inference_model(model: Any, augmentations: int, sample: np.ndarray | None = 
 
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     if augmentations >= len(layers):
-        raise TlkitError(f"the run lists {augmentations} augmentation(s) but its model has only {len(layers)} "
-                         f"layers; it was not built by tlkit")
+        raise TlkitError(
+            f"the run lists {augmentations} augmentation(s) but its model has only {len(layers)} "
+            f"layers; it was not built by tlkit"
+        )
     stripped, kept = layers[:augmentations], layers[augmentations:]
     inputs = keras.Input(shape=tuple(model.input_shape[1:]), dtype="float32", name=INPUT_NAME)
     x = inputs
@@ -110,8 +112,10 @@ def _write_tflite(model: Any, path: Path, size: int, quantize: str, calibration:
 
     tf = import_tensorflow()
     if not hasattr(tf, "lite") or not hasattr(tf.lite, "TFLiteConverter"):
-        raise TlkitError("this TensorFlow has no TFLite converter (tf.lite.TFLiteConverter); install a "
-                         "TensorFlow that has one, or export --format savedmodel/onnx")
+        raise TlkitError(
+            "this TensorFlow has no TFLite converter (tf.lite.TFLiteConverter); install a "
+            "TensorFlow that has one, or export --format savedmodel/onnx"
+        )
     with tempfile.TemporaryDirectory(prefix=".savedmodel-", dir=path.parent) as staging:
         _write_savedmodel(model, Path(staging) / "sm", size)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(staging) / "sm"))
@@ -167,15 +171,20 @@ def _write_onnx(model: Any, path: Path, size: int, quantize: str, calibration: A
                 # weights in every version tlkit supports (int8 weights only in recent ones).
                 quantize_dynamic(str(plain), str(path), weight_type=QuantType.QUInt8)
         except Exception as exc:  # noqa: BLE001
-            raise TlkitError(f"ONNX Runtime could not quantize the model ({first_line(str(exc))}); "
-                             f"export --format onnx --quantize none or --format tflite --quantize dynamic") from exc
+            raise TlkitError(
+                f"ONNX Runtime could not quantize the model ({first_line(str(exc))}); "
+                f"export --format onnx --quantize none or --format tflite --quantize dynamic"
+            ) from exc
         finally:
             plain.unlink(missing_ok=True)
 
 
 #: Each format's writer: ``(model, path, size, quantize, calibration)`` → the artefact at ``path``.
-WRITERS: dict[str, Callable[..., None]] = {"savedmodel": _write_savedmodel, "tflite": _write_tflite,
-                                            "onnx": _write_onnx}
+WRITERS: dict[str, Callable[..., None]] = {
+    "savedmodel": _write_savedmodel,
+    "tflite": _write_tflite,
+    "onnx": _write_onnx,
+}
 
 
 def _rename_output(proto: Any, name: str) -> None:
@@ -202,11 +211,15 @@ def _check_onnx_ops(proto: Any, model: Any) -> None:
     """Refuse a graph holding ops ONNX does not define (tf2onnx leaves untranslatable TF ops in as they were)."""
     import onnx.defs
 
-    bad = [(node.op_type, node.name) for node in proto.graph.node
-           if node.domain in ("", "ai.onnx", "ai.onnx.ml") and not onnx.defs.has(node.op_type, node.domain or "")]
+    bad = [
+        (node.op_type, node.name)
+        for node in proto.graph.node
+        if node.domain in ("", "ai.onnx", "ai.onnx.ml") and not onnx.defs.has(node.op_type, node.domain or "")
+    ]
     if bad:
-        raise TlkitError(_unsupported_message("ONNX", [(op, name) for op, name in bad], model,
-                                              "tf2onnx has no ONNX translation for"))
+        raise TlkitError(
+            _unsupported_message("ONNX", [(op, name) for op, name in bad], model, "tf2onnx has no ONNX translation for")
+        )
 
 
 def _layer_for(path: str, model: Any) -> Any | None:
@@ -235,8 +248,10 @@ def _unsupported_message(target: str, ops: list[tuple[str, str]], model: Any, ve
     for where, names in by_layer.items():
         parts.append(f"op {', '.join(sorted(names))}" + (f" in {where}" if where else ""))
     alternatives = [f for f in FORMATS if TITLES[f] != target]
-    return (f"cannot export to {target}: {verb} {'; '.join(parts)}; export --format "
-            f"{' or '.join(alternatives)} instead, or replace that layer with standard Keras layers")
+    return (
+        f"cannot export to {target}: {verb} {'; '.join(parts)}; export --format "
+        f"{' or '.join(alternatives)} instead, or replace that layer with standard Keras layers"
+    )
 
 
 def _conversion_error(target: str, quantize: str, text: str, model: Any) -> str:
@@ -247,14 +262,20 @@ def _conversion_error(target: str, quantize: str, text: str, model: Any) -> str:
     for listed in re.findall(r"(?:Custom|Flex) ops: ([\w, ]+)", text):
         names += [op.strip() for op in listed.split(",") if op.strip()]
     if not names:  # other per-op failures: the ops on the lines that report an error
-        names = [op for line in text.splitlines() if "error:" in line
-                 for op in re.findall(r'fused\["(\w+):", "[^"@]+@', line)[:1]]
+        names = [
+            op
+            for line in text.splitlines()
+            if "error:" in line
+            for op in re.findall(r'fused\["(\w+):", "[^"@]+@', line)[:1]
+        ]
     names = list(dict.fromkeys(n for n in names if n not in ("StatefulPartitionedCall", "PartitionedCall")))
     if names:
         verb = "TFLite's int8 converter cannot handle" if quantize == "int8" else f"{target} has no kernel for"
         return _unsupported_message(target, [(op, located.get(op, "")) for op in names], model, verb)
     unsupported_quant = re.search(r"Quantization not yet supported for op: '?([\w.]+)'?", text)
     if unsupported_quant:
-        return (f"cannot export to {target} int8: op {unsupported_quant.group(1)} has no int8 kernel; "
-                f"use --quantize dynamic or float16")
+        return (
+            f"cannot export to {target} int8: op {unsupported_quant.group(1)} has no int8 kernel; "
+            f"use --quantize dynamic or float16"
+        )
     return f"cannot export to {target} ({quantize}): {first_line(text)}"

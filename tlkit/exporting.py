@@ -133,8 +133,9 @@ def check_choice(fmt: str, quantize: str) -> tuple[str, str]:
     if fmt not in FORMATS:
         raise TlkitError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}{closest(fmt, FORMATS)}")
     if quantize not in QUANTIZATIONS:
-        raise TlkitError(f"unknown --quantize {quantize!r}; choose from {', '.join(QUANTIZATIONS)}"
-                         f"{closest(quantize, QUANTIZATIONS)}")
+        raise TlkitError(
+            f"unknown --quantize {quantize!r}; choose from {', '.join(QUANTIZATIONS)}{closest(quantize, QUANTIZATIONS)}"
+        )
     if quantize not in SUPPORTED[fmt]:
         others = [f for f in FORMATS if quantize in SUPPORTED[f]]
         raise TlkitError(
@@ -216,14 +217,17 @@ def export(
     if explicit:
         target = Path(output).expanduser()
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise TlkitError(f"--output {target} already exists and is not empty; tlkit never overwrites an "
-                             f"export: pick another --output or remove it")
+            raise TlkitError(
+                f"--output {target} already exists and is not empty; tlkit never overwrites an "
+                f"export: pick another --output or remove it"
+            )
     else:
         target = run.export_dir / _default_name(fmt, quantize)
     for folder in {data_root, Path(config.get("data") or data_root)}:
         if _inside(target, folder):
-            raise TlkitError(f"--output {target} is inside the data folder {folder}; tlkit never writes there: "
-                             f"pick another --output")
+            raise TlkitError(
+                f"--output {target} is inside the data folder {folder}; tlkit never writes there: pick another --output"
+            )
 
     step(f"loading {model_path}")
     model = load_keras_model(model_path)
@@ -241,9 +245,12 @@ def export(
         calibration_pixels = _decode_some(cal_files, size)
         if len(calibration_pixels) == 0:
             raise TlkitError(f"none of the training images of {data_root} could be read for int8 calibration")
-        calibration = {"images": len(calibration_pixels), "requested": calibration_images,
-                       "available": len(scan.train.files),
-                       "source": f"training images of {data_root}, class-balanced, seed {config.get('seed', 0)}"}
+        calibration = {
+            "images": len(calibration_pixels),
+            "requested": calibration_images,
+            "available": len(scan.train.files),
+            "source": f"training images of {data_root}, class-balanced, seed {config.get('seed', 0)}",
+        }
 
     made_parent = not target.parent.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -251,8 +258,10 @@ def export(
     try:
         artifact_tmp = tmp / ARTIFACTS[fmt]
         title = f"{TITLES[fmt]}" + ("" if quantize == "none" else f" ({quantize})")
-        step(f"converting to {title}" + (f" with {len(calibration_pixels)} calibration images"
-                                         if calibration_pixels is not None else ""))
+        step(
+            f"converting to {title}"
+            + (f" with {len(calibration_pixels)} calibration images" if calibration_pixels is not None else "")
+        )
         WRITERS[fmt](inference, artifact_tmp, size, quantize, calibration_pixels)
 
         step(f"checking parity with {RunDir.MODEL} on {len(val_files)} validation images")
@@ -274,16 +283,25 @@ def export(
             )
 
         info = _export_info(
-            run=run, config=config, classes=classes, fmt=fmt, quantize=quantize, size=size,
-            artifact=artifact_tmp, engine=exported, parity=parity, calibration=calibration,
-            stripped=stripped, model_path=model_path, seconds=time.perf_counter() - started,
+            run=run,
+            config=config,
+            classes=classes,
+            fmt=fmt,
+            quantize=quantize,
+            size=size,
+            artifact=artifact_tmp,
+            engine=exported,
+            parity=parity,
+            calibration=calibration,
+            stripped=stripped,
+            model_path=model_path,
+            seconds=time.perf_counter() - started,
         )
         write_json(tmp / RunDir.CLASSES, list(classes))
         write_json(tmp / EXPORT_JSON, info)
         write_text(tmp / MODEL_CARD, _model_card(info, classes))
         final = _publish(tmp, target, explicit)
-        return ExportResult(path=final, artifact=final / ARTIFACTS[fmt], format=fmt, quantization=quantize,
-                            info=info)
+        return ExportResult(path=final, artifact=final / ARTIFACTS[fmt], format=fmt, quantization=quantize, info=info)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -316,8 +334,7 @@ def _pct(value: float) -> str:
 
 def _image_size(model: Any, path: Path) -> int:
     shape = getattr(model, "input_shape", None)
-    if not shape or isinstance(shape, list) or len(shape) != 4 or not shape[1] or shape[1] != shape[2] \
-            or shape[3] != 3:
+    if not shape or isinstance(shape, list) or len(shape) != 4 or not shape[1] or shape[1] != shape[2] or shape[3] != 3:
         raise TlkitError(f"{path} does not take square RGB images (its input is {shape}); tlkit cannot export it")
     return int(shape[1])
 
@@ -331,12 +348,16 @@ def _parity_data(run: RunDir, config: dict[str, Any], classes: list[str], data: 
 
     if data is None:
         if not config.get("data"):
-            raise TlkitError(f"{run.config_path} names no data folder; pass --data DIR (a dataset with "
-                             f"train/ [val/] and the run's classes) to check parity on")
+            raise TlkitError(
+                f"{run.config_path} names no data folder; pass --data DIR (a dataset with "
+                f"train/ [val/] and the run's classes) to check parity on"
+            )
         root = Path(config["data"])
         if not root.is_dir():
-            raise TlkitError(f"the run's data folder {root} no longer exists; pass --data DIR (a dataset with "
-                             f"train/ [val/] and the run's classes): parity is measured on its validation images")
+            raise TlkitError(
+                f"the run's data folder {root} no longer exists; pass --data DIR (a dataset with "
+                f"train/ [val/] and the run's classes): parity is measured on its validation images"
+            )
     else:
         root = Path(data).expanduser()
         if not root.is_dir():
@@ -345,10 +366,12 @@ def _parity_data(run: RunDir, config: dict[str, Any], classes: list[str], data: 
     if sorted(scan.classes) != sorted(classes):
         missing = sorted(set(classes) - set(scan.classes))
         extra = sorted(set(scan.classes) - set(classes))
-        parts = ([f"it lacks {', '.join(missing)}"] if missing else []) + \
-                ([f"the model does not know {', '.join(extra)}"] if extra else [])
-        raise TlkitError(f"the classes of {root} differ from the run's ({'; '.join(parts)}); pass --data DIR "
-                         f"with the run's classes")
+        parts = ([f"it lacks {', '.join(missing)}"] if missing else []) + (
+            [f"the model does not know {', '.join(extra)}"] if extra else []
+        )
+        raise TlkitError(
+            f"the classes of {root} differ from the run's ({'; '.join(parts)}); pass --data DIR with the run's classes"
+        )
     if not scan.val.files:
         raise TlkitError(f"{root} has no validation images to check parity on; pass --data DIR with a val/ folder")
     # Re-index the scan's labels as the model's output indices (the same names, maybe another order).
@@ -386,8 +409,9 @@ def _decode_some(files: Sequence[Path], size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- parity
 
 
-def _measure_parity(model: Any, exported: Any, files: Sequence[Path], labels: np.ndarray, size: int,
-                    batch_size: int, classes: list[str]) -> dict[str, Any]:
+def _measure_parity(
+    model: Any, exported: Any, files: Sequence[Path], labels: np.ndarray, size: int, batch_size: int, classes: list[str]
+) -> dict[str, Any]:
     """Run ``model`` and ``exported`` on the same decoded images (as predict decodes them) and compare."""
     original, other = Predictor(model), Predictor(exported)
     want_parts, got_parts, kept, skipped = [], [], [], 0
@@ -416,16 +440,23 @@ def _measure_parity(model: Any, exported: Any, files: Sequence[Path], labels: np
         raise TlkitError(f"none of the {len(files)} validation images could be read; parity cannot be checked")
     want, got = np.concatenate(want_parts), np.concatenate(got_parts)
     if got.shape != want.shape:
-        raise TlkitError(f"the exported model returns shape {got.shape[1:]} per batch, {RunDir.MODEL} "
-                         f"{want.shape[1:]}; the export is broken")
+        raise TlkitError(
+            f"the exported model returns shape {got.shape[1:]} per batch, {RunDir.MODEL} "
+            f"{want.shape[1:]}; the export is broken"
+        )
     truth = np.asarray(labels, dtype=np.int64)[kept]
     top_want, top_got = want.argmax(axis=1), got.argmax(axis=1)
     agree = top_want == top_got
     diff = np.abs(want - got)
     disagreements = [
-        {"path": str(files[kept[i]]), "label": classes[truth[i]], "original": classes[top_want[i]],
-         "exported": classes[top_got[i]], "original_prob": round(float(want[i, top_want[i]]), 6),
-         "exported_prob": round(float(got[i, top_got[i]]), 6)}
+        {
+            "path": str(files[kept[i]]),
+            "label": classes[truth[i]],
+            "original": classes[top_want[i]],
+            "exported": classes[top_got[i]],
+            "original_prob": round(float(want[i, top_want[i]]), 6),
+            "exported_prob": round(float(got[i, top_got[i]]), 6),
+        }
         for i in np.flatnonzero(~agree)[:_MAX_DISAGREEMENTS]
     ]
     return {
@@ -467,9 +498,22 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
-def _export_info(*, run: RunDir, config: dict[str, Any], classes: list[str], fmt: str, quantize: str, size: int,
-                 artifact: Path, engine: Any, parity: dict[str, Any], calibration: dict[str, Any] | None,
-                 stripped: list[str], model_path: Path, seconds: float) -> dict[str, Any]:
+def _export_info(
+    *,
+    run: RunDir,
+    config: dict[str, Any],
+    classes: list[str],
+    fmt: str,
+    quantize: str,
+    size: int,
+    artifact: Path,
+    engine: Any,
+    parity: dict[str, Any],
+    calibration: dict[str, Any] | None,
+    stripped: list[str],
+    model_path: Path,
+    seconds: float,
+) -> dict[str, Any]:
     from tlkit import __version__
 
     versions = {"tlkit": __version__, "tensorflow": _version("tensorflow"), "keras": _version("keras")}
@@ -486,12 +530,22 @@ def _export_info(*, run: RunDir, config: dict[str, Any], classes: list[str], fmt
         "artifact_bytes": _size(artifact),
         "classes_file": RunDir.CLASSES,
         "num_classes": len(classes),
-        "input": {"name": INPUT_NAME, "shape": [None, size, size, 3], "dtype": "float32", "layout": "NHWC",
-                  "channels": "RGB", "range": [0, 255],
-                  "resize": f"bilinear to {size}x{size}, squashed (no crop), as tlkit.data.load_image",
-                  "preprocessing": "inside the model: feed raw pixels"},
-        "output": {"name": OUTPUT_NAME, "shape": [None, len(classes)], "dtype": "float32",
-                   "meaning": f"class probabilities (softmax); index i is the i-th name in {RunDir.CLASSES}"},
+        "input": {
+            "name": INPUT_NAME,
+            "shape": [None, size, size, 3],
+            "dtype": "float32",
+            "layout": "NHWC",
+            "channels": "RGB",
+            "range": [0, 255],
+            "resize": f"bilinear to {size}x{size}, squashed (no crop), as tlkit.data.load_image",
+            "preprocessing": "inside the model: feed raw pixels",
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "shape": [None, len(classes)],
+            "dtype": "float32",
+            "meaning": f"class probabilities (softmax); index i is the i-th name in {RunDir.CLASSES}",
+        },
         "runtime": engine.engine,
         "parity": parity,
         "calibration": calibration,
@@ -504,8 +558,11 @@ def _export_info(*, run: RunDir, config: dict[str, Any], classes: list[str], fmt
             "head": config.get("head"),
             "image_size": size,
             "best_val_accuracy": metrics.get("best_val_accuracy"),
-            "config": {k: config[k] for k in ("data", "val_split", "seed", "base", "head", "image_size",
-                                              "augmentations") if k in config},
+            "config": {
+                k: config[k]
+                for k in ("data", "val_split", "seed", "base", "head", "image_size", "augmentations")
+                if k in config
+            },
         },
         "versions": versions,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -547,7 +604,8 @@ def _model_card(info: dict[str, Any], classes: list[str]) -> str:
         "|---|---|",
         f"| artefact | `{info['artifact']}` ({info['artifact_bytes'] / 1e6:.1f} MB), {TITLES[fmt]} |",
         f"| quantization | {info['quantization']}: {info['quantization_detail']}"
-        + (f"; calibrated on {calibration['images']} training images" if calibration else "") + " |",
+        + (f"; calibrated on {calibration['images']} training images" if calibration else "")
+        + " |",
         f"| input | `{INPUT_NAME}`: float32 `(batch, {size}, {size}, 3)`, RGB, **raw 0–255 pixels** (resize "
         f"bilinearly to {size}×{size}, no crop); the preprocessing is inside the model |",
         f"| output | `{OUTPUT_NAME}`: float32 `(batch, {len(classes)})`, softmax; index = position in "
@@ -558,8 +616,7 @@ def _model_card(info: dict[str, Any], classes: list[str]) -> str:
         "",
         f"## Parity with `{RunDir.MODEL}`",
         "",
-        f"Measured at export time on {parity['images']} {parity['data']}, with the same decoding as "
-        f"`tlkit predict`:",
+        f"Measured at export time on {parity['images']} {parity['data']}, with the same decoding as `tlkit predict`:",
         "",
         "| | value |",
         "|---|---|",
@@ -572,8 +629,7 @@ def _model_card(info: dict[str, Any], classes: list[str]) -> str:
     if run_acc is not None:
         lines.append(f"| best validation accuracy during training | {_pct(float(run_acc))} |")
     if parity.get("forced"):
-        lines += ["", "**Warning:** this export did *not* reach the required agreement and was kept with "
-                      "`--force`."]
+        lines += ["", "**Warning:** this export did *not* reach the required agreement and was kept with `--force`."]
     lines += [
         "",
         "## Use it",
@@ -583,8 +639,8 @@ def _model_card(info: dict[str, Any], classes: list[str]) -> str:
         "```python",
         "import json, numpy as np",
         "from PIL import Image",
-        f"classes = json.load(open(\"{RunDir.CLASSES}\"))",
-        f"x = np.asarray(Image.open(\"photo.jpg\").convert(\"RGB\").resize(({size}, {size}), Image.BILINEAR), "
+        f'classes = json.load(open("{RunDir.CLASSES}"))',
+        f'x = np.asarray(Image.open("photo.jpg").convert("RGB").resize(({size}, {size}), Image.BILINEAR), '
         f"dtype=np.float32)[None]",
         _LOADING[fmt],
         "print(classes[int(probs.argmax())], float(probs.max()))",

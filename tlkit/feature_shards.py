@@ -38,11 +38,21 @@ def part_rows(total: int, index: int, count: int) -> np.ndarray:
     return np.arange(index, total, count)
 
 
-def compute_part(*, key: str, index: int, count: int, pixels: np.ndarray, feature_shape: tuple[int, ...],
-                 engine: Any, batch_size: int, views: int = 1,
-                 augment: Callable[[np.ndarray, int], np.ndarray] | None = None,
-                 progress: Callable[[int], None] | None = None, describe: dict[str, Any] | None = None,
-                 dtype: str = "float32") -> None:
+def compute_part(
+    *,
+    key: str,
+    index: int,
+    count: int,
+    pixels: np.ndarray,
+    feature_shape: tuple[int, ...],
+    engine: Any,
+    batch_size: int,
+    views: int = 1,
+    augment: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    progress: Callable[[int], None] | None = None,
+    describe: dict[str, Any] | None = None,
+    dtype: str = "float32",
+) -> None:
     """Compute and publish worker ``index``'s part of entry ``key`` (unless it is already there)."""
     from tlkit import features as cache
 
@@ -55,18 +65,27 @@ def compute_part(*, key: str, index: int, count: int, pixels: np.ndarray, featur
     out = np.empty((views, len(rows), *feature_shape), dtype=dtype)
     for view in range(views):
         for start in range(0, len(rows), batch_size):
-            chosen = rows[start:start + batch_size]
+            chosen = rows[start : start + batch_size]
             batch = np.asarray(pixels[chosen], dtype=np.float32)
             if augment is not None:
                 batch = augment(batch, view)
-            out[view, start:start + len(chosen)] = engine(batch)
+            out[view, start : start + len(chosen)] = engine(batch)
             if progress is not None:
                 progress(len(chosen))
-    cache.publish_entry(root, name, out, {"engine": getattr(engine, "name", "?"), "part": [index, count], **(describe or {})})
+    cache.publish_entry(
+        root, name, out, {"engine": getattr(engine, "name", "?"), "part": [index, count], **(describe or {})}
+    )
 
 
-def assemble(*, key: str, count: int, total: int, timeout: float | None = None,
-             describe: dict[str, Any] | None = None, poll: float = 0.5) -> np.ndarray:
+def assemble(
+    *,
+    key: str,
+    count: int,
+    total: int,
+    timeout: float | None = None,
+    describe: dict[str, Any] | None = None,
+    poll: float = 0.5,
+) -> np.ndarray:
     """Wait for all ``count`` parts of ``key`` and return the complete entry (publishing it if no one has)."""
     from tlkit import features as cache
 

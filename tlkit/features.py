@@ -20,10 +20,11 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -147,8 +148,11 @@ def export_onnx(feature_model, path: Path, image_size: int) -> Path:
     # Traced once here; tf2onnx reuses this very trace (same signature), so the
     # captured placeholders' names match the ONNX inputs below.
     graph = fn.get_concrete_function(spec).graph
-    constants = {internal.name: external.numpy() for external, internal in graph.captures
-                 if external.dtype != tf.resource and hasattr(external, "numpy")}
+    constants = {
+        internal.name: external.numpy()
+        for external, internal in graph.captures
+        if external.dtype != tf.resource and hasattr(external, "numpy")
+    }
     # Big graphs only: each collection costs ~0.2 s in a large heap, ~26 of them per export.
     collect = _collect_discarded_graphs() if feature_model.count_params() > LARGE_EXPORT_PARAMS else nullcontext()
     with collect:
@@ -371,18 +375,26 @@ def load_or_compute(
             ) from None
         for view in range(views):
             for start in range(0, count, batch_size):
-                batch = np.asarray(pixels[start:start + batch_size], dtype=np.float32)
+                batch = np.asarray(pixels[start : start + batch_size], dtype=np.float32)
                 if augment is not None:
                     batch = augment(batch, view)
-                out[view, start:start + len(batch)] = engine(batch)
+                out[view, start : start + len(batch)] = engine(batch)
                 if progress is not None:
                     progress(len(batch))
         out.flush()
         del out
         seconds = time.perf_counter() - started
-        meta = {"key": key, "shape": list(shape), "dtype": dtype, "complete": True, "created": time.time(),
-                "seconds": round(seconds, 3), "engine": getattr(engine, "name", "?"),
-                "sha256": _entry_digest(tmp / _ENTRY_FILE), **(describe or {})}
+        meta = {
+            "key": key,
+            "shape": list(shape),
+            "dtype": dtype,
+            "complete": True,
+            "created": time.time(),
+            "seconds": round(seconds, 3),
+            "engine": getattr(engine, "name", "?"),
+            "sha256": _entry_digest(tmp / _ENTRY_FILE),
+            **(describe or {}),
+        }
         (tmp / _META_FILE).write_text(json.dumps(meta, indent=2))
         try:
             os.rename(tmp, path)  # atomic publish; fails if another run published first
@@ -406,8 +418,14 @@ IN_MEMORY_BUDGET = 4 << 30  # bytes of features a dataset may hold in RAM (above
 
 
 def make_feature_dataset(
-    features: FeatureSet, *, batch_size: int, num_classes: int, shuffle: bool, seed: int,
-    first_pass: int = 0, in_memory_budget: int | None = None,
+    features: FeatureSet,
+    *,
+    batch_size: int,
+    num_classes: int,
+    shuffle: bool,
+    seed: int,
+    first_pass: int = 0,
+    in_memory_budget: int | None = None,
 ):
     """A ``tf.data.Dataset`` of ``(features, one_hot)`` batches of a cached split, built natively.
 
@@ -433,8 +451,10 @@ def make_feature_dataset(
         # Row of (view, image) in the flattened (views * N) feature table.
         yield (order + (epoch % views) * count).astype(np.int64), features.labels[order].astype(np.int32)
 
-    orders = tf.data.Dataset.from_generator(epoch_orders, output_signature=(
-        tf.TensorSpec(shape=(count,), dtype=tf.int64), tf.TensorSpec(shape=(count,), dtype=tf.int32)))
+    orders = tf.data.Dataset.from_generator(
+        epoch_orders,
+        output_signature=(tf.TensorSpec(shape=(count,), dtype=tf.int64), tf.TensorSpec(shape=(count,), dtype=tf.int32)),
+    )
     batches = orders.flat_map(lambda rows, labels: tf.data.Dataset.from_tensor_slices((rows, labels)).batch(batch_size))
     budget = IN_MEMORY_BUDGET if in_memory_budget is None else in_memory_budget
     if features.features.nbytes <= budget:
@@ -477,8 +497,9 @@ def cache_entries() -> list[dict[str, Any]]:
         for path in sorted(folder.iterdir()):
             if path.name.startswith("."):
                 continue
-            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() \
-                else path.stat().st_size
+            size = (
+                sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+            )
             meta: dict[str, Any] = {}
             if (path / _META_FILE).is_file():
                 try:
@@ -498,8 +519,9 @@ def clear_cache() -> tuple[int, int]:
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
-            size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() \
-                else path.stat().st_size
+            size = (
+                sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+            )
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
@@ -535,7 +557,9 @@ class RunFeatures:
         for name, fs in (("train", self.train), ("val", self.val)):
             images = len(fs.labels) * fs.views
             out[name] = {
-                "cache": "hit" if fs.hit else "computed", "views": fs.views, "entry": str(fs.path),
+                "cache": "hit" if fs.hit else "computed",
+                "views": fs.views,
+                "entry": str(fs.path),
                 "seconds": round(fs.seconds, 2),
                 "images_per_s": round(images / fs.seconds, 1) if fs.seconds else None,
             }
@@ -568,8 +592,13 @@ class FeaturePlan:
     def _common(self) -> dict[str, Any]:
         from tlkit import __version__
 
-        common = {"tlkit": __version__, "base": self.base_name, "image_size": self.image_size,
-                  "weights": self.weights_fp, "preprocess": layers_fingerprint(self.parts.preprocess_layers)}
+        common = {
+            "tlkit": __version__,
+            "base": self.base_name,
+            "image_size": self.image_size,
+            "weights": self.weights_fp,
+            "preprocess": layers_fingerprint(self.parts.preprocess_layers),
+        }
         # Keys of float32 map entries stay as they were before these options existed.
         if self.parts.pooling:  # the pooled vector, not the map
             common["pooling"] = self.parts.pooling
@@ -581,8 +610,12 @@ class FeaturePlan:
         """The key material of split ``name`` (its images' content hashes included)."""
         augmented = name == "train" and self.views > 0
         return dict(
-            self._common(), split=name, files=self.files_fp(files), views=self.views if augmented else 1,
-            augmentations=self.augmentations if augmented else [], seed=self.seed if augmented else None,
+            self._common(),
+            split=name,
+            files=self.files_fp(files),
+            views=self.views if augmented else 1,
+            augmentations=self.augmentations if augmented else [],
+            seed=self.seed if augmented else None,
         )
 
     def expected_engine(self) -> str:
@@ -595,7 +628,11 @@ class FeaturePlan:
     def onnx_path(self) -> Path:
         preprocess = self._common()["preprocess"]
         pooled = f"-{self.parts.pooling}pool" if self.parts.pooling else ""
-        return cache_root() / "onnx" / f"{self.base_name}-{self.image_size}-{self.weights_fp[:16]}-{preprocess[:8]}{pooled}.onnx"
+        return (
+            cache_root()
+            / "onnx"
+            / f"{self.base_name}-{self.image_size}-{self.weights_fp[:16]}-{preprocess[:8]}{pooled}.onnx"
+        )
 
 
 def lookup_features(plan: FeaturePlan, splits: dict[str, tuple[Sequence[Path], np.ndarray]]) -> RunFeatures | None:
@@ -634,9 +671,18 @@ def _pooled_from_cached_map(plan: FeaturePlan, split_plan: dict[str, Any], engin
         return None
     reduce = np.mean if plan.parts.pooling == "avg" else np.max
     pooled = np.stack([reduce(np.asarray(view, dtype=np.float32), axis=(1, 2)) for view in feature_map])
-    publish_entry(cache_root() / "features", key, pooled.astype(feature_map.dtype),
-                  {"engine": engine, "pooled_from": map_key, "split": split_plan.get("split"),
-                   "base": plan.base_name, "image_size": plan.image_size})
+    publish_entry(
+        cache_root() / "features",
+        key,
+        pooled.astype(feature_map.dtype),
+        {
+            "engine": engine,
+            "pooled_from": map_key,
+            "split": split_plan.get("split"),
+            "base": plan.base_name,
+            "image_size": plan.image_size,
+        },
+    )
     return _open_entry(cache_root() / "features" / key, key)
 
 
@@ -650,9 +696,15 @@ def publish_entry(root: Path, key: str, features: np.ndarray, meta: dict[str, An
         out[:] = features
         out.flush()
         del out
-        meta = {**meta, "key": key, "shape": list(features.shape), "dtype": features.dtype.name, "complete": True,
-                "created": time.time(),
-                "sha256": _entry_digest(tmp / _ENTRY_FILE)}
+        meta = {
+            **meta,
+            "key": key,
+            "shape": list(features.shape),
+            "dtype": features.dtype.name,
+            "complete": True,
+            "created": time.time(),
+            "sha256": _entry_digest(tmp / _ENTRY_FILE),
+        }
         (tmp / _META_FILE).write_text(json.dumps(meta, indent=2))
         try:
             os.rename(tmp, root / key)
@@ -701,9 +753,16 @@ def run_features(
         index, workers = plan.shard
         share = len(range(index, len(decoded.labels), workers))  # this worker's images
         callback = progress(f"{name} features", share * split_plan["views"]) if progress else None
-        common = dict(key=key, pixels=decoded.pixels, feature_shape=tuple(parts.cached_model.output.shape[1:]),
-                      engine=engine, batch_size=batch_size, views=split_plan["views"], augment=augment,
-                      progress=callback)
+        common = dict(
+            key=key,
+            pixels=decoded.pixels,
+            feature_shape=tuple(parts.cached_model.output.shape[1:]),
+            engine=engine,
+            batch_size=batch_size,
+            views=split_plan["views"],
+            augment=augment,
+            progress=callback,
+        )
         describe = {"base": plan.base_name, "image_size": plan.image_size, "split": name}
         if workers > 1:
             sets[name] = _computed_by_workers(plan, common, decoded.labels, describe)
@@ -712,8 +771,9 @@ def run_features(
     return RunFeatures(sets["train"], sets["val"], engine_name, reason or "all features were in the cache")
 
 
-def _computed_by_workers(plan: FeaturePlan, common: dict[str, Any], labels: np.ndarray,
-                         describe: dict[str, Any]) -> FeatureSet:
+def _computed_by_workers(
+    plan: FeaturePlan, common: dict[str, Any], labels: np.ndarray, describe: dict[str, Any]
+) -> FeatureSet:
     """This worker's part of the split's features, then the whole (see :mod:`tlkit.feature_shards`)."""
     from tlkit import feature_shards
 
@@ -732,6 +792,8 @@ def head_probabilities(head: Any, features: FeatureSet, batch_size: int = 256) -
     engine's ~1e-6), without decoding an image or running the base.
     """
     view = features.features[0]
-    parts = [np.asarray(head.predict_on_batch(np.asarray(view[start:start + batch_size], dtype=np.float32)))
-             for start in range(0, len(features.labels), batch_size)]
+    parts = [
+        np.asarray(head.predict_on_batch(np.asarray(view[start : start + batch_size], dtype=np.float32)))
+        for start in range(0, len(features.labels), batch_size)
+    ]
     return np.concatenate(parts).astype(np.float64)

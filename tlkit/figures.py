@@ -29,8 +29,18 @@ COLORS = {
 }
 """The colours shared by every figure (train, validation, best epoch, stage boundary, ...)."""
 
-RUN_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-              "#7f7f7f", "#bcbd22", "#17becf")
+RUN_COLORS = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 """One colour per run in overlay plots (cycled)."""
 
 STYLE: dict[str, Any] = {
@@ -132,29 +142,37 @@ def history_figure(
         if stages and len(stages) == n:
             spans = _stage_spans(stages)
             if len(spans) > 1:
-                for stage, first, _last in spans[1:]:
+                for _stage, first, _last in spans[1:]:
                     x = xs[first - 1] - 0.5
                     ax.axvline(x, color=COLORS["boundary"], linestyle="--", linewidth=1.2)
                 for stage, first, last in spans:
-                    ax.text((xs[first - 1] + xs[last - 1]) / 2, 1.0, stage.replace("_", "-"),
-                            transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                            fontsize=9, color=COLORS["boundary"], style="italic")
+                    ax.text(
+                        (xs[first - 1] + xs[last - 1]) / 2,
+                        1.0,
+                        stage.replace("_", "-"),
+                        transform=ax.get_xaxis_transform(),
+                        ha="center",
+                        va="bottom",
+                        fontsize=9,
+                        color=COLORS["boundary"],
+                        style="italic",
+                    )
         if best_epoch is not None and 1 <= best_epoch <= n:
             bx = xs[best_epoch - 1]
             ax.axvline(bx, color=COLORS["best"], linestyle=":", linewidth=1.4)
             text = f"best epoch {bx}"
             if val and best_epoch <= len(val) and not math.isnan(val[best_epoch - 1]):
                 by = val[best_epoch - 1]
-                ax.scatter([bx], [by], s=110, facecolors="none", edgecolors=COLORS["best"],
-                           linewidths=2, zorder=4)
+                ax.scatter([bx], [by], s=110, facecolors="none", edgecolors=COLORS["best"], linewidths=2, zorder=4)
                 text += f": val {metric.replace('_', ' ')} {by:.4f}"
             ax.plot([], [], color=COLORS["best"], linestyle=":", label=text)  # legend entry
         ax.set_title(f"{label} — {title}", pad=16 if stages and len(set(stages)) > 1 else 6)
         ax.set_xlabel("Epoch")
         ax.set_ylabel(label)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        bounded = metric.endswith("accuracy") or metric in ("f1", "precision", "recall", "auc") \
-            or metric.startswith("fbeta")
+        bounded = (
+            metric.endswith("accuracy") or metric in ("f1", "precision", "recall", "auc") or metric.startswith("fbeta")
+        )
         if bounded:  # a fraction: the full 0–1 range shows how good it is at a glance
             ax.set_ylim(-0.02, 1.02)
         ax.legend(loc="lower right" if bounded else "upper right")
@@ -210,8 +228,13 @@ def confusion_figure(counts, classes: Sequence[str], *, title: str = "Confusion 
         image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
         colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         colorbar.set_label("fraction of the true class")
-        ax.set_xticks(range(n), labels=list(classes), rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center",
-                      rotation_mode="anchor")
+        ax.set_xticks(
+            range(n),
+            labels=list(classes),
+            rotation=45 if n > 3 else 0,
+            ha="right" if n > 3 else "center",
+            rotation_mode="anchor",
+        )
         ax.set_yticks(range(n), labels=list(classes))
         ax.set_xlabel("Predicted class")
         ax.set_ylabel("True class")
@@ -245,8 +268,16 @@ def mistakes_figure(items: Sequence[dict[str, Any]], *, title: str = "Most confi
         if not items:
             fig, ax = plt.subplots(figsize=(6, 1.6))
             ax.axis("off")
-            ax.text(0.5, 0.5, "No mistakes: every image was classified correctly.", ha="center",
-                    va="center", fontsize=12, color=COLORS["best"], transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "No mistakes: every image was classified correctly.",
+                ha="center",
+                va="center",
+                fontsize=12,
+                color=COLORS["best"],
+                transform=ax.transAxes,
+            )
             ax.set_title(title)
             return fig
         columns = max(1, min(columns, len(items)))
@@ -256,16 +287,21 @@ def mistakes_figure(items: Sequence[dict[str, Any]], *, title: str = "Most confi
             ax.axis("off")
         for ax, item in zip(axes.flat, items):
             ax.imshow(item["image"])
-            ax.set_title(f"true: {item['true']}\npredicted: {item['predicted']}\n"
-                         f"p = {item['probability']:.2f}", fontsize=8.5, fontweight="normal",
-                         color=COLORS["mistake"], linespacing=1.3)
+            ax.set_title(
+                f"true: {item['true']}\npredicted: {item['predicted']}\np = {item['probability']:.2f}",
+                fontsize=8.5,
+                fontweight="normal",
+                color=COLORS["mistake"],
+                linespacing=1.3,
+            )
         fig.suptitle(title, fontsize=STYLE["axes.titlesize"], fontweight="bold")
         fig.tight_layout()
     return fig
 
 
-def plot_mistakes(items: Sequence[dict[str, Any]], path: str | Path, *, title: str = "Most confident mistakes",
-                  columns: int = 5) -> Path:
+def plot_mistakes(
+    items: Sequence[dict[str, Any]], path: str | Path, *, title: str = "Most confident mistakes", columns: int = 5
+) -> Path:
     """Write the mistakes grid (see :func:`mistakes_figure`) to ``path``."""
     return _save(mistakes_figure(items, title=title, columns=columns), Path(path))
 
@@ -294,8 +330,7 @@ def compare_figure(runs: Sequence[dict[str, Any]], *, title: str = "Validation c
                 best = run.get("best_epoch")
                 if best and best in xs:
                     k = xs.index(best)
-                    ax.scatter([best], [values[k]], s=90, facecolors="none", edgecolors=color,
-                               linewidths=1.8, zorder=4)
+                    ax.scatter([best], [values[k]], s=90, facecolors="none", edgecolors=color, linewidths=1.8, zorder=4)
         for ax, name in ((acc_ax, "Validation accuracy"), (loss_ax, "Validation loss")):
             ax.set_title(name)
             ax.set_xlabel("Epoch")
@@ -306,8 +341,13 @@ def compare_figure(runs: Sequence[dict[str, Any]], *, title: str = "Validation c
         if not handles:
             handles, labels = loss_ax.get_legend_handles_labels()
         if handles:
-            fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)),
-                       bbox_to_anchor=(0.5, -0.02 - 0.045 * math.ceil(len(labels) / 3)))
+            fig.legend(
+                handles,
+                labels,
+                loc="lower center",
+                ncol=min(3, len(labels)),
+                bbox_to_anchor=(0.5, -0.02 - 0.045 * math.ceil(len(labels) / 3)),
+            )
         fig.suptitle(f"{title} (circles: best epoch)", fontsize=STYLE["axes.titlesize"], fontweight="bold")
         fig.tight_layout()
     return fig

@@ -17,7 +17,7 @@ def parse_unfreeze(text: str) -> tuple[str, int | str | None]:
     if text == "all":
         return "all", None
     if text.startswith("from:"):
-        name = text[len("from:"):].strip()
+        name = text[len("from:") :].strip()
         if not name:
             raise TlkitError("--unfreeze from:LAYER_NAME needs a layer name")
         return "from", name
@@ -49,8 +49,7 @@ def unfreeze(backbone, spec: str) -> int:
         names = [layer.name for layer in layers]
         if value not in names:
             raise TlkitError(
-                f"base {backbone.name!r} has no layer {value!r}{closest(value, names)} "
-                f"(--unfreeze from:LAYER_NAME)"
+                f"base {backbone.name!r} has no layer {value!r}{closest(value, names)} (--unfreeze from:LAYER_NAME)"
             )
         start = names.index(value)
     backbone.trainable = True

@@ -45,11 +45,17 @@ class _FusedAdamStep:
         beta_1 = tf.constant(self.beta_1, tf.float32)  # type: ignore[attr-defined]
         beta_2 = tf.constant(self.beta_2, tf.float32)  # type: ignore[attr-defined]
         tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,  # type: ignore[attr-defined]
-            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-            lr=tf.cast(learning_rate, tf.float32), beta1=beta_1, beta2=beta_2,
+            var=variable.handle,
+            m=self._momentums[index].handle,
+            v=self._velocities[index].handle,  # type: ignore[attr-defined]
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, tf.float32),
+            beta1=beta_1,
+            beta2=beta_2,
             epsilon=tf.constant(self.epsilon, tf.float32),  # type: ignore[attr-defined]
-            grad=tf.cast(gradient, tf.float32), use_locking=False,
+            grad=tf.cast(gradient, tf.float32),
+            use_locking=False,
         )
 
 
@@ -66,9 +72,13 @@ class _FusedSGDStep:
             return
         accumulator = self.momentums[self._get_variable_index(variable)]  # type: ignore[attr-defined]
         tf.raw_ops.ResourceApplyKerasMomentum(
-            var=variable.handle, accum=accumulator.handle, lr=lr, grad=grad,
+            var=variable.handle,
+            accum=accumulator.handle,
+            lr=lr,
+            grad=grad,
             momentum=tf.constant(self.momentum, tf.float32),  # type: ignore[attr-defined]
-            use_locking=False, use_nesterov=bool(self.nesterov),  # type: ignore[attr-defined]
+            use_locking=False,
+            use_nesterov=bool(self.nesterov),  # type: ignore[attr-defined]
         )
 
 

@@ -98,6 +98,11 @@ def read_history_csv(path: str | Path) -> tuple[dict[str, list[float]], list[str
 
 
 __all__ = [
-    "best_epoch", "best_index", "history_from_rows", "is_improvement", "monitor_mode",
-    "read_history_csv", "rows_to_csv",
+    "best_epoch",
+    "best_index",
+    "history_from_rows",
+    "is_improvement",
+    "monitor_mode",
+    "read_history_csv",
+    "rows_to_csv",
 ]

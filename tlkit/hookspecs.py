@@ -14,7 +14,7 @@ functions instead), so that listing plugins stays fast.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 

@@ -16,14 +16,20 @@ from tlkit.config import TrainConfig
 # The allowed schedules, losses and metrics are declared once, on TrainConfig's fields.
 
 
-def make_schedule(kind: str, lr: float, *, steps_per_epoch: int, epochs: int, warmup_epochs: int,
-                  decay_rate: float, decay_epochs: int):
+def make_schedule(
+    kind: str, lr: float, *, steps_per_epoch: int, epochs: int, warmup_epochs: int, decay_rate: float, decay_epochs: int
+):
     """A ``LearningRate`` schedule (or the plain float for a constant rate without warm-up)."""
     if kind == "constant" and warmup_epochs == 0:
         return lr
     return _learning_rate_class()(
-        kind=kind, base_lr=lr, steps_per_epoch=steps_per_epoch, total_steps=max(1, steps_per_epoch * epochs),
-        warmup_steps=steps_per_epoch * warmup_epochs, decay_rate=decay_rate, decay_epochs=decay_epochs,
+        kind=kind,
+        base_lr=lr,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=max(1, steps_per_epoch * epochs),
+        warmup_steps=steps_per_epoch * warmup_epochs,
+        decay_rate=decay_rate,
+        decay_epochs=decay_epochs,
     )
 
 
@@ -74,9 +80,15 @@ def _learning_rate_class():
             return ops.where(step < self.warmup_steps, self.base_lr * (step + 1.0) / warm, decayed)
 
         def get_config(self):
-            return {"kind": self.kind, "base_lr": self.base_lr, "steps_per_epoch": self.steps_per_epoch,
-                    "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                    "decay_rate": self.decay_rate, "decay_epochs": self.decay_epochs}
+            return {
+                "kind": self.kind,
+                "base_lr": self.base_lr,
+                "steps_per_epoch": self.steps_per_epoch,
+                "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps,
+                "decay_rate": self.decay_rate,
+                "decay_epochs": self.decay_epochs,
+            }
 
     _LR_CLASS = LearningRate
     return _LR_CLASS
@@ -100,8 +112,7 @@ def make_optimizer(config: TrainConfig, learning_rate: Any):
         return FusedAdamW(learning_rate=learning_rate, weight_decay=config.weight_decay or 0.004)
     if config.optimizer == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate=learning_rate, weight_decay=decay)
-    return FusedSGD(learning_rate=learning_rate, momentum=config.momentum, nesterov=config.nesterov,
-                    weight_decay=decay)
+    return FusedSGD(learning_rate=learning_rate, momentum=config.momentum, nesterov=config.nesterov, weight_decay=decay)
 
 
 def make_loss(config: TrainConfig):
@@ -109,8 +120,9 @@ def make_loss(config: TrainConfig):
     import keras
 
     if config.loss == "focal":
-        return keras.losses.CategoricalFocalCrossentropy(gamma=config.focal_gamma,
-                                                         label_smoothing=config.label_smoothing)
+        return keras.losses.CategoricalFocalCrossentropy(
+            gamma=config.focal_gamma, label_smoothing=config.label_smoothing
+        )
     if config.loss == "mean_squared_error":
         return keras.losses.MeanSquaredError()
     return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
@@ -138,11 +150,19 @@ def make_metrics(config: TrainConfig, num_classes: int) -> list:
     return metrics
 
 
-def compile_for_stage(model, config: TrainConfig, *, lr: float, steps_per_epoch: int, epochs: int,
-                      warmup_epochs: int, num_classes: int) -> None:
+def compile_for_stage(
+    model, config: TrainConfig, *, lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: int, num_classes: int
+) -> None:
     """Compile ``model`` for one training stage."""
-    schedule = make_schedule(config.schedule, lr, steps_per_epoch=steps_per_epoch, epochs=epochs,
-                             warmup_epochs=warmup_epochs, decay_rate=config.decay_rate,
-                             decay_epochs=config.decay_epochs)
-    model.compile(optimizer=make_optimizer(config, schedule), loss=make_loss(config),
-                  metrics=make_metrics(config, num_classes))
+    schedule = make_schedule(
+        config.schedule,
+        lr,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        warmup_epochs=warmup_epochs,
+        decay_rate=config.decay_rate,
+        decay_epochs=config.decay_epochs,
+    )
+    model.compile(
+        optimizer=make_optimizer(config, schedule), loss=make_loss(config), metrics=make_metrics(config, num_classes)
+    )

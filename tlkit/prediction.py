@@ -85,8 +85,10 @@ def _locate(run_or_model: str | Path) -> tuple[Path, Path | None]:
     if not path.exists():
         raise TlkitError(f"{path} does not exist; pass a run directory, a .keras model file or an exported model")
     if path.suffix.lower() not in MODEL_SUFFIXES:
-        raise TlkitError(f"{path} is neither a run directory nor a .keras model file (nor an exported "
-                         f".tflite/.onnx model, SavedModel or export folder)")
+        raise TlkitError(
+            f"{path} is neither a run directory nor a .keras model file (nor an exported "
+            f".tflite/.onnx model, SavedModel or export folder)"
+        )
     parent = RunDir(path.parent)
     is_run = parent.is_run_dir(parent.path) and parent.classes_path.is_file()
     return path, (parent.path if is_run else None)
@@ -126,14 +128,23 @@ def open_model(run_or_model: str | Path, *, model: Any = None) -> ModelSource:
     outputs = _num_outputs(model, model_path)
     if classes is None:
         classes = [str(i) for i in range(outputs)]
-        notes.append(f"no {RunDir.CLASSES} next to {model_path.name}: classes are named by output index 0..{outputs - 1}")
+        notes.append(
+            f"no {RunDir.CLASSES} next to {model_path.name}: classes are named by output index 0..{outputs - 1}"
+        )
     elif len(classes) != outputs:
         raise TlkitError(
             f"{model_path} has {outputs} outputs but {classes_file} lists {len(classes)} classes; "
             f"they must belong together"
         )
-    return ModelSource(model_path=model_path, run_dir=run_dir, classes=list(classes),
-                       classes_known=classes_file.is_file(), config=config, notes=notes, model=model)
+    return ModelSource(
+        model_path=model_path,
+        run_dir=run_dir,
+        classes=list(classes),
+        classes_known=classes_file.is_file(),
+        config=config,
+        notes=notes,
+        model=model,
+    )
 
 
 def load_keras_model(path: str | Path):
@@ -267,6 +278,7 @@ def decode_stream(
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tlkit-decode")
     pending: deque = deque()
     try:
+
         def fill() -> None:
             while len(pending) < max(1, lookahead):
                 path = next(iterator, None)
@@ -372,8 +384,9 @@ def _chain(first: Path, rest: Iterator[Path]) -> Iterator[Path]:
     yield from rest
 
 
-def _stream(source: ModelSource, paths: Iterator[Path], top_k: int, batch_size: int,
-            workers: int | None) -> Iterator[Prediction]:
+def _stream(
+    source: ModelSource, paths: Iterator[Path], top_k: int, batch_size: int, workers: int | None
+) -> Iterator[Prediction]:
     run = Predictor(source.model)
     classes = source.classes
     batch: list[tuple[Path, np.ndarray | None, str | None]] = []
@@ -389,8 +402,9 @@ def _stream(source: ModelSource, paths: Iterator[Path], top_k: int, batch_size: 
             row = probs[k]
             k += 1
             order = np.argsort(-row, kind="stable")[:top_k]
-            results.append(Prediction(path=str(path), labels=[classes[i] for i in order],
-                                      probs=[float(row[i]) for i in order]))
+            results.append(
+                Prediction(path=str(path), labels=[classes[i] for i in order], probs=[float(row[i]) for i in order])
+            )
         batch.clear()
         return results
 

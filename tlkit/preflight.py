@@ -88,9 +88,7 @@ def check_output(output: str | Path) -> None:
     """``--output`` must be a folder (or a path where one can be made) that this process can write."""
     output = Path(output)
     if output.exists() and not output.is_dir():
-        raise TlkitError(
-            f"--output {output} is an existing file, not a folder; pass a folder for the run directories"
-        )
+        raise TlkitError(f"--output {output} is an existing file, not a folder; pass a folder for the run directories")
     anchor = existing_ancestor(output)
     if anchor != output and not anchor.is_dir():
         raise TlkitError(
@@ -99,20 +97,23 @@ def check_output(output: str | Path) -> None:
     # os.access honours read-only mounts (EROFS) and permission bits; for root, permission bits
     # do not stop writes, and access() says so too.
     if not os.access(anchor, os.W_OK | os.X_OK):
-        raise TlkitError(
-            f"--output {output}: {anchor} is not writable; pass a folder you can write to as --output"
-        )
+        raise TlkitError(f"--output {output}: {anchor} is not writable; pass a folder you can write to as --output")
 
 
 def _fits(what: str, needed: int, limit: int | None, where: str, advice: str) -> None:
     if limit is not None and needed > limit:
-        raise TlkitError(
-            f"{what} needs about {human_bytes(needed)} but only {human_bytes(limit)} {where}; {advice}"
-        )
+        raise TlkitError(f"{what} needs about {human_bytes(needed)} but only {human_bytes(limit)} {where}; {advice}")
 
 
-def check_pixels(num_images: int, image_size: int, batch_size: int, *, workdir: str | Path | None = None,
-                 memory: int | None = None, disk: int | None = None) -> None:
+def check_pixels(
+    num_images: int,
+    image_size: int,
+    batch_size: int,
+    *,
+    workdir: str | Path | None = None,
+    memory: int | None = None,
+    disk: int | None = None,
+) -> None:
     """Refuse an image size whose decoded pixels or one batch's activations cannot fit.
 
     ``memory``/``disk`` override the measured limits (for tests).
@@ -120,32 +121,57 @@ def check_pixels(num_images: int, image_size: int, batch_size: int, *, workdir: 
     workdir = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
     pixels = num_images * image_size * image_size * 3
     advice = "use a smaller --image-size" + (" or --batch-size" if batch_size > 1 else "")
-    _fits(f"decoding {num_images} images at --image-size {image_size}", pixels,
-          free_disk(workdir) if disk is None else disk, f"is free on disk in {workdir}",
-          "use a smaller --image-size or free some space (TMPDIR chooses the folder)")
+    _fits(
+        f"decoding {num_images} images at --image-size {image_size}",
+        pixels,
+        free_disk(workdir) if disk is None else disk,
+        f"is free on disk in {workdir}",
+        "use a smaller --image-size or free some space (TMPDIR chooses the folder)",
+    )
     per_image = image_size * image_size * (3 + ACTIVATION_FLOATS_PER_PIXEL) * 4
-    _fits(f"running the base on a batch of {batch_size} at --image-size {image_size}",
-          min(batch_size, max(num_images, 1)) * per_image,
-          available_memory() if memory is None else memory, "of memory is available", advice)
+    _fits(
+        f"running the base on a batch of {batch_size} at --image-size {image_size}",
+        min(batch_size, max(num_images, 1)) * per_image,
+        available_memory() if memory is None else memory,
+        "of memory is available",
+        advice,
+    )
 
 
 def check_run_dir_space(output: str | Path, *, params: int, trainable: int, disk: int | None = None) -> None:
     """Refuse a run whose model, checkpoints and plots cannot fit on ``--output``'s disk."""
     # model.keras (every weight) + last/best checkpoints and Adam's two moments (trainable weights).
     needed = 4 * params + 4 * 4 * trainable + RUN_DIR_EXTRA_BYTES
-    _fits("the run directory (model, checkpoints, plots)", needed,
-          free_disk(output) if disk is None else disk, f"is free on disk at {Path(output)}",
-          "free some space or pass another --output")
+    _fits(
+        "the run directory (model, checkpoints, plots)",
+        needed,
+        free_disk(output) if disk is None else disk,
+        f"is free on disk at {Path(output)}",
+        "free some space or pass another --output",
+    )
 
 
-def check_feature_space(cache_dir: str | Path, *, num_images: int, views: int, feature_shape: tuple[int, ...],
-                        disk: int | None = None) -> None:
+def check_feature_space(
+    cache_dir: str | Path, *, num_images: int, views: int, feature_shape: tuple[int, ...], disk: int | None = None
+) -> None:
     """Refuse a features run whose cache entries cannot fit on the cache's disk."""
     needed = 4 * num_images * max(views, 1) * math.prod(feature_shape)
-    _fits(f"caching the base's features for {num_images} images", needed,
-          free_disk(cache_dir) if disk is None else disk, f"is free on disk at {cache_dir}",
-          "free some space, set TLKIT_CACHE_DIR to a bigger disk, or train with --no-feature-cache")
+    _fits(
+        f"caching the base's features for {num_images} images",
+        needed,
+        free_disk(cache_dir) if disk is None else disk,
+        f"is free on disk at {cache_dir}",
+        "free some space, set TLKIT_CACHE_DIR to a bigger disk, or train with --no-feature-cache",
+    )
 
 
-__all__ = ["available_memory", "check_feature_space", "check_output", "check_pixels", "check_run_dir_space",
-           "existing_ancestor", "free_disk", "human_bytes"]
+__all__ = [
+    "available_memory",
+    "check_feature_space",
+    "check_output",
+    "check_pixels",
+    "check_run_dir_space",
+    "existing_ancestor",
+    "free_disk",
+    "human_bytes",
+]

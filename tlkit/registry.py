@@ -9,9 +9,10 @@ recorded with its error; every other plugin keeps working.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
@@ -121,9 +122,7 @@ class Registry:
                 info.errors.append(f"could not be registered: {exc}")
                 continue
             infos[ep.name] = info
-            info.hooks = sorted(
-                impl.name for impl in self._pm.get_hookcallers(module) or []
-            )
+            info.hooks = sorted(impl.name for impl in self._pm.get_hookcallers(module) or [])
         for kind, (spec_cls, hook_name, _flag) in KINDS.items():
             caller = getattr(self._pm.hook, hook_name)
             # Called one by one (not through pluggy's LIFO call) so each name is
@@ -151,14 +150,12 @@ class Registry:
             module=ep.value,
         )
 
-    def _registrar(self, kind: str, spec_cls: type[BaseSpec] | type[HeadSpec] | type[AugmentationSpec],
-                   info: PluginInfo):
+    def _registrar(
+        self, kind: str, spec_cls: type[BaseSpec] | type[HeadSpec] | type[AugmentationSpec], info: PluginInfo
+    ):
         def register(spec: Any) -> None:
             if not isinstance(spec, spec_cls):
-                raise TypeError(
-                    f"register() for {kind}s takes a tlkit.{spec_cls.__name__}, "
-                    f"got {type(spec).__name__}"
-                )
+                raise TypeError(f"register() for {kind}s takes a tlkit.{spec_cls.__name__}, got {type(spec).__name__}")
             key = (kind, spec.name)
             if key in self._owner:
                 first = self._owner[key]
@@ -198,8 +195,7 @@ class Registry:
         flag = KINDS[kind][2]
         list_cmd = "list-augmentations" if kind == "augmentation" else f"list-{kind}s"
         raise TlkitError(
-            f"unknown {kind} {name!r} ({flag}){closest(name, specs)} "
-            f"— run 'tlkit {list_cmd}' to see all {len(specs)}"
+            f"unknown {kind} {name!r} ({flag}){closest(name, specs)} — run 'tlkit {list_cmd}' to see all {len(specs)}"
         )
 
     def base(self, name: str) -> BaseSpec:

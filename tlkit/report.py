@@ -150,17 +150,19 @@ def _summary_cards(run: RunInfo) -> str:
         cards.append((f"{m['train_time_s']:.1f} s", f"training time, {m.get('epochs_run', len(run.epochs))} epochs"))
     if m.get("num_train") is not None:
         cards.append((f"{m['num_train']} / {m.get('num_val', '?')}", f"train / val images, {len(run.classes)} classes"))
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><div class="v">{_e(v)}</div><div class="k">{_e(k)}</div></div>' for v, k in cards
-    ) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(f'<div class="card"><div class="v">{_e(v)}</div><div class="k">{_e(k)}</div></div>' for v, k in cards)
+        + "</div>"
+    )
 
 
 def _config_section(run: RunInfo) -> str:
     items = [(k, v) for k, v in run.config.items() if k != "tlkit"]
     third = math.ceil(len(items) / 3)
     tables = []
-    for chunk in (items[:third], items[third:2 * third], items[2 * third:]):
-        rows = "".join(f"<tr><td>{_e(k)}</td><td class=\"mono\">{_e(_config_value(v))}</td></tr>" for k, v in chunk)
+    for chunk in (items[:third], items[third : 2 * third], items[2 * third :]):
+        rows = "".join(f'<tr><td>{_e(k)}</td><td class="mono">{_e(_config_value(v))}</td></tr>' for k, v in chunk)
         tables.append(f"<table>{rows}</table>")
     provenance = run.config.get("tlkit") or {}
     made = ", ".join(f"{k} {v}" for k, v in provenance.items())
@@ -168,7 +170,8 @@ def _config_section(run: RunInfo) -> str:
         '<section id="config"><h2>Configuration</h2>'
         f'<div class="kv">{"".join(tables)}</div>'
         f'<p class="note">Reproduce: <code>tlkit train --config {_e(RunDir(run.run_dir).config_path)}</code>'
-        + (f" · made by tlkit {_e(made)}" if made else "") + "</p></section>"
+        + (f" · made by tlkit {_e(made)}" if made else "")
+        + "</p></section>"
     )
 
 
@@ -180,24 +183,31 @@ def _dataset_section(run: RunInfo) -> str:
     scan = None
     if root and Path(root).is_dir():
         try:
-            scan = datamod.scan_dataset(root, val_split=float(run.config.get("val_split", 0.2)),
-                                        seed=int(run.config.get("seed", 0)))
+            scan = datamod.scan_dataset(
+                root, val_split=float(run.config.get("val_split", 0.2)), seed=int(run.config.get("seed", 0))
+            )
         except TlkitError as exc:
             parts.append(f'<p class="note warn">Cannot read the data folder: {_e(exc)}</p>')
     else:
-        parts.append(f'<p class="note warn">The data folder {_e(root)} is not available here: '
-                     "class counts and sample images are not shown.</p>")
+        parts.append(
+            f'<p class="note warn">The data folder {_e(root)} is not available here: '
+            "class counts and sample images are not shown.</p>"
+        )
     if scan is None:
         m = run.metrics
-        parts.append(f'<p>{_e(len(run.classes))} classes: {_e(", ".join(run.classes))}; '
-                     f'{_e(m.get("num_train", "?"))} training and {_e(m.get("num_val", "?"))} validation images.</p>')
+        parts.append(
+            f"<p>{_e(len(run.classes))} classes: {_e(', '.join(run.classes))}; "
+            f"{_e(m.get('num_train', '?'))} training and {_e(m.get('num_val', '?'))} validation images.</p>"
+        )
         return "".join(parts) + "</section>"
 
     train, val = scan.class_counts("train"), scan.class_counts("val")
     most = max(list(train.values()) + [1])
-    parts.append(f'<p><span class="mono">{_e(scan.root)}</span> — {len(scan.classes)} classes, '
-                 f'{len(scan.train)} training and {len(scan.val)} validation images '
-                 f'(validation: {_e(scan.val_source)}).</p>')
+    parts.append(
+        f'<p><span class="mono">{_e(scan.root)}</span> — {len(scan.classes)} classes, '
+        f"{len(scan.train)} training and {len(scan.val)} validation images "
+        f"(validation: {_e(scan.val_source)}).</p>"
+    )
     rows = []
     for label, name in enumerate(scan.classes):
         thumbs = []
@@ -207,15 +217,18 @@ def _dataset_section(run: RunInfo) -> str:
             for path in files[::step][:_SAMPLES_PER_CLASS]:
                 data = _jpeg_thumb(path)
                 if data is not None:
-                    thumbs.append(f'<img alt="{_e(path.name)}" title="{_e(path.name)}" '
-                                  f'src="{_png_uri(data, "image/jpeg")}">')
+                    thumbs.append(
+                        f'<img alt="{_e(path.name)}" title="{_e(path.name)}" src="{_png_uri(data, "image/jpeg")}">'
+                    )
         rows.append(
             f'<tr><td class="cls">{_e(name)}</td><td class="num">{train[name]}</td>'
             f'<td><span class="bar" style="width:{110 * train[name] / most:.0f}px"></span></td>'
             f'<td class="num">{val[name]}</td><td class="samples">{"".join(thumbs)}</td></tr>'
         )
-    parts.append('<table class="dataset"><tr><th>class</th><th class="num">train</th><th></th>'
-                 f'<th class="num">val</th><th>sample training images</th></tr>{"".join(rows)}</table>')
+    parts.append(
+        '<table class="dataset"><tr><th>class</th><th class="num">train</th><th></th>'
+        f'<th class="num">val</th><th>sample training images</th></tr>{"".join(rows)}</table>'
+    )
     skipped = []
     if scan.skipped_hidden:
         skipped.append(f"{scan.skipped_hidden} hidden")
@@ -237,18 +250,21 @@ def _curves_section(run: RunInfo) -> str:
     spans = []
     for stage in dict.fromkeys(run.stages):
         epochs = [e for e, s in zip(run.epochs, run.stages) if s == stage]
-        spans.append(f"{_e(stage)} (epochs {epochs[0]}–{epochs[-1]})" if len(epochs) > 1
-                     else f"{_e(stage)} (epoch {epochs[0]})")
-    parts.append(f'<p>Stages: {", ".join(spans)}. Best epoch: {_e(run.best_epoch)}.</p>')
+        spans.append(
+            f"{_e(stage)} (epochs {epochs[0]}–{epochs[-1]})" if len(epochs) > 1 else f"{_e(stage)} (epoch {epochs[0]})"
+        )
+    parts.append(f"<p>Stages: {', '.join(spans)}. Best epoch: {_e(run.best_epoch)}.</p>")
     title = f"{run.config.get('base', '?')} + {run.config.get('head', '?')}"
     metrics = ["accuracy", "loss"] + sorted(
-        k for k in run.history if not k.startswith("val_") and f"val_{k}" in run.history
-        and k not in ("accuracy", "loss")
+        k
+        for k in run.history
+        if not k.startswith("val_") and f"val_{k}" in run.history and k not in ("accuracy", "loss")
     )
     figures = []
     for metric in metrics:
-        fig = history_figure(run.history, metric, title=title, stages=run.stages,
-                             best_epoch=run.best_epoch, epochs=run.epochs)
+        fig = history_figure(
+            run.history, metric, title=title, stages=run.stages, best_epoch=run.best_epoch, epochs=run.epochs
+        )
         if fig is not None:
             figures.append(_img(figure_png(fig), f"{metric} per epoch"))
     parts.append(f'<div class="figs">{"".join(figures)}</div>')
@@ -259,8 +275,10 @@ def _curves_section(run: RunInfo) -> str:
         cells = [f'<td class="num">{epoch}</td>', f"<td>{_e(run.stages[i])}</td>"]
         cells += [f'<td class="num">{_fmt(run.history[c][i])}</td>' for c in run.history]
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    parts.append(f"<details><summary>History table ({len(run.epochs)} epochs)</summary>"
-                 f"<table><tr>{header}</tr>{''.join(rows)}</table></details>")
+    parts.append(
+        f"<details><summary>History table ({len(run.epochs)} epochs)</summary>"
+        f"<table><tr>{header}</tr>{''.join(rows)}</table></details>"
+    )
     return "".join(parts) + "</section>"
 
 
@@ -268,18 +286,25 @@ def _metrics_section(run: RunInfo, eval_note: str | None) -> str:
     m, ev = run.metrics, run.evaluation
     parts = ['<section id="metrics"><h2>Metrics</h2><div class="kv">']
     training = [
-        ("best epoch", m.get("best_epoch")), ("best val accuracy", m.get("best_val_accuracy")),
-        ("val loss at best epoch", m.get("best_val_loss")), ("epochs run", m.get("epochs_run")),
-        ("saved model", m.get("saved_model")), ("training time (s)", m.get("train_time_s")),
-        ("training path", m.get("training_path")), ("images (train / val)", f"{m.get('num_train', '?')} / {m.get('num_val', '?')}"),
+        ("best epoch", m.get("best_epoch")),
+        ("best val accuracy", m.get("best_val_accuracy")),
+        ("val loss at best epoch", m.get("best_val_loss")),
+        ("epochs run", m.get("epochs_run")),
+        ("saved model", m.get("saved_model")),
+        ("training time (s)", m.get("train_time_s")),
+        ("training path", m.get("training_path")),
+        ("images (train / val)", f"{m.get('num_train', '?')} / {m.get('num_val', '?')}"),
     ]
     rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v))}</td></tr>" for k, v in training if v is not None)
     parts.append(f"<div><h3>Training ({RunDir.METRICS})</h3><table>{rows}</table></div>")
     if ev:
         summary = [
-            ("data", ev.get("split") or ev.get("data")), ("images", ev.get("num_images")),
-            ("accuracy", ev.get("accuracy")), (f"top-{ev.get('top_k')} accuracy", ev.get("top_k_accuracy")),
-            ("log loss", ev.get("log_loss")), ("mistakes", ev.get("num_mistakes")),
+            ("data", ev.get("split") or ev.get("data")),
+            ("images", ev.get("num_images")),
+            ("accuracy", ev.get("accuracy")),
+            (f"top-{ev.get('top_k')} accuracy", ev.get("top_k_accuracy")),
+            ("log loss", ev.get("log_loss")),
+            ("mistakes", ev.get("num_mistakes")),
         ]
         if ev.get("skipped_images"):
             summary.append(("unreadable images skipped", len(ev["skipped_images"])))
@@ -299,17 +324,23 @@ def _metrics_section(run: RunInfo, eval_note: str | None) -> str:
         for label, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg")):
             a = ev.get(key) or {}
             if a:
-                rows.append(f'<tr class="avg"><td>{label}</td><td class="num">{a["precision"]:.3f}</td>'
-                            f'<td class="num">{a["recall"]:.3f}</td><td class="num">{a["f1"]:.3f}</td><td></td>'
-                            f'<td class="num">{total}</td></tr>')
-        parts.append('<h3>Per class</h3><table><tr><th>class</th><th class="num">precision</th>'
-                     '<th class="num">recall</th><th class="num">F1</th><th></th><th class="num">support</th></tr>'
-                     f"{''.join(rows)}</table>")
+                rows.append(
+                    f'<tr class="avg"><td>{label}</td><td class="num">{a["precision"]:.3f}</td>'
+                    f'<td class="num">{a["recall"]:.3f}</td><td class="num">{a["f1"]:.3f}</td><td></td>'
+                    f'<td class="num">{total}</td></tr>'
+                )
+        parts.append(
+            '<h3>Per class</h3><table><tr><th>class</th><th class="num">precision</th>'
+            '<th class="num">recall</th><th class="num">F1</th><th></th><th class="num">support</th></tr>'
+            f"{''.join(rows)}</table>"
+        )
         for note in ev.get("notes") or []:
             parts.append(f'<p class="note">{_e(note)}</p>')
     else:
-        parts.append(f'<p class="note">{_e(eval_note or "Not evaluated.")} '
-                     f"Run <code>tlkit evaluate {_e(run.run_dir)}</code> for per-class metrics.</p>")
+        parts.append(
+            f'<p class="note">{_e(eval_note or "Not evaluated.")} '
+            f"Run <code>tlkit evaluate {_e(run.run_dir)}</code> for per-class metrics.</p>"
+        )
     return "".join(parts) + "</section>"
 
 
@@ -335,8 +366,10 @@ def _confusion_section(run: RunInfo) -> str:
         data = figure_png(confusion_figure(cm["counts"], cm["labels"]))
     if data is None:
         return "".join(parts) + '<p class="note">Not evaluated.</p></section>'
-    parts.append('<p class="note">Rows: true class; columns: predicted class; colour: fraction of the true '
-                 "class (each row sums to 100%).</p>")
+    parts.append(
+        '<p class="note">Rows: true class; columns: predicted class; colour: fraction of the true '
+        "class (each row sums to 100%).</p>"
+    )
     parts.append(_img(data, "confusion matrix", cls="wide"))
     return "".join(parts) + "</section>"
 
@@ -349,20 +382,27 @@ def _mistakes_section(run: RunInfo) -> str:
     mistakes = ev.get("mistakes") or []
     count = ev.get("num_mistakes", len(mistakes))
     if not count:
-        return "".join(parts) + f'<p>No mistakes: all {_e(ev.get("num_images"))} images are classified correctly.</p></section>'
-    parts.append(f'<p>{_e(count)} of {_e(ev.get("num_images"))} images are misclassified; the most confident '
-                 "mistakes first.</p>")
+        return (
+            "".join(parts)
+            + f"<p>No mistakes: all {_e(ev.get('num_images'))} images are classified correctly.</p></section>"
+        )
+    parts.append(
+        f"<p>{_e(count)} of {_e(ev.get('num_images'))} images are misclassified; the most confident mistakes first.</p>"
+    )
     data = _eval_image(run, "mistakes")
     if data is not None and mistakes:
         parts.append(_img(data, "most confident mistakes", cls="wide"))
     if mistakes:
         rows = "".join(
             f'<tr><td class="mono">{_e(m["path"])}</td><td>{_e(m["true"])}</td><td>{_e(m["predicted"])}</td>'
-            f'<td class="num">{m["probability"]:.3f}</td></tr>' for m in mistakes[:25]
+            f'<td class="num">{m["probability"]:.3f}</td></tr>'
+            for m in mistakes[:25]
         )
-        parts.append(f"<details><summary>Mistakes as a table (first {min(25, len(mistakes))})</summary><table>"
-                     '<tr><th>image</th><th>true</th><th>predicted</th><th class="num">p</th></tr>'
-                     f"{rows}</table></details>")
+        parts.append(
+            f"<details><summary>Mistakes as a table (first {min(25, len(mistakes))})</summary><table>"
+            '<tr><th>image</th><th>true</th><th>predicted</th><th class="num">p</th></tr>'
+            f"{rows}</table></details>"
+        )
     return "".join(parts) + "</section>"
 
 
@@ -375,23 +415,28 @@ def render_report(run: RunInfo, *, eval_note: str | None = None) -> str:
 
     title = f"{run.config.get('base', '?')} + {run.config.get('head', '?')}"
     nav = "".join(f'<a href="#{s}">{s}</a>' for s in SECTIONS)
-    body = "".join([
-        _config_section(run), _dataset_section(run), _curves_section(run),
-        _metrics_section(run, eval_note), _confusion_section(run), _mistakes_section(run),
-    ])
+    body = "".join(
+        [
+            _config_section(run),
+            _dataset_section(run),
+            _curves_section(run),
+            _metrics_section(run, eval_note),
+            _confusion_section(run),
+            _mistakes_section(run),
+        ]
+    )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>tlkit report — {_e(run.name)}</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>{_e(title)}</h1><div class=\"sub\">tlkit run <span class=\"mono\">{_e(run.run_dir)}</span>"
+        f'<header><h1>{_e(title)}</h1><div class="sub">tlkit run <span class="mono">{_e(run.run_dir)}</span>'
         f"</div><nav>{nav}</nav></header><main>{_summary_cards(run)}{body}</main>"
         f"<footer>Generated by tlkit {_e(__version__)} on {_e(time.strftime('%Y-%m-%d %H:%M'))}. "
         "Self-contained: no scripts, no network.</footer></body></html>\n"
     )
 
 
-def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = None,
-                 probabilities: Any = None) -> Path:
+def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = None, probabilities: Any = None) -> Path:
     """Write ``<run>/report.html`` (self-contained) and return its path.
 
     Args:

@@ -45,9 +45,7 @@ def resolve_weights(weights: str | None) -> str | None:
         return "imagenet"
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise TlkitError(
-            f"--weights {weights!r} is neither 'imagenet', 'none' nor an existing file; pass one of those"
-        )
+        raise TlkitError(f"--weights {weights!r} is neither 'imagenet', 'none' nor an existing file; pass one of those")
     return str(path.resolve())
 
 
@@ -60,11 +58,13 @@ def _check_class_weight_file(setting: str) -> None:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise TlkitError(f"--class-weight file {setting!r} does not exist; pass an existing .json file, "
-                         f"'balanced' or 'none'") from None
+        raise TlkitError(
+            f"--class-weight file {setting!r} does not exist; pass an existing .json file, 'balanced' or 'none'"
+        ) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise TlkitError(f"--class-weight file {setting!r} is not readable JSON ({exc}); "
-                         f"write an object like {{\"cat\": 2.0}}") from None
+        raise TlkitError(
+            f'--class-weight file {setting!r} is not readable JSON ({exc}); write an object like {{"cat": 2.0}}'
+        ) from None
     if not isinstance(value, dict):
         raise TlkitError(f"--class-weight file {setting!r} must hold an object {{class name: weight}}")
 

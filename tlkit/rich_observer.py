@@ -71,9 +71,13 @@ class RichObserver(TrainingObserver):
     def task_started(self, task: str, total: int) -> None:
         if self._tasks is None:
             self._tasks = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                console=self.console, transient=True,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
             )
             self._tasks.start()
         self._task_ids[task] = self._tasks.add_task(task, total=total, rate="")
@@ -104,17 +108,25 @@ class RichObserver(TrainingObserver):
         self._steps = steps
         self._label = "fine-tune epoch" if stage == "fine_tune" else "epoch"
         self._epochs = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("batches"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            TextColumn("{task.fields[metrics]}"), console=self.console, transient=True,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("batches"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=self.console,
+            transient=True,
         )
         self._epochs.start()
         self._epoch_task = self._epochs.add_task("", total=steps, metrics="")
 
     def epoch_started(self, stage: str, epoch: int, last_epoch: int) -> None:
         if self._epochs is not None and self._epoch_task is not None:
-            self._epochs.reset(self._epoch_task, total=self._steps, metrics="",
-                               description=f"{self._label} {epoch}/{last_epoch}")
+            self._epochs.reset(
+                self._epoch_task, total=self._steps, metrics="", description=f"{self._label} {epoch}/{last_epoch}"
+            )
 
     def batch_ended(self, step: int, logs: Mapping[str, float]) -> None:
         if self._epochs is not None and self._epoch_task is not None:
@@ -125,8 +137,10 @@ class RichObserver(TrainingObserver):
             self._epochs.update(self._epoch_task, metrics="validating…")
 
     def epoch_ended(self, stage: str, epoch: int, last_epoch: int, logs: Mapping[str, float]) -> None:
-        line = (f"{self._label} {epoch:>3}/{last_epoch}  {format_metrics(logs)}  "
-                f"[bold]{format_metrics(logs, 'val_')}[/bold]")
+        line = (
+            f"{self._label} {epoch:>3}/{last_epoch}  {format_metrics(logs)}  "
+            f"[bold]{format_metrics(logs, 'val_')}[/bold]"
+        )
         self._live_console().print(line, highlight=False)
 
     def stage_finished(self, stage: str) -> None:

@@ -55,8 +55,11 @@ class RunDir:
     #: ``tlkit export`` writes one folder per export in here (``tlkit.exporting`` owns its layout).
     EXPORT = "export"
     #: Inside ``evaluation/`` (or wherever ``tlkit evaluate --output`` points).
-    EVALUATION_FILES = {"metrics": "metrics.json", "confusion_matrix": "confusion_matrix.png",
-                        "mistakes": "mistakes.png"}
+    EVALUATION_FILES = {
+        "metrics": "metrics.json",
+        "confusion_matrix": "confusion_matrix.png",
+        "mistakes": "mistakes.png",
+    }
     #: Inside ``checkpoints/``: the state that commits an epoch, and the weight arrays.
     STATE = "state.json"
     LAST_WEIGHTS = "last.arrays"
@@ -78,7 +81,9 @@ class RunDir:
             except FileExistsError:
                 continue
             return cls(path)
-        raise TlkitError(f"could not find a free run directory name under {output}; clean it up or pick another --output")
+        raise TlkitError(
+            f"could not find a free run directory name under {output}; clean it up or pick another --output"
+        )
 
     @staticmethod
     def is_run_dir(path: str | Path) -> bool:
@@ -108,9 +113,7 @@ class RunDir:
             raise TlkitError(f"--resume {path}: no such folder")
         run = cls(path)
         if not run.config_path.is_file() or not run.classes_path.is_file():
-            raise TlkitError(
-                f"--resume {path}: not a tlkit run directory (it has no {cls.CONFIG}/{cls.CLASSES})"
-            )
+            raise TlkitError(f"--resume {path}: not a tlkit run directory (it has no {cls.CONFIG}/{cls.CLASSES})")
         state = run.read_state()
         if state is not None and state.get("status") == "done":
             raise TlkitError(
@@ -287,7 +290,7 @@ def read_classes_file(path: str | Path) -> list[str]:
     except (OSError, ValueError) as exc:
         raise TlkitError(f"cannot read the class names in {path}: {exc}") from exc
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise TlkitError(f"{path} must hold a JSON list of class names, e.g. [\"cat\", \"dog\"]")
+        raise TlkitError(f'{path} must hold a JSON list of class names, e.g. ["cat", "dog"]')
     return classes
 
 

@@ -59,9 +59,7 @@ class Param:
             else:
                 value = text
         except ValueError:
-            raise TlkitError(
-                f"parameter {self.name}={text!r} is not a valid {self.kind}"
-            ) from None
+            raise TlkitError(f"parameter {self.name}={text!r} is not a valid {self.kind}") from None
         return self.check(value)
 
     def check(self, value: Any) -> Any:
@@ -79,15 +77,11 @@ class Param:
             items = (value,)
         else:
             expected = {"int": int, "float": float, "str": str, "bool": bool}[self.kind]
-            if not isinstance(value, expected) or (
-                expected is int and isinstance(value, bool)
-            ):
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise TlkitError(f"parameter {self.name}={value!r} is not a valid {self.kind}")
             items = (value,)
         if self.choices and value not in self.choices:
-            raise TlkitError(
-                f"parameter {self.name}={value!r} must be one of: {', '.join(self.choices)}"
-            )
+            raise TlkitError(f"parameter {self.name}={value!r} must be one of: {', '.join(self.choices)}")
         for item in items:
             if self.min is not None and item < self.min:
                 raise TlkitError(f"parameter {self.name}={item!r} must be >= {self.min}")
@@ -237,9 +231,7 @@ def resolve_params(what: str, declared: tuple[Param, ...], given: Mapping[str, A
             from tlkit.suggest import closest
 
             known = ", ".join(by_name) or "none"
-            raise TlkitError(
-                f"{what} has no parameter {key!r}{closest(key, by_name)} (its parameters: {known})"
-            )
+            raise TlkitError(f"{what} has no parameter {key!r}{closest(key, by_name)} (its parameters: {known})")
         param = by_name[key]
         try:
             if isinstance(raw, str) and param.kind != "str":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def closest_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:

@@ -18,9 +18,9 @@ Importing this module never imports TensorFlow.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pytest
@@ -106,8 +106,9 @@ def registry_with(*modules: types.ModuleType, builtins: bool = True) -> _registr
     """
     entry_points: list = []
     if builtins:
-        entry_points += [ep for ep in metadata.distribution("tlkit").entry_points
-                         if ep.group == _registry.ENTRY_POINT_GROUP]
+        entry_points += [
+            ep for ep in metadata.distribution("tlkit").entry_points if ep.group == _registry.ENTRY_POINT_GROUP
+        ]
     for module in modules:
         short = module.__name__.rsplit(".", 1)[-1]
         entry_points.append(_ModuleEntryPoint(module, short, f"{short} (test)", "0"))

@@ -14,10 +14,10 @@ import copy
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from tlkit import checkpoints
 from tlkit.errors import TlkitError
@@ -108,7 +108,7 @@ class RunState:
         return dict(self.__dict__)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunState":
+    def from_dict(cls, data: dict[str, Any]) -> RunState:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
@@ -136,9 +136,17 @@ class StageRunner:
         config, state, parts = self.config, self.state, self.run.parts
         if state.stage == HEAD:
             on_features = self.run.head_on_features
-            stage = Stage(HEAD, parts.head_tail if on_features else parts.model, state.epoch, config.epochs,
-                          config.lr, config.warmup_epochs, self.run.head_datasets, self.run.steps,
-                          full_weights=not on_features)
+            stage = Stage(
+                HEAD,
+                parts.head_tail if on_features else parts.model,
+                state.epoch,
+                config.epochs,
+                config.lr,
+                config.warmup_epochs,
+                self.run.head_datasets,
+                self.run.steps,
+                full_weights=not on_features,
+            )
             self._fit(stage)
             state.head_epochs = state.epoch
             self._restore_best()  # fine-tuning (or the saved model) starts from the best head
@@ -156,8 +164,17 @@ class StageRunner:
                     f"frozen), learning rate {config.fine_tune_lr:g}"
                 )
             end = state.head_epochs + config.fine_tune_epochs
-            stage = Stage(FINE_TUNE, parts.model, state.epoch, end, config.fine_tune_lr, 0,
-                          self.run.pixel_datasets, self.run.steps, full_weights=True)
+            stage = Stage(
+                FINE_TUNE,
+                parts.model,
+                state.epoch,
+                end,
+                config.fine_tune_lr,
+                0,
+                self.run.pixel_datasets,
+                self.run.steps,
+                full_weights=True,
+            )
             self._fit(stage)
         self._restore_best()
         return state  # the run is marked done once model.keras and metrics are written
@@ -170,9 +187,15 @@ class StageRunner:
         if stage.start >= stage.end:
             return
         with self.run.distribution.strategy.scope():
-            compile_for_stage(stage.model, self.config, lr=stage.lr, steps_per_epoch=stage.steps,
-                              epochs=stage.end - (self.state.head_epochs if stage.name == FINE_TUNE else 0),
-                              warmup_epochs=stage.warmup_epochs, num_classes=self.run.num_classes)
+            compile_for_stage(
+                stage.model,
+                self.config,
+                lr=stage.lr,
+                steps_per_epoch=stage.steps,
+                epochs=stage.end - (self.state.head_epochs if stage.name == FINE_TUNE else 0),
+                warmup_epochs=stage.warmup_epochs,
+                num_classes=self.run.num_classes,
+            )
         if self._restore_pending:
             self._restore_last(stage)
             self._restore_pending = False
@@ -180,21 +203,33 @@ class StageRunner:
             self.state.since_best = 0
         train, val = stage.datasets(stage.start)
         prepare_for_fit(stage.model, self.run.distribution)
-        callbacks = [EpochEnd(lambda epoch, logs, seconds: self.end_epoch(stage, epoch, logs, seconds)),
-                     ObserverCallback(self.run.observer, stage.name, stage.end), *self._keras_callbacks()]
+        callbacks = [
+            EpochEnd(lambda epoch, logs, seconds: self.end_epoch(stage, epoch, logs, seconds)),
+            ObserverCallback(self.run.observer, stage.name, stage.end),
+            *self._keras_callbacks(),
+        ]
         observer = self.run.observer
         observer.stage_started(stage.name, stage.start + 1, stage.end, stage.steps)
         try:
             with multi_worker_fit_fixes(self.run.distribution):
-                stage.model.fit(train, validation_data=val, epochs=stage.end, initial_epoch=stage.start,
-                                callbacks=callbacks, class_weight=self.run.class_weight, shuffle=False, verbose=0)
+                stage.model.fit(
+                    train,
+                    validation_data=val,
+                    epochs=stage.end,
+                    initial_epoch=stage.start,
+                    callbacks=callbacks,
+                    class_weight=self.run.class_weight,
+                    shuffle=False,
+                    verbose=0,
+                )
         except KeyboardInterrupt as stop:
             self._writer.wait()  # the last finished epoch's checkpoint completes first
             self.state.status = "interrupted"
             self.run.run_dir.write_state(self.state.as_dict())
             raise TrainingInterrupted.after(
-                stop, f"; the checkpoint after epoch {self.state.epoch} is saved — resume with: "
-                f"tlkit train --resume {self.run.run_dir}"
+                stop,
+                f"; the checkpoint after epoch {self.state.epoch} is saved — resume with: "
+                f"tlkit train --resume {self.run.run_dir}",
             ) from None
         finally:
             observer.stage_finished(stage.name)
@@ -209,9 +244,15 @@ class StageRunner:
         if importlib.util.find_spec("tensorboard") is not None:  # Keras's callback needs it to write logs/
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.run.run_dir.logs_dir), write_graph=False))
         if config.reduce_lr_patience:
-            callbacks.append(keras.callbacks.ReduceLROnPlateau(
-                monitor=config.monitor, mode=monitor_mode(config.monitor), factor=config.reduce_lr_factor,
-                patience=config.reduce_lr_patience, verbose=0))
+            callbacks.append(
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor=config.monitor,
+                    mode=monitor_mode(config.monitor),
+                    factor=config.reduce_lr_factor,
+                    patience=config.reduce_lr_patience,
+                    verbose=0,
+                )
+            )
         return callbacks
 
     # -- per epoch -----------------------------------------------------------
@@ -239,8 +280,13 @@ class StageRunner:
                 state.stopped_early.append(stage.name)
         self._checkpoint(stage, best=better)
         self.run.timings.setdefault("epochs", []).append(
-            {"epoch": epoch + 1, "stage": stage.name, "fit_s": round(seconds, 3),
-             "checkpoint_s": round(time.perf_counter() - started, 3)})
+            {
+                "epoch": epoch + 1,
+                "stage": stage.name,
+                "fit_s": round(seconds, 3),
+                "checkpoint_s": round(time.perf_counter() - started, 3),
+            }
+        )
 
     def _checkpoint(self, stage: Stage | None, best: bool = False) -> None:
         """Checkpoint the epoch just finished (written in the background), or, between

@@ -91,8 +91,14 @@ class TrainingRun:
     :meth:`resume` (an interrupted run), then call :meth:`execute`.
     """
 
-    def __init__(self, config: TrainConfig, *, observer: TrainingObserver | None = None,
-                 run_dir: RunDir | None = None, saved_state: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        observer: TrainingObserver | None = None,
+        run_dir: RunDir | None = None,
+        saved_state: dict[str, Any] | None = None,
+    ) -> None:
         registry = get_registry()
         self.config = config
         self.observer = observer or TrainingObserver()
@@ -157,10 +163,17 @@ class TrainingRun:
         from tlkit.features import make_feature_dataset
 
         config, features, batch = self.config, self.run_features, self.global_batch
-        train = make_feature_dataset(features.train, batch_size=batch, num_classes=self.num_classes,
-                                     shuffle=True, seed=config.seed, first_pass=first_pass)
-        val = make_feature_dataset(features.val, batch_size=batch, num_classes=self.num_classes,
-                                   shuffle=False, seed=config.seed)
+        train = make_feature_dataset(
+            features.train,
+            batch_size=batch,
+            num_classes=self.num_classes,
+            shuffle=True,
+            seed=config.seed,
+            first_pass=first_pass,
+        )
+        val = make_feature_dataset(
+            features.val, batch_size=batch, num_classes=self.num_classes, shuffle=False, seed=config.seed
+        )
         return train, val
 
     def pixel_datasets(self, first_pass: int):
@@ -168,10 +181,15 @@ class TrainingRun:
         from tlkit.data import make_dataset
 
         config, batch = self.config, self.global_batch
-        train = make_dataset(self.train_px, batch_size=batch, num_classes=self.num_classes,
-                             shuffle=True, seed=config.seed, first_pass=first_pass)
-        val = make_dataset(self.val_px, batch_size=batch, num_classes=self.num_classes,
-                           shuffle=False, seed=config.seed)
+        train = make_dataset(
+            self.train_px,
+            batch_size=batch,
+            num_classes=self.num_classes,
+            shuffle=True,
+            seed=config.seed,
+            first_pass=first_pass,
+        )
+        val = make_dataset(self.val_px, batch_size=batch, num_classes=self.num_classes, shuffle=False, seed=config.seed)
         return train, val
 
     # -- the whole run -------------------------------------------------------
@@ -179,8 +197,11 @@ class TrainingRun:
         """prepare → features → fit → finish, with the decoded pixels in a temporary folder."""
         from tlkit.training import TrainingInterrupted, sigterm_stops_training
 
-        with tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir, sigterm_stops_training(), \
-                self._process_state():
+        with (
+            tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir,
+            sigterm_stops_training(),
+            self._process_state(),
+        ):
             try:
                 with self.timed("prepare"):
                     try:
@@ -261,14 +282,19 @@ class TrainingRun:
         self._open_run_dir()
         self.observer.message(f"Run directory: {self.run_dir}" + (" (resuming)" if self.resuming else ""))
         # Not decoded yet: a run whose features are all cached never decodes an image.
-        self.train_px, self.val_px = (datamod.DecodedSplit(None, split.labels, list(split.files), [])
-                                      for split in (scan.train, scan.val))
+        self.train_px, self.val_px = (
+            datamod.DecodedSplit(None, split.labels, list(split.files), []) for split in (scan.train, scan.val)
+        )
         if self._needs_pixels():
             with self.timed("decode"):
-                self.train_px, self.val_px = (self._decode(name, split, workdir)
-                                              for name, split in (("train", scan.train), ("val", scan.val)))
+                self.train_px, self.val_px = (
+                    self._decode(name, split, workdir) for name, split in (("train", scan.train), ("val", scan.val))
+                )
         with self.timed("hash_images"):
-            fingerprints = {"train": self.plan.files_fp(self.train_px.files), "val": self.plan.files_fp(self.val_px.files)}
+            fingerprints = {
+                "train": self.plan.files_fp(self.train_px.files),
+                "val": self.plan.files_fp(self.val_px.files),
+            }
         self.state = self._initial_state(fingerprints)
         self.class_weight = self._class_balance()
 
@@ -282,8 +308,10 @@ class TrainingRun:
         if self.path != "features" or saved_stage != HEAD or self.config.fine_tune_epochs:
             return True
         with self.timed("hash_images"):
-            self.run_features = lookup_features(self.plan, {
-                "train": (self.train_px.files, self.train_px.labels), "val": (self.val_px.files, self.val_px.labels)})
+            self.run_features = lookup_features(
+                self.plan,
+                {"train": (self.train_px.files, self.train_px.labels), "val": (self.val_px.files, self.val_px.labels)},
+            )
         return self.run_features is None
 
     def _report_scan(self) -> None:
@@ -295,16 +323,19 @@ class TrainingRun:
             skipped.append(f"{scan.skipped_other} non-image")
         self.observer.message(
             f"Data: {len(scan.classes)} classes, {len(scan.train.files)} train / {len(scan.val.files)} val "
-            f"images (validation: {scan.val_source})"
-            + (f"; skipped {' and '.join(skipped)} files" if skipped else "")
+            f"images (validation: {scan.val_source})" + (f"; skipped {' and '.join(skipped)} files" if skipped else "")
         )
 
     def _preflight_pixels(self, workdir: str | Path) -> None:
         """Refuse, before anything is decoded, an image size whose pixels or activations cannot fit."""
         from tlkit import preflight
 
-        preflight.check_pixels(len(self.scan.train.files) + len(self.scan.val.files), self.config.image_size,
-                               self.config.batch_size, workdir=workdir)
+        preflight.check_pixels(
+            len(self.scan.train.files) + len(self.scan.val.files),
+            self.config.image_size,
+            self.config.batch_size,
+            workdir=workdir,
+        )
         if not self.resuming:  # the least a run directory needs (the model's size is known only once built)
             preflight.check_run_dir_space(self.config.output, params=0, trainable=0)
 
@@ -319,8 +350,10 @@ class TrainingRun:
             preflight.check_output(self.config.output)
             model = self.parts.model
             preflight.check_run_dir_space(
-                self.config.output, params=model.count_params(),
-                trainable=sum(int(keras.ops.size(w)) for w in model.trainable_weights))
+                self.config.output,
+                params=model.count_params(),
+                trainable=sum(int(keras.ops.size(w)) for w in model.trainable_weights),
+            )
         try:
             feature_shape = tuple(int(d) for d in self.parts.cached_model.output.shape[1:])
         except (AttributeError, TypeError, ValueError):  # no static output shape: nothing to estimate
@@ -328,8 +361,11 @@ class TrainingRun:
         if self.path == "features" and feature_shape:
             views = max(self.config.aug_views, 1)
             preflight.check_feature_space(
-                cache_root(), num_images=len(self.scan.train.files) * views + len(self.scan.val.files), views=1,
-                feature_shape=feature_shape)
+                cache_root(),
+                num_images=len(self.scan.train.files) * views + len(self.scan.val.files),
+                views=1,
+                feature_shape=feature_shape,
+            )
 
     def _open_run_dir(self) -> None:
         if not self.distribution.is_chief:
@@ -346,8 +382,9 @@ class TrainingRun:
                     f"({exc.strerror or exc}); pass a folder you can write to"
                 ) from None
             try:
-                self.run_dir.write_config(self.config, {"version": __version__,
-                                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                self.run_dir.write_config(
+                    self.config, {"version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                )
                 self.run_dir.write_classes(self.classes)
             except OSError as exc:
                 # The folder was made a moment ago by this run and holds nothing of value: a run
@@ -383,7 +420,11 @@ class TrainingRun:
         self.observer.task_started(task, len(split.files))
         try:
             result = datamod.decode_split(
-                split, self.config.image_size, workdir, name=name, skip_bad_images=self.config.skip_bad_images,
+                split,
+                self.config.image_size,
+                workdir,
+                name=name,
+                skip_bad_images=self.config.skip_bad_images,
                 progress=lambda n: self.observer.task_advanced(task, n),
             )
         finally:
@@ -391,7 +432,8 @@ class TrainingRun:
         if result.bad:
             self.observer.message(
                 f"skipped {len(result.bad)} unreadable {name} image(s) (--skip-bad-images), "
-                f"e.g. {result.bad[0][0]}: {result.bad[0][1]}", level="warning",
+                f"e.g. {result.bad[0][0]}: {result.bad[0][1]}",
+                level="warning",
             )
         return result
 
@@ -417,14 +459,22 @@ class TrainingRun:
         try:
             with self.distribution.strategy.scope():
                 self.parts = builder.assemble(
-                    self.base, self.head, self.num_classes, image_size=config.image_size, weights=weights,
-                    head_params=config.head_params, augmentations=augmentations, seed=config.seed,
+                    self.base,
+                    self.head,
+                    self.num_classes,
+                    image_size=config.image_size,
+                    weights=weights,
+                    head_params=config.head_params,
+                    augmentations=augmentations,
+                    seed=config.seed,
                 )
         except (TlkitError, MemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - a plugin's build code failed: name the plugins
-            parts = [f"base {self.base.name!r} ({self.base.plugin or 'tlkit'})",
-                     f"head {self.head.name!r} ({self.head.plugin or 'tlkit'})"]
+            parts = [
+                f"base {self.base.name!r} ({self.base.plugin or 'tlkit'})",
+                f"head {self.head.name!r} ({self.head.plugin or 'tlkit'})",
+            ]
             parts += [f"augmentation {a.spec.name!r} ({a.spec.plugin or 'tlkit'})" for a in augmentations]
             reason = (str(exc).strip().splitlines() or [""])[0][:200]
             raise TlkitError(
@@ -439,10 +489,17 @@ class TrainingRun:
             f"{self.head.name} head: {model.count_params():,} parameters, {trainable:,} trainable"
         )
         self.plan = features.FeaturePlan(
-            self.parts, base_name=self.base.name, image_size=config.image_size, engine_choice=config.engine,
-            views=config.aug_views, augmentations=list(config.augmentations), seed=config.seed,
-            weights_fp=features.weights_fingerprint(self.parts.backbone), shard=self.distribution.shard,
-            dtype=config.feature_dtype)
+            self.parts,
+            base_name=self.base.name,
+            image_size=config.image_size,
+            engine_choice=config.engine,
+            views=config.aug_views,
+            augmentations=list(config.augmentations),
+            seed=config.seed,
+            weights_fp=features.weights_fingerprint(self.parts.backbone),
+            shard=self.distribution.shard,
+            dtype=config.feature_dtype,
+        )
 
     def _initial_state(self, fingerprints: dict[str, str]):
         """A fresh RunState, or the saved one after checking the data and base are unchanged."""
@@ -504,8 +561,9 @@ class TrainingRun:
         result = self.run_features  # already found in the cache by prepare()
         if result is None:
             try:
-                result = features.run_features(self.plan, {"train": self.train_px, "val": self.val_px},
-                                               batch_size=FEATURE_BATCH, progress=progress)
+                result = features.run_features(
+                    self.plan, {"train": self.train_px, "val": self.val_px}, batch_size=FEATURE_BATCH, progress=progress
+                )
             finally:
                 for name in ("train", "val"):
                     observer.task_finished(f"computing {name} features")
@@ -544,15 +602,28 @@ class TrainingRun:
                 _portable(self.parts.model).save(tmp)
         history = history_from_rows(state.rows)
         with self.timed("plots"):
-            plots = plot_history(history, run_dir.plots_dir, title=f"{self.base.name} + {self.head.name}",
-                                 stages=[row["stage"] for row in state.rows], best_epoch=state.best_epoch)
+            plots = plot_history(
+                history,
+                run_dir.plots_dir,
+                title=f"{self.base.name} + {self.head.name}",
+                stages=[row["stage"] for row in state.rows],
+                best_epoch=state.best_epoch,
+            )
         metrics = self._metrics(history)
         run_dir.write_metrics(metrics)
         state.status = "done"  # only now: a run killed before this point can still be resumed
         run_dir.write_state(state.as_dict())
         report = self._write_report()
-        return TrainResult(run_dir=run_dir.path, config=self.config, classes=list(self.classes), history=history,
-                           metrics=metrics, model_path=run_dir.model_path, plots=plots, report=report)
+        return TrainResult(
+            run_dir=run_dir.path,
+            config=self.config,
+            classes=list(self.classes),
+            history=history,
+            metrics=metrics,
+            model_path=run_dir.model_path,
+            plots=plots,
+            report=report,
+        )
 
     def _metrics(self, history: dict[str, list[float]]) -> dict[str, Any]:
         config, state = self.config, self.state
@@ -603,11 +674,14 @@ class TrainingRun:
 
         try:
             with self.timed("evaluate_and_report"):
-                return write_report(self.run_dir.path, model=self.parts.model,
-                                    probabilities=self._validation_probabilities())
+                return write_report(
+                    self.run_dir.path, model=self.parts.model, probabilities=self._validation_probabilities()
+                )
         except Exception as exc:  # noqa: BLE001 - reported, training already succeeded
-            self.observer.message(f"could not write the report ({type(exc).__name__}: {exc}); "
-                                  f"try: tlkit report {self.run_dir}", level="warning")
+            self.observer.message(
+                f"could not write the report ({type(exc).__name__}: {exc}); try: tlkit report {self.run_dir}",
+                level="warning",
+            )
             return None
 
 

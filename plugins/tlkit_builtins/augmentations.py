@@ -88,9 +88,7 @@ def build_translation(
     return layers.RandomTranslation(factor, factor, fill_mode=fill_mode, seed=seed, name="aug_translation")
 
 
-def build_contrast(
-    seed: int, *, factor: Annotated[float, param("maximum contrast change", min=0.0, max=1.0)] = 0.2
-):
+def build_contrast(seed: int, *, factor: Annotated[float, param("maximum contrast change", min=0.0, max=1.0)] = 0.2):
     from keras import layers
 
     return layers.RandomContrast(factor, value_range=(0, 255), seed=seed, name="aug_contrast")
@@ -111,14 +109,10 @@ AUGMENTATIONS = (
     tlkit.AugmentationSpec("flip_vertical", build_flip_vertical, "random top–bottom mirror"),
     tlkit.AugmentationSpec("rotation", build_rotation, "random rotation by up to ±factor × 360°"),
     tlkit.AugmentationSpec("zoom", build_zoom, "random zoom in or out by up to ±factor"),
-    tlkit.AugmentationSpec(
-        "crop", build_crop, "random crop of scale × the side at a random position, resized back"
-    ),
+    tlkit.AugmentationSpec("crop", build_crop, "random crop of scale × the side at a random position, resized back"),
     tlkit.AugmentationSpec("translation", build_translation, "random shift by up to ±factor of the size"),
     tlkit.AugmentationSpec("contrast", build_contrast, "random contrast change by up to ±factor"),
-    tlkit.AugmentationSpec(
-        "brightness", build_brightness, "random brightness shift by up to ±factor of the range"
-    ),
+    tlkit.AugmentationSpec("brightness", build_brightness, "random brightness shift by up to ±factor of the range"),
 )
 
 

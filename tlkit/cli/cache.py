@@ -17,8 +17,9 @@ def _checked_root():
 
     root = cache_root()
     if root.exists() and not root.is_dir():
-        raise TlkitError(f"the feature cache {root} is a file, not a folder; move it away or set "
-                         f"{CACHE_ENV} to a folder")
+        raise TlkitError(
+            f"the feature cache {root} is a file, not a folder; move it away or set {CACHE_ENV} to a folder"
+        )
     return root
 
 
@@ -37,9 +38,16 @@ def cache_info(as_json: bool = typer.Option(False, "--json", help="Print JSON fo
         table.add_column(column, overflow="fold")
     for e in entries:
         shape = e.get("shape") or [None, None]
-        table.add_row(e["kind"], str(e.get("base", "")), str(e.get("image_size", "")),
-                      str(shape[1] if len(shape) > 1 else ""), str(shape[0] or ""), str(e.get("engine", "")),
-                      f"{e['bytes'] / 1e6:.1f}", e["name"])
+        table.add_row(
+            e["kind"],
+            str(e.get("base", "")),
+            str(e.get("image_size", "")),
+            str(shape[1] if len(shape) > 1 else ""),
+            str(shape[0] or ""),
+            str(e.get("engine", "")),
+            f"{e['bytes'] / 1e6:.1f}",
+            e["name"],
+        )
     out.print(table)
     out.print("Override the location with TLKIT_CACHE_DIR; free space with `tlkit cache clear`.")
 
@@ -54,7 +62,6 @@ def cache_clear(as_json: bool = typer.Option(False, "--json", help="Print JSON f
     if as_json:
         return print_json({"root": str(cache_root()), "entries_removed": entries, "bytes_freed": freed})
     out.print(f"Removed {entries} cache entries ({freed / 1e6:.1f} MB) from {cache_root()}")
-
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,8 @@ import functools
 import json
 import sys
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -41,7 +42,7 @@ def handles_errors(func: Callable) -> Callable:
             fail(str(exc).replace("[", "\\["), exc.exit_code)
         except KeyboardInterrupt:
             err.print("Interrupted.")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         except OSError as exc:
             # A path the system refused (not a folder, no permission, disk full, read-only): the
             # user's to fix, so name the path and the reason rather than asking for a bug report.
@@ -65,8 +66,10 @@ def _os_error_line(exc: OSError) -> str:
     reason = exc.strerror or str(exc) or type(exc).__name__
     target = f" {where}" if where is not None else ""
     also = f" (-> {exc.filename2})" if getattr(exc, "filename2", None) else ""
-    return (f"cannot use{target}{also}: {reason}; check that the path is right, that you may write "
-            f"there and that the disk has room")
+    return (
+        f"cannot use{target}{also}: {reason}; check that the path is right, that you may write "
+        f"there and that the disk has room"
+    )
 
 
 def print_json(data: Any) -> None:

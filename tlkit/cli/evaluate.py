@@ -8,20 +8,17 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
 from tlkit.cli.common import err, handles_errors, out, print_json
-
 from tlkit.errors import TlkitError
 from tlkit.rundir import RunDir
 
 COMMANDS = ("evaluate", "predict", "report", "compare")
 _EVAL_FILES = ", ".join(RunDir.EVALUATION_FILES.values())
 FORMATS = ("table", "json", "csv")
-
-
 
 
 def _esc(text: Any) -> str:
@@ -40,14 +37,28 @@ def _shown_path(path: str | Path) -> str:
 
 
 def evaluate_command(
-    run_or_model: Path = typer.Argument(..., metavar="RUN_DIR|MODEL", help="A run directory, a .keras model file or an exported model (.tflite, .onnx, SavedModel or `tlkit export` folder)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Labelled images: a dataset folder (train/, optionally val/) or a folder of class sub-folders. (default: the run's validation data; for an export folder, that of the run it came from)"),
+    run_or_model: Path = typer.Argument(
+        ...,
+        metavar="RUN_DIR|MODEL",
+        help="A run directory, a .keras model file or an exported model (.tflite, .onnx, SavedModel or `tlkit export` folder).",
+    ),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="Labelled images: a dataset folder (train/, optionally val/) or a folder of class sub-folders. (default: the run's validation data; for an export folder, that of the run it came from)",
+    ),
     split: str = typer.Option("val", "--split", help="For a dataset folder with train/: val, train or all."),
     top_k: int = typer.Option(5, "--top-k", help="k of the top-k accuracy."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
-    output: Optional[Path] = typer.Option(None, "--output", help=f"Where to write {_EVAL_FILES}. (default: RUN_DIR/{RunDir.EVALUATION})"),
-    mistakes: int = typer.Option(15, "--mistakes", help=f"How many of the most confident mistakes {RunDir.EVALUATION_FILES['mistakes']} shows."),
-    as_json: bool = typer.Option(False, "--json", help=f"Print the metrics as JSON (as in {RunDir.EVALUATION_FILES['metrics']})."),
+    output: Path | None = typer.Option(
+        None, "--output", help=f"Where to write {_EVAL_FILES}. (default: RUN_DIR/{RunDir.EVALUATION})"
+    ),
+    mistakes: int = typer.Option(
+        15, "--mistakes", help=f"How many of the most confident mistakes {RunDir.EVALUATION_FILES['mistakes']} shows."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help=f"Print the metrics as JSON (as in {RunDir.EVALUATION_FILES['metrics']})."
+    ),
 ) -> None:
     """Measure a trained model: accuracy, top-k, per-class precision/recall/F1, confusion matrix, mistakes.
 
@@ -62,12 +73,19 @@ def evaluate_command(
     if data is None:
         # An export folder records its run's data (and split seed): evaluate it on the same images.
         data = recorded_data(run_or_model)
-    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, transient=True) as progress:
+    with Progress(
+        TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True
+    ) as progress:
         task = progress.add_task("", total=None)
         result = evaluate(
-            run_or_model, data, top_k=top_k, batch_size=batch_size, split=split, output_dir=output,
-            max_mistakes=mistakes, on_start=lambda n: progress.update(task, total=n),
+            run_or_model,
+            data,
+            top_k=top_k,
+            batch_size=batch_size,
+            split=split,
+            output_dir=output,
+            max_mistakes=mistakes,
+            on_start=lambda n: progress.update(task, total=n),
             progress=lambda n: progress.advance(task, n),
         )
     if as_json:
@@ -78,8 +96,10 @@ def evaluate_command(
 def _print_evaluation(out, result) -> None:
     from rich.table import Table
 
-    out.print(f"Evaluated [bold]{_esc(result.run_dir or result.model)}[/bold] on {_esc(result.split)}: "
-              f"{result.num_images} images in {result.seconds:.1f} s")
+    out.print(
+        f"Evaluated [bold]{_esc(result.run_dir or result.model)}[/bold] on {_esc(result.split)}: "
+        f"{result.num_images} images in {result.seconds:.1f} s"
+    )
     summary = Table(show_header=False, title="Summary", title_justify="left")
     summary.add_column("", style="bold", no_wrap=True)
     summary.add_column("", justify="right")
@@ -99,8 +119,14 @@ def _print_evaluation(out, result) -> None:
         per_class.add_row(_esc(name), f"{m.precision:.3f}", f"{m.recall:.3f}", f"{m.f1:.3f}", str(m.support))
     per_class.add_section()
     for label, avg in (("macro avg", result.macro), ("weighted avg", result.weighted)):
-        per_class.add_row(label, f"{avg['precision']:.3f}", f"{avg['recall']:.3f}", f"{avg['f1']:.3f}",
-                          str(result.num_images), style="bold")
+        per_class.add_row(
+            label,
+            f"{avg['precision']:.3f}",
+            f"{avg['recall']:.3f}",
+            f"{avg['f1']:.3f}",
+            str(result.num_images),
+            style="bold",
+        )
     out.print(per_class)
 
     _print_confusion(out, result)
@@ -121,16 +147,20 @@ def _print_confusion(out, result) -> None:
     n = len(result.classes)
     names = RunDir.EVALUATION_FILES
     if n > 20:
-        out.print(f"Confusion matrix: {n} classes are too many for a table here; see "
-                  f"{_esc(result.files.get('confusion_matrix', names['confusion_matrix']))} and "
-                  f"{_esc(result.files.get('metrics', names['metrics']))}.")
+        out.print(
+            f"Confusion matrix: {n} classes are too many for a table here; see "
+            f"{_esc(result.files.get('confusion_matrix', names['confusion_matrix']))} and "
+            f"{_esc(result.files.get('metrics', names['metrics']))}."
+        )
         return
     numbered = n > 6 or max(len(c) for c in result.classes) > 8
     for title, values, cell in (
-        ("Confusion matrix: counts (rows: true class, columns: predicted class)", result.confusion,
-         lambda v: str(v)),
-        ("Confusion matrix: % of each true class (row-normalised)", result.confusion_normalized,
-         lambda v: f"{100 * v:.0f}"),
+        ("Confusion matrix: counts (rows: true class, columns: predicted class)", result.confusion, lambda v: str(v)),
+        (
+            "Confusion matrix: % of each true class (row-normalised)",
+            result.confusion_normalized,
+            lambda v: f"{100 * v:.0f}",
+        ),
     ):
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
         table.add_column("true \\ predicted", no_wrap=True)
@@ -150,8 +180,16 @@ def _print_confusion(out, result) -> None:
 
 
 def predict_command(
-    run_or_model: Path = typer.Argument(..., metavar="RUN_DIR|MODEL", help="A run directory, a .keras model file or an exported model (.tflite, .onnx, SavedModel or `tlkit export` folder)."),
-    paths: List[str] = typer.Argument(..., metavar="PATH...", help="Image files, folders (searched recursively) or globs (quote them: 'photos/**/*.jpg')."),
+    run_or_model: Path = typer.Argument(
+        ...,
+        metavar="RUN_DIR|MODEL",
+        help="A run directory, a .keras model file or an exported model (.tflite, .onnx, SavedModel or `tlkit export` folder).",
+    ),
+    paths: list[str] = typer.Argument(
+        ...,
+        metavar="PATH...",
+        help="Image files, folders (searched recursively) or globs (quote them: 'photos/**/*.jpg').",
+    ),
     top_k: int = typer.Option(3, "--top-k", help="Classes to show per image."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, json (JSON Lines: one object per image) or csv."),
@@ -179,15 +217,17 @@ def predict_command(
             writer.write(prediction)
         else:
             failed += 1
-            err.print(f"[yellow]Skipped[/yellow] {_esc(prediction.path)}: {_esc(prediction.error)}",
-                          soft_wrap=True)
+            err.print(f"[yellow]Skipped[/yellow] {_esc(prediction.path)}: {_esc(prediction.error)}", soft_wrap=True)
     writer.close()
     elapsed = time.perf_counter() - started
     if done == 0:
         raise TlkitError(f"none of the {failed} file(s) could be read (see above); nothing was predicted")
     rate = f" ({done / elapsed:.1f} images/s)" if elapsed > 0 else ""
-    err.print(f"Predicted {done} image(s) in {elapsed:.1f} s{rate}"
-                  + (f"; skipped {failed} unreadable file(s)" if failed else ""), soft_wrap=True)
+    err.print(
+        f"Predicted {done} image(s) in {elapsed:.1f} s{rate}"
+        + (f"; skipped {failed} unreadable file(s)" if failed else ""),
+        soft_wrap=True,
+    )
 
 
 class _JsonWriter:
@@ -246,8 +286,7 @@ class _TableWriter:
         from rich import box
         from rich.table import Table
 
-        table = Table(box=box.SIMPLE_HEAD, show_header=header, show_edge=False, pad_edge=False,
-                      padding=(0, 1))
+        table = Table(box=box.SIMPLE_HEAD, show_header=header, show_edge=False, pad_edge=False, padding=(0, 1))
         table.add_column("path", width=self.widths["path"], overflow="fold")
         table.add_column("prediction", width=self.widths["label"], overflow="fold", style="bold")
         table.add_column("prob", width=self.widths["prob"], justify="right")
@@ -272,7 +311,11 @@ class _TableWriter:
 
 def report_command(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory made by tlkit train."),
-    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Evaluate on the run's validation data first if the run has no evaluation yet."),
+    evaluate: bool = typer.Option(
+        True,
+        "--evaluate/--no-evaluate",
+        help="Evaluate on the run's validation data first if the run has no evaluation yet.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report's path as JSON."),
 ) -> None:
     """Write RUN_DIR/report.html: one self-contained page (configuration, data, curves, metrics, confusion, mistakes).
@@ -290,8 +333,12 @@ def report_command(
 
 
 def compare_command(
-    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run directories made by tlkit train (e.g. runs/*/)."),
-    plot: Path = typer.Option(Path("compare.png"), "--plot", help="Where to write the overlay of the validation curves."),
+    run_dirs: list[Path] = typer.Argument(
+        ..., metavar="RUN_DIR...", help="Run directories made by tlkit train (e.g. runs/*/)."
+    ),
+    plot: Path = typer.Option(
+        Path("compare.png"), "--plot", help="Where to write the overlay of the validation curves."
+    ),
     no_plot: bool = typer.Option(False, "--no-plot", help="Print the table only."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
@@ -316,8 +363,11 @@ def compare_command(
         if acc is not None and acc == best and len(result.rows) > 1:
             acc_text = f"[bold green]{acc_text}[/bold green]"
         table.add_row(
-            _esc(r["run"]), _esc(f"{r['base']} + {r['head']}"), _esc(", ".join(r["augmentations"]) or "—"),
-            str(r["epochs"]) + ("" if r["finished"] else " (unfinished)"), acc_text,
+            _esc(r["run"]),
+            _esc(f"{r['base']} + {r['head']}"),
+            _esc(", ".join(r["augmentations"]) or "—"),
+            str(r["epochs"]) + ("" if r["finished"] else " (unfinished)"),
+            acc_text,
             "—" if r["val_f1"] is None else f"{r['val_f1']:.4f}",
             "—" if r["train_time_s"] is None else f"{r['train_time_s']:.1f} s",
         )
@@ -334,7 +384,7 @@ _EPILOGS = {
     "evaluate": "Example: tlkit evaluate runs/20261128-101500-mobilenet_v2-dense256 --data data/test --json",
     "predict": "Example: tlkit predict runs/20261128-101500-mobilenet_v2-dense256 photos/ 'more/*.jpg' --format csv > predictions.csv",
     "report": "Example: tlkit report runs/20261128-101500-mobilenet_v2-dense256 && xdg-open "
-              f"runs/20261128-101500-mobilenet_v2-dense256/{RunDir.REPORT}",
+    f"runs/20261128-101500-mobilenet_v2-dense256/{RunDir.REPORT}",
     "compare": "Example: tlkit compare runs/*/ --plot compare.png",
 }
 _FUNCTIONS = {
@@ -352,4 +402,3 @@ def register(app: typer.Typer) -> None:
         if name in existing:
             continue
         app.command(name, epilog=_EPILOGS[name])(handles_errors(_FUNCTIONS[name]))
-

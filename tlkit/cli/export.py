@@ -13,8 +13,10 @@ import typer
 from tlkit.cli.common import err, handles_errors, out, print_json
 from tlkit.rundir import RunDir
 
-_EPILOG = ("Examples: tlkit export runs/20261128-101500-mobilenet_v2-dense256 --format tflite --quantize int8\n\n"
-           "tlkit export runs/20261128-101500-mobilenet_v2-dense256 --format onnx --output deploy/onnx --json")
+_EPILOG = (
+    "Examples: tlkit export runs/20261128-101500-mobilenet_v2-dense256 --format tflite --quantize int8\n\n"
+    "tlkit export runs/20261128-101500-mobilenet_v2-dense256 --format onnx --output deploy/onnx --json"
+)
 
 
 def _esc(text: Any) -> str:
@@ -24,12 +26,38 @@ def _esc(text: Any) -> str:
 def export_command(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory made by tlkit train."),
     fmt: str = typer.Option(..., "--format", "-f", help="savedmodel, tflite or onnx."),
-    quantize: str = typer.Option("none", "--quantize", "-q", help="none; tflite: float16, dynamic, int8 (full integer, float32 in/out); onnx: dynamic."),
-    output: Path | None = typer.Option(None, "--output", "-o", help=f"The export folder to create (must not exist, or be empty). (default: RUN_DIR/{RunDir.EXPORT}/FORMAT[-QUANTIZE], -2, -3… when taken)"),
-    data: Path | None = typer.Option(None, "--data", help="Dataset folder for the parity check (its validation images) and int8 calibration (its training images). (default: the run's data)"),
-    calibration_images: int = typer.Option(100, "--calibration-images", help="int8: training images (class-balanced, seeded) that calibrate the activation ranges."),
-    parity_images: int | None = typer.Option(None, "--parity-images", help="Check parity on at most N validation images (class-balanced, seeded). (default: all)"),
-    force: bool = typer.Option(False, "--force", help=f"Keep the export even if it agrees with {RunDir.MODEL} less than required (recorded in export.json)."),
+    quantize: str = typer.Option(
+        "none",
+        "--quantize",
+        "-q",
+        help="none; tflite: float16, dynamic, int8 (full integer, float32 in/out); onnx: dynamic.",
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help=f"The export folder to create (must not exist, or be empty). (default: RUN_DIR/{RunDir.EXPORT}/FORMAT[-QUANTIZE], -2, -3… when taken)",
+    ),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="Dataset folder for the parity check (its validation images) and int8 calibration (its training images). (default: the run's data)",
+    ),
+    calibration_images: int = typer.Option(
+        100,
+        "--calibration-images",
+        help="int8: training images (class-balanced, seeded) that calibrate the activation ranges.",
+    ),
+    parity_images: int | None = typer.Option(
+        None,
+        "--parity-images",
+        help="Check parity on at most N validation images (class-balanced, seeded). (default: all)",
+    ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help=f"Keep the export even if it agrees with {RunDir.MODEL} less than required (recorded in export.json).",
+    ),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per model call in the parity check."),
     as_json: bool = typer.Option(False, "--json", help="Print export.json (plus the folder's path) as JSON."),
 ) -> None:
@@ -46,8 +74,15 @@ def export_command(
 
     with err.status("exporting", spinner="dots") as status:
         result = export(
-            run_dir, fmt, quantize=quantize, output=output, data=data, calibration_images=calibration_images,
-            parity_images=parity_images, force=force, batch_size=batch_size,
+            run_dir,
+            fmt,
+            quantize=quantize,
+            output=output,
+            data=data,
+            calibration_images=calibration_images,
+            parity_images=parity_images,
+            force=force,
+            batch_size=batch_size,
             on_step=lambda message: status.update(_esc(message)),
         )
     if as_json:
@@ -61,21 +96,36 @@ def _print_result(result) -> None:
     from tlkit.artifacts import MODEL_CARD
 
     info, parity = result.info, result.parity
-    out.print(f"Exported [bold]{_esc(info['source']['run_dir'])}[/bold] → [bold]{_esc(result.path)}[/bold] "
-              f"in {info['seconds']:.1f} s", soft_wrap=True)
+    out.print(
+        f"Exported [bold]{_esc(info['source']['run_dir'])}[/bold] → [bold]{_esc(result.path)}[/bold] "
+        f"in {info['seconds']:.1f} s",
+        soft_wrap=True,
+    )
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column("", style="bold", no_wrap=True)
     table.add_column("")
-    table.add_row("artefact", f"{_esc(info['artifact'])} ({result.size_bytes / 1e6:.1f} MB), "
-                              f"{_esc(info['format'])} {_esc(info['quantization'])}: {_esc(info['quantization_detail'])}")
-    table.add_row("input", f"{info['input']['name']}: float32 (batch, {info['input']['shape'][1]}, "
-                           f"{info['input']['shape'][2]}, 3), raw RGB 0–255")
+    table.add_row(
+        "artefact",
+        f"{_esc(info['artifact'])} ({result.size_bytes / 1e6:.1f} MB), "
+        f"{_esc(info['format'])} {_esc(info['quantization'])}: {_esc(info['quantization_detail'])}",
+    )
+    table.add_row(
+        "input",
+        f"{info['input']['name']}: float32 (batch, {info['input']['shape'][1]}, "
+        f"{info['input']['shape'][2]}, 3), raw RGB 0–255",
+    )
     ok = "[green]passed[/green]" if parity["passed"] else "[bold red]FAILED, kept with --force[/bold red]"
-    table.add_row("parity", f"top-1 agreement {100 * parity['top1_agreement']:.1f} % on {parity['images']} "
-                            f"validation images (≥ {100 * parity['min_agreement']:.1f} % required: {ok}); "
-                            f"max |Δprob| {parity['max_abs_prob_diff']:.4f}")
-    table.add_row("accuracy", f"{RunDir.MODEL} {100 * parity['accuracy_original']:.1f} % → this export "
-                              f"{100 * parity['accuracy_exported']:.1f} %")
+    table.add_row(
+        "parity",
+        f"top-1 agreement {100 * parity['top1_agreement']:.1f} % on {parity['images']} "
+        f"validation images (≥ {100 * parity['min_agreement']:.1f} % required: {ok}); "
+        f"max |Δprob| {parity['max_abs_prob_diff']:.4f}",
+    )
+    table.add_row(
+        "accuracy",
+        f"{RunDir.MODEL} {100 * parity['accuracy_original']:.1f} % → this export "
+        f"{100 * parity['accuracy_exported']:.1f} %",
+    )
     if info.get("calibration"):
         cal = info["calibration"]
         note = "" if cal["images"] >= cal["requested"] else f" (all there are; {cal['requested']} requested)"
@@ -83,8 +133,11 @@ def _print_result(result) -> None:
     if info.get("stripped_layers"):
         table.add_row("left out", f"{_esc(', '.join(info['stripped_layers']))} (augmentation: no-ops at inference)")
     out.print(table)
-    out.print(f"Use it: tlkit predict {_esc(result.path)} photos/   (how to load it without tlkit: "
-              f"{_esc(result.path / MODEL_CARD)})", soft_wrap=True)
+    out.print(
+        f"Use it: tlkit predict {_esc(result.path)} photos/   (how to load it without tlkit: "
+        f"{_esc(result.path / MODEL_CARD)})",
+        soft_wrap=True,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -37,19 +37,31 @@ def _base_row(spec) -> dict[str, Any]:
     except TlkitError as exc:  # a plugin's locate_weights() failed: show it, keep listing
         cached, where = False, f"unknown ({exc})"
     return {
-        "name": spec.name, "family": spec.family, "default_size": spec.default_size,
-        "min_size": spec.min_size, "weights_sizes": list(spec.weights_sizes), "params": spec.params,
-        "preprocessing": spec.preprocessing, "feature_shape": spec.feature_shape,
-        "weights_file": spec.weights_file, "imagenet_weights_cached": cached, "weights_path": where,
-        "description": spec.description, "plugin": spec.plugin,
+        "name": spec.name,
+        "family": spec.family,
+        "default_size": spec.default_size,
+        "min_size": spec.min_size,
+        "weights_sizes": list(spec.weights_sizes),
+        "params": spec.params,
+        "preprocessing": spec.preprocessing,
+        "feature_shape": spec.feature_shape,
+        "weights_file": spec.weights_file,
+        "imagenet_weights_cached": cached,
+        "weights_path": where,
+        "description": spec.description,
+        "plugin": spec.plugin,
     }
 
 
 def _choice_row(spec) -> dict[str, Any]:
     return {
-        "name": spec.name, "description": spec.description, "plugin": spec.plugin,
-        "params": [{"name": p.name, "kind": p.kind, "default": p.default, "help": p.help,
-                    "choices": list(p.choices)} for p in spec.params],
+        "name": spec.name,
+        "description": spec.description,
+        "plugin": spec.plugin,
+        "params": [
+            {"name": p.name, "kind": p.kind, "default": p.default, "help": p.help, "choices": list(p.choices)}
+            for p in spec.params
+        ],
     }
 
 
@@ -67,13 +79,18 @@ def list_bases(as_json: bool = typer.Option(False, "--json", help="Print JSON fo
         table.add_column(column, overflow="fold")
     for r in rows:
         table.add_row(
-            r["name"], str(r["default_size"]), f"{r['params'] / 1e6:.1f}M",
+            r["name"],
+            str(r["default_size"]),
+            f"{r['params'] / 1e6:.1f}M",
             r["preprocessing"].split(":")[0],
-            "local" if r["imagenet_weights_cached"] else "download", r["plugin"],
+            "local" if r["imagenet_weights_cached"] else "download",
+            r["plugin"],
         )
     out.print(table)
-    out.print("Details: tlkit info NAME.  Weights marked 'download' are fetched on first use of "
-              "--weights imagenet; offline see `tlkit weights --help`.")
+    out.print(
+        "Details: tlkit info NAME.  Weights marked 'download' are fetched on first use of "
+        "--weights imagenet; offline see `tlkit weights --help`."
+    )
 
 
 def _list_choices(kind: str, title: str, as_json: bool) -> None:
@@ -121,8 +138,11 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON for s
     for p in infos:
         status = "[red]" + "; ".join(p.errors).replace("[", "\\[") + "[/red]" if p.errors else "ok"
         table.add_row(
-            p.name + (" (built-in)" if p.builtin else ""), f"{p.distribution} {p.version}",
-            ", ".join(p.hooks) or "—", ", ".join(r.split(":", 1)[1] for r in p.registered) or "—", status,
+            p.name + (" (built-in)" if p.builtin else ""),
+            f"{p.distribution} {p.version}",
+            ", ".join(p.hooks) or "—",
+            ", ".join(r.split(":", 1)[1] for r in p.registered) or "—",
+            status,
         )
     out.print(table)
 
@@ -154,12 +174,12 @@ def info(
             if key == "weights_sizes" and not value:
                 value = "any size"
             if key == "params" and isinstance(value, list):
-                value = "\n".join(
-                    f"{p['name']} = {_fmt_value(p['default'])} ({p['kind']}) {p['help']}" for p in value
-                ) or "—"
+                value = (
+                    "\n".join(f"{p['name']} = {_fmt_value(p['default'])} ({p['kind']}) {p['help']}" for p in value)
+                    or "—"
+                )
             table.add_row(key, _fmt_value(value) if not isinstance(value, str) else value)
         out.print(table)
-
 
 
 def register(app: typer.Typer) -> None:
@@ -167,5 +187,7 @@ def register(app: typer.Typer) -> None:
     app.command("list-bases", epilog="Example: tlkit list-bases --json")(list_bases)
     app.command("list-heads", epilog="Example: tlkit list-heads --json")(list_heads)
     app.command("list-augmentations", epilog="Example: tlkit list-augmentations --json")(list_augmentations)
-    app.command("plugins", epilog="Example: tlkit plugins --json   (and TLKIT_PLUGINS= tlkit plugins for built-ins only)")(plugins)
+    app.command(
+        "plugins", epilog="Example: tlkit plugins --json   (and TLKIT_PLUGINS= tlkit plugins for built-ins only)"
+    )(plugins)
     app.command("info", epilog="Example: tlkit info mobilenet_v2")(info)

@@ -18,7 +18,9 @@ _TRY = {
 
 @handles_errors
 def new_plugin(
-    name: str = typer.Argument(..., help="The plugin's name; it becomes the name of the head, base or augmentation it registers."),
+    name: str = typer.Argument(
+        ..., help="The plugin's name; it becomes the name of the head, base or augmentation it registers."
+    ),
     kind: str = typer.Option("head", "--kind", help="What the plugin adds: head, base or augmentation."),
     directory: Path = typer.Option(Path("."), "--dir", help="Where to create tlkit-NAME/."),
 ) -> None:

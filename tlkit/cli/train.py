@@ -50,7 +50,9 @@ def config_parameters() -> list[inspect.Parameter]:
     ordered = sorted(OPTIONS.values(), key=lambda meta: PANELS.index(meta.panel))  # stable: field order
     return [
         inspect.Parameter(
-            meta.name, inspect.Parameter.KEYWORD_ONLY, annotation=_annotation(meta),
+            meta.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=_annotation(meta),
             default=typer.Option(None, meta.flags, help=option_help(meta), rich_help_panel=meta.panel),
         )
         for meta in ordered
@@ -65,8 +67,11 @@ def with_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     the generated ones, so the "Run" panel lists ``--output`` first) and its
     ``**options`` is replaced by one parameter per field.
     """
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
-           if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    own = [
+        p
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
     clash = {p.name for p in own} & set(OPTIONS)
     if clash:
         raise TypeError(f"{command.__name__}: parameters {sorted(clash)} are TrainConfig fields")
@@ -112,11 +117,27 @@ def _head_params(given: list[str] | None, head: str | None, base_config: TrainCo
 @handles_errors
 def train(
     *,
-    config: Path | None = typer.Option(None, "--config", help="TOML file with any of these options (flags override it), e.g. a run's " + RunDir.CONFIG + ".", rich_help_panel="Run"),
-    resume: Path | None = typer.Option(None, "--resume", help="Continue an interrupted run from its last checkpoint (with its own config).", rich_help_panel="Run"),
-    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved configuration as TOML and exit.", rich_help_panel="Run"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output; print only the run directory.", rich_help_panel="Run"),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr).", rich_help_panel="Run"),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="TOML file with any of these options (flags override it), e.g. a run's " + RunDir.CONFIG + ".",
+        rich_help_panel="Run",
+    ),
+    resume: Path | None = typer.Option(
+        None,
+        "--resume",
+        help="Continue an interrupted run from its last checkpoint (with its own config).",
+        rich_help_panel="Run",
+    ),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the resolved configuration as TOML and exit.", rich_help_panel="Run"
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress output; print only the run directory.", rich_help_panel="Run"
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the result as JSON on stdout (progress goes to stderr).", rich_help_panel="Run"
+    ),
     **options: Any,
 ) -> None:
     """Train a classifier: frozen pretrained base + a new head (+ optional fine-tuning), on DATA/train, validated on DATA/val."""
@@ -124,8 +145,9 @@ def train(
     from tlkit.config import load_config_file, to_toml
 
     base_config = load_config_file(config) if config else None
-    overrides: dict[str, Any] = {name: config_value(meta, options.get(name))
-                                 for name, meta in OPTIONS.items() if name != "head_params"}
+    overrides: dict[str, Any] = {
+        name: config_value(meta, options.get(name)) for name, meta in OPTIONS.items() if name != "head_params"
+    }
     head_params = _head_params(options.get("head_params"), overrides["head"], base_config)
     if head_params is not None:
         overrides["head_params"] = head_params
@@ -151,7 +173,6 @@ def train(
     _print_summary(result)
 
 
-
 def _print_summary(result) -> None:
     m = result.metrics
     table = Table(title="Training finished", show_header=False, title_justify="left")
@@ -159,8 +180,11 @@ def _print_summary(result) -> None:
     table.add_column("", overflow="fold")
     stage = " — fine-tuning stage" if m.get("best_stage") == "fine_tune" else ""
     table.add_row("saved model", f"epoch {m['best_epoch']} of {m['epochs_run']}, best by {m['monitor']}{stage}")
-    for key, label in (("best_val_accuracy", "val accuracy"), ("best_val_f1", "val F1 (macro)"),
-                       ("best_val_loss", "val loss")):
+    for key, label in (
+        ("best_val_accuracy", "val accuracy"),
+        ("best_val_f1", "val F1 (macro)"),
+        ("best_val_loss", "val loss"),
+    ):
         if m.get(key) is not None:
             table.add_row(label, f"{m[key]:.4f}")
     if m.get("fine_tune_epochs"):
@@ -178,9 +202,10 @@ def _print_summary(result) -> None:
     out.print(table)
 
 
-
 def register(app: typer.Typer) -> None:
     """Add ``train`` to ``app``."""
-    app.command("train",
-    epilog="Example: tlkit train --data data --base mobilenet_v2 --head mlp --head-param units=512,256 "
-    "--aug flip_horizontal --aug rotation:factor=0.1 --epochs 10 --weights imagenet")(train)
+    app.command(
+        "train",
+        epilog="Example: tlkit train --data data --base mobilenet_v2 --head mlp --head-param units=512,256 "
+        "--aug flip_horizontal --aug rotation:factor=0.1 --epochs 10 --weights imagenet",
+    )(train)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -26,8 +25,6 @@ weights_app = typer.Typer(
 )
 
 
-
-
 def _mb(n: int | None) -> str:
     return "—" if n is None else f"{n / 1e6:.1f} MB"
 
@@ -43,8 +40,13 @@ def _progress(console, transient: bool = True):
     )
 
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(), console=console, transient=transient,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
         disable=not console.is_terminal,
     )
 
@@ -67,8 +69,9 @@ def list_weights(as_json: bool = typer.Option(False, "--json", help="Print JSON 
     have = sum(r.available for r in rows)
     summary = f"{have} of {len(rows)} bases have ImageNet weights locally (cache: {cache})"
     if as_json:
-        return print_json({"cache": str(cache), "available": have, "total": len(rows),
-                                "bases": [r.as_dict() for r in rows]})
+        return print_json(
+            {"cache": str(cache), "available": have, "total": len(rows), "bases": [r.as_dict() for r in rows]}
+        )
     table = Table(title="ImageNet weights", title_justify="left")
     table.add_column("base", no_wrap=True)
     table.add_column("plugin", overflow="fold")
@@ -80,7 +83,9 @@ def list_weights(as_json: bool = typer.Option(False, "--json", help="Print JSON 
         if r.available and r.path:
             where = "cache" if r.path.parent == cache else str(r.path.parent)
         table.add_row(
-            r.base, r.plugin, r.file or "—",
+            r.base,
+            r.plugin,
+            r.file or "—",
             f"[green]yes[/green] {_mb(r.bytes)}" if r.available else "no",
             f"[red]{escape(r.error)}[/red]" if r.error else where,
         )
@@ -102,10 +107,13 @@ def list_weights(as_json: bool = typer.Option(False, "--json", help="Print JSON 
 )
 @handles_errors
 def download(
-    bases: List[str] = typer.Argument(..., help="Base names (tlkit weights list)."),
-    to: Optional[Path] = typer.Option(
-        None, "--to", help="Also write a bundle here: the weight files plus tlkit-weights.json "
-        "(merged into an existing bundle), for `tlkit weights import` on an offline machine."),
+    bases: list[str] = typer.Argument(..., help="Base names (tlkit weights list)."),
+    to: Path | None = typer.Option(
+        None,
+        "--to",
+        help="Also write a bundle here: the weight files plus tlkit-weights.json "
+        "(merged into an existing bundle), for `tlkit weights import` on an offline machine.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts (progress goes to stderr)."),
 ) -> None:
     """Get the bases' ImageNet weights into Keras's cache (downloading what is missing), optionally bundled.
@@ -127,8 +135,16 @@ def download(
             with quiet:
                 found = weights.fetch(spec)
             state = "downloaded"
-        results.append({"base": spec.name, "plugin": spec.plugin, "file": found.name,
-                        "path": str(found), "bytes": found.stat().st_size, "status": state})
+        results.append(
+            {
+                "base": spec.name,
+                "plugin": spec.plugin,
+                "file": found.name,
+                "path": str(found),
+                "bytes": found.stat().st_size,
+                "status": state,
+            }
+        )
 
     bundle = None
     if to is not None:
@@ -142,21 +158,24 @@ def download(
                 progress.update(task, description=f"bundling {count['n']}/{len(specs)} {name}")
 
             entries = weights.write_bundle(
-                [(spec, Path(r["path"])) for spec, r in zip(specs, results)], to,
-                on_progress=lambda n: progress.advance(task, n), on_file=on_file,
+                [(spec, Path(r["path"])) for spec, r in zip(specs, results)],
+                to,
+                on_progress=lambda n: progress.advance(task, n),
+                on_file=on_file,
             )
-        bundle = {"dir": str(to), "manifest": str(to / weights.MANIFEST_NAME),
-                  "files": [e.as_dict() for e in entries], "bytes": weights.bundle_bytes(entries)}
+        bundle = {
+            "dir": str(to),
+            "manifest": str(to / weights.MANIFEST_NAME),
+            "files": [e.as_dict() for e in entries],
+            "bytes": weights.bundle_bytes(entries),
+        }
 
     if as_json:
         return print_json({"cache": str(keras_cache_dir()), "bases": results, "bundle": bundle})
     for r in results:
         out.print(f"{r['base']}: {r['status']}  {r['path']}  ({_mb(r['bytes'])})")
     if bundle is not None:
-        out.print(
-            f"Bundle {to}: {len(bundle['files'])} file(s), {_mb(bundle['bytes'])}, "
-            f"manifest {bundle['manifest']}"
-        )
+        out.print(f"Bundle {to}: {len(bundle['files'])} file(s), {_mb(bundle['bytes'])}, manifest {bundle['manifest']}")
         out.print(f"On the offline machine: tlkit weights import {to}")
 
 
@@ -185,7 +204,9 @@ def import_bundle(
             progress.update(task, description="installing", completed=0)
 
         results = weights.import_bundle(
-            directory, force=force, on_progress=lambda n: progress.advance(task, n),
+            directory,
+            force=force,
+            on_progress=lambda n: progress.advance(task, n),
             on_verified=verified,
         )
     cache = keras_cache_dir()
@@ -198,10 +219,10 @@ def import_bundle(
         color = {"installed": "green", "replaced": "yellow"}.get(r.status)
         table.add_row(r.base, r.file, _mb(r.bytes), f"[{color}]{r.status}[/{color}]" if color else r.status)
     out.print(table)
-    counts = {status: sum(r.status == status for r in results)
-              for status in ("installed", "replaced", "already installed")}
-    out.print(", ".join(f"{n} {status}" for status, n in counts.items() if n)
-                  + ". Check with: tlkit weights list")
+    counts = {
+        status: sum(r.status == status for r in results) for status in ("installed", "replaced", "already installed")
+    }
+    out.print(", ".join(f"{n} {status}" for status, n in counts.items() if n) + ". Check with: tlkit weights list")
 
 
 def register(app: typer.Typer) -> None:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from tlkit.errors import TlkitError
 from tlkit.specs import BaseSpec
@@ -104,8 +105,12 @@ def _not_a_bundle(directory: Path, why: str) -> TlkitError:
 
 def _safe_file_name(name: Any) -> bool:
     return (
-        isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
-        and "\\" not in name and name == Path(name).name and not name.startswith(".")
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and name == Path(name).name
+        and not name.startswith(".")
         and name != MANIFEST_NAME
     )
 
@@ -132,10 +137,13 @@ def read_manifest(directory: str | Path) -> tuple[dict[str, Any], list[BundleFil
     entries = []
     for i, item in enumerate(manifest["files"]):
         ok = (
-            isinstance(item, dict) and isinstance(item.get("base"), str)
+            isinstance(item, dict)
+            and isinstance(item.get("base"), str)
             and _safe_file_name(item.get("file"))
-            and isinstance(item.get("sha256"), str) and len(item["sha256"]) == 64
-            and isinstance(item.get("bytes"), int) and item["bytes"] >= 0
+            and isinstance(item.get("sha256"), str)
+            and len(item["sha256"]) == 64
+            and isinstance(item.get("bytes"), int)
+            and item["bytes"] >= 0
         )
         if not ok:
             raise _not_a_bundle(
@@ -143,8 +151,9 @@ def read_manifest(directory: str | Path) -> tuple[dict[str, Any], list[BundleFil
                 f"entry {i + 1} of {MANIFEST_NAME} needs 'base', a plain 'file' name, "
                 f"a 64-hex-digit 'sha256' and 'bytes'",
             )
-        entries.append(BundleFile(item["base"], str(item.get("plugin", "")), item["file"],
-                                  item["sha256"].lower(), item["bytes"]))
+        entries.append(
+            BundleFile(item["base"], str(item.get("plugin", "")), item["file"], item["sha256"].lower(), item["bytes"])
+        )
     return manifest, entries
 
 
@@ -240,8 +249,13 @@ class ImportedFile:
     bytes: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"base": self.base, "file": self.file, "path": str(self.path),
-                "status": self.status, "bytes": self.bytes}
+        return {
+            "base": self.base,
+            "file": self.file,
+            "path": str(self.path),
+            "status": self.status,
+            "bytes": self.bytes,
+        }
 
 
 def import_bundle(

@@ -32,15 +32,16 @@ def check_weight_file(base: BaseSpec, path: Path) -> None:
         with open(path, "rb") as fh:
             fh.read(1)
     except OSError as exc:
-        raise TlkitError(f"weights file {str(path)!r} cannot be read ({exc.strerror or exc}); "
-                         f"check its permissions or pass another --weights") from None
+        raise TlkitError(
+            f"weights file {str(path)!r} cannot be read ({exc.strerror or exc}); "
+            f"check its permissions or pass another --weights"
+        ) from None
     if own and path.name.lower().endswith(own):
         return  # the plugin reads its own format when it builds
     if not path.name.endswith(WEIGHT_FILE_SUFFIXES):
         also = f" nor a file base {base.name!r} reads itself ({', '.join(own)})" if own else ""
         raise TlkitError(
-            f"weights file {str(path)!r} is not a Keras weights file "
-            f"({', '.join(WEIGHT_FILE_SUFFIXES)}){also}"
+            f"weights file {str(path)!r} is not a Keras weights file ({', '.join(WEIGHT_FILE_SUFFIXES)}){also}"
         )
     _weight_file_layout(path, f"weights file {str(path)!r}")
 
@@ -67,8 +68,7 @@ def build_with_weight_file(base: BaseSpec, input_shape: tuple[int, int, int], pa
     if not path.name.endswith(WEIGHT_FILE_SUFFIXES):
         also = f" nor a file base {base.name!r} reads itself ({', '.join(own)})" if own else ""
         raise TlkitError(
-            f"weights file {str(path)!r} is not a Keras weights file "
-            f"({', '.join(WEIGHT_FILE_SUFFIXES)}){also}"
+            f"weights file {str(path)!r} is not a Keras weights file ({', '.join(WEIGHT_FILE_SUFFIXES)}){also}"
         )
     label = f"weights file {str(path)!r}"
     layout = _weight_file_layout(path, label)
@@ -118,9 +118,7 @@ def _shape_text(shape) -> str:
 
 def _own_variables(layer) -> list:
     """The variables a layer saves itself (not its sub-layers'), in Keras's saving order."""
-    return list(getattr(layer, "_trainable_variables", [])) + list(
-        getattr(layer, "_non_trainable_variables", [])
-    )
+    return list(getattr(layer, "_trainable_variables", [])) + list(getattr(layer, "_non_trainable_variables", []))
 
 
 def _is_graph_model(layer) -> bool:
@@ -153,10 +151,7 @@ def _compare_layer(layer, what: str, model_vars: list, file_shapes: list[tuple])
         return f"{name} has weights {listed} in the model but {in_file} in the file"
     for var, model_shape, file_shape in zip(model_vars, model_shapes, file_shapes):
         if model_shape != file_shape:
-            return (
-                f"{name} {var.name} has shape {model_shape} in the model "
-                f"but {file_shape} in the file"
-            )
+            return f"{name} {var.name} has shape {model_shape} in the model but {file_shape} in the file"
     return None
 
 

@@ -11,9 +11,10 @@ the file into its cache.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tlkit.errors import TlkitError
 from tlkit.specs import BaseSpec
@@ -62,8 +63,7 @@ def locate(spec: BaseSpec) -> Path | None:
             raise
         except Exception as exc:  # a plugin bug: say whose
             raise TlkitError(
-                f"base {spec.name!r} (plugin {spec.plugin or '?'}): locate_weights() raised "
-                f"{type(exc).__name__}: {exc}"
+                f"base {spec.name!r} (plugin {spec.plugin or '?'}): locate_weights() raised {type(exc).__name__}: {exc}"
             ) from exc
         return Path(found) if found and Path(found).is_file() else None
     if not spec.weights_file:

@@ -52,9 +52,7 @@ def reference_logits(weights: Path) -> None:
     x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     with torch.no_grad():
         logits = model(x).numpy().astype(np.float32)
-    np.savez_compressed(
-        FIXTURES / "reference_logits.npz", names=np.array(PHOTOS), inputs=inputs, logits=logits
-    )
+    np.savez_compressed(FIXTURES / "reference_logits.npz", names=np.array(PHOTOS), inputs=inputs, logits=logits)
     for name, row in zip(PHOTOS, logits):
         top = np.argsort(row)[::-1][:5]
         print(name, [(int(i), round(float(row[i]), 3)) for i in top])
@@ -77,15 +75,13 @@ def tensor_fixtures() -> None:
         scalar=torch.tensor(2.5),
         empty=torch.zeros(0, 3),
         whole=base,
-        transposed=base.t(),            # non-contiguous view of whole's storage
-        offset=base[1:3, 2:5],          # offset + strided view of the same storage
+        transposed=base.t(),  # non-contiguous view of whole's storage
+        offset=base[1:3, 2:5],  # offset + strided view of the same storage
         param=torch.nn.Parameter(torch.ones(2, 2)),
     )
     torch.save(state, FIXTURES / "tensors_zip.pth")
-    torch.save({"state_dict": state, "epoch": 3}, FIXTURES / "tensors_legacy.pth",
-               _use_new_zipfile_serialization=False)
-    expected = {k: (v.detach().float() if v.dtype == torch.bfloat16 else v.detach()).numpy()
-                for k, v in state.items()}
+    torch.save({"state_dict": state, "epoch": 3}, FIXTURES / "tensors_legacy.pth", _use_new_zipfile_serialization=False)
+    expected = {k: (v.detach().float() if v.dtype == torch.bfloat16 else v.detach()).numpy() for k, v in state.items()}
     np.savez_compressed(FIXTURES / "tensors_expected.npz", **expected)
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tv_photos import PHOTOS, photo
 
 import tlkit
 import tlkit_torchvision
 from tlkit_torchvision import mobilenet_v2
-from tv_photos import PHOTOS, photo
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO, CUP = 967, 968

@@ -14,8 +14,9 @@ import tlkit
 
 
 def _run(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_import_does_not_pull_in_tensorflow_keras_or_torch():
@@ -45,8 +46,9 @@ def test_registry_finds_the_base():
 
 
 def test_list_bases_json_includes_it():
-    result = subprocess.run([sys.executable, "-m", "tlkit", "list-bases", "--json"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "tlkit", "list-bases", "--json"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["tv_mobilenet_v2"]["feature_shape"] == "7×7×1280 at 224 px"
@@ -74,20 +76,22 @@ def test_saved_model_loads_without_tlkit(tmp_path):
     from tlkit_torchvision.weights import locate_weights
 
     found = locate_weights()  # the real weights when installed, else random ones
-    model = tlkit.build_model("tv_mobilenet_v2", "linear", 3, image_size=96,
-                              weights=str(found) if found else "none")
+    model = tlkit.build_model("tv_mobilenet_v2", "linear", 3, image_size=96, weights=str(found) if found else "none")
     pixels = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3)).astype("float32")
     expected = np.asarray(model(pixels, training=False))
     model.save(tmp_path / "model.keras")
     np.save(tmp_path / "pixels.npy", pixels)
-    result = _run(f"""
+    result = _run(
+        f"""
         import sys
         for name in ("tlkit", "tlkit_torchvision", "tlkit_builtins", "torch"):
             sys.modules[name] = None  # importing any of them now fails
         import numpy as np, keras
-        model = keras.saving.load_model({str(tmp_path / 'model.keras')!r}, safe_mode=True)
-        out = model(np.load({str(tmp_path / 'pixels.npy')!r}), training=False)
-        np.save({str(tmp_path / 'out.npy')!r}, np.asarray(out))
-    """, timeout=180)
+        model = keras.saving.load_model({str(tmp_path / "model.keras")!r}, safe_mode=True)
+        out = model(np.load({str(tmp_path / "pixels.npy")!r}), training=False)
+        np.save({str(tmp_path / "out.npy")!r}, np.asarray(out))
+    """,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)

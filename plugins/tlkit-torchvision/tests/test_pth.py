@@ -8,10 +8,10 @@ import zipfile
 
 import numpy as np
 import pytest
+from tv_checkpoints import legacy_header, save_zip, write_legacy, write_zip
 
 import tlkit
 from tlkit_torchvision.pth import load_checkpoint, load_state_dict
-from tv_checkpoints import legacy_header, save_zip, write_legacy, write_zip
 
 
 class _Evil:
@@ -49,8 +49,10 @@ def test_wrapped_checkpoint_keeps_other_entries(fixtures):
 
 @pytest.mark.parametrize("wrap", ["state_dict", "model"])
 def test_unwraps_and_strips_dataparallel_prefix(tmp_path, wrap):
-    tensors = {"module.a.weight": np.arange(6, dtype="float32").reshape(2, 3),
-               "module.a.bias": np.array([1, 2], dtype="int64")}
+    tensors = {
+        "module.a.weight": np.arange(6, dtype="float32").reshape(2, 3),
+        "module.a.bias": np.array([1, 2], dtype="int64"),
+    }
     path = save_zip(tmp_path / "ckpt.pth", tensors, wrap=wrap)
     got = load_state_dict(path)
     assert list(got) == ["a.weight", "a.bias"]
@@ -58,8 +60,10 @@ def test_unwraps_and_strips_dataparallel_prefix(tmp_path, wrap):
 
 
 def test_big_endian_zip(tmp_path):
-    tensors = {"w": np.linspace(-1, 1, 12, dtype="float32").reshape(3, 4),
-               "n": np.array([1, -(1 << 40)], dtype="int64")}
+    tensors = {
+        "w": np.linspace(-1, 1, 12, dtype="float32").reshape(3, 4),
+        "n": np.array([1, -(1 << 40)], dtype="int64"),
+    }
     got = load_state_dict(save_zip(tmp_path / "be.pth", tensors, byteorder="big"))
     for key, want in tensors.items():
         np.testing.assert_array_equal(got[key], want)
@@ -93,8 +97,13 @@ def test_malicious_legacy_file_is_refused_and_runs_nothing(tmp_path):
 
 @pytest.mark.parametrize(
     "module, name",
-    [("builtins", "eval"), ("subprocess", "Popen"), ("torch.nn.modules.linear", "Linear"),
-     ("torch", "load"), ("numpy", "frombuffer")],
+    [
+        ("builtins", "eval"),
+        ("subprocess", "Popen"),
+        ("torch.nn.modules.linear", "Linear"),
+        ("torch", "load"),
+        ("numpy", "frombuffer"),
+    ],
 )
 def test_every_other_global_is_refused(tmp_path, module, name):
     data_pkl = pickle.PROTO + b"\x02" + b"c" + f"{module}\n{name}\n".encode() + pickle.STOP

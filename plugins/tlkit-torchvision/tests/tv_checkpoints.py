@@ -15,9 +15,15 @@ import numpy as np
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 STORAGE_TYPES = {
-    "float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage",
-    "int64": "LongStorage", "int32": "IntStorage", "int16": "ShortStorage",
-    "int8": "CharStorage", "uint8": "ByteStorage", "bool": "BoolStorage",
+    "float32": "FloatStorage",
+    "float64": "DoubleStorage",
+    "float16": "HalfStorage",
+    "int64": "LongStorage",
+    "int32": "IntStorage",
+    "int16": "ShortStorage",
+    "int8": "CharStorage",
+    "uint8": "ByteStorage",
+    "bool": "BoolStorage",
 }
 
 
@@ -39,18 +45,31 @@ def _ordered_dict(items: list[tuple[bytes, bytes]]) -> bytes:
 
 def _tensor(key: str, dtype: str, numel: int, shape: tuple, stride: tuple, offset: int = 0) -> bytes:
     persid = (
-        pickle.MARK + _frag("storage") + _global("torch", STORAGE_TYPES[dtype])
-        + _frag(key) + _frag("cpu") + _frag(numel) + pickle.TUPLE + pickle.BINPERSID
+        pickle.MARK
+        + _frag("storage")
+        + _global("torch", STORAGE_TYPES[dtype])
+        + _frag(key)
+        + _frag("cpu")
+        + _frag(numel)
+        + pickle.TUPLE
+        + pickle.BINPERSID
     )
     args = (
-        pickle.MARK + persid + _frag(offset) + _frag(tuple(shape)) + _frag(tuple(stride))
-        + pickle.NEWFALSE + _ordered_dict([]) + pickle.TUPLE
+        pickle.MARK
+        + persid
+        + _frag(offset)
+        + _frag(tuple(shape))
+        + _frag(tuple(stride))
+        + pickle.NEWFALSE
+        + _ordered_dict([])
+        + pickle.TUPLE
     )
     return _global("torch._utils", "_rebuild_tensor_v2") + args + pickle.REDUCE
 
 
-def pickle_state_dict(tensors: dict[str, np.ndarray], *, wrap: str | None = None,
-                      shapes: dict[str, tuple] | None = None) -> tuple[bytes, dict[str, np.ndarray]]:
+def pickle_state_dict(
+    tensors: dict[str, np.ndarray], *, wrap: str | None = None, shapes: dict[str, tuple] | None = None
+) -> tuple[bytes, dict[str, np.ndarray]]:
     """(data.pkl bytes, {storage key: contiguous array}).  ``shapes`` lies about some shapes."""
     items, storages = [], {}
     for index, (name, array) in enumerate(tensors.items()):
@@ -58,7 +77,7 @@ def pickle_state_dict(tensors: dict[str, np.ndarray], *, wrap: str | None = None
         key = str(index)
         storages[key] = array
         shape = (shapes or {}).get(name, array.shape)
-        stride = tuple(int(np.prod(shape[i + 1:])) for i in range(len(shape)))
+        stride = tuple(int(np.prod(shape[i + 1 :])) for i in range(len(shape)))
         items.append((_frag(name), _tensor(key, str(array.dtype), array.size, shape, stride)))
     body = _ordered_dict(items)
     if wrap:
@@ -66,8 +85,14 @@ def pickle_state_dict(tensors: dict[str, np.ndarray], *, wrap: str | None = None
     return pickle.PROTO + b"\x02" + body + pickle.STOP, storages
 
 
-def write_zip(path: Path, data_pkl: bytes, storages: dict[str, np.ndarray] | None = None, *,
-              prefix: str = "archive", byteorder: str = "little") -> Path:
+def write_zip(
+    path: Path,
+    data_pkl: bytes,
+    storages: dict[str, np.ndarray] | None = None,
+    *,
+    prefix: str = "archive",
+    byteorder: str = "little",
+) -> Path:
     """A zip-format checkpoint: ``<prefix>/data.pkl``, ``<prefix>/data/<key>``, ``byteorder``."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr(f"{prefix}/data.pkl", data_pkl)
@@ -90,8 +115,7 @@ def save_zip(path: Path, tensors: dict[str, np.ndarray], **options) -> Path:
 
 def legacy_header() -> bytes:
     """The pickles a legacy ``torch.save`` stream starts with: magic, protocol, sys_info."""
-    sys_info = {"protocol_version": 1001, "little_endian": True,
-                "type_sizes": {"short": 2, "int": 4, "long": 4}}
+    sys_info = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
     return b"".join(pickle.dumps(obj, protocol=2) for obj in (LEGACY_MAGIC, 1001, sys_info))
 
 

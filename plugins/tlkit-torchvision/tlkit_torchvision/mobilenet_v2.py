@@ -18,7 +18,8 @@ Keras is imported inside the functions: importing this module stays cheap.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +63,7 @@ def _key_name(prefix: str) -> str:
     return prefix.replace(".", "_")
 
 
-def _conv_bn(x, prefix: str, filters: int, kernel: int, stride: int, *, depthwise: bool,
-             relu: bool):
+def _conv_bn(x, prefix: str, filters: int, kernel: int, stride: int, *, depthwise: bool, relu: bool):
     """torchvision's ``Conv2dNormActivation``: conv (no bias) → BN → ReLU6 (optional)."""
     import keras
 
@@ -71,16 +71,10 @@ def _conv_bn(x, prefix: str, filters: int, kernel: int, stride: int, *, depthwis
     if kernel > 1:
         x = keras.layers.ZeroPadding2D((kernel - 1) // 2, name=f"{name}_pad")(x)
     if depthwise:
-        x = keras.layers.DepthwiseConv2D(
-            kernel, strides=stride, padding="valid", use_bias=False, name=f"{name}_0"
-        )(x)
+        x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="valid", use_bias=False, name=f"{name}_0")(x)
     else:
-        x = keras.layers.Conv2D(
-            filters, kernel, strides=stride, padding="valid", use_bias=False, name=f"{name}_0"
-        )(x)
-    x = keras.layers.BatchNormalization(
-        epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_1"
-    )(x)
+        x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="valid", use_bias=False, name=f"{name}_0")(x)
+    x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_1")(x)
     if relu:
         x = keras.layers.ReLU(max_value=6.0, name=f"{name}_2")(x)
     return x
@@ -99,9 +93,7 @@ def _inverted_residual(x, index: int, inp: int, oup: int, stride: int, expand: i
         part += 1
     y = _conv_bn(y, f"{prefix}.{part}", hidden, 3, stride, depthwise=True, relu=True)
     # The linear bottleneck is a bare Conv2d + BatchNorm2d at conv.<part+1>, conv.<part+2>.
-    y = keras.layers.Conv2D(
-        oup, 1, use_bias=False, name=_key_name(f"{prefix}.{part + 1}")
-    )(y)
+    y = keras.layers.Conv2D(oup, 1, use_bias=False, name=_key_name(f"{prefix}.{part + 1}"))(y)
     y = keras.layers.BatchNormalization(
         epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=_key_name(f"{prefix}.{part + 2}")
     )(y)
@@ -132,25 +124,33 @@ def _torch_tensors(layer) -> list[tuple[str, tuple[int, ...], Any]]:
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         kh, kw, channels, mult = layer.kernel.shape
         # torch (C·mult, 1, kh, kw) → Keras (kh, kw, C, mult)
-        return [(f"{prefix}.weight", (channels * mult, 1, kh, kw),
-                 lambda w: w.reshape(channels, mult, kh, kw).transpose(2, 3, 0, 1))]
+        return [
+            (
+                f"{prefix}.weight",
+                (channels * mult, 1, kh, kw),
+                lambda w: w.reshape(channels, mult, kh, kw).transpose(2, 3, 0, 1),
+            )
+        ]
     if isinstance(layer, keras.layers.Conv2D):
         kh, kw, cin, cout = layer.kernel.shape
         return [(f"{prefix}.weight", (cout, cin, kh, kw), lambda w: w.transpose(2, 3, 1, 0))]
     if isinstance(layer, keras.layers.BatchNormalization):
         (n,) = layer.gamma.shape
         same = lambda w: w  # noqa: E731
-        return [(f"{prefix}.{part}", (n,), same)
-                for part in ("weight", "bias", "running_mean", "running_var")]
+        return [(f"{prefix}.{part}", (n,), same) for part in ("weight", "bias", "running_mean", "running_var")]
     if isinstance(layer, keras.layers.Dense):
         cin, cout = layer.kernel.shape
-        return [(f"{prefix}.weight", (cout, cin), lambda w: w.T),
-                (f"{prefix}.bias", (cout,), lambda w: w)]
+        return [(f"{prefix}.weight", (cout, cin), lambda w: w.T), (f"{prefix}.bias", (cout,), lambda w: w)]
     return []
 
 
-def load_torch_weights(model, state_dict: Mapping[str, np.ndarray], *, source: str = "the state dict",
-                       ignore_prefixes: tuple[str, ...] = ()) -> None:
+def load_torch_weights(
+    model,
+    state_dict: Mapping[str, np.ndarray],
+    *,
+    source: str = "the state dict",
+    ignore_prefixes: tuple[str, ...] = (),
+) -> None:
     """Copy a torchvision MobileNetV2 state dict into ``model`` (built by this module).
 
     Every tensor the model needs must be present with the right shape, and
@@ -183,9 +183,9 @@ def load_torch_weights(model, state_dict: Mapping[str, np.ndarray], *, source: s
         if values:
             assignments.append((layer, values))
     extra = [
-        k for k in state_dict
-        if k not in used and not k.endswith("num_batches_tracked")
-        and not k.startswith(ignore_prefixes)
+        k
+        for k in state_dict
+        if k not in used and not k.endswith("num_batches_tracked") and not k.startswith(ignore_prefixes)
     ]
     if extra:
         raise TlkitError(
@@ -209,8 +209,9 @@ def _weight_layers(model):
 # -- public builders ----------------------------------------------------------
 
 
-def build_features(input_shape=(224, 224, 3), state_dict: Mapping[str, np.ndarray] | None = None,
-                   *, source: str = "the state dict"):
+def build_features(
+    input_shape=(224, 224, 3), state_dict: Mapping[str, np.ndarray] | None = None, *, source: str = "the state dict"
+):
     """The headless model: normalised image → 1280-channel feature map (7×7 at 224 px).
 
     ``state_dict`` (torch names → numpy arrays) supplies the weights;
@@ -225,8 +226,9 @@ def build_features(input_shape=(224, 224, 3), state_dict: Mapping[str, np.ndarra
     return model
 
 
-def build_classifier(state_dict: Mapping[str, np.ndarray] | None, input_shape=(224, 224, 3),
-                     *, source: str = "the state dict"):
+def build_classifier(
+    state_dict: Mapping[str, np.ndarray] | None, input_shape=(224, 224, 3), *, source: str = "the state dict"
+):
     """torchvision's full ``mobilenet_v2`` classifier: raw 0–255 RGB → 1000 ImageNet logits.
 
     Normalisation → features (a nested model named ``tv_mobilenet_v2``) →

@@ -92,9 +92,7 @@ class _Storage:
             base = base.newbyteorder(">")
         count = len(self.raw) // base.itemsize
         if self.numel is not None and count < self.numel:
-            raise _Corrupt(
-                f"storage {self.key!r} holds {count} elements, the pickle expects {self.numel}"
-            )
+            raise _Corrupt(f"storage {self.key!r} holds {count} elements, the pickle expects {self.numel}")
         return np.frombuffer(self.raw, dtype=base, count=count)
 
 
@@ -173,8 +171,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride):
     return _LazyTensor(storage, storage_offset, size, stride)
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
-                       backward_hooks=None, metadata=None):
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     return _LazyTensor(storage, storage_offset, size, stride)
 
 
@@ -358,22 +355,31 @@ def load_checkpoint(path: str | Path) -> Any:
                     obj = _load_legacy(path, handle)
                 else:
                     raise _NotCheckpoint(
-                        "neither a zip archive nor a legacy torch.save stream; "
-                        f"it starts with {head[:8]!r}"
+                        f"neither a zip archive nor a legacy torch.save stream; it starts with {head[:8]!r}"
                     )
                 return _materialize(obj)
             except (TlkitError, _NotCheckpoint, _Corrupt):
                 raise
-            except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError,
-                    TypeError, KeyError, IndexError, AttributeError, struct.error,
-                    UnicodeDecodeError, OverflowError, MemoryError, RecursionError) as exc:
+            except (
+                pickle.UnpicklingError,
+                EOFError,
+                zipfile.BadZipFile,
+                ValueError,
+                TypeError,
+                KeyError,
+                IndexError,
+                AttributeError,
+                struct.error,
+                UnicodeDecodeError,
+                OverflowError,
+                MemoryError,
+                RecursionError,
+            ) as exc:
                 raise _Corrupt(f"{type(exc).__name__}: {exc}") from None
     except _NotCheckpoint as exc:
         raise TlkitError(f"{path} is not a PyTorch checkpoint ({exc})") from None
     except _Corrupt as exc:
-        raise TlkitError(
-            f"{path} is not a PyTorch checkpoint (it is damaged or truncated: {exc})"
-        ) from None
+        raise TlkitError(f"{path} is not a PyTorch checkpoint (it is damaged or truncated: {exc})") from None
     except OSError as exc:
         raise TlkitError(f"cannot read weights file {path}: {exc.strerror or exc}") from None
 
@@ -393,14 +399,12 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             obj = obj[wrapper]
             break
     if not isinstance(obj, dict):
-        raise TlkitError(
-            f"{path} holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)"
-        )
+        raise TlkitError(f"{path} holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)")
     tensors = {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray)}
     if not tensors:
         raise TlkitError(f"{path} holds no tensors; expected a model's state dict")
     if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     return tensors
 
 

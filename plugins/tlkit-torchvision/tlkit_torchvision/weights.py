@@ -120,10 +120,7 @@ def resolve(weights: str | os.PathLike | None) -> Path | None:
         return verify(found)
     path = Path(weights)
     if not path.is_file():
-        raise TlkitError(
-            f"weights file {str(path)!r} does not exist; pass a .pth/.pt file, "
-            f"'imagenet' or 'none'"
-        )
+        raise TlkitError(f"weights file {str(path)!r} does not exist; pass a .pth/.pt file, 'imagenet' or 'none'")
     if path.name == WEIGHTS_FILE:
         verify(path)
     return path
