@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import TlkitError
-from tlkit.prediction import ModelSource, Predictor, decode_stream, open_model
+from tlkit.prediction import ModelSource, Predictor, decoded_batches, open_model
 from tlkit.rundir import RunDir
 
 __all__ = [
@@ -415,28 +415,12 @@ def evaluate(
     to_run = [i for i in range(len(chosen.files)) if i not in by_index]
     if to_run:
         run = Predictor(source.model)
-        batch: list[np.ndarray] = []
-        batch_index: list[int] = []
-
-        def flush() -> None:
-            for i, row in zip(batch_index, run(np.stack(batch))):
-                by_index[i] = row
+        files_to_run = [chosen.files[i] for i in to_run]
+        for indices, pixels in decoded_batches(files_to_run, source.image_size, batch_size, skipped=skipped):
+            for i, row in zip(indices, run(pixels)):
+                by_index[to_run[i]] = row
             if progress:
-                progress(len(batch))
-            batch.clear()
-            batch_index.clear()
-
-        stream = decode_stream([chosen.files[i] for i in to_run], source.image_size, lookahead=batch_size)
-        for i, (path, pixels, error) in zip(to_run, stream):
-            if pixels is None:
-                skipped.append({"path": str(path), "reason": error or "unreadable"})
-                continue
-            batch.append(pixels)
-            batch_index.append(i)
-            if len(batch) >= batch_size:
-                flush()
-        if batch:
-            flush()
+                progress(len(indices))
     kept = sorted(by_index)
     if not kept:
         raise TlkitError(f"none of the {len(chosen.files)} images in {chosen.description} could be read")

@@ -55,7 +55,7 @@ from tlkit.artifacts import (
 )
 from tlkit.errors import TlkitError
 from tlkit.export_formats import TITLES, WRITERS, inference_model
-from tlkit.prediction import Predictor, decode_stream, load_keras_model
+from tlkit.prediction import Predictor, decode_stream, decoded_batches, load_keras_model
 from tlkit.rundir import RunDir, write_json, write_text
 from tlkit.suggest import closest
 
@@ -414,28 +414,12 @@ def _measure_parity(
 ) -> dict[str, Any]:
     """Run ``model`` and ``exported`` on the same decoded images (as predict decodes them) and compare."""
     original, other = Predictor(model), Predictor(exported)
-    want_parts, got_parts, kept, skipped = [], [], [], 0
-    batch: list[np.ndarray] = []
-    batch_index: list[int] = []
-
-    def flush() -> None:
-        pixels = np.stack(batch)
+    want_parts, got_parts, kept, unreadable = [], [], [], []
+    for indices, pixels in decoded_batches(files, size, batch_size, skipped=unreadable):
         want_parts.append(original(pixels))
         got_parts.append(other(pixels))
-        kept.extend(batch_index)
-        batch.clear()
-        batch_index.clear()
-
-    for index, (_, pixels, _) in enumerate(decode_stream(list(files), size, lookahead=batch_size)):
-        if pixels is None:
-            skipped += 1
-            continue
-        batch.append(pixels)
-        batch_index.append(index)
-        if len(batch) >= batch_size:
-            flush()
-    if batch:
-        flush()
+        kept.extend(indices)
+    skipped = len(unreadable)
     if not kept:
         raise TlkitError(f"none of the {len(files)} validation images could be read; parity cannot be checked")
     want, got = np.concatenate(want_parts), np.concatenate(got_parts)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import glob
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "decode_stream",
+    "decoded_batches",
     "open_model",
     "predict",
     "resolve_paths",
@@ -262,6 +263,31 @@ def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
         return None, exc.reason
     except OSError as exc:  # e.g. a folder or a permission problem
         return None, exc.strerror or str(exc)
+
+
+def decoded_batches(
+    paths: Sequence[Path], size: int, batch_size: int, *, skipped: list[dict[str, str]] | None = None
+) -> Iterator[tuple[list[int], np.ndarray]]:
+    """``(indices, pixels)`` for the readable images of ``paths``: uint8 ``(b, size, size, 3)`` batches of
+    at most ``batch_size``, in order, decoded as :func:`decode_stream` does.
+
+    An unreadable image is left out of every batch and, when ``skipped`` is given,
+    recorded there as ``{"path": ..., "reason": ...}``.
+    """
+    batch: list[np.ndarray] = []
+    indices: list[int] = []
+    for index, (path, pixels, error) in enumerate(decode_stream(list(paths), size, lookahead=batch_size)):
+        if pixels is None:
+            if skipped is not None:
+                skipped.append({"path": str(path), "reason": error or "unreadable"})
+            continue
+        batch.append(pixels)
+        indices.append(index)
+        if len(batch) >= batch_size:
+            yield indices, np.stack(batch)
+            batch, indices = [], []
+    if batch:
+        yield indices, np.stack(batch)
 
 
 def decode_stream(
