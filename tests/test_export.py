@@ -413,42 +413,6 @@ def test_exports_are_never_overwritten_and_never_go_into_the_data(fast, cli, tmp
     assert export(run, "tflite", output=empty).path == empty and (empty / "model.tflite").is_file()
 
 
-def _colour_model(size: int, extra_layer=None):
-    """raw RGB → RandomFlip → [extra] → mean colour → softmax: predicts the dominant channel."""
-    import keras
-
-    inputs = keras.Input((size, size, 3), name="image")
-    x = keras.layers.RandomFlip("horizontal", name="aug_flip_horizontal")(inputs)
-    if extra_layer is not None:
-        x = extra_layer(x)
-    pooled = keras.layers.GlobalAveragePooling2D()(x)
-    dense = keras.layers.Dense(3, activation="softmax")
-    outputs = dense(pooled)
-    dense.set_weights([np.eye(3, dtype="float32") * 0.05, np.zeros(3, dtype="float32")])
-    return keras.Model(inputs, outputs)
-
-
-def _make_run(folder: Path, data: Path, model, name: str = "20260101-000000-tiny-gap") -> Path:
-    """A run directory as `tlkit train` writes it, around ``model``."""
-    run = folder / name
-    run.mkdir(parents=True)
-    model.save(run / "model.keras")
-    (run / "classes.json").write_text(json.dumps(CLASSES))
-    (run / "config.toml").write_text(
-        textwrap.dedent(f"""\
-        data = "{data}"
-        base = "tiny"
-        head = "gap"
-        augmentations = ["flip_horizontal"]
-        epochs = 1
-        image_size = {model.input_shape[1]}
-        seed = 0
-        val_split = 0.2
-        """)
-    )
-    return run
-
-
 def test_a_plugin_layer_a_converter_cannot_translate_is_named(tmp_path, fast):
     import keras
     import tensorflow as tf
