@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TLKIT
+from conftest import TLKIT, default_signals
 
 import tlkit
 from tlkit import TlkitError
@@ -24,11 +23,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _default_signals() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def test_two_workers_on_localhost_train_one_run_directory(tmp_path):
@@ -64,7 +58,7 @@ def test_two_workers_on_localhost_train_one_run_directory(tmp_path):
                 stderr=subprocess.PIPE,
                 text=True,
                 env=env,
-                preexec_fn=_default_signals,
+                preexec_fn=default_signals,
             )
         )
     results = []
@@ -194,3 +188,25 @@ def test_a_missing_worker_part_is_named_after_the_timeout(tmp_path, monkeypatch)
     )
     with pytest.raises(TlkitError, match=r"worker\(s\) 1 never published their features .* TLKIT_CACHE_DIR"):
         feature_shards.assemble(key="k", count=2, total=4, timeout=0.2, poll=0.05)
+
+
+def test_assembling_replaces_a_damaged_whole_entry_in_the_way(tmp_path, monkeypatch):
+    from tlkit import feature_shards
+
+    monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    pixels = np.arange(4 * 2 * 2 * 3, dtype=np.uint8).reshape(4, 2, 2, 3)
+    stray = tmp_path / "cache" / "features" / "k"
+    stray.mkdir(parents=True)
+    (stray / "meta.json").write_text("not json")  # a damaged entry where the whole one goes
+    for index in range(2):
+        feature_shards.compute_part(
+            key="k",
+            index=index,
+            count=2,
+            pixels=pixels,
+            feature_shape=(1,),
+            engine=lambda b: b.reshape(len(b), -1)[:, :1].astype(np.float32),
+            batch_size=4,
+        )
+    whole = feature_shards.assemble(key="k", count=2, total=4, timeout=5, poll=0.05)
+    np.testing.assert_array_equal(np.asarray(whole)[0, :, 0], pixels.reshape(4, -1)[:, 0])

@@ -385,26 +385,13 @@ def load_or_compute(
         del out
         seconds = time.perf_counter() - started
         meta = {
-            "key": key,
             "shape": list(shape),
             "dtype": dtype,
-            "complete": True,
-            "created": time.time(),
             "seconds": round(seconds, 3),
             "engine": getattr(engine, "name", "?"),
-            "sha256": _entry_digest(tmp / _ENTRY_FILE),
             **(describe or {}),
         }
-        (tmp / _META_FILE).write_text(json.dumps(meta, indent=2))
-        try:
-            os.rename(tmp, path)  # atomic publish; fails if another run published first
-        except OSError:
-            if _open_entry(path, key) is None:  # a damaged entry (or a stray file) in the way
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-                os.rename(tmp, path)
+        _commit_entry(tmp, path, key, meta)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -687,8 +674,7 @@ def _pooled_from_cached_map(plan: FeaturePlan, split_plan: dict[str, Any], engin
 
 
 def publish_entry(root: Path, key: str, features: np.ndarray, meta: dict[str, Any]) -> None:
-    """Write a complete cache entry (features + meta.json) under ``root/key`` through a temporary
-    folder and a rename; when another process published it first, theirs stays."""
+    """Write a complete cache entry (``features`` + meta.json) under ``root/key`` (see :func:`_commit_entry`)."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
     try:
@@ -696,22 +682,28 @@ def publish_entry(root: Path, key: str, features: np.ndarray, meta: dict[str, An
         out[:] = features
         out.flush()
         del out
-        meta = {
-            **meta,
-            "key": key,
-            "shape": list(features.shape),
-            "dtype": features.dtype.name,
-            "complete": True,
-            "created": time.time(),
-            "sha256": _entry_digest(tmp / _ENTRY_FILE),
-        }
-        (tmp / _META_FILE).write_text(json.dumps(meta, indent=2))
-        try:
-            os.rename(tmp, root / key)
-        except OSError:  # published by another process first: theirs is as good
-            pass
+        _commit_entry(tmp, root / key, key, {**meta, "shape": list(features.shape), "dtype": features.dtype.name})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _commit_entry(tmp: Path, path: Path, key: str, meta: dict[str, Any]) -> None:
+    """Finish the entry built in ``tmp`` (its meta.json, with the features' SHA-256) and rename it onto ``path``.
+
+    The rename is atomic.  When ``path`` is already taken by a valid entry (another process
+    published first) that one stays; a damaged entry or a stray file in the way is replaced.
+    """
+    meta = {**meta, "key": key, "complete": True, "created": time.time(), "sha256": _entry_digest(tmp / _ENTRY_FILE)}
+    (tmp / _META_FILE).write_text(json.dumps(meta, indent=2))
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        if _open_entry(path, key) is None:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            os.rename(tmp, path)
 
 
 def run_features(
