@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,17 @@ def invoke_tlkit(*args: str | Path, env: dict[str, str] | None = None) -> subpro
 
     result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", **(env or {})})
     return subprocess.CompletedProcess([TLKIT, *map(str, args)], result.exit_code, result.stdout, result.stderr)
+
+
+def default_signals() -> None:
+    """``preexec_fn`` for a tlkit child that must react to SIGINT/SIGTERM.
+
+    A background job of a non-interactive shell inherits SIGINT as *ignored*, and Python
+    then installs no KeyboardInterrupt handler; the child gets the default back, so signal
+    tests pass from a terminal, a background job, nohup and CI alike.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_tlkit(

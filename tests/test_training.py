@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TLKIT, invoke_tlkit, run_tlkit, write_images
+from conftest import TLKIT, default_signals, invoke_tlkit, run_tlkit, write_images
 
 import tlkit
 from tlkit import TlkitError
@@ -172,17 +172,9 @@ def test_early_stopping_and_the_saved_model_is_the_best_epoch(tiny_data, tmp_pat
     assert loss == pytest.approx(best.history["val_loss"][epoch - 1], rel=1e-3)
 
 
-def _default_signals() -> None:
-    # A background job of a non-interactive shell inherits SIGINT as *ignored*, and Python
-    # then installs no KeyboardInterrupt handler; the child gets the default back, so these
-    # tests pass from a terminal, a background job, nohup and CI alike.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def _start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [TLKIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals
+        [TLKIT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals
     )
 
 
