@@ -26,9 +26,12 @@ demo: $(STAMP)
 	$(BIN)/tlkit train --config examples/configs/demo.toml --output $(RUNS)
 
 # Two runs: the plugin distribution has its own test folder (and its own conftest).
+# pytest-xdist: two worker processes (much of a tiny test is single-threaded Python: model
+# building, tracing, process start-up), which halves the wall time on 2 cores.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
-	$(BIN)/python -m pytest -q plugins/tlkit-torchvision/tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) plugins/tlkit-torchvision/tests
 
 # ruff (lint, import order, format check) everywhere; mypy on the typed core. CI runs it before the tests.
 TYPED_CORE := tlkit/specs.py tlkit/registry.py tlkit/config.py tlkit/rundir.py tlkit/history.py tlkit/observer.py

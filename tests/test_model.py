@@ -79,6 +79,8 @@ def test_base_is_frozen_and_batchnorm_stays_in_inference_mode():
 @pytest.mark.parametrize("name", sorted(get_registry().augmentations))
 def test_each_augmentation_is_active_only_in_training(name):
     (choice,) = resolve_augmentations([name])
+    if choice.spec.mixes_batch:
+        pytest.skip("batch mixing is not a model layer (tests/test_batch_mixing.py)")
     layer = choice.spec.build(7, **choice.params)
     x = _images(n=8)
     np.testing.assert_allclose(layer(x, training=False), x, atol=1e-4)

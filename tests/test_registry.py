@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
 
@@ -170,7 +169,8 @@ def test_cli_with_real_entry_points_and_a_broken_plugin(third_party):
     assert "gap_dense512" not in {h["name"] for h in json.loads(restricted.stdout)}
 
 
-def test_listing_does_not_import_tensorflow_and_is_fast():
+def test_listing_does_not_import_tensorflow():
+    """What keeps listing fast (~0.2 s; bench/, not a timed test): no TensorFlow, Keras or matplotlib."""
     code = (
         "import sys, time\n"
         "from tlkit.cli import app\n"
@@ -186,8 +186,5 @@ def test_listing_does_not_import_tensorflow_and_is_fast():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
-    started = time.perf_counter()
     listing = run_tlkit("list-bases")
-    elapsed = time.perf_counter() - started
     assert listing.returncode == 0 and "resnet50" in listing.stdout
-    assert elapsed < 3.0  # ~0.3 s here; generous for a loaded CI machine

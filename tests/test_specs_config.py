@@ -255,6 +255,11 @@ TRAIN_FLAGS = {
     "--global-batch",
     "--precision",
     "--feature-dtype",
+    "--labels",
+    "--multi-label",
+    "--no-multi-label",
+    "--label-sep",
+    "--threshold",
 }
 
 

@@ -5,6 +5,8 @@ built or trained.  Public names::
 
     tlkit.train(...), tlkit.build_model(...)      # the Python API
     tlkit.evaluate(...), tlkit.predict(...), tlkit.compare(...), tlkit.write_report(...), tlkit.export(...)
+    tlkit.explain(...)                            # Grad-CAM heatmaps of images
+    tlkit.lr_find(...)                            # a learning rate for tlkit.train, from one sweep
     tlkit.TrainingObserver                        # subclass it to follow a run (tlkit.train(observer=...))
     tlkit.RunDir                                  # a run directory's files, read and written safely
     tlkit.hookimpl                                # for plugin authors:
@@ -47,6 +49,10 @@ _API = {
     "write_report",
     "export",
     "ExportResult",
+    "lr_find",
+    "LRFindResult",
+    "explain",
+    "ExplainResult",
 }
 
 

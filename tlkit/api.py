@@ -20,6 +20,8 @@ from tlkit.config import TrainConfig
 from tlkit.errors import TlkitError
 from tlkit.evaluation import EvaluationResult, evaluate
 from tlkit.exporting import ExportResult, export
+from tlkit.gradcam import ExplainResult, explain
+from tlkit.lr_finder import DEFAULT_END_LR, DEFAULT_OUTPUT, DEFAULT_START_LR, LRFindResult, find_lr
 from tlkit.observer import TrainingObserver
 from tlkit.prediction import Prediction, predict
 from tlkit.registry import KINDS, get_registry
@@ -48,11 +50,13 @@ def build_model(
     head_params: dict[str, Any] | None = None,
     augmentations: list[str] | tuple[str, ...] = (),
     seed: int = 0,
+    multi_label: bool = False,
 ):
     """Build the end-to-end ``keras.Model`` (raw 0–255 pixels in, class probabilities out).
 
     ``weights`` is ``"imagenet"``, ``"none"``/None or a path to a weights file.
     Augmentations are ``"name"`` or ``"name:key=value,..."`` strings.
+    ``multi_label`` ends the head in a sigmoid (one independent probability per label).
     """
     from tlkit import builder
     from tlkit.tfenv import import_tensorflow
@@ -69,6 +73,7 @@ def build_model(
         head_params=params,
         augmentations=resolve_augmentations(augmentations),
         seed=seed,
+        multi_label=multi_label,
     )
 
 
@@ -104,6 +109,33 @@ def train(
     return run.execute()
 
 
+def lr_find(
+    config: TrainConfig | None = None,
+    *,
+    output: str | Path = DEFAULT_OUTPUT,
+    start_lr: float = DEFAULT_START_LR,
+    end_lr: float = DEFAULT_END_LR,
+    steps: int | None = None,
+    observer: TrainingObserver | None = None,
+    console: Any = None,
+    verbose: bool = True,
+    **options: Any,
+) -> LRFindResult:
+    """Sweep the head's learning rate on cached features and suggest one (:mod:`tlkit.lr_finder`).
+
+    Options are :func:`train`'s (but ``output`` is where the sweep's folder goes); the result
+    holds the curve, the suggestion, the plot's path and the ``tlkit train`` command using it.
+    """
+    return find_lr(
+        resolve_config(config, **options),
+        output=output,
+        start_lr=start_lr,
+        end_lr=end_lr,
+        steps=steps,
+        observer=observer or _default_observer(console, verbose),
+    )
+
+
 def _default_observer(console: Any, verbose: bool) -> TrainingObserver:
     if not verbose:
         return TrainingObserver()
@@ -115,7 +147,9 @@ def _default_observer(console: Any, verbose: bool) -> TrainingObserver:
 __all__ = [
     "Comparison",
     "EvaluationResult",
+    "ExplainResult",
     "ExportResult",
+    "LRFindResult",
     "Prediction",
     "TrainConfig",
     "TrainResult",
@@ -123,8 +157,10 @@ __all__ = [
     "build_model",
     "compare",
     "evaluate",
+    "explain",
     "export",
     "list_specs",
+    "lr_find",
     "predict",
     "resolve_augmentations",
     "resolve_config",

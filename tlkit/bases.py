@@ -192,6 +192,7 @@ def keras_application_base(
     weights_sizes: tuple[int, ...] = (),
     options: Mapping[str, Any] | None = None,
     quiet_size_warning: bool = False,
+    explain_layer: str = "",
 ) -> BaseSpec:
     """A :class:`tlkit.BaseSpec` for a ``keras.applications``-style constructor.
 
@@ -201,7 +202,8 @@ def keras_application_base(
     The other fields are the ``BaseSpec``'s: ``params`` is ``count_params()``
     of the headless model, ``weights_file`` the ImageNet weight file's name in
     Keras's cache (``~/.keras/models/``), ``feature_shape`` a text such as
-    ``"7×7×2048 at 224 px"``.
+    ``"7×7×2048 at 224 px"``, ``explain_layer`` the layer whose feature map
+    ``tlkit explain`` explains (default: the base's output).
     """
     mode = _standard(preprocessing)
     return BaseSpec(
@@ -217,6 +219,7 @@ def keras_application_base(
         preprocessing=mode.description,
         weights_file=weights_file,
         feature_shape=feature_shape,
+        explain_layer=explain_layer,
     )
 
 

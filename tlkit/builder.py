@@ -76,6 +76,9 @@ class ModelParts:
     pooling: str | None = None  # "avg" or "max"
     cached_model: Any = None  # what the feature engine runs: feature_model, or it + the pooling
     head_tail: Any = None  # what trains on cached features: head, or its layers after the pooling
+    #: The batch-mixing augmentations (``mixes_batch`` specs: mixup, cutmix): ``mix(images, labels, seed)``
+    #: functions for the training input pipeline (:mod:`tlkit.mixing`), never layers of ``model``.
+    mixers: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.cached_model = self.cached_model or self.feature_model
@@ -110,11 +113,13 @@ def assemble(
     head_params: dict[str, Any] | None = None,
     augmentations: list[AugmentationChoice] | tuple[AugmentationChoice, ...] = (),
     seed: int = 0,
+    multi_label: bool = False,
 ) -> ModelParts:
     """Build the end-to-end model with the base frozen, plus its shareable parts.
 
     ``head_params`` must already be resolved (every declared parameter
     present); :func:`tlkit.api.build_model` does that from user input.
+    ``multi_label`` turns the head's softmax into a sigmoid (:func:`tlkit.multilabel.use_sigmoid`).
     """
     import keras
 
@@ -124,7 +129,11 @@ def assemble(
     base.check_size(size, weights)
     shape = (size, size, 3)
 
-    aug_layers = [choice.spec.build(seed + i, **choice.params) for i, choice in enumerate(augmentations)]
+    built = [
+        (choice.spec.mixes_batch, choice.spec.build(seed + i, **choice.params))
+        for i, choice in enumerate(augmentations)
+    ]
+    aug_layers = [made for mixes_batch, made in built if not mixes_batch]
     pre_layers = list(base.preprocess())
     for layer in pre_layers:
         layer.trainable = False
@@ -141,6 +150,10 @@ def assemble(
         head_model = keras.Model(
             feature_input, head.build(feature_input, num_classes, **(head_params or {})), name="head"
         )
+        if multi_label:
+            from tlkit.multilabel import use_sigmoid
+
+            use_sigmoid(head_model)
     finally:
         keras.mixed_precision.set_global_policy(policy)
 
@@ -167,6 +180,7 @@ def assemble(
             y = layer(y)
         augmenter = keras.Model(raw, y, name="augmentation")
     parts = ModelParts(model, backbone, head_model, feature_model, augmenter, pre_layers)
+    parts.mixers = [made for mixes_batch, made in built if mixes_batch]
     pool = _leading_pool(head_model)
     if pool is not None:
         parts.pooling = "avg" if isinstance(pool, keras.layers.GlobalAveragePooling2D) else "max"

@@ -294,6 +294,27 @@ class TrainConfig:
         panel="Data",
         help="Skip unreadable images instead of stopping.",
     )
+    # datasets beyond class folders: see tlkit/labels_csv.py and docs/user-guide.md
+    labels: str = option(
+        "",
+        path=True,
+        panel="Data",
+        help="A CSV of labels instead of class folders: columns path,label (or path,labels with "
+        "--multi-label) and an optional split (train/val); paths relative to --data.",
+    )
+    multi_label: bool = option(
+        False,
+        panel="Data",
+        help="Multi-label classification (needs --labels with a labels column): sigmoid outputs, "
+        "binary cross-entropy, every label above --threshold predicted.",
+    )
+    label_sep: str = option("|", panel="Data", help="--multi-label: the separator of the CSV's labels column.")
+    threshold: str = option(
+        "0.5",
+        panel="Data",  # checked in validate()
+        help="--multi-label: the decision threshold, a number between 0 and 1, or tuned (each label's "
+        "threshold maximises its F1 on the validation images).",
+    )
     output: str = option("runs", path=True, panel="Run", help="Where run directories are created.")
     feature_cache: bool = option(
         True, panel="Speed", help="Train the head on the frozen base's cached features (computed once)."
@@ -422,6 +443,9 @@ class TrainConfig:
             )
         if self.class_weight not in ("none", "balanced") and not self.class_weight.endswith(".json"):
             raise TlkitError(f"--class-weight must be none, balanced or a .json file, got {self.class_weight!r}")
+        from tlkit.labels_csv import check_label_options
+
+        check_label_options(self)
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain Python values (lists and dicts copied)."""

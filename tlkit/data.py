@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +64,16 @@ class Split:
     """The files of one split and their class indices (``labels[i]`` belongs to ``files[i]``)."""
 
     files: list[Path]
-    labels: np.ndarray  # int32 class indices, same length as files
+    labels: np.ndarray  # int32 class indices, same length as files (multi-label: (N, C) multi-hot)
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def indices_of(self, label: int) -> np.ndarray:
+        """Positions of the images of class ``label`` (multi-label: the images that have it)."""
+        if self.labels.ndim == 2:
+            return np.flatnonzero(self.labels[:, label])
+        return np.flatnonzero(self.labels == label)
 
 
 @dataclass
@@ -87,7 +93,10 @@ class DatasetScan:
         if which not in ("train", "val"):
             raise ValueError(f"which must be 'train' or 'val', not {which!r}")
         split = self.train if which == "train" else self.val
-        counts = np.bincount(split.labels, minlength=len(self.classes))
+        if split.labels.ndim == 2:  # multi-label: images having each label
+            counts = split.labels.sum(axis=0)
+        else:
+            counts = np.bincount(split.labels, minlength=len(self.classes))
         return {name: int(count) for name, count in zip(self.classes, counts)}
 
 
@@ -537,6 +546,8 @@ def make_dataset(
     shuffle: bool,
     seed: int,
     first_pass: int = 0,
+    mixers: Sequence[Callable] = (),
+    class_weights: Sequence[float] | None = None,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(pixels, one_hot_labels)`` batches from a decoded split.
 
@@ -550,6 +561,10 @@ def make_dataset(
     same orders. Without it, images come in split order. ``first_pass`` is the
     index of the first pass (a resumed run starting at epoch k passes k), so a
     resumed run sees the same orders an uninterrupted one would.
+
+    ``mixers`` (batch-mixing augmentations, training only) mix every batch's images and
+    labels (soft labels; :mod:`tlkit.mixing`); with them, ``class_weights`` (one per class)
+    become per-image sample weights, a third element of each batch.
     """
     import tensorflow as tf  # here, not at the top: importing tlkit.data must stay light
 
@@ -565,16 +580,22 @@ def make_dataset(
         batches,
         output_signature=(
             tf.TensorSpec(shape=(None, size, size, 3), dtype=tf.uint8),
-            tf.TensorSpec(shape=(None,), dtype=tf.int32),
+            tf.TensorSpec(shape=(None, *decoded.labels.shape[1:]), dtype=tf.int32),
         ),
     )
+    multi_hot = decoded.labels.ndim == 2  # multi-label data (tlkit.labels_csv): already (b, C)
 
     def to_model_inputs(pixels: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         # The generator hands over uint8 and int labels (4x less data through the
         # Python boundary); widening to float32 and one-hot happens in the graph.
-        return tf.cast(pixels, tf.float32), tf.one_hot(labels, num_classes, dtype=tf.float32)
+        targets = tf.cast(labels, tf.float32) if multi_hot else tf.one_hot(labels, num_classes, dtype=tf.float32)
+        return tf.cast(pixels, tf.float32), targets
 
     dataset = dataset.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+    if mixers:
+        from tlkit.mixing import mixed
+
+        dataset = mixed(dataset, mixers, steps=steps, seed=seed, first_pass=first_pass, class_weights=class_weights)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     from tlkit.distribute import shard_by_data
 

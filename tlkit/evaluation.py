@@ -28,6 +28,7 @@ import numpy as np
 from tlkit.errors import TlkitError
 from tlkit.prediction import ModelSource, Predictor, decoded_batches, open_model
 from tlkit.rundir import RunDir
+from tlkit.tta import parse_tta, summary
 
 __all__ = [
     "ClassMetrics",
@@ -186,6 +187,9 @@ class EvaluationResult:
     notes: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    # test-time augmentation: {"setting", "views", "without_tta": {...}, "with_tta": {...}} (see tlkit.tta.summary);
+    # when set, every metric above (and the confusion matrix and mistakes) is of the TTA-averaged probabilities
+    tta: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         from tlkit import __version__
@@ -215,6 +219,7 @@ class EvaluationResult:
             "notes": list(self.notes),
             "files": dict(self.files),
             "seconds": round(self.seconds, 2),
+            "tta": self.tta,
             "tlkit_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -235,10 +240,15 @@ class EvalData:
     split: str
 
 
-def select_data(source: ModelSource, data: str | Path | None = None, split: str = "val") -> EvalData:
+def select_data(
+    source: ModelSource, data: str | Path | None = None, split: str = "val", labels: str | Path | None = None
+) -> EvalData:
     """The labelled images to evaluate ``source`` on.
 
-    - ``data`` None: the run's own validation data (``config.data`` split as in training);
+    - ``data`` None: the run's own validation data (``config.data`` split as in training,
+      from its ``--labels`` CSV when it was trained on one);
+    - ``labels`` a labels CSV (:mod:`tlkit.labels_csv`; paths relative to ``data``, default
+      the run's data folder): its ``split`` (a CSV without a split column is split as training splits);
     - ``data`` a dataset folder with ``train/`` (and maybe ``val/``): its ``split``
       (``val`` as training splits it with the run's seed and val_split, ``train``, or ``all``);
     - ``data`` a folder of class sub-folders (``data/test``): all of its images.
@@ -267,10 +277,16 @@ def select_data(source: ModelSource, data: str | Path | None = None, split: str 
         if not root.is_dir():
             raise TlkitError(f"--data {root} is not a folder")
 
-    if (root / "train").is_dir():
-        scan = datamod.scan_dataset(
-            root, val_split=float(config.get("val_split", 0.2)), seed=int(config.get("seed", 0))
-        )
+    csv_file = labels or (config.get("labels") if data is None else None)
+    if csv_file or (root / "train").is_dir():
+        if csv_file:  # a labels CSV (tlkit.labels_csv), e.g. the run's own --labels
+            from tlkit.labels_csv import scan_for_config
+
+            scan = scan_for_config({**config, "data": str(root), "labels": str(csv_file)})
+        else:
+            scan = datamod.scan_dataset(
+                root, val_split=float(config.get("val_split", 0.2)), seed=int(config.get("seed", 0))
+            )
         if split == "all":
             files = scan.train.files + scan.val.files
             labels = np.concatenate([scan.train.labels, scan.val.labels])
@@ -304,6 +320,10 @@ def select_data(source: ModelSource, data: str | Path | None = None, split: str 
 def _map_labels(source: ModelSource, data: EvalData) -> tuple[np.ndarray, list[str]]:
     """Data labels as model output indices, checking that the classes match; also the class names."""
     model_classes = source.classes
+    if data.labels.ndim == 2:  # multi-label (n, C) multi-hot: columns in the model's label order
+        from tlkit.multilabel import map_multi_hot
+
+        return map_multi_hot(data.labels, data.classes, model_classes, str(data.root)), list(model_classes)
     if not source.classes_known:
         if len(data.classes) != len(model_classes):
             raise TlkitError(
@@ -367,6 +387,8 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     probabilities: Mapping[str, np.ndarray] | None = None,
+    tta: str | int | None = None,
+    labels: str | Path | None = None,
 ) -> EvaluationResult:
     """Evaluate a run's model (or a ``.keras`` file) on labelled images; return an :class:`EvaluationResult`.
 
@@ -386,6 +408,12 @@ def evaluate(
         probabilities: the model's class probabilities already known for some
             images, by path (training passes the head's on cached features);
             those images are neither decoded nor run through the model.
+        tta: test-time augmentation, ``"flips"`` or a number of views (2..12;
+            see :mod:`tlkit.tta`): the metrics, confusion matrix and mistakes are
+            those of the probabilities averaged over the views, and ``result.tta``
+            holds the headline metrics without and with TTA side by side.
+        labels: a labels CSV to evaluate on (see :func:`select_data`); a multi-label
+            run returns a :class:`tlkit.multilabel.MultiLabelEvaluation`.
 
     Unreadable images are skipped and listed in ``skipped``.
 
@@ -398,14 +426,22 @@ def evaluate(
         raise TlkitError(f"--batch-size (batch_size) must be at least 1, got {batch_size}")
     if top_k < 1:
         raise TlkitError(f"--top-k (top_k) must be at least 1, got {top_k}")
+    views = parse_tta(tta)
+    if views is not None and probabilities:
+        raise TlkitError("probabilities= are the plain model's, tta= must run every view of every image: pass one")
     source = open_model(run_or_model, model=model)
-    chosen = select_data(source, data, split)
+    chosen = select_data(source, data, split, labels)
+    if chosen.labels.ndim == 1 and source.config.get("multi_label"):
+        raise TlkitError(
+            f"{source.name} is a multi-label run: evaluate it on a labels CSV (--labels FILE.csv with a labels column)"
+        )
     labels, classes = _map_labels(source, chosen)
     if on_start is not None:
         on_start(len(chosen.files))
 
     known = probabilities or {}
     by_index: dict[int, np.ndarray] = {}
+    plain_by_index: dict[int, np.ndarray] = {}  # with TTA: the original view's probabilities
     skipped: list[dict[str, str]] = []
     for i, path in enumerate(chosen.files):
         if str(path) in known:
@@ -417,7 +453,13 @@ def evaluate(
         run = Predictor(source.model)
         files_to_run = [chosen.files[i] for i in to_run]
         for indices, pixels in decoded_batches(files_to_run, source.image_size, batch_size, skipped=skipped):
-            for i, row in zip(indices, run(pixels)):
+            if views is None:
+                rows = run(pixels)
+            else:
+                plain_rows, rows = views.predict(run, pixels)
+                for i, row in zip(indices, plain_rows):
+                    plain_by_index[to_run[i]] = row
+            for i, row in zip(indices, rows):
                 by_index[to_run[i]] = row
             if progress:
                 progress(len(indices))
@@ -428,6 +470,25 @@ def evaluate(
     probs = np.stack([by_index[i] for i in kept])
     true = labels[kept]
     files = [chosen.files[i] for i in kept]
+    if true.ndim == 2:  # multi-label (tlkit.multilabel): per-label metrics at the run's thresholds
+        from tlkit.multilabel import multi_label_result
+
+        ml_result = multi_label_result(source, chosen, probs, true, files, classes, skipped)
+        ml_result.seconds = time.perf_counter() - started
+        if views is not None:  # averaged over the views; the side-by-side without/with TTA is single-label only
+            ml_result.notes.append(f"test-time augmentation {views.describe()}: metrics of the averaged probabilities")
+        if write:
+            target = Path(output_dir) if output_dir else default_output_dir(source)
+            ml_result.files = {"metrics": str(target / RunDir.EVALUATION_FILES["metrics"])}
+            try:
+                from tlkit.rundir import write_json
+
+                write_json(target / RunDir.EVALUATION_FILES["metrics"], ml_result.as_dict())
+            except OSError as exc:
+                raise TlkitError(
+                    f"cannot write the evaluation into {target}: {exc.strerror or exc}; pass --output DIR"
+                ) from exc
+        return ml_result
     metrics = compute_metrics(probs, true, classes, top_k=top_k)
 
     predicted = probs.argmax(axis=1)
@@ -445,6 +506,14 @@ def evaluate(
     notes = list(source.notes)
     if skipped:
         notes.append(f"{len(skipped)} unreadable image(s) skipped")
+    tta_metrics = None
+    if views is not None:
+        plain = compute_metrics(np.stack([plain_by_index[i] for i in kept]), true, classes, top_k=top_k)
+        tta_metrics = {**views.as_dict(), "without_tta": summary(plain), "with_tta": summary(metrics)}
+        notes.append(
+            f"test-time augmentation {views.describe()}: the metrics, confusion matrix and mistakes are of the "
+            f"averaged probabilities (accuracy {metrics['accuracy']:.4f}; without TTA {plain['accuracy']:.4f})"
+        )
     result = EvaluationResult(
         model=str(source.model_path),
         run_dir=str(source.run_dir) if source.run_dir else None,
@@ -464,6 +533,7 @@ def evaluate(
         mistakes=mistakes,
         skipped=skipped,
         notes=notes,
+        tta=tta_metrics,
     )
     result.seconds = time.perf_counter() - started
     if write:
@@ -489,7 +559,8 @@ def write_evaluation(result: EvaluationResult, output_dir: str | Path, *, max_mi
         result.confusion,
         result.classes,
         output_dir / FILES["confusion_matrix"],
-        title=f"Confusion matrix — {result.num_images} images, accuracy {result.accuracy:.1%}",
+        title=f"Confusion matrix — {result.num_images} images, accuracy {result.accuracy:.1%}"
+        + (f" (TTA {result.tta['setting']})" if result.tta else ""),
     )
     items = []
     for mistake in result.mistakes[: max(0, max_mistakes)]:

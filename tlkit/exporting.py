@@ -210,6 +210,11 @@ def export(
     run = RunDir.open(run_dir)
     model_path = run.require_model()
     config = run.read_config()
+    if config.get("multi_label"):  # parity and the model card measure single-label (top-1) agreement
+        raise TlkitError(
+            f"{run.path} is a --multi-label run, which tlkit export does not support yet; use its "
+            f"{RunDir.MODEL} (sigmoid outputs) with its {RunDir.THRESHOLDS}"
+        )
     classes = run.read_classes()
     data_root, scan = _parity_data(run, config, classes, data)
 
@@ -235,7 +240,10 @@ def export(
     augmentations = list(config.get("augmentations") or [])
     val_files, val_labels = _subset(scan.val.files, scan.val.labels, parity_images, int(config.get("seed", 0)))
     sample = _decode_some(val_files[:8], size)
-    inference, stripped = inference_model(model, len(augmentations), sample)
+    from tlkit.mixing import batch_mixing_names  # mixup/cutmix are not layers of the model
+
+    in_model = len(augmentations) - len(batch_mixing_names(augmentations))
+    inference, stripped = inference_model(model, in_model, sample)
 
     calibration: dict[str, Any] | None = None
     calibration_pixels = None
@@ -362,7 +370,14 @@ def _parity_data(run: RunDir, config: dict[str, Any], classes: list[str], data: 
         root = Path(data).expanduser()
         if not root.is_dir():
             raise TlkitError(f"--data {root} is not a folder")
-    scan = datamod.scan_dataset(root, val_split=float(config.get("val_split", 0.2)), seed=int(config.get("seed", 0)))
+    if data is None and config.get("labels"):  # the run's --labels CSV (tlkit.labels_csv)
+        from tlkit.labels_csv import scan_for_config
+
+        scan = scan_for_config(config)
+    else:
+        scan = datamod.scan_dataset(
+            root, val_split=float(config.get("val_split", 0.2)), seed=int(config.get("seed", 0))
+        )
     if sorted(scan.classes) != sorted(classes):
         missing = sorted(set(classes) - set(scan.classes))
         extra = sorted(set(scan.classes) - set(classes))

@@ -438,10 +438,18 @@ def make_feature_dataset(
         # Row of (view, image) in the flattened (views * N) feature table.
         yield (order + (epoch % views) * count).astype(np.int64), features.labels[order].astype(np.int32)
 
+    label_shape = tuple(features.labels.shape[1:])  # () for class indices, (C,) for multi-label multi-hot
     orders = tf.data.Dataset.from_generator(
         epoch_orders,
-        output_signature=(tf.TensorSpec(shape=(count,), dtype=tf.int64), tf.TensorSpec(shape=(count,), dtype=tf.int32)),
+        output_signature=(
+            tf.TensorSpec(shape=(count,), dtype=tf.int64),
+            tf.TensorSpec(shape=(count, *label_shape), dtype=tf.int32),
+        ),
     )
+
+    def targets(labels):
+        return tf.cast(labels, tf.float32) if label_shape else tf.one_hot(labels, num_classes, dtype=tf.float32)
+
     batches = orders.flat_map(lambda rows, labels: tf.data.Dataset.from_tensor_slices((rows, labels)).batch(batch_size))
     budget = IN_MEMORY_BUDGET if in_memory_budget is None else in_memory_budget
     if features.features.nbytes <= budget:
@@ -450,7 +458,7 @@ def make_feature_dataset(
         def gather(rows, labels):
             # float16 entries stay float16 in memory (half the RAM); the head sees float32.
             x = tf.cast(tf.gather(table, rows), tf.float32)
-            return x, tf.one_hot(labels, num_classes, dtype=tf.float32)
+            return x, targets(labels)
     else:
         flat = features.features.reshape(views * count, *shape)
 
@@ -461,7 +469,7 @@ def make_feature_dataset(
         def gather(rows, labels):
             x = tf.numpy_function(read_rows, [rows], tf.float32, stateful=False)
             x.set_shape((None, *shape))
-            return x, tf.one_hot(labels, num_classes, dtype=tf.float32)
+            return x, targets(labels)
 
     steps = math.ceil(count / batch_size)
     dataset = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

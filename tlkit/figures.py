@@ -356,3 +356,84 @@ def compare_figure(runs: Sequence[dict[str, Any]], *, title: str = "Validation c
 def plot_compare(runs: Sequence[dict[str, Any]], path: str | Path, *, title: str = "Validation curves") -> Path:
     """Write the overlay of several runs' validation curves (see :func:`compare_figure`)."""
     return _save(compare_figure(runs, title=title), Path(path))
+
+
+# --------------------------------------------------------------------------- learning-rate finder
+
+
+def lr_find_figure(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    smoothed: Sequence[float],
+    *,
+    suggestion: float,
+    suggestion_label: str,
+    minimum_lr: float,
+    title: str,
+):
+    """Loss vs learning rate (log x): each step's loss, the smoothed loss, the suggestion marked.
+
+    The y range shows the smoothed curve's fall to its minimum and a rise after it of at most as
+    much again, so a diverging end does not flatten the part that matters (and a flat curve
+    looks flat: the range is at least 2 % of the loss).
+    """
+    plt = _pyplot()
+    lowest = min(range(len(smoothed)), key=smoothed.__getitem__)
+    bottom, fallen_from = smoothed[lowest], max(smoothed[: lowest + 1])
+    top = min(max(smoothed), fallen_from + (fallen_from - bottom))
+    span = max(top - bottom, abs(bottom) * 0.02, 1e-6)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        ax.plot(lrs, losses, color=COLORS["train"], alpha=0.3, linewidth=1.0, label="loss per step")
+        ax.plot(lrs, smoothed, color=COLORS["train"], label="smoothed loss")
+        ax.set_xscale("log")
+        ax.axvline(suggestion, color=COLORS["best"], linestyle="--", linewidth=1.4, label=suggestion_label)
+        at = min(range(len(lrs)), key=lambda i: abs(math.log(lrs[i]) - math.log(suggestion)))
+        if abs(math.log(lrs[at]) - math.log(suggestion)) < 1e-9:
+            ax.scatter(
+                [lrs[at]], [smoothed[at]], s=110, facecolors="none", edgecolors=COLORS["best"], linewidths=2, zorder=4
+            )
+        ax.axvline(
+            minimum_lr, color=COLORS["boundary"], linestyle=":", linewidth=1.2, label=f"lowest loss {minimum_lr:.2g}"
+        )
+        ax.set_ylim(bottom - 0.1 * span, bottom + 1.1 * span)
+        ax.set_title(f"Learning-rate finder — {title}")
+        ax.set_xlabel("Learning rate (log scale)")
+        ax.set_ylabel("Training loss")
+        ax.legend(loc="upper left")
+        fig.tight_layout()
+    return fig
+
+
+def plot_lr_find(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    smoothed: Sequence[float],
+    path: str | Path,
+    **options: Any,
+) -> Path:
+    """Write the learning-rate finder's plot (see :func:`lr_find_figure`) to ``path``."""
+    return _save(lr_find_figure(lrs, losses, smoothed, **options), Path(path))
+
+
+# --------------------------------------------------------------------------- explanations (Grad-CAM)
+
+HEATMAP_COLORMAP = "jet"
+"""The colormap of Grad-CAM overlays: blue (no evidence) to red (most evidence)."""
+
+
+def heatmap_overlay(image, heatmap, *, alpha: float = 0.45, colormap: str = HEATMAP_COLORMAP):
+    """``image`` (``(H, W, 3)`` uint8) with ``heatmap`` (``(h, w)``, 0…1) in colour over it, as uint8 ``(H, W, 3)``.
+
+    The heatmap is resized to the image bilinearly; ``alpha`` is the colour's weight.
+    """
+    import numpy as np
+    from matplotlib import colormaps
+    from PIL import Image
+
+    image = np.asarray(image, dtype=np.uint8)
+    height, width = image.shape[:2]
+    heat = Image.fromarray(np.asarray(heatmap, dtype=np.float32)).resize((width, height), Image.Resampling.BILINEAR)
+    colours = colormaps[colormap](np.clip(np.asarray(heat), 0.0, 1.0))[..., :3] * 255.0
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)

@@ -61,6 +61,11 @@ def register_bases(register: Callable) -> None:
       reads itself; ``locate_weights()``: returns the local path of the
       ImageNet weights when they are available offline, else None (default:
       ``weights_file`` looked up in Keras's cache).
+    - ``explain_layer``: the name of the layer inside the base whose feature
+      map ``tlkit explain`` (Grad-CAM) explains; empty (default) means the
+      base's output.  Set it when the base ends in something other than its
+      last convolutional block, e.g. ``"block5_conv3"`` for VGG16, whose
+      headless model ends in a max-pooling.
 
     Registering a name that another plugin already registered is an error
     reported against both plugins; the first registration stays usable.
@@ -104,4 +109,13 @@ def register_augmentations(register: Callable) -> None:
     ``training=False``.  Users select it with ``--aug name:key=value,...``;
     its parameters are the keyword-only arguments of ``build``, declared as
     for heads.
+
+    A batch-mixing augmentation (mixup, cutmix: it mixes images *and labels*
+    of a batch) registers with ``AugmentationSpec(..., mixes_batch=True)``;
+    its ``build(seed, *, <params>)`` returns ``mix(images, labels, seed) ->
+    (images, labels)`` instead of a layer: TensorFlow ops on a float32 batch
+    of 0–255 pixels and its one-hot labels, with ``seed`` a shape-(2,) int64
+    tensor for ``tf.random.stateless_*`` ops (new for every batch).  tlkit
+    applies it to the training batches of end-to-end training only; it is
+    never part of the saved model.
     """

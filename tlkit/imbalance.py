@@ -13,7 +13,9 @@ IMBALANCE_WARNING_RATIO = 3.0
 
 
 def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Images per class index."""
+    """Images per class index (multi-label (N, C) multi-hot labels: images having each label)."""
+    if np.ndim(labels) == 2:
+        return np.asarray(labels, dtype=np.int64).sum(axis=0)
     return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
 
 

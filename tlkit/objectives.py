@@ -116,9 +116,15 @@ def make_optimizer(config: TrainConfig, learning_rate: Any):
 
 
 def make_loss(config: TrainConfig):
-    """The configured Keras loss object."""
+    """The configured Keras loss object (``--multi-label``: the binary form of cross-entropy and focal)."""
     import keras
 
+    if config.multi_label and config.loss != "mean_squared_error":
+        if config.loss == "focal":
+            return keras.losses.BinaryFocalCrossentropy(
+                gamma=config.focal_gamma, label_smoothing=config.label_smoothing
+            )
+        return keras.losses.BinaryCrossentropy(label_smoothing=config.label_smoothing)
     if config.loss == "focal":
         return keras.losses.CategoricalFocalCrossentropy(
             gamma=config.focal_gamma, label_smoothing=config.label_smoothing
@@ -133,27 +139,45 @@ def make_metrics(config: TrainConfig, num_classes: int) -> list:
     import keras
 
     metrics: list = []
+    # --multi-label: each output is its own yes/no decision at the threshold (0.5 while --threshold is tuned).
+    threshold = (0.5 if config.threshold == "tuned" else float(config.threshold)) if config.multi_label else None
     for name in config.metrics:
-        if name == "accuracy":
+        if name == "accuracy" and threshold is not None:
+            metrics.append(keras.metrics.BinaryAccuracy(threshold=threshold, name="accuracy"))
+        elif name == "accuracy":
             metrics.append(keras.metrics.CategoricalAccuracy(name="accuracy"))
         elif name == "top_k":
             k = min(config.top_k, num_classes)
             metrics.append(keras.metrics.TopKCategoricalAccuracy(k=k, name=f"top_{k}_accuracy"))
         elif name == "precision":
-            metrics.append(keras.metrics.Precision(name="precision"))
+            metrics.append(keras.metrics.Precision(thresholds=threshold, name="precision"))
         elif name == "recall":
-            metrics.append(keras.metrics.Recall(name="recall"))
+            metrics.append(keras.metrics.Recall(thresholds=threshold, name="recall"))
         elif name == "f1":
-            metrics.append(keras.metrics.F1Score(average="macro", name="f1"))
+            metrics.append(keras.metrics.F1Score(average="macro", threshold=threshold, name="f1"))
         elif name == "fbeta":
-            metrics.append(keras.metrics.FBetaScore(average="macro", beta=config.fbeta, name="fbeta"))
+            metrics.append(
+                keras.metrics.FBetaScore(average="macro", beta=config.fbeta, threshold=threshold, name="fbeta")
+            )
     return metrics
 
 
 def compile_for_stage(
-    model, config: TrainConfig, *, lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: int, num_classes: int
+    model,
+    config: TrainConfig,
+    *,
+    lr: float,
+    steps_per_epoch: int,
+    epochs: int,
+    warmup_epochs: int,
+    num_classes: int,
+    soft_labels: bool = False,
 ) -> None:
-    """Compile ``model`` for one training stage."""
+    """Compile ``model`` for one training stage.
+
+    ``soft_labels`` (batch mixing: mixup, cutmix) measures the metrics against the argmax of
+    the label (:func:`tlkit.mixing.hard_label_metrics`); the losses take soft labels as they are.
+    """
     schedule = make_schedule(
         config.schedule,
         lr,
@@ -163,6 +187,9 @@ def compile_for_stage(
         decay_rate=config.decay_rate,
         decay_epochs=config.decay_epochs,
     )
-    model.compile(
-        optimizer=make_optimizer(config, schedule), loss=make_loss(config), metrics=make_metrics(config, num_classes)
-    )
+    metrics = make_metrics(config, num_classes)
+    if soft_labels:
+        from tlkit.mixing import hard_label_metrics
+
+        metrics = hard_label_metrics(metrics)
+    model.compile(optimizer=make_optimizer(config, schedule), loss=make_loss(config), metrics=metrics)

@@ -34,6 +34,7 @@ import numpy as np
 from tlkit.artifacts import locate_artifact
 from tlkit.errors import TlkitError
 from tlkit.rundir import RunDir, read_classes_file
+from tlkit.tta import TTA, parse_tta
 
 __all__ = [
     "ModelSource",
@@ -327,12 +328,17 @@ def decode_stream(
 
 @dataclass
 class Prediction:
-    """The top-k classes of one image, best first — or why the image could not be read."""
+    """The top-k classes of one image, best first — or why the image could not be read.
+
+    For a multi-label model (``multi_label`` True) ``labels`` are every label whose
+    probability reaches its threshold, most probable first (possibly none).
+    """
 
     path: str
     labels: list[str] = field(default_factory=list)
     probs: list[float] = field(default_factory=list)
     error: str | None = None
+    multi_label: bool = False
 
     @property
     def ok(self) -> bool:
@@ -349,6 +355,12 @@ class Prediction:
         return self.probs[0] if self.probs else None
 
     def as_dict(self) -> dict[str, Any]:
+        if self.multi_label:
+            return {
+                "path": self.path,
+                "labels": [{"label": lbl, "prob": p} for lbl, p in zip(self.labels, self.probs)],
+                "error": self.error,
+            }
         return {
             "path": self.path,
             "label": self.label,
@@ -366,6 +378,7 @@ def predict(
     batch_size: int = 32,
     model: Any = None,
     workers: int | None = None,
+    tta: str | int | None = None,
 ) -> Iterator[Prediction]:
     """Predict the top-``top_k`` classes of images; a generator of :class:`Prediction`, in input order.
 
@@ -374,10 +387,13 @@ def predict(
             (``.tflite``, ``.onnx``, SavedModel or export folder); classes from a
             ``classes.json`` beside it, else named ``"0"``..``"n-1"``.
         paths: files, folders (searched recursively) and globs; one path or a list.
-        top_k: how many classes per image (at most the number of classes).
+        top_k: how many classes per image (at most the number of classes); a multi-label
+            model gives every label at or above its threshold instead.
         batch_size: images per model call.
         model: an already loaded ``keras.Model`` to use (optional).
         workers: decoding threads (default: up to 4).
+        tta: test-time augmentation: ``"flips"`` or a number of views (2..12);
+            the probabilities are the mean over the views (see :mod:`tlkit.tta`).
 
     The model is loaded and the paths are checked when this is called; images
     are read as the generator is consumed.  Unreadable files yield a
@@ -393,6 +409,7 @@ def predict(
         raise TlkitError(f"top_k must be at least 1, got {top_k}")
     if batch_size < 1:
         raise TlkitError(f"batch_size must be at least 1, got {batch_size}")
+    views = parse_tta(tta)
     source = open_model(run_or_model, model=model)
     found = resolve_paths(paths)
     first = next(found, None)
@@ -402,7 +419,12 @@ def predict(
             f"no image files to predict: {shown or '(no paths given)'} matched nothing; pass image "
             f"files, folders or globs"
         )
-    return _stream(source, _chain(first, found), min(top_k, len(source.classes)), batch_size, workers)
+    from tlkit.multilabel import run_thresholds
+
+    thresholds = run_thresholds(source)  # None: single-label
+    return _stream(
+        source, _chain(first, found), min(top_k, len(source.classes)), batch_size, workers, views, thresholds
+    )
 
 
 def _chain(first: Path, rest: Iterator[Path]) -> Iterator[Path]:
@@ -411,7 +433,13 @@ def _chain(first: Path, rest: Iterator[Path]) -> Iterator[Path]:
 
 
 def _stream(
-    source: ModelSource, paths: Iterator[Path], top_k: int, batch_size: int, workers: int | None
+    source: ModelSource,
+    paths: Iterator[Path],
+    top_k: int,
+    batch_size: int,
+    workers: int | None,
+    views: TTA | None = None,
+    thresholds: np.ndarray | None = None,
 ) -> Iterator[Prediction]:
     run = Predictor(source.model)
     classes = source.classes
@@ -419,7 +447,12 @@ def _stream(
 
     def flush() -> list[Prediction]:
         good = [pixels for _, pixels, _ in batch if pixels is not None]
-        probs = run(np.stack(good)) if good else np.zeros((0, len(classes)))
+        if not good:
+            probs = np.zeros((0, len(classes)))
+        elif views is not None:
+            probs = views.predict(run, np.stack(good))[1]
+        else:
+            probs = run(np.stack(good))
         results, k = [], 0
         for path, pixels, error in batch:
             if pixels is None:
@@ -427,6 +460,11 @@ def _stream(
                 continue
             row = probs[k]
             k += 1
+            if thresholds is not None:  # multi-label: every label at or above its threshold
+                order = [i for i in np.argsort(-row, kind="stable") if row[i] >= thresholds[i]]
+                labels, label_probs = [classes[i] for i in order], [float(row[i]) for i in order]
+                results.append(Prediction(path=str(path), labels=labels, probs=label_probs, multi_label=True))
+                continue
             order = np.argsort(-row, kind="stable")[:top_k]
             results.append(
                 Prediction(path=str(path), labels=[classes[i] for i in order], probs=[float(row[i]) for i in order])

@@ -3,7 +3,8 @@
 Everything is inside the file — CSS inline, images base64-inlined, no
 JavaScript, no network — so it can be mailed, archived or opened offline.
 Sections (element ids): ``config``, ``dataset``, ``curves``, ``metrics``,
-``confusion``, ``mistakes``.
+``confusion``, ``mistakes`` (with ``explanations``: Grad-CAM overlays of the
+most confident mistakes, when the model and their images are at hand).
 
 If the run has no evaluation yet (``<run>/evaluation/metrics.json``),
 :func:`write_report` first evaluates the model on the run's validation data
@@ -34,6 +35,7 @@ SECTIONS = ("config", "dataset", "curves", "metrics", "confusion", "mistakes")
 _SAMPLES_PER_CLASS = 8
 _MAX_SAMPLE_CLASSES = 40
 _THUMB = 96
+_EXPLAINED_MISTAKES = 6
 
 _CSS = """
 :root { --fg:#1d2330; --muted:#5b6475; --line:#e3e6ec; --bg:#f6f7f9; --card:#fff;
@@ -77,6 +79,10 @@ td.samples { padding:3px 10px; white-space:nowrap; }
 td.samples img { width:48px; height:48px; object-fit:contain; background:#eef0f3; border-radius:4px;
                  margin-right:4px; vertical-align:middle; }
 details summary { cursor:pointer; color:var(--muted); margin:8px 0; }
+.gradcam { display:flex; flex-wrap:wrap; gap:12px; }
+.gradcam figure { margin:0; width:150px; }
+.gradcam img { width:150px; height:150px; object-fit:contain; background:#eef0f3; border-radius:4px; }
+.gradcam figcaption { font-size:12px; color:var(--bad); line-height:1.35; overflow-wrap:anywhere; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:10px; }
 """
 
@@ -176,16 +182,14 @@ def _config_section(run: RunInfo) -> str:
 
 
 def _dataset_section(run: RunInfo) -> str:
-    from tlkit import data as datamod
+    from tlkit.labels_csv import scan_for_config
 
     parts = ['<section id="dataset"><h2>Dataset</h2>']
     root = run.config.get("data")
     scan = None
     if root and Path(root).is_dir():
         try:
-            scan = datamod.scan_dataset(
-                root, val_split=float(run.config.get("val_split", 0.2)), seed=int(run.config.get("seed", 0))
-            )
+            scan = scan_for_config(run.config)  # class folders, or the run's --labels CSV
         except TlkitError as exc:
             parts.append(f'<p class="note warn">Cannot read the data folder: {_e(exc)}</p>')
     else:
@@ -212,7 +216,7 @@ def _dataset_section(run: RunInfo) -> str:
     for label, name in enumerate(scan.classes):
         thumbs = []
         if label < _MAX_SAMPLE_CLASSES:
-            files = [f for f, y in zip(scan.train.files, scan.train.labels) if y == label]
+            files = [scan.train.files[i] for i in scan.train.indices_of(label)]
             step = max(1, len(files) // _SAMPLES_PER_CLASS)
             for path in files[::step][:_SAMPLES_PER_CLASS]:
                 data = _jpeg_thumb(path)
@@ -358,6 +362,9 @@ def _eval_image(run: RunInfo, key: str) -> bytes | None:
 def _confusion_section(run: RunInfo) -> str:
     parts = ['<section id="confusion"><h2>Confusion matrix</h2>']
     ev = run.evaluation
+    if ev and ev.get("multi_label"):
+        note = "A multi-label run has no confusion matrix: see the per-label table."
+        return "".join(parts) + f'<p class="note">{note}</p></section>'
     data = _eval_image(run, "confusion_matrix")
     if data is None and ev and ev.get("confusion_matrix"):
         from tlkit.figures import confusion_figure, figure_png
@@ -374,7 +381,7 @@ def _confusion_section(run: RunInfo) -> str:
     return "".join(parts) + "</section>"
 
 
-def _mistakes_section(run: RunInfo) -> str:
+def _mistakes_section(run: RunInfo, explanations: tuple[list[dict[str, Any]], str | None] | None = None) -> str:
     parts = ['<section id="mistakes"><h2>Mistakes</h2>']
     ev = run.evaluation
     if not ev:
@@ -403,14 +410,42 @@ def _mistakes_section(run: RunInfo) -> str:
             '<tr><th>image</th><th>true</th><th>predicted</th><th class="num">p</th></tr>'
             f"{rows}</table></details>"
         )
+    if explanations is not None:
+        parts.append(_explanations_block(*explanations))
     return "".join(parts) + "</section>"
+
+
+def _explanations_block(items: list[dict[str, Any]], note: str | None) -> str:
+    """The "Why these mistakes" sub-section: Grad-CAM overlays (``jpeg`` bytes) of the most confident mistakes."""
+    parts = ['<div id="explanations"><h3>Why these mistakes (Grad-CAM)</h3>']
+    if not items:
+        return "".join(parts) + f'<p class="note">Not shown: {_e(note or "no explanations")}.</p></div>'
+    parts.append(
+        f'<p class="note">Where the model found the class it wrongly predicted ({_e(items[0].get("layer", ""))}): '
+        "red regions raised its score most, blue ones not at all. "
+        '<code>tlkit explain RUN_DIR IMAGES --output DIR</code> explains any image.</p><div class="gradcam">'
+    )
+    for item in items:
+        parts.append(
+            f'<figure><img alt="Grad-CAM of {_e(Path(item["path"]).name)}" title="{_e(item["path"])}" '
+            f'src="{_png_uri(item["jpeg"], "image/jpeg")}"><figcaption>true: {_e(item["true"])}<br>'
+            f"predicted: {_e(item['predicted'])}<br>p = {item['probability']:.2f}"
+            + ("<br>(no evidence found)" if item.get("flat") else "")
+            + "</figcaption></figure>"
+        )
+    return "".join(parts) + "</div></div>"
 
 
 # --------------------------------------------------------------------------- the report
 
 
-def render_report(run: RunInfo, *, eval_note: str | None = None) -> str:
-    """The report of ``run`` as one HTML string (see the module docstring)."""
+def render_report(
+    run: RunInfo, *, eval_note: str | None = None, explanations: tuple[list[dict[str, Any]], str | None] | None = None
+) -> str:
+    """The report of ``run`` as one HTML string (see the module docstring).
+
+    ``explanations`` is :func:`tlkit.gradcam.explain_mistakes`'s ``(items, note)``, shown under the mistakes.
+    """
     from tlkit import __version__
 
     title = f"{run.config.get('base', '?')} + {run.config.get('head', '?')}"
@@ -422,7 +457,7 @@ def render_report(run: RunInfo, *, eval_note: str | None = None) -> str:
             _curves_section(run),
             _metrics_section(run, eval_note),
             _confusion_section(run),
-            _mistakes_section(run),
+            _mistakes_section(run, explanations),
         ]
     )
     return (
@@ -436,7 +471,9 @@ def render_report(run: RunInfo, *, eval_note: str | None = None) -> str:
     )
 
 
-def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = None, probabilities: Any = None) -> Path:
+def write_report(
+    run_dir: str | Path, *, evaluate: bool = True, model: Any = None, probabilities: Any = None, explain: bool = True
+) -> Path:
     """Write ``<run>/report.html`` (self-contained) and return its path.
 
     Args:
@@ -447,6 +484,8 @@ def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = Non
         model: the run's already loaded ``keras.Model`` (saves a reload; optional).
         probabilities: the model's probabilities already known for some validation
             images, by path (see :func:`tlkit.evaluation.evaluate`).
+        explain: show Grad-CAM overlays of the most confident mistakes (needs the
+            model and the images; see :func:`tlkit.gradcam.explain_mistakes`).
 
     Raises:
         TlkitError: ``run_dir`` is not a run directory.
@@ -462,8 +501,57 @@ def write_report(run_dir: str | Path, *, evaluate: bool = True, model: Any = Non
             from tlkit.evaluation import evaluate as run_evaluation
 
             try:
+                if model is None and explain:  # loaded once, for the evaluation and the explanations
+                    from tlkit.prediction import load_keras_model
+
+                    model = load_keras_model(RunDir(run.run_dir).model_path)
                 run_evaluation(run.run_dir, model=model, probabilities=probabilities)
                 run = read_run(run.run_dir)
             except TlkitError as exc:
                 eval_note = f"Evaluation failed: {exc}"
-    return RunDir(run.run_dir).write_report(render_report(run, eval_note=eval_note))
+    explanations = _explain_mistakes(run, model) if explain else None
+    return RunDir(run.run_dir).write_report(render_report(run, eval_note=eval_note, explanations=explanations))
+
+
+def _explain_mistakes(run: RunInfo, model: Any) -> tuple[list[dict[str, Any]], str | None] | None:
+    """Grad-CAM of up to :data:`_EXPLAINED_MISTAKES` mistakes (None when there are none to explain).
+
+    Kept in ``evaluation/explained_mistakes.json``, keyed by the evaluation, so a later report
+    shows them without loading the model; a model passed in (training's) is always explained afresh.
+    """
+    import json
+
+    from tlkit.rundir import write_json
+
+    ev = run.evaluation or {}
+    mistakes = ev.get("mistakes") or []
+    if not mistakes or ev.get("multi_label"):
+        return None
+    run_dir = RunDir(run.run_dir)
+    key = {"evaluation": ev.get("created"), "mistakes": [str(m.get("path")) for m in mistakes[:_EXPLAINED_MISTAKES]]}
+    if model is None and run_dir.explained_mistakes_path.is_file():
+        try:
+            saved = json.loads(run_dir.explained_mistakes_path.read_text(encoding="utf-8"))
+            if saved.get("key") == key:
+                items = [{**item, "jpeg": base64.b64decode(item["jpeg"])} for item in saved["items"]]
+                return items, saved.get("note")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # unreadable: explain again
+    if not run_dir.has_model():
+        return [], f"no {RunDir.MODEL}"
+    from PIL import Image
+
+    from tlkit.gradcam import explain_mistakes
+
+    found, note = explain_mistakes(run.run_dir, mistakes, limit=_EXPLAINED_MISTAKES, model=model)
+    items = []
+    for item in found:
+        buffer = io.BytesIO()
+        Image.fromarray(item["overlay"]).save(buffer, format="JPEG", quality=85)
+        items.append({k: v for k, v in item.items() if k != "overlay"} | {"jpeg": buffer.getvalue()})
+    saved = [{**item, "jpeg": base64.b64encode(item["jpeg"]).decode("ascii")} for item in items]
+    try:
+        write_json(run_dir.explained_mistakes_path, {"key": key, "note": note, "items": saved})
+    except OSError:
+        pass  # a read-only run still gets its report
+    return items, note

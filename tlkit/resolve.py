@@ -13,6 +13,7 @@ from typing import Any
 from tlkit.builder import AugmentationChoice
 from tlkit.config import TrainConfig, merge
 from tlkit.errors import TlkitError
+from tlkit.mixing import check_batch_mixing
 from tlkit.preflight import check_output
 from tlkit.registry import get_registry
 from tlkit.specs import HeadSpec, format_choice, parse_choice, resolve_params
@@ -69,17 +70,33 @@ def _check_class_weight_file(setting: str) -> None:
         raise TlkitError(f"--class-weight file {setting!r} must hold an object {{class name: weight}}")
 
 
+def _resolve_labels(labels: str) -> str:
+    """``--labels FILE.csv`` as an absolute path to an existing file ("" for class folders)."""
+    if not labels:
+        return ""
+    path = Path(labels).expanduser()
+    if not path.is_file():
+        raise TlkitError(f"--labels {labels} is not a file; pass a CSV with a header row path,label[,split]")
+    return str(path.resolve())
+
+
 def resolve_config(config: TrainConfig | None = None, **options: Any) -> TrainConfig:
     """Apply ``options`` over ``config`` (or the defaults) and validate every value and name.
 
     The result is fully resolved (image size, head parameters, augmentation
     parameters, absolute paths), as written to a run's ``config.toml``.
     """
+    threshold = options.get("threshold")
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):  # threshold=0.3 from Python
+        options = {**options, "threshold": repr(float(threshold))}
     config = merge(config or TrainConfig(), options, source="options")
     config.validate()
     base = get_registry().base(config.base)
     _, head_params = resolve_head(config.head, config.head_params)
     augs = resolve_augmentations(config.augmentations)
+    check_batch_mixing(
+        [a.spec.name for a in augs if a.spec.mixes_batch], config.aug_views, getattr(config, "multi_label", False)
+    )
     weights = resolve_weights(config.weights)
     if weights not in (None, "imagenet"):
         # Readable and of a known format now; whether it fits the base is checked when the base
@@ -95,6 +112,7 @@ def resolve_config(config: TrainConfig | None = None, **options: Any) -> TrainCo
         config,
         {
             "data": str(Path(config.data).expanduser().resolve()),
+            "labels": _resolve_labels(config.labels),
             "output": str(output),
             "image_size": size,
             "head_params": head_params,

@@ -48,12 +48,17 @@ class RunDir:
     HISTORY = "history.csv"
     METRICS = "metrics.json"
     REPORT = "report.html"
+    #: ``--multi-label`` runs: each label's decision threshold (``tlkit.multilabel``).
+    THRESHOLDS = "thresholds.json"
     PLOTS = "plots"
     EVALUATION = "evaluation"
     CHECKPOINTS = "checkpoints"
     LOGS = "logs"
     #: ``tlkit export`` writes one folder per export in here (``tlkit.exporting`` owns its layout).
     EXPORT = "export"
+    #: Inside ``evaluation/``: the report's Grad-CAM overlays of the most confident mistakes, kept so
+    #: that a later ``tlkit report`` shows them without loading the model (``tlkit.report`` owns it).
+    EXPLAINED_MISTAKES = "explained_mistakes.json"
     #: Inside ``evaluation/`` (or wherever ``tlkit evaluate --output`` points).
     EVALUATION_FILES = {
         "metrics": "metrics.json",
@@ -152,6 +157,10 @@ class RunDir:
         return self.path / self.REPORT
 
     @property
+    def thresholds_path(self) -> Path:
+        return self.path / self.THRESHOLDS
+
+    @property
     def plots_dir(self) -> Path:
         return self.path / self.PLOTS
 
@@ -162,6 +171,10 @@ class RunDir:
     @property
     def evaluation_metrics_path(self) -> Path:
         return self.evaluation_dir / self.EVALUATION_FILES["metrics"]
+
+    @property
+    def explained_mistakes_path(self) -> Path:
+        return self.evaluation_dir / self.EXPLAINED_MISTAKES
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -240,6 +253,18 @@ class RunDir:
         """``evaluation/metrics.json`` (None when the run was not evaluated)."""
         return _read_json_object(self.evaluation_metrics_path)
 
+    def read_thresholds(self) -> dict[str, float] | None:
+        """A multi-label run's ``{label: threshold}`` (None when the run has none), checked."""
+        value = _read_json_object(self.thresholds_path)
+        if value is None:
+            return None
+        thresholds = value.get("thresholds")
+        if not isinstance(thresholds, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in thresholds.values()
+        ):
+            raise TlkitError(f'{self.thresholds_path} must hold {{"thresholds": {{label: number in 0..1}}}}')
+        return {str(k): float(v) for k, v in thresholds.items()}
+
     def read_state(self) -> dict[str, Any] | None:
         """The checkpoint state (None before the first epoch)."""
         if not self.state_path.is_file():
@@ -270,6 +295,10 @@ class RunDir:
     def write_state(self, state: Mapping[str, Any]) -> None:
         """The checkpoint state; written last after an epoch, it commits that epoch."""
         write_json(self.state_path, dict(state))
+
+    def write_thresholds(self, thresholds: Mapping[str, float], source: str) -> None:
+        """A multi-label run's thresholds, ``{label: threshold}``, and how they were chosen."""
+        write_json(self.thresholds_path, {"source": source, "thresholds": {k: float(v) for k, v in thresholds.items()}})
 
     def write_report(self, html: str) -> Path:
         write_text(self.report_path, html)

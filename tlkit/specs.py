@@ -301,6 +301,12 @@ class BaseSpec:
     given, returns the local path of the ImageNet weights if they are available
     offline (None otherwise); without it tlkit looks for ``weights_file`` in
     Keras's cache.
+
+    ``explain_layer`` names the layer inside the base whose feature map
+    ``tlkit explain`` (Grad-CAM) explains; empty (the default) means the base's
+    output, which is the last convolutional block of a headless
+    ``keras.applications`` model.  Set it when the base ends in something else
+    (a pooling, a projection) or a larger, earlier map explains better.
     """
 
     name: str
@@ -317,6 +323,7 @@ class BaseSpec:
     feature_shape: str = ""
     weight_file_suffixes: tuple[str, ...] = ()
     locate_weights: Callable[[], Any] | None = None
+    explain_layer: str = ""
     plugin: str = ""
 
     def check_size(self, size: int, weights: str | None) -> None:
@@ -367,6 +374,17 @@ class AugmentationSpec:
     to a batch of the same shape, and is the identity when ``training=False``.
     ``params`` are read from ``build``'s keyword-only arguments, as for
     :class:`HeadSpec`.
+
+    ``mixes_batch=True`` declares a batch-mixing augmentation (mixup, cutmix):
+    it mixes images *and labels* within a training batch, so it cannot be a
+    layer of the saved model.  Its ``build(seed, *, <params>)`` returns a
+    function ``mix(images, labels, seed) -> (images, labels)`` of TensorFlow
+    ops that tlkit applies in the training input pipeline, after batching:
+    ``images`` float32 0–255 ``(b, h, w, 3)``, ``labels`` float32 one-hot
+    ``(b, classes)``, ``seed`` a shape-``(2,)`` int64 tensor for
+    ``tf.random.stateless_*`` ops (new for every batch, the same in every run
+    with the same ``--seed``).  It returns the mixed images (same shape) and
+    soft labels (each row still sums to 1).
     """
 
     name: str
@@ -374,6 +392,7 @@ class AugmentationSpec:
     description: str
     params: tuple[Param, ...] = ()
     plugin: str = ""
+    mixes_batch: bool = False
 
     def __post_init__(self) -> None:
         if not self.params:

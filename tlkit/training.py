@@ -195,6 +195,7 @@ class StageRunner:
                 epochs=stage.end - (self.state.head_epochs if stage.name == FINE_TUNE else 0),
                 warmup_epochs=stage.warmup_epochs,
                 num_classes=self.run.num_classes,
+                soft_labels=bool(self.run.parts.mixers),  # mixup/cutmix: training metrics on argmax labels
             )
         if self._restore_pending:
             self._restore_last(stage)
@@ -218,7 +219,7 @@ class StageRunner:
                     epochs=stage.end,
                     initial_epoch=stage.start,
                     callbacks=callbacks,
-                    class_weight=self.run.class_weight,
+                    class_weight=self.run.fit_class_weight,
                     shuffle=False,
                     verbose=0,
                 )

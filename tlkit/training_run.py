@@ -64,6 +64,10 @@ def training_path(config: TrainConfig) -> tuple[str, str]:
     if not config.feature_cache:
         return "end-to-end", "--no-feature-cache: the base runs on every image every epoch"
     if config.augmentations and config.aug_views == 0:
+        from tlkit.mixing import batch_mixing_names
+
+        if batch_mixing_names(config.augmentations):
+            return "end-to-end", "batch mixing (mixup, cutmix) gives the base new mixed images every step"
         return "end-to-end", (
             "augmentations change the base's input every epoch, so its features cannot be cached; "
             "--aug-views K caches K augmented views per image instead"
@@ -106,6 +110,8 @@ class TrainingRun:
         self.head = registry.head(config.head)
         self.run_dir = run_dir  # None until prepare() creates it (a new run)
         self.resuming = run_dir is not None
+        #: False: prepare() makes no run directory (``tlkit lr-find`` needs only the model and features).
+        self.writes_run_dir = True
         self._saved_state = saved_state
         self.path, self.path_reason = training_path(config)
         # Filled in by the steps:
@@ -188,9 +194,32 @@ class TrainingRun:
             shuffle=True,
             seed=config.seed,
             first_pass=first_pass,
+            **self._batch_mixing(),
         )
         val = make_dataset(self.val_px, batch_size=batch, num_classes=self.num_classes, shuffle=False, seed=config.seed)
         return train, val
+
+    def _batch_mixing(self) -> dict[str, Any]:
+        """The training batches' mixing (mixup, cutmix; :mod:`tlkit.mixing`): the mixers, and the class
+        weights as per-image sample weights of the soft labels (Keras's ``class_weight`` is then off)."""
+        mixers = self.parts.mixers if self.parts is not None else []
+        if not mixers:
+            return {}
+        from tlkit.mixing import batch_mixing_names, class_weight_vector
+
+        if not getattr(self, "_mixing_shown", False):  # once per run, not once per stage
+            self._mixing_shown = True
+            names = ", ".join(batch_mixing_names(self.config.augmentations))
+            self.observer.message(
+                f"Batch mixing ({names}): training batches get soft labels; training metrics use each "
+                f"label's argmax, validation is unmixed"
+            )
+        return {"mixers": mixers, "class_weights": class_weight_vector(self.class_weight, self.num_classes)}
+
+    @property
+    def fit_class_weight(self) -> dict[int, float] | None:
+        """Keras's ``class_weight`` for ``fit``: None when mixed batches carry the weights themselves."""
+        return None if self.parts is not None and self.parts.mixers else self.class_weight
 
     # -- the whole run -------------------------------------------------------
     def execute(self) -> TrainResult:
@@ -257,10 +286,11 @@ class TrainingRun:
     def prepare(self, workdir: str | Path) -> None:
         """Scan and decode the data, open the run directory, build the model and the state."""
         from tlkit import data as datamod
+        from tlkit.labels_csv import csv_fingerprint, scan_for_config
         from tlkit.tfenv import import_tensorflow
 
         config = self.config
-        scan = datamod.scan_dataset(config.data, val_split=config.val_split, seed=config.seed)
+        scan = scan_for_config(config)  # class folders, or the --labels CSV
         if len(scan.classes) < 2:
             raise TlkitError(
                 f"{scan.root}/train holds only one class ({scan.classes[0]}); a classifier needs 2 or more"
@@ -279,8 +309,9 @@ class TrainingRun:
         with self.timed("build_model"):
             self._build_model()
         self._preflight_disk()
-        self._open_run_dir()
-        self.observer.message(f"Run directory: {self.run_dir}" + (" (resuming)" if self.resuming else ""))
+        if self.writes_run_dir:
+            self._open_run_dir()
+            self.observer.message(f"Run directory: {self.run_dir}" + (" (resuming)" if self.resuming else ""))
         # Not decoded yet: a run whose features are all cached never decodes an image.
         self.train_px, self.val_px = (
             datamod.DecodedSplit(None, split.labels, list(split.files), []) for split in (scan.train, scan.val)
@@ -295,6 +326,8 @@ class TrainingRun:
                 "train": self.plan.files_fp(self.train_px.files),
                 "val": self.plan.files_fp(self.val_px.files),
             }
+            if config.labels:  # the CSV decides labels and split: part of what identifies the data
+                fingerprints["labels"] = csv_fingerprint(config.labels)
         self.state = self._initial_state(fingerprints)
         self.class_weight = self._class_balance()
 
@@ -467,6 +500,7 @@ class TrainingRun:
                     head_params=config.head_params,
                     augmentations=augmentations,
                     seed=config.seed,
+                    multi_label=config.multi_label,
                 )
         except (TlkitError, MemoryError):
             raise
@@ -508,10 +542,11 @@ class TrainingRun:
         if self._saved_state is None:
             return RunState(data=fingerprints, base_weights=self.plan.weights_fp)
         state = RunState.from_dict(self._saved_state)
-        changed = [name for name in ("train", "val") if state.data.get(name) != fingerprints[name]]
+        changed = [name for name in fingerprints if state.data.get(name) != fingerprints[name]]
         if changed:
+            shown = " and ".join("labels CSV" if name == "labels" else f"{name} images" for name in changed)
             raise TlkitError(
-                f"--resume {self.run_dir}: the {' and '.join(changed)} images changed since the run started; "
+                f"--resume {self.run_dir}: the {shown} changed since the run started; "
                 f"resuming needs the same data — start a new run instead"
             )
         if state.base_weights and state.base_weights != self.plan.weights_fp:
@@ -534,7 +569,7 @@ class TrainingRun:
         ratio = imbalance.imbalance_ratio(train_counts)
         weights = imbalance.class_weights(self.config.class_weight, self.train_px.labels, classes)
         if ratio >= imbalance.IMBALANCE_WARNING_RATIO:
-            advice = "" if weights else "; consider --class-weight balanced"
+            advice = "" if weights or self.config.multi_label else "; consider --class-weight balanced"
             self.observer.message(
                 f"the training classes are imbalanced (largest/smallest = {ratio:.1f}×){advice}", level="warning"
             )
@@ -611,6 +646,7 @@ class TrainingRun:
             )
         metrics = self._metrics(history)
         run_dir.write_metrics(metrics)
+        self._write_thresholds()
         state.status = "done"  # only now: a run killed before this point can still be resumed
         run_dir.write_state(state.as_dict())
         report = self._write_report()
@@ -667,6 +703,35 @@ class TrainingRun:
             return None
         probabilities = head_probabilities(self.parts.head_tail, self.run_features.val)
         return {str(path): row for path, row in zip(self.val_px.files, probabilities)}
+
+    def _write_thresholds(self) -> None:
+        """``--multi-label``: each label's decision threshold, into the run directory (tuned on the
+        validation images with ``--threshold tuned``)."""
+        if not self.config.multi_label:
+            return
+        from tlkit.multilabel import thresholds_for_run
+
+        tuned = self.config.threshold == "tuned"
+        probs = None
+        if tuned:
+            import numpy as np
+
+            from tlkit.features import head_probabilities
+            from tlkit.prediction import Predictor
+
+            if self.run_features is not None:
+                probs = head_probabilities(self.parts.head_tail, self.run_features.val)
+            else:
+                run, pixels = Predictor(self.parts.model), self.val_px.pixels
+                probs = np.concatenate(
+                    [run(pixels[i : i + FEATURE_BATCH]) for i in range(0, len(pixels), FEATURE_BATCH)]
+                )
+        values = thresholds_for_run(self.config.threshold, probs, self.val_px.labels, self.num_classes)
+        source = "tuned: each label's F1 maximised on the validation images" if tuned else "--threshold"
+        self.run_dir.write_thresholds(dict(zip(self.classes, values.tolist())), source)
+        if tuned:
+            shown = ", ".join(f"{name} {value:.2f}" for name, value in zip(self.classes, values))
+            self.observer.message(f"Thresholds (tuned on validation): {shown}")
 
     def _write_report(self) -> Path | None:
         """The HTML report; a problem there never fails a finished training."""

@@ -97,6 +97,7 @@ BASES: tuple[tlkit.BaseSpec, ...] = (
         weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         feature_shape="7×7×512 at 224 px",
         description="VGG-16 (plain 3×3 conv stack, 2014), 71.3% ImageNet top-1; simple baseline, heavy compute",
+        explain_layer="block5_conv3",  # the base ends in a max-pooling; Grad-CAM explains the last conv
     ),
     tlkit.keras_application_base(
         "vgg19",
@@ -107,6 +108,7 @@ BASES: tuple[tlkit.BaseSpec, ...] = (
         weights_file="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
         feature_shape="7×7×512 at 224 px",
         description="VGG-19, 71.3% ImageNet top-1; deeper VGG, the slowest base here",
+        explain_layer="block5_conv4",
     ),
     # -- MobileNet -----------------------------------------------------------
     tlkit.keras_application_base(

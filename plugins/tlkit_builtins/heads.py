@@ -16,6 +16,7 @@ from tlkit import param
 # `tlkit info` shows and `--head-param` checks.
 Pooling = Literal["avg", "max", "flatten"]
 Activation = Literal["relu", "gelu", "swish", "elu", "tanh"]
+FeatureNorm = Literal["none", "layer", "batch"]
 
 
 def _pool(features, pooling: Pooling):
@@ -41,11 +42,25 @@ def build_dense256(
     *,
     units: Annotated[int, param("width of the hidden Dense layer", min=1)] = 256,
     dropout: Annotated[float, param("dropout rate before and after the hidden layer", min=0.0, max=0.99)] = 0.5,
+    norm: Annotated[
+        FeatureNorm, "normalise the flattened features: none (the classic recipe), layer or batch (see training.md)"
+    ] = "none",
 ):
-    """Flatten → Dropout → Dense(relu) → Dropout → Dense(softmax): the classic recipe."""
+    """Flatten → [Layer/BatchNormalization] → Dropout → Dense(relu) → Dropout → Dense(softmax): the classic recipe.
+
+    ``norm="none"`` (the default) is the recipe exactly.  ``norm="layer"`` or
+    ``"batch"`` adds a normalisation layer on the flattened features: fewer
+    dead ReLUs in the hidden layer (batch: none); the same accuracy on the
+    demo, 15-18 points more and a narrower seed spread on weak features
+    (docs/training.md, "Stability across seeds").
+    """
     from keras import layers
 
     x = layers.Flatten(name="head_flatten")(features)
+    if norm == "layer":
+        x = layers.LayerNormalization(name="head_norm")(x)
+    elif norm == "batch":
+        x = layers.BatchNormalization(name="head_norm")(x)
     x = layers.Dropout(dropout, name="head_dropout_1")(x)
     x = layers.Dense(units, activation="relu", name="head_dense")(x)
     x = layers.Dropout(dropout, name="head_dropout_2")(x)

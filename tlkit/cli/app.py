@@ -11,7 +11,7 @@ import os
 
 import typer
 
-from tlkit.cli import cache, evaluate, export, listing, new_plugin, train, weights
+from tlkit.cli import cache, evaluate, explain, export, listing, lr_find, new_plugin, train, weights
 from tlkit.cli.common import _state, out
 
 app = typer.Typer(
@@ -45,7 +45,7 @@ def _main(
 
 
 # The order here is the order of `tlkit --help`.
-for _module in (listing, train, evaluate, export, weights, cache, new_plugin):
+for _module in (listing, train, lr_find, evaluate, explain, export, weights, cache, new_plugin):
     _module.register(app)
 
 

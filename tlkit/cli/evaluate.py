@@ -19,6 +19,10 @@ from tlkit.rundir import RunDir
 COMMANDS = ("evaluate", "predict", "report", "compare")
 _EVAL_FILES = ", ".join(RunDir.EVALUATION_FILES.values())
 FORMATS = ("table", "json", "csv")
+_TTA_HELP = (
+    "Test-time augmentation: average the probabilities over deterministic views of each image — "
+    "flips (original + mirror) or N, the first N (2-12) of original, mirror, 5 crops of 90 %, mirrored crops."
+)
 
 
 def _esc(text: Any) -> str:
@@ -59,6 +63,15 @@ def evaluate_command(
     as_json: bool = typer.Option(
         False, "--json", help=f"Print the metrics as JSON (as in {RunDir.EVALUATION_FILES['metrics']})."
     ),
+    tta: str | None = typer.Option(
+        None, "--tta", metavar="flips|N", help=_TTA_HELP + " Reports the metrics without and with TTA side by side."
+    ),
+    labels: Path | None = typer.Option(
+        None,
+        "--labels",
+        help="A labels CSV (path,label[,split]; path,labels for a multi-label run), paths relative to "
+        "--data (default: the run's data folder); --split picks its rows. (default: the run's own --labels)",
+    ),
 ) -> None:
     """Measure a trained model: accuracy, top-k, per-class precision/recall/F1, confusion matrix, mistakes.
 
@@ -69,7 +82,9 @@ def evaluate_command(
 
     from tlkit.evaluation import evaluate
     from tlkit.exporting import recorded_data
+    from tlkit.tta import parse_tta
 
+    views = parse_tta(tta)  # a bad value fails before the model is loaded
     if data is None:
         # An export folder records its run's data (and split seed): evaluate it on the same images.
         data = recorded_data(run_or_model)
@@ -87,10 +102,59 @@ def evaluate_command(
             max_mistakes=mistakes,
             on_start=lambda n: progress.update(task, total=n),
             progress=lambda n: progress.advance(task, n),
+            tta=views,
+            labels=labels,
         )
     if as_json:
         return print_json(result.as_dict())
+    if getattr(result, "multi_label", False):
+        return _print_multi_label_evaluation(out, result)
     _print_evaluation(out, result)
+
+
+def _print_multi_label_evaluation(out, result) -> None:
+    """A multi-label run's evaluation: the summary, then per-label precision/recall/F1/support/threshold."""
+    from rich.table import Table
+
+    m = result.metrics
+    out.print(
+        f"Evaluated [bold]{_esc(result.run_dir or result.model)}[/bold] (multi-label) on {_esc(result.split)}: "
+        f"{result.num_images} images in {result.seconds:.1f} s"
+    )
+    summary = Table(show_header=False, title="Summary", title_justify="left")
+    summary.add_column("", style="bold", no_wrap=True)
+    summary.add_column("", justify="right")
+    summary.add_row("subset accuracy (exact label set)", f"{m['subset_accuracy']:.4f}")
+    summary.add_row("hamming accuracy (label decisions)", f"{m['hamming_accuracy']:.4f}")
+    summary.add_row("micro F1", f"{result.micro['f1']:.4f}")
+    summary.add_row("macro F1", f"{result.macro['f1']:.4f}")
+    summary.add_row("log loss (binary)", f"{m['log_loss']:.4f}")
+    summary.add_row("images with a wrong label set", f"{len(result.mistakes)} of {result.num_images}")
+    out.print(summary)
+    table = Table(title="Per label", title_justify="left")
+    table.add_column("label", overflow="fold")
+    for column in ("threshold", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="right")
+    for name, c in result.per_class.items():
+        table.add_row(
+            _esc(name),
+            f"{c['threshold']:.3f}",
+            f"{c['precision']:.3f}",
+            f"{c['recall']:.3f}",
+            f"{c['f1']:.3f}",
+            str(c["support"]),
+        )
+    table.add_section()
+    for label, avg in (("micro avg", result.micro), ("macro avg", result.macro), ("weighted avg", result.weighted)):
+        table.add_row(
+            label, "", f"{avg['precision']:.3f}", f"{avg['recall']:.3f}", f"{avg['f1']:.3f}", "", style="bold"
+        )
+    out.print(table)
+    for note in result.notes:
+        out.print(f"[yellow]Note:[/yellow] {_esc(note)}")
+    out.print("Wrote:")
+    for path in result.files.values():
+        out.print(f"  {_esc(path)}", soft_wrap=True)
 
 
 def _print_evaluation(out, result) -> None:
@@ -100,16 +164,19 @@ def _print_evaluation(out, result) -> None:
         f"Evaluated [bold]{_esc(result.run_dir or result.model)}[/bold] on {_esc(result.split)}: "
         f"{result.num_images} images in {result.seconds:.1f} s"
     )
-    summary = Table(show_header=False, title="Summary", title_justify="left")
-    summary.add_column("", style="bold", no_wrap=True)
-    summary.add_column("", justify="right")
-    summary.add_row("accuracy", f"{result.accuracy:.4f}")
-    summary.add_row(f"top-{result.top_k} accuracy", f"{result.top_k_accuracy:.4f}")
-    summary.add_row("macro F1", f"{result.macro['f1']:.4f}")
-    summary.add_row("weighted F1", f"{result.weighted['f1']:.4f}")
-    summary.add_row("log loss", f"{result.log_loss:.4f}")
-    summary.add_row("mistakes", f"{len(result.mistakes)} of {result.num_images}")
-    out.print(summary)
+    if result.tta:
+        _print_tta_summary(out, result)
+    else:
+        summary = Table(show_header=False, title="Summary", title_justify="left")
+        summary.add_column("", style="bold", no_wrap=True)
+        summary.add_column("", justify="right")
+        summary.add_row("accuracy", f"{result.accuracy:.4f}")
+        summary.add_row(f"top-{result.top_k} accuracy", f"{result.top_k_accuracy:.4f}")
+        summary.add_row("macro F1", f"{result.macro['f1']:.4f}")
+        summary.add_row("weighted F1", f"{result.weighted['f1']:.4f}")
+        summary.add_row("log loss", f"{result.log_loss:.4f}")
+        summary.add_row("mistakes", f"{len(result.mistakes)} of {result.num_images}")
+        out.print(summary)
 
     per_class = Table(title="Per class", title_justify="left")
     per_class.add_column("class", overflow="fold")
@@ -137,6 +204,30 @@ def _print_evaluation(out, result) -> None:
     out.print("Wrote:")
     for path in result.files.values():
         out.print(f"  {_esc(path)}", soft_wrap=True)
+
+
+def _print_tta_summary(out, result) -> None:
+    """The headline metrics without and with test-time augmentation, side by side."""
+    from rich.table import Table
+
+    tta = result.tta
+    table = Table(title=f"Summary — test-time augmentation {_esc(tta['setting'])}", title_justify="left")
+    table.add_column("", style="bold", no_wrap=True)
+    table.add_column("without TTA", justify="right")
+    table.add_column(f"with TTA ({len(tta['views'])} views)", justify="right")
+    plain, averaged = tta["without_tta"], tta["with_tta"]
+    for label, key in (
+        ("accuracy", "accuracy"),
+        (f"top-{result.top_k} accuracy", "top_k_accuracy"),
+        ("macro F1", "macro_f1"),
+        ("weighted F1", "weighted_f1"),
+        ("log loss", "log_loss"),
+    ):
+        table.add_row(label, f"{plain[key]:.4f}", f"{averaged[key]:.4f}")
+    n = result.num_images
+    table.add_row("mistakes", f"{plain['num_mistakes']} of {n}", f"{averaged['num_mistakes']} of {n}")
+    out.print(table)
+    out.print(f"Views: {_esc(', '.join(tta['views']))}. Per class, confusion matrix and mistakes below are with TTA.")
 
 
 def _print_confusion(out, result) -> None:
@@ -194,6 +285,7 @@ def predict_command(
     batch_size: int = typer.Option(32, "--batch-size", help="Images per model call."),
     fmt: str = typer.Option("table", "--format", "-f", help="table, json (JSON Lines: one object per image) or csv."),
     as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    tta: str | None = typer.Option(None, "--tta", metavar="flips|N", help=_TTA_HELP),
 ) -> None:
     """Predict the top-k classes of images, streamed: results appear as batches finish.
 
@@ -201,13 +293,15 @@ def predict_command(
     unless no file at all could be read.
     """
     from tlkit.prediction import predict
+    from tlkit.tta import parse_tta
 
+    views = parse_tta(tta)
     fmt = "json" if as_json else fmt.lower()
     if fmt not in FORMATS:
         raise TlkitError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if top_k < 1:
         raise TlkitError(f"--top-k must be at least 1, got {top_k}")
-    predictions = predict(run_or_model, paths, top_k=top_k, batch_size=batch_size)  # loads the model
+    predictions = predict(run_or_model, paths, top_k=top_k, batch_size=batch_size, tta=views)  # loads the model
     started = time.perf_counter()
     writer = {"table": _TableWriter, "json": _JsonWriter, "csv": _CsvWriter}[fmt](out, top_k)
     done = failed = 0
@@ -225,6 +319,7 @@ def predict_command(
     rate = f" ({done / elapsed:.1f} images/s)" if elapsed > 0 else ""
     err.print(
         f"Predicted {done} image(s) in {elapsed:.1f} s{rate}"
+        + (f" with test-time augmentation {views.describe()}" if views else "")
         + (f"; skipped {failed} unreadable file(s)" if failed else ""),
         soft_wrap=True,
     )
@@ -254,9 +349,20 @@ class _CsvWriter:
         header = ["path"]
         for rank in range(1, top_k + 1):
             header += [f"rank{rank}_label", f"rank{rank}_prob"]
-        self.writer.writerow(header)
+        self.header: list[str] | None = header  # written with the first row (multi-label has its own)
+
+    def _write_header(self, multi_label: bool = False) -> None:
+        if self.header is not None:
+            self.writer.writerow(["path", "labels", "probs"] if multi_label else self.header)
+            self.header = None
 
     def write(self, prediction) -> None:
+        self._write_header(prediction.multi_label)
+        if prediction.multi_label:  # every label at or above its threshold, "|"-separated
+            probs = "|".join(f"{p:.6f}" for p in prediction.probs)
+            self.writer.writerow([prediction.path, "|".join(prediction.labels), probs])
+            self.stream.flush()
+            return
         row: list[Any] = [prediction.path]
         for rank in range(self.top_k):
             if rank < len(prediction.labels):
@@ -267,6 +373,7 @@ class _CsvWriter:
         self.stream.flush()
 
     def close(self) -> None:
+        self._write_header()
         self.stream.flush()
 
 
@@ -296,6 +403,14 @@ class _TableWriter:
 
     def write(self, prediction) -> None:
         table = self._table(header=not self.printed_header)
+        if prediction.multi_label:  # every label at or above its threshold
+            shown = ", ".join(f"{_esc(lbl)} {p:.3f}" for lbl, p in zip(prediction.labels, prediction.probs))
+            top = f"{prediction.prob:.3f}" if prediction.labels else "—"
+            cells = [_esc(_shown_path(prediction.path)), _esc("|".join(prediction.labels) or "(none)"), top]
+            table.add_row(*(cells + ([shown] if self.top_k > 1 else [])))
+            self.out.print(table)
+            self.printed_header = True
+            return
         others = ", ".join(f"{_esc(lbl)} {p:.3f}" for lbl, p in zip(prediction.labels[1:], prediction.probs[1:]))
         cells = [_esc(_shown_path(prediction.path)), _esc(prediction.label), f"{prediction.prob:.3f}"]
         table.add_row(*(cells + ([others] if self.top_k > 1 else [])))

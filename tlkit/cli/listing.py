@@ -45,6 +45,7 @@ def _base_row(spec) -> dict[str, Any]:
         "params": spec.params,
         "preprocessing": spec.preprocessing,
         "feature_shape": spec.feature_shape,
+        "explain_layer": spec.explain_layer or None,  # None: tlkit explain uses the base's output
         "weights_file": spec.weights_file,
         "imagenet_weights_cached": cached,
         "weights_path": where,
@@ -62,6 +63,8 @@ def _choice_row(spec) -> dict[str, Any]:
             {"name": p.name, "kind": p.kind, "default": p.default, "help": p.help, "choices": list(p.choices)}
             for p in spec.params
         ],
+        # Augmentations only: True for batch mixing (mixup, cutmix), applied to training batches, not in the model.
+        **({"mixes_batch": spec.mixes_batch} if hasattr(spec, "mixes_batch") else {}),
     }
 
 
@@ -173,6 +176,8 @@ def info(
                 continue
             if key == "weights_sizes" and not value:
                 value = "any size"
+            if key == "explain_layer" and not value:
+                value = "the base's output"
             if key == "params" and isinstance(value, list):
                 value = (
                     "\n".join(f"{p['name']} = {_fmt_value(p['default'])} ({p['kind']}) {p['help']}" for p in value)
