@@ -222,6 +222,25 @@ def multi_worker_fit_fixes(distribution: Distribution) -> Iterator[None]:
         trainer_module.reduce_per_replica = original
 
 
+@contextmanager
+def precision_policy_kept() -> Iterator[None]:
+    """Leave Keras's global dtype policy as it was (a run sets ``--precision``'s).
+
+    Keras is not imported here when it is not loaded yet: importing it (and TensorFlow) before
+    the data scan would delay every early refusal by seconds.
+    """
+    import sys
+
+    keras = sys.modules.get("keras")
+    policy = keras.mixed_precision.global_policy().name if keras is not None else "float32"
+    try:
+        yield
+    finally:
+        keras = sys.modules.get("keras")
+        if keras is not None:
+            keras.mixed_precision.set_global_policy(policy)
+
+
 def set_precision(policy: str) -> None:
     """Make ``policy`` (float32, mixed_float16, mixed_bfloat16) Keras's global dtype policy."""
     import keras

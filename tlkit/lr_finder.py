@@ -24,10 +24,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import shlex
-import sys
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,6 +270,7 @@ def find_lr(
     observer: TrainingObserver | None = None,
 ) -> LRFindResult:
     """Sweep the head's learning rate for ``config`` (a resolved :class:`TrainConfig`); see the module."""
+    from tlkit.distribute import precision_policy_kept
     from tlkit.preflight import check_output
     from tlkit.training import sigterm_stops_training
     from tlkit.training_run import TrainingRun
@@ -286,7 +285,7 @@ def find_lr(
     with (
         tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir,
         sigterm_stops_training(),  # SIGTERM stops it like Ctrl-C: the decoded pixels are removed
-        _keras_policy_kept(),
+        precision_policy_kept(),
     ):
         run.prepare(workdir)
         run.features()
@@ -345,19 +344,6 @@ def _what_the_sweep_leaves_out(config: TrainConfig) -> list[str]:
     if config.schedule != "constant" or config.warmup_epochs:
         notes.append("the sweep is its own schedule; --schedule and --warmup-epochs apply to train")
     return notes
-
-
-@contextmanager
-def _keras_policy_kept() -> Iterator[None]:
-    """Keras's global dtype policy as it was afterwards (the run sets ``--precision``'s)."""
-    keras = sys.modules.get("keras")
-    policy = keras.mixed_precision.global_policy().name if keras is not None else "float32"
-    try:
-        yield
-    finally:
-        keras = sys.modules.get("keras")
-        if keras is not None:
-            keras.mixed_precision.set_global_policy(policy)
 
 
 def _sweep(run: Any, start_lr: float, end_lr: float, steps: int | None) -> tuple[list[float], list[float], str, int]:

@@ -16,7 +16,6 @@ Everything the user should see goes to a :class:`~tlkit.observer.TrainingObserve
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -259,17 +258,12 @@ class TrainingRun:
     def _process_state(self) -> Iterator[None]:
         """Leave the process as it was: Keras's global dtype policy back, a worker's temporary
         run directory removed."""
-        # Keras is not imported here when it is not loaded yet: importing it (and TensorFlow)
-        # before the data scan would delay every early refusal by seconds and print TF's start-up
-        # noise; tlkit.tfenv imports it quietly in prepare().
-        keras = sys.modules.get("keras")
-        policy = keras.mixed_precision.global_policy().name if keras is not None else "float32"
+        from tlkit.distribute import precision_policy_kept
+
         try:
-            yield
+            with precision_policy_kept():
+                yield
         finally:
-            keras = sys.modules.get("keras")
-            if keras is not None:
-                keras.mixed_precision.set_global_policy(policy)
             if self._worker_dir is not None:
                 shutil.rmtree(self._worker_dir.path, ignore_errors=True)
 
