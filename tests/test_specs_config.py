@@ -97,6 +97,13 @@ def test_config_errors(tmp_path):
         load_config_file(tmp_path / "missing.toml")
 
 
+def test_paths_are_accepted_where_a_string_is(tmp_path):
+    config = config_from_mapping({"data": tmp_path / "data", "output": tmp_path / "runs"})
+    assert config.data == str(tmp_path / "data") and config.output == str(tmp_path / "runs")
+    with pytest.raises(TlkitError, match="data in config must be a string"):
+        config_from_mapping({"data": 3})
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

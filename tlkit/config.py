@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -523,6 +524,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         ok = isinstance(value, Mapping)
         value = dict(value) if ok else value
     else:
+        if isinstance(value, os.PathLike):  # tlkit.train(data=Path("data")): paths are strings here
+            value = os.fspath(value)
         ok = isinstance(value, str)
     if not ok:
         kind = _KIND_NAMES[type(default)]
