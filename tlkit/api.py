@@ -55,7 +55,9 @@ def build_model(
     """Build the end-to-end ``keras.Model`` (raw 0–255 pixels in, class probabilities out).
 
     ``weights`` is ``"imagenet"``, ``"none"``/None or a path to a weights file.
-    Augmentations are ``"name"`` or ``"name:key=value,..."`` strings.
+    Augmentations are ``"name"`` or ``"name:key=value,..."`` strings; batch-mixing ones
+    (``mixup``, ``cutmix``) mix images *and labels*, so they are never model layers and are
+    left out here (training applies them to its batches).
     ``multi_label`` ends the head in a sigmoid (one independent probability per label).
     """
     from tlkit import builder
