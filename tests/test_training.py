@@ -192,7 +192,7 @@ def _wait_for_epoch(run_root: Path, epoch: int, process: subprocess.Popen, timeo
     raise AssertionError("training never reached the epoch")
 
 
-RESUMABLE = [*CLI_FAST, "--epochs", "10", "--deterministic", "--no-feature-cache", "--head", "linear", "--lr", "0.01"]
+RESUMABLE = [*CLI_FAST, "--epochs", "14", "--deterministic", "--no-feature-cache", "--head", "linear", "--lr", "0.01"]
 
 
 def _interrupt(args: list[str], run_root: Path, epoch: int, sig: signal.Signals) -> tuple[Path, int, str]:
@@ -224,11 +224,11 @@ def test_interrupted_three_ways_then_resumed_equals_an_uninterrupted_run(tiny_da
     interrupted_at = state["epoch"]
 
     # SIGTERM (what schedulers and `kill` send) on the resumed run: the same, exit 143.
-    _, code, stderr = _interrupt(["train", "--resume", str(run_dir)], runs, interrupted_at + 2, signal.SIGTERM)
+    _, code, stderr = _interrupt(["train", "--resume", str(run_dir)], runs, interrupted_at + 1, signal.SIGTERM)
     assert code == 143, stderr
     assert "terminated (SIGTERM)" in " ".join(stderr.split()) and "Traceback" not in stderr
     state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
-    assert state["status"] == "interrupted" and state["epoch"] >= interrupted_at + 2
+    assert state["status"] == "interrupted" and state["epoch"] >= interrupted_at + 1
     assert not (run_dir / "model.keras").exists()
 
     # --resume refuses other folders, extra options and changed data (checked in-process).
@@ -245,7 +245,7 @@ def test_interrupted_three_ways_then_resumed_equals_an_uninterrupted_run(tiny_da
 
     # SIGKILL: no handler runs; the last checkpoint is what --resume continues from.
     state_epoch = json.loads((run_dir / "checkpoints" / "state.json").read_text())["epoch"]
-    _, code, _ = _interrupt(["train", "--resume", str(run_dir)], runs, state_epoch + 2, signal.SIGKILL)
+    _, code, _ = _interrupt(["train", "--resume", str(run_dir)], runs, state_epoch + 1, signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert not (run_dir / "model.keras").exists()
 
@@ -257,7 +257,7 @@ def test_interrupted_three_ways_then_resumed_equals_an_uninterrupted_run(tiny_da
     ref_out, ref_err = reference.communicate(timeout=600)
     assert reference.returncode == 0, ref_err
     rows, expected = _rows(run_dir), _rows(Path(ref_out.strip()))
-    assert [r["epoch"] for r in rows] == [str(i) for i in range(1, 11)]
+    assert [r["epoch"] for r in rows] == [str(i) for i in range(1, 15)]
     for got, want in zip(rows, expected):
         assert float(got["val_loss"]) == pytest.approx(float(want["val_loss"]), rel=1e-5)
     again = invoke_tlkit("train", "--resume", str(run_dir))
