@@ -42,7 +42,7 @@ from tlkit.artifacts import ARTIFACTS, locate_artifact
 from tlkit.errors import TlkitError
 from tlkit.exporting import MIN_AGREEMENT, export
 from tlkit.prediction import open_model, predict
-from tlkit.testing import make_image_folder, registry_with
+from tlkit.testing import calibrated_mobilenet_v2_weights, make_image_folder, registry_with
 
 SIZE = 32
 CLASSES = ["cat", "dog", "fox"]
@@ -138,21 +138,10 @@ def fast(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mobile(tmp_path_factory):
     """(data, run directory) of a tlkit.train run on MobileNetV2 with BatchNorm-calibrated random weights."""
-    import keras
-
-    from tlkit.data import load_image
 
     root = tmp_path_factory.mktemp("export-mobile")
     data = make_image_folder(root / "data", classes=CLASSES, per_class=8, val_per_class=6, size=40)
-    keras.utils.set_random_seed(0)
-    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
-    pixels = np.stack([load_image(f, SIZE) for f in sorted((data / "train").rglob("*.png"))]).astype("float32")
-    for layer in base.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0  # one training-mode call sets the moving statistics to this batch's
-    base(pixels / 127.5 - 1.0, training=True)
-    weights = root / "mobilenet_v2_32.weights.h5"
-    base.save_weights(str(weights))
+    weights = calibrated_mobilenet_v2_weights(data / "train", SIZE, root / "mobilenet_v2_32.weights.h5")
     result = tlkit.train(
         data=str(data),
         base="mobilenet_v2",

@@ -14,7 +14,7 @@ import pytest
 from conftest import CLASS_COLORS, invoke_tlkit
 
 from tlkit.errors import TlkitError
-from tlkit.testing import write_images
+from tlkit.testing import calibrated_mobilenet_v2_weights, write_images
 from tlkit.tta import CROP_FRACTION, MAX_VIEWS, VIEWS, parse_tta, resize_bilinear, view
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,13 +25,11 @@ SIZE = 32
 def trained(tmp_path_factory):
     """(data folder, run directory, its loaded model, the validation files).
 
-    The base has random weights with BatchNorm statistics calibrated on the training images (as
-    in test_export), so that its features, and the model's probabilities, depend on the image.
+    The base has random weights with BatchNorm statistics calibrated on the training images
+    (tlkit.testing.calibrated_mobilenet_v2_weights), so that its features, and the model's probabilities, depend on the image.
     """
-    import keras
 
     import tlkit
-    from tlkit.data import load_image
     from tlkit.prediction import load_keras_model
 
     root = tmp_path_factory.mktemp("tta")
@@ -39,15 +37,7 @@ def trained(tmp_path_factory):
     for k, (name, color) in enumerate(CLASS_COLORS.items()):
         write_images(data / "train" / name, 4, color, size=SIZE, seed=k, noise=80)
         write_images(data / "val" / name, 2, color, size=SIZE, seed=10 + k, noise=80)
-    keras.utils.set_random_seed(0)
-    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
-    pixels = np.stack([load_image(f, SIZE) for f in sorted((data / "train").rglob("*.png"))]).astype("float32")
-    for layer in base.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0  # one training-mode call sets the moving statistics to this batch's
-    base(pixels / 127.5 - 1.0, training=True)
-    weights = root / "mobilenet_v2_32.weights.h5"
-    base.save_weights(str(weights))
+    weights = calibrated_mobilenet_v2_weights(data / "train", SIZE, root / "mobilenet_v2_32.weights.h5")
     result = tlkit.train(
         data=str(data),
         base="mobilenet_v2",

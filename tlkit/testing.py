@@ -27,7 +27,14 @@ import pytest
 
 from tlkit import registry as _registry
 
-__all__ = ["make_image_folder", "registry_with", "tlkit_image_folder", "tlkit_plugin", "write_images"]
+__all__ = [
+    "calibrated_mobilenet_v2_weights",
+    "make_image_folder",
+    "registry_with",
+    "tlkit_image_folder",
+    "tlkit_plugin",
+    "write_images",
+]
 
 _COLORS = [(220, 40, 40), (40, 200, 60), (50, 70, 220), (230, 200, 40), (160, 60, 200), (40, 200, 200)]
 
@@ -97,6 +104,28 @@ class _ModuleEntryPoint:
 
     def load(self) -> types.ModuleType:
         return self._module
+
+
+def calibrated_mobilenet_v2_weights(train_dir: str | Path, size: int, path: str | Path) -> Path:
+    """Write random MobileNetV2 weights whose BatchNorm statistics fit the images under ``train_dir``.
+
+    With ``weights=None`` a MobileNetV2's features shrink to ~1e-13 (its BatchNorm statistics
+    are the initial 0/1), so every image gets the same prediction; calibrated on the data,
+    the random base gives features that differ per image.  Pass ``path`` as ``weights=``.
+    """
+    import keras
+
+    from tlkit.data import load_image
+
+    keras.utils.set_random_seed(0)
+    base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(size, size, 3))
+    pixels = np.stack([load_image(f, size) for f in sorted(Path(train_dir).rglob("*.png"))]).astype("float32")
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0  # one training-mode call sets the moving statistics to this batch's
+    base(pixels / 127.5 - 1.0, training=True)
+    base.save_weights(str(path))
+    return Path(path)
 
 
 def registry_with(*modules: types.ModuleType, builtins: bool = True) -> _registry.Registry:
