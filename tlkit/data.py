@@ -259,16 +259,21 @@ def _stratified_split(
     val_files: dict[str, list[Path]] = {}
     for name in classes:
         files = files_by_class[name]
-        n = len(files)
-        # At least one image to val, and at least one left for training.
-        n_val = min(n - 1, max(1, round(n * val_split)))
-        # A fresh generator per class: a class's split depends only on its own files
-        # and the seed, so adding a class or images elsewhere does not reshuffle it.
-        order = np.random.default_rng(seed).permutation(n)
-        val_idx = set(order[:n_val].tolist())
+        val_idx = held_out(len(files), val_split, seed)
         val_files[name] = [f for i, f in enumerate(files) if i in val_idx]
         train_files[name] = [f for i, f in enumerate(files) if i not in val_idx]
     return _split_from_folders(train_files, classes), _split_from_folders(val_files, classes)
+
+
+def held_out(n: int, val_split: float, seed: int) -> set[int]:
+    """Which of ``n`` items (one class's, for a stratified split) go to validation.
+
+    At least one, and at least one left for training.  A fresh generator per call: a class's
+    split depends only on its own items and the seed, so adding a class or images elsewhere
+    does not reshuffle it.
+    """
+    n_val = min(n - 1, max(1, round(n * val_split)))
+    return set(np.random.default_rng(seed).permutation(n)[:n_val].tolist())
 
 
 # --------------------------------------------------------------------------- decoding

@@ -285,11 +285,6 @@ def scan_labels_csv(
     )
 
 
-def _held_out(n: int, val_split: float) -> int:
-    """Rows held out of ``n``: at least one, and at least one left for training (as for class folders)."""
-    return min(n - 1, max(1, round(n * val_split)))
-
-
 def _stratified_split(
     rows: list[LabelRow], classes: list[str], val_split: float, seed: int, csv_path: Path
 ) -> tuple[list[LabelRow], list[LabelRow]]:
@@ -301,11 +296,11 @@ def _stratified_split(
             f"--labels {csv_path}: cannot hold out validation images of class(es) with fewer than 2 rows: "
             f"{', '.join(too_small)}; add rows or a split column"
         )
+    from tlkit.data import held_out
+
     val_lines: set[int] = set()
     for chosen in by_class.values():
-        # A generator per class: a class's split depends only on its own rows and the seed.
-        order = np.random.default_rng(seed).permutation(len(chosen))
-        val_lines.update(chosen[i].line for i in order[: _held_out(len(chosen), val_split)].tolist())
+        val_lines.update(chosen[i].line for i in held_out(len(chosen), val_split, seed))
     return [r for r in rows if r.line not in val_lines], [r for r in rows if r.line in val_lines]
 
 
@@ -315,8 +310,9 @@ def _random_split(
     """Hold out ``val_split`` of all rows (multi-label rows have no single class to stratify by)."""
     if len(rows) < 2:
         raise TlkitError(f"--labels {csv_path}: one row cannot be split into train and val; add rows")
-    order = np.random.default_rng(seed).permutation(len(rows))
-    val_index = set(order[: _held_out(len(rows), val_split)].tolist())
+    from tlkit.data import held_out
+
+    val_index = held_out(len(rows), val_split, seed)
     return (
         [r for i, r in enumerate(rows) if i not in val_index],
         [r for i, r in enumerate(rows) if i in val_index],
