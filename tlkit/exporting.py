@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shutil
 import tempfile
 import time
@@ -56,7 +55,7 @@ from tlkit.artifacts import (
 from tlkit.errors import TlkitError
 from tlkit.export_formats import TITLES, WRITERS, inference_model
 from tlkit.prediction import Predictor, decode_stream, decoded_batches, load_keras_model
-from tlkit.rundir import RunDir, write_json, write_text
+from tlkit.rundir import RunDir, publish_folder, write_json, write_text
 from tlkit.suggest import closest
 
 __all__ = [
@@ -308,7 +307,12 @@ def export(
         write_json(tmp / RunDir.CLASSES, list(classes))
         write_json(tmp / EXPORT_JSON, info)
         write_text(tmp / MODEL_CARD, _model_card(info, classes))
-        final = _publish(tmp, target, explicit)
+        final = publish_folder(
+            tmp,
+            target,
+            numbered=not explicit,
+            taken=f"--output {target} already exists; tlkit never overwrites an export: pick another --output",
+        )
         return ExportResult(path=final, artifact=final / ARTIFACTS[fmt], format=fmt, quantization=quantize, info=info)
     finally:
         if tmp.exists():
@@ -316,24 +320,6 @@ def export(
         if made_parent:
             with contextlib.suppress(OSError):
                 target.parent.rmdir()  # only succeeds when empty: a failed first export leaves nothing
-
-
-def _publish(tmp: Path, target: Path, explicit: bool) -> Path:
-    """Rename the finished ``tmp`` folder into place without ever replacing an earlier export."""
-    candidates = [target] if explicit else [target] + [target.with_name(f"{target.name}-{n}") for n in range(2, 10_000)]
-    for candidate in candidates:
-        try:
-            candidate.mkdir()  # atomic reservation: fails if the name is taken
-        except FileExistsError:
-            if explicit and candidate.is_dir() and not any(candidate.iterdir()):
-                pass  # an empty folder the user named: ours to fill
-            else:
-                continue
-        # Renaming onto an empty folder replaces it atomically (POSIX), so a reader sees
-        # either nothing or the complete export.
-        os.rename(tmp, candidate)
-        return candidate
-    raise TlkitError(f"--output {target} already exists; tlkit never overwrites an export: pick another --output")
 
 
 def _pct(value: float) -> str:

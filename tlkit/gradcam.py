@@ -27,7 +27,6 @@ TensorFlow is imported only when a model is run.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -307,10 +306,16 @@ def _file_name(path: Path, used: set[str]) -> str:
 
 def _publish(staging: Path, output: Path) -> None:
     """Rename the finished ``staging`` folder to ``output`` (an empty ``output`` is replaced)."""
-    _check_output(output)  # again: another process may have filled it meanwhile
-    if output.is_dir():
-        output.rmdir()
-    os.replace(staging, output)
+    from tlkit.rundir import publish_folder
+
+    _check_output(output)  # again, for its messages: another process may have filled it meanwhile
+    publish_folder(
+        staging,
+        output,
+        numbered=False,
+        taken=f"--output {output} already exists and is not empty; pass a new folder (explanations are "
+        "never written over earlier ones)",
+    )
 
 
 def explain(

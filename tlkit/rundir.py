@@ -371,4 +371,25 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-__all__ = ["RunDir", "atomic_path", "read_classes_file", "write_json", "write_text"]
+def publish_folder(tmp: Path, target: Path, *, numbered: bool, taken: str) -> Path:
+    """Rename the finished folder ``tmp`` into place, never replacing earlier output.
+
+    The name is reserved with ``mkdir`` (atomic: fails if taken; an existing *empty* folder is
+    accepted when the name was the user's), then ``tmp`` is renamed onto it, which replaces an
+    empty folder atomically (POSIX): a reader sees either nothing or the complete folder.
+    ``numbered`` tries ``target-2``, ``target-3``… when ``target`` is taken; otherwise (or when
+    all are taken) ``TlkitError(taken)`` is raised.
+    """
+    candidates = [target] + ([target.with_name(f"{target.name}-{n}") for n in range(2, 10_000)] if numbered else [])
+    for candidate in candidates:
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            if numbered or not (candidate.is_dir() and not any(candidate.iterdir())):
+                continue
+        os.rename(tmp, candidate)
+        return candidate
+    raise TlkitError(taken)
+
+
+__all__ = ["RunDir", "atomic_path", "publish_folder", "read_classes_file", "write_json", "write_text"]
