@@ -74,7 +74,7 @@ def mixed(
     numbering = tf.data.Dataset.from_generator(numbers, output_signature=tf.TensorSpec((), tf.int64))
     mix = mix_batches(mixers, seed, class_weights)
     return tf.data.Dataset.zip((dataset, numbering)).map(
-        lambda batch, number: mix(batch[0], batch[1], number), num_parallel_calls=tf.data.AUTOTUNE
+        lambda batch, number: mix(batch[0], batch[1], number), num_parallel_calls=2, deterministic=True
     )
 
 
