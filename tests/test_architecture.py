@@ -22,6 +22,7 @@ FILE_NAMES = (
     RunDir.METRICS,
     RunDir.REPORT,
     RunDir.STATE,
+    RunDir.CHECKPOINT_FILE,
     RunDir.LAST_WEIGHTS,
     RunDir.BEST_WEIGHTS,
     RunDir.OPTIMIZER,

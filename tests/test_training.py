@@ -46,9 +46,20 @@ def test_fine_tuning_stage_unfreezes_the_top_but_not_batchnorm(tiny_data, tmp_pa
     initial = build_base(get_registry().base("mobilenet_v2"), 32, None)  # the run's base before training
     keras.utils.set_random_seed(0)
     after = tlkit.build_model("mobilenet_v2", "dense256", 3, image_size=32, weights="none")
-    from tlkit.checkpoints import load_weights
+    from tlkit.checkpoints import checkpoint_files, load_weights
+    from tlkit.rundir import RunDir
 
-    load_weights(after, result.run_dir / "checkpoints" / "last.arrays")  # end of fine-tuning
+    run = RunDir.open(result.run_dir)
+    state = json.loads(run.state_path.read_text())
+    last, _, best = checkpoint_files(run, state)
+    assert state["checkpoint"] == "fine_tune-0004" and last.name == "last-fine_tune-0004.arrays"
+    # Only the committed generation's files are left (older ones were removed after each commit).
+    assert {p.name for p in run.checkpoints_dir.glob("*.arrays")} <= {
+        last.name,
+        f"optimizer-{state['checkpoint']}.arrays",
+        best.name,
+    }
+    load_weights(after, last)  # end of fine-tuning
     tuned = base_layer(after)
     changed = {
         layer.name

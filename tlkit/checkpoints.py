@@ -1,26 +1,34 @@
 """Checkpoints in ``RUN_DIR/checkpoints/``: what a resumed run needs to continue exactly.
 
-After every epoch tlkit writes (each file atomically, the state last; the
-names are :class:`tlkit.rundir.RunDir`'s):
+After every epoch tlkit checkpoints, as one unit (the names are :class:`tlkit.rundir.RunDir`'s):
 
-- ``last.arrays``      the weights being trained (the head in the head stage, the
-  whole model in the fine-tuning stage), in ``model.weights`` order
-- ``optimizer.arrays`` the optimizer's variables (moments, step count)
-- ``best.arrays``      the best weights so far by ``--monitor`` (a hard link to
-  ``last.arrays`` of the best epoch, so it costs no extra write)
-- ``state.json``     stage, epochs done, best epoch, history, data fingerprints
+- ``last-<generation>.arrays``      the weights being trained (the head in the head stage,
+  the whole model in the fine-tuning stage), in ``model.weights`` order
+- ``optimizer-<generation>.arrays`` the optimizer's variables (moments, step count)
+- ``best-<generation>.arrays``      the best weights so far by ``--monitor`` (a hard link to the
+  ``last`` file of the best epoch, so it costs no extra write)
+- ``state.json``    stage, epochs done, best epoch, history, data fingerprints, and the
+  generations above (``checkpoint``, ``best_checkpoint``)
 
-A run killed at any moment therefore resumes from its last completed epoch.
-Each file is ``np.save`` arrays back to back (no pickle, no zip CRC) rather
-than Keras's ``.weights.h5``: several times faster to write, which matters
-after every epoch.
+A generation is named after its stage and epoch (``head-0007``).  ``state.json`` is written
+last and is what commits an epoch: files of a newer generation are never read before it
+names them, and older ones are removed only after it no longer does.  So a run killed at
+any moment — even in the middle of a write — resumes from the last committed epoch with
+weights, optimizer state and best weights that all belong to it.
+
+Each file is ``np.save`` arrays back to back (no pickle, no zip CRC) rather than Keras's
+``.weights.h5``: several times faster to write, which matters after every epoch.  Runs from
+before generations (``last.arrays``, ``optimizer.arrays``, ``best.arrays``) still resume.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,26 +67,23 @@ def save_weights(model, path: Path) -> None:
 
 def snapshot(variables: list) -> list[np.ndarray]:
     """Host copies of ``variables``' current values (safe to write while training goes on)."""
-    import keras
+    return [_host_value(v) for v in variables]
 
-    # A variable's read value is a fresh tensor; its numpy view is a snapshot of this moment.
-    return [keras.ops.convert_to_numpy(v) for v in variables]
+
+def _host_value(variable: Any) -> np.ndarray:
+    # A variable's read value is a fresh tensor (later updates copy on write); its numpy view is
+    # a snapshot of this moment.  `.numpy()` copies once, Keras's convert_to_numpy twice.
+    try:
+        return variable.value.numpy()
+    except (AttributeError, ValueError, NotImplementedError):
+        import keras
+
+        return keras.ops.convert_to_numpy(variable)
 
 
 def load_weights(model, path: Path) -> None:
     """Load what :func:`save_weights` wrote into ``model`` (the same architecture)."""
     _assign(model.weights, _load_arrays(path), str(path))
-
-
-def link_best(run: RunDir) -> None:
-    """Make the best-weights file the current last-weights file (a hard link: no copy)."""
-    tmp = run.checkpoints_dir / f".{run.BEST_WEIGHTS}.tmp"
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(run.last_weights_path, tmp)
-    except OSError:  # a file system without hard links
-        shutil.copyfile(run.last_weights_path, tmp)
-    os.replace(tmp, run.best_weights_path)
 
 
 def save_arrays(values: list[np.ndarray], path: Path) -> None:
@@ -100,35 +105,141 @@ def restore_optimizer(model, path: Path) -> bool:
     return True
 
 
-class BackgroundWriter:
-    """Writes one epoch's checkpoint on a background thread while the next epoch trains.
+def checkpoint_files(run: RunDir, state: dict[str, Any]) -> tuple[Path, Path, Path]:
+    """The (last weights, optimizer, best weights) files the committed ``state`` names."""
+    generation, best = state.get("checkpoint") or "", state.get("best_checkpoint") or ""
+    if not generation:  # a run directory from before generations
+        return run.last_weights_path, run.optimizer_path, run.best_weights_path
+    return (
+        run.checkpoint_file("last", generation),
+        run.checkpoint_file("optimizer", generation),
+        run.checkpoint_file("best", best) if best else run.best_weights_path,
+    )
 
-    Writing the head's weights and optimizer state (hundreds of MB for ``dense256``)
-    costs a good part of an epoch; the values are copied on the training thread
-    (:func:`snapshot`, a memcpy) and written behind it, in order.  Each job writes
-    its state file last, so a run killed mid-write resumes from the previous
-    epoch.  :meth:`wait` blocks until the queue is empty and re-raises a failed write.
+
+@dataclass(frozen=True)
+class EpochCheckpoint:
+    """One epoch's checkpoint: host copies of the weights and optimizer state, and the state
+    that commits them (see the module docstring).
+
+    ``best`` holds the best weights when they are not on disk yet: this epoch's own
+    (``best is weights``: written as a hard link), or those of a best epoch whose checkpoint
+    this one replaced before it was written (:meth:`superseding`).
+    """
+
+    run: RunDir
+    weights: list[np.ndarray]
+    optimizer: list[np.ndarray]
+    best: list[np.ndarray] | None
+    rows: list[dict[str, Any]]
+    state: dict[str, Any]
+
+    def superseding(self, older: EpochCheckpoint) -> EpochCheckpoint:
+        """This checkpoint in place of ``older``, which will never be written: it takes over
+        ``older``'s best weights when this epoch is not a new best."""
+        if self.best is None and older.best is not None:
+            return replace(self, best=older.best)
+        return self
+
+    def write(self) -> None:
+        """Write the arrays, then ``state.json`` (the commit), then drop what it no longer names."""
+        last, optimizer, best = checkpoint_files(self.run, self.state)
+        save_arrays(self.weights, last)
+        save_arrays(self.optimizer, optimizer)
+        if self.best is self.weights:
+            _link(last, best)
+        elif self.best is not None:
+            save_arrays(self.best, best)
+        self.run.write_history(self.rows)
+        self.run.write_state(self.state)
+        remove_unnamed(self.run, self.state)
+
+
+def remove_unnamed(run: RunDir, state: dict[str, Any]) -> None:
+    """Delete checkpoint files the committed ``state`` does not name (older generations)."""
+    keep = {path.name for path in checkpoint_files(run, state)}
+    for path in run.checkpoints_dir.glob("*.arrays"):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
+def _link(source: Path, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+class BackgroundWriter:
+    """Writes epoch checkpoints on a background thread while training goes on; the newest wins.
+
+    The training thread only copies the values (:func:`snapshot`, a memcpy) and hands them
+    over.  When the disk is slower than the epochs, a checkpoint still waiting to be written
+    is replaced by the next one (:meth:`EpochCheckpoint.superseding`), so training never
+    waits for the disk and at most two checkpoints are held in memory.  :meth:`wait` blocks
+    until the newest checkpoint is on disk and re-raises a failed write.
     """
 
     def __init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+        self._cond = threading.Condition()
+        self._waiting: EpochCheckpoint | None = None
+        self._busy = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tlkit-checkpoint")
-        self._pending: list = []
-
-    def submit(self, job) -> None:
-        """Queue ``job()`` after the previous one (which must have succeeded)."""
-        self.wait()  # at most one epoch behind: bounded memory, and errors surface at once
-        self._pending.append(self._pool.submit(job))
+    def submit(self, checkpoint: EpochCheckpoint) -> None:
+        """Queue ``checkpoint`` (replacing one not started yet); raise if an earlier write failed."""
+        with self._cond:
+            self._raise_failure()
+            if self._waiting is not None:
+                checkpoint = checkpoint.superseding(self._waiting)
+            self._waiting = checkpoint
+            self._cond.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="tlkit-checkpoint", daemon=True)
+                self._thread.start()
 
     def wait(self) -> None:
-        """Block until every queued write is on disk; re-raise the first failure."""
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
+        """Block until every submitted checkpoint is written (or replaced and written); re-raise a failure."""
+        with self._cond:
+            while self._waiting is not None or self._busy:
+                self._cond.wait()
+            self._raise_failure()
 
     def close(self) -> None:
+        """:meth:`wait`, then stop the thread."""
         try:
             self.wait()
         finally:
-            self._pool.shutdown(wait=True)
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+            if self._thread is not None:
+                self._thread.join()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._waiting is None and not self._closed:
+                    self._cond.wait()
+                if self._waiting is None:
+                    return
+                checkpoint, self._waiting, self._busy = self._waiting, None, True
+            try:
+                checkpoint.write()
+            except BaseException as exc:  # surfaced on the training thread at the next submit/wait
+                with self._cond:
+                    self._error = exc
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()

@@ -65,8 +65,11 @@ class RunDir:
         "confusion_matrix": "confusion_matrix.png",
         "mistakes": "mistakes.png",
     }
-    #: Inside ``checkpoints/``: the state that commits an epoch, and the weight arrays.
+    #: Inside ``checkpoints/``: the state that commits an epoch, and the arrays of the
+    #: generations it names (``kind`` is last, optimizer or best; see :mod:`tlkit.checkpoints`).
     STATE = "state.json"
+    CHECKPOINT_FILE = "{kind}-{generation}.arrays"
+    #: The arrays of run directories from before generations (still resumable).
     LAST_WEIGHTS = "last.arrays"
     BEST_WEIGHTS = "best.arrays"
     OPTIMIZER = "optimizer.arrays"
@@ -204,6 +207,10 @@ class RunDir:
     @property
     def optimizer_path(self) -> Path:
         return self.checkpoints_dir / self.OPTIMIZER
+
+    def checkpoint_file(self, kind: str, generation: str) -> Path:
+        """``checkpoints/<kind>-<generation>.arrays`` (kind: last, optimizer or best)."""
+        return self.checkpoints_dir / self.CHECKPOINT_FILE.format(kind=kind, generation=generation)
 
     def has_model(self) -> bool:
         """True once training finished and wrote ``model.keras``."""

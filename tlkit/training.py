@@ -5,7 +5,8 @@ run's ``tf.distribute`` strategy's scope (:mod:`tlkit.distribute`).
 
 Epochs are numbered globally: the fine-tuning stage continues where the head
 stage stopped.  After every epoch the state is checkpointed (see
-:mod:`tlkit.checkpoints`), so an interrupted run resumes where it was.
+:mod:`tlkit.checkpoints`: written behind the training, committed as a unit), so an
+interrupted run resumes where it was.
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ class RunState:
     rows: list[dict[str, Any]] = field(default_factory=list)
     data: dict[str, str] = field(default_factory=dict)
     base_weights: str = ""
+    checkpoint: str = ""  # the generation of the checkpoint files this state commits (tlkit.checkpoints)
+    best_checkpoint: str = ""  # the generation whose best-weights file holds the best epoch
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -292,40 +295,43 @@ class StageRunner:
     def _checkpoint(self, stage: Stage | None, best: bool = False) -> None:
         """Checkpoint the epoch just finished (written in the background), or, between
         stages (``stage`` None), the whole model without optimizer state (written now)."""
-        run_dir = self.run.run_dir
-        rows, state = copy.deepcopy(self.state.rows), copy.deepcopy(self.state.as_dict())
+        state = self.state
         if stage is None:
             self._writer.wait()
-            checkpoints.save_weights(self.run.parts.model, run_dir.last_weights_path)
-            run_dir.optimizer_path.unlink(missing_ok=True)
-            run_dir.write_history(rows)
-            run_dir.write_state(state)
+            state.checkpoint = f"whole-{state.epoch:04d}"
+            run_dir, saved = self.run.run_dir, state.as_dict()
+            last, _, _ = checkpoints.checkpoint_files(run_dir, saved)
+            checkpoints.save_weights(self.run.parts.model, last)
+            run_dir.write_history(saved["rows"])
+            run_dir.write_state(saved)
+            checkpoints.remove_unnamed(run_dir, saved)
             return
+        state.checkpoint = f"{stage.name}-{state.epoch:04d}"
+        if best:
+            state.best_checkpoint = state.checkpoint
         weights = checkpoints.snapshot(stage.model.weights)
-        optimizer = checkpoints.snapshot(stage.model.optimizer.variables)
-
-        def write() -> None:
-            checkpoints.save_arrays(weights, run_dir.last_weights_path)
-            checkpoints.save_arrays(optimizer, run_dir.optimizer_path)
-            if best:
-                checkpoints.link_best(run_dir)
-            run_dir.write_history(rows)
-            run_dir.write_state(state)  # last: it commits the epoch
-
-        self._writer.submit(write)
+        checkpoint = checkpoints.EpochCheckpoint(
+            run=self.run.run_dir,
+            weights=weights,
+            optimizer=checkpoints.snapshot(stage.model.optimizer.variables),
+            best=weights if best else None,
+            rows=copy.deepcopy(state.rows),
+            state=copy.deepcopy(state.as_dict()),
+        )
+        self._writer.submit(checkpoint)
 
     # -- restoring -----------------------------------------------------------
     def _restore_last(self, stage: Stage) -> None:
         """Load the last checkpoint: the head's weights in the head stage, the whole model's after."""
-        path = self.run.run_dir.last_weights_path
+        path, optimizer, _ = checkpoints.checkpoint_files(self.run.run_dir, self.state.as_dict())
         if path.is_file():
             checkpoints.load_weights(stage.model, path)
-        checkpoints.restore_optimizer(stage.model, self.run.run_dir.optimizer_path)
+        checkpoints.restore_optimizer(stage.model, optimizer)
 
     def _restore_best(self) -> None:
         """Load the best weights so far (by ``--monitor``) into the model."""
         self._writer.wait()
-        path = self.run.run_dir.best_weights_path
+        _, _, path = checkpoints.checkpoint_files(self.run.run_dir, self.state.as_dict())
         if not path.is_file():
             return
         if self.state.best_weights == "full":
@@ -337,5 +343,8 @@ class StageRunner:
         """Before the base changes, store the best model so far as whole-model weights."""
         self._writer.wait()
         if self.state.best_weights == "head":
-            checkpoints.save_weights(self.run.parts.model, self.run.run_dir.best_weights_path)
-            self.state.best_weights = "full"
+            # A new generation: the committed state keeps naming the head's best file until the
+            # stage-boundary checkpoint names this one.
+            generation = f"whole-{self.state.epoch:04d}"
+            checkpoints.save_weights(self.run.parts.model, self.run.run_dir.checkpoint_file("best", generation))
+            self.state.best_weights, self.state.best_checkpoint = "full", generation
