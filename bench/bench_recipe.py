@@ -4,7 +4,10 @@ For each base (``--bases``) this driver
 
 1. makes the dataset (``bench/make_data.py``: Fashion-MNIST, ``--images`` train + 25 % val, PNG)
    and one weight file for the base (``bench/make_weights.py``), so that both arms
-   train on the same images with byte-identical frozen bases;
+   train on the same images with byte-identical frozen bases.  ``tv_mobilenet_v2``
+   (the tlkit-torchvision plugin's base) needs no weight file: both arms load
+   torchvision's real ImageNet weights (``--weights imagenet``: the offline
+   ``mobilenet_v2-b0353104.pth``), so its accuracies mean something;
 2. runs (a) ``bench/plain_keras_recipe.py`` — the base runs on every image, every epoch;
 3. runs (b) ``tlkit train ... --head dense256 --json`` with a fresh, empty
    ``$TLKIT_CACHE_DIR`` (cold: ONNX export + one feature pass + head training);
@@ -27,6 +30,7 @@ Usage::
 
     python bench/bench_recipe.py                      # 1000 images, 10 epochs, both bases
     python bench/bench_recipe.py --quick              # smoke test: 100 images, 2 epochs, 96 px
+    python bench/bench_recipe.py --bases tv_mobilenet_v2   # real ImageNet weights (torchvision)
     python bench/bench_recipe.py --rss-test           # 5000 images, ResNet50 + dense256, 2 epochs
 """
 
@@ -50,6 +54,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DATA_ROOT = HERE / ".data"
 BASES = ("mobilenet_v2", "resnet50")
+#: Bases with real pretrained weights, found offline by their plugin: no make_weights.py file;
+#: both arms are given this ``--weights`` value.  Not run by default (``--bases``).
+PRETRAINED_BASES = {"tv_mobilenet_v2": "imagenet"}
 
 # The targets the README states.
 TARGET_SPEEDUP = 10.0
@@ -166,6 +173,8 @@ def _child_env(**extra: str) -> dict[str, str]:
 
 #: PYTHONPATH entries that make the tlkit arms import a snapshot of tlkit (``--tlkit-rev``).
 TLKIT_PATH: list[str] = []
+#: The torchvision plugin's package folder (base tv_mobilenet_v2), relative to the repository.
+TV_PLUGIN = "plugins/tlkit-torchvision/tlkit_torchvision"
 
 
 def _tlkit_env(**extra: str) -> dict[str, str]:
@@ -188,16 +197,23 @@ def snapshot_tlkit(rev: str) -> dict[str, Any]:
         ["git", "rev-parse", rev], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
     dest = DATA_ROOT / "src" / commit[:12]
-    if not (dest / "tlkit" / "__init__.py").is_file():
+    paths = ["tlkit", "plugins/tlkit_builtins"]
+    # The torchvision plugin (tv_mobilenet_v2) too, where the revision has it: it imports tlkit.
+    has_tv = (
+        subprocess.run(["git", "cat-file", "-e", f"{commit}:{TV_PLUGIN}"], cwd=REPO, capture_output=True).returncode
+        == 0
+    )
+    if has_tv:
+        paths.append(TV_PLUGIN)
+    if not all((dest / path).is_dir() for path in paths):
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
-        archive = subprocess.run(
-            ["git", "archive", commit, "tlkit", "plugins/tlkit_builtins"], cwd=REPO, capture_output=True, check=True
-        ).stdout
+        archive = subprocess.run(["git", "archive", commit, *paths], cwd=REPO, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    TLKIT_PATH[:] = [str(dest), str(dest / "plugins")]
+    TLKIT_PATH[:] = [str(dest), str(dest / "plugins")] + ([str((dest / TV_PLUGIN).parent)] if has_tv else [])
+    modules = ["tlkit", "tlkit_builtins"] + (["tlkit_torchvision"] if has_tv else [])
     check = subprocess.run(
-        [sys.executable, "-c", "import tlkit, tlkit_builtins; print(tlkit.__file__); print(tlkit_builtins.__file__)"],
+        [sys.executable, "-c", f"import {', '.join(modules)}; " + "; ".join(f"print({m}.__file__)" for m in modules)],
         env=_tlkit_env(),
         capture_output=True,
         text=True,
@@ -239,6 +255,29 @@ def ensure_weights(base: str, init: str, logs: Path) -> tuple[Path, dict[str, An
         logs=logs,
     )
     return path, arm["json"]
+
+
+def pretrained_weights(base: str, logs: Path) -> tuple[str, dict[str, Any]]:
+    """``--weights`` value and file record for a base in ``PRETRAINED_BASES`` (nothing is made).
+
+    The file is located by the plugin, in a child with the tlkit arms' environment (so a
+    ``--tlkit-rev`` snapshot finds what its arms will load); a clear error if it is missing.
+    """
+    value = PRETRAINED_BASES[base]
+    logs.mkdir(parents=True, exist_ok=True)
+    code = (
+        "import json; from importlib import metadata; from tlkit_torchvision import weights as w\n"
+        "path = w.resolve('imagenet')\n"
+        "try:\n    pkg = metadata.version(w.WEIGHTS_PACKAGE)\n"
+        "except metadata.PackageNotFoundError:\n    pkg = None\n"
+        "print(json.dumps({'file': str(path), 'sha256': w.sha256(path), 'package': w.WEIGHTS_PACKAGE, "
+        "'package_version': pkg}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=_tlkit_env(), capture_output=True, text=True)
+    (logs / f"{base}-locate-weights.stderr").write_text(proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{base}: --weights {value} cannot be used:\n{proc.stderr.strip()[-2000:]}")
+    return value, {"init": f"pretrained ({value})", **_last_json(proc.stdout)}
 
 
 def _du(path: Path) -> int:
@@ -307,7 +346,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def _tlkit_arm(
-    name: str, *, data: Path, base: str, head: str, weights: Path, args, cache: Path, runs: Path, logs: Path
+    name: str, *, data: Path, base: str, head: str, weights: Path | str, args, cache: Path, runs: Path, logs: Path
 ) -> dict[str, Any]:
     cmd = _tlkit_command() + [
         "train",
@@ -357,7 +396,10 @@ def bench_base(base: str, data: Path, args, stamp: str, record: dict[str, Any], 
     out: dict[str, Any] = {"base": base, "seed": args.seed}
     record["bases"][base] = out
 
-    weights, info = ensure_weights(base, args.weights_init, logs)
+    if base in PRETRAINED_BASES:
+        weights, info = pretrained_weights(base, logs)
+    else:
+        weights, info = ensure_weights(base, args.weights_init, logs)
     out["weights"] = {"path": str(weights), **info}
 
     if not args.skip_plain:
@@ -380,7 +422,10 @@ def bench_base(base: str, data: Path, args, stamp: str, record: dict[str, Any], 
             "--image-size",
             str(args.image_size),
         ]
-        arm = run_arm(f"{base}-plain", cmd, env=_child_env(), logs=logs)
+        # tv_mobilenet_v2's plain arm builds its base with the plugin's Keras code: give it the
+        # tlkit arms' environment, so that a --tlkit-rev snapshot pins that code for both arms.
+        env = _tlkit_env() if base in PRETRAINED_BASES else _child_env()
+        arm = run_arm(f"{base}-plain", cmd, env=env, logs=logs)
         result = arm.pop("json")
         arm.update(
             {
@@ -632,7 +677,8 @@ def print_tables(record: dict[str, Any]) -> None:
             continue
         print(
             f"\n{base}  ({record['settings']['images']} train images, {record['settings']['epochs']} epochs, "
-            f"{record['settings']['image_size']} px, batch {record['settings']['batch_size']})"
+            f"{record['settings']['image_size']} px, batch {record['settings']['batch_size']}, "
+            f"weights: {(out.get('weights') or {}).get('init', '?')})"
         )
         rows = [("", "plain Keras", "tlkit (cold)", "tlkit / plain")]
         if "plain_wall_s" in s:
@@ -714,10 +760,10 @@ def print_tables(record: dict[str, Any]) -> None:
                 )
             )
         _print_rows(rows)
-        for arm in ("tlkit_cold", "tlkit_warm"):
-            phases = _phase_text((out.get(arm) or {}).get("timings") or {})
-            if phases:
-                print(f"{arm} phases (s): {phases}")
+        phase_rows = _phase_rows(out.get("tlkit_cold") or {}, out.get("tlkit_warm") or {})
+        if phase_rows:
+            print("  tlkit's own phase times (metrics.json → timings), seconds:")
+            _print_rows(phase_rows)
         loads = {
             k: (out[k]["loadavg_start"][0], out[k]["loadavg_end"][0])
             for k in ("plain", "tlkit_cold", "tlkit_warm", "ort")
@@ -763,15 +809,63 @@ def print_tables(record: dict[str, Any]) -> None:
             )
 
 
-def _phase_text(timings: dict[str, Any]) -> str:
-    """``prepare 4.1, decode 0.7, ..., head epoch 1.4 (+0.2 checkpoint)`` from metrics.json's timings."""
-    parts = [f"{name} {value:.1f}" for name, value in timings.items() if isinstance(value, (int, float))]
-    epochs = timings.get("epochs") or []
-    if epochs:
-        fit = sorted(e["fit_s"] for e in epochs)[len(epochs) // 2]
-        hand_off = sorted(e["checkpoint_s"] for e in epochs)[len(epochs) // 2]
-        parts.append(f"head epoch (median) {fit:.2f} (+{hand_off:.2f} checkpoint hand-off)")
-    return ", ".join(parts)
+#: tlkit's top-level phases (``metrics.json`` → ``timings``) in run order, and the parts
+#: timed inside one of them; any other number in ``timings`` is listed after these.
+PHASES = ("prepare", "features", "fit", "save_model", "plots", "evaluate_and_report")
+SUB_PHASES = {"prepare": ("build_model", "decode", "hash_images")}
+
+
+def _phase_rows(cold: dict[str, Any], warm: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Table rows ``phase | tlkit cold | tlkit warm`` from the two arms' timings (empty if none).
+
+    The top-level phases, the parts of ``prepare``, their sum against the process's wall time
+    (the rest is Python/TensorFlow start-up and exit), and each epoch's ``fit_s`` and
+    ``checkpoint_s`` (median, then every epoch in order).
+    """
+    arms = [(arm.get("timings") or {}, arm.get("wall_s")) for arm in (cold, warm)]
+    if not any(t for t, _ in arms):
+        return []
+
+    def number(timings: dict[str, Any], key: str) -> str:
+        value = timings.get(key)
+        return f"{value:.2f}" if isinstance(value, (int, float)) else "—"
+
+    rows: list[tuple[str, ...]] = [("  phase", "tlkit cold", "tlkit warm")]
+    listed: set[str] = {"epochs"}
+    for phase in PHASES:
+        rows.append((f"  {phase}", *(number(t, phase) for t, _ in arms)))
+        listed.add(phase)
+        for sub in SUB_PHASES.get(phase, ()):
+            if any(sub in t for t, _ in arms):
+                rows.append((f"    of which {sub}", *(number(t, sub) for t, _ in arms)))
+                listed.add(sub)
+    others = [k for t, _ in arms for k, v in t.items() if k not in listed and isinstance(v, (int, float))]
+    for key in dict.fromkeys(others):
+        rows.append((f"  {key}", *(number(t, key) for t, _ in arms)))
+
+    def total(timings: dict[str, Any], wall: Any) -> str:
+        phases = [timings[p] for p in PHASES if isinstance(timings.get(p), (int, float))]
+        if not phases:
+            return "—"
+        text = f"{sum(phases):.2f}"
+        return f"{text} of {wall:.1f} wall" if isinstance(wall, (int, float)) else text
+
+    rows.append(("  sum of the phases", *(total(t, w) for t, w in arms)))
+    epochs = [t.get("epochs") or [] for t, _ in arms]
+    if any(epochs):
+        for key, label in (("fit_s", "epoch fit_s"), ("checkpoint_s", "epoch checkpoint_s")):
+            values = [[e[key] for e in ep if isinstance(e.get(key), (int, float))] for ep in epochs]
+            rows.append(
+                (
+                    f"  {label}: median (sum)",
+                    *(f"{sorted(v)[len(v) // 2]:.2f} ({sum(v):.2f})" if v else "—" for v in values),
+                )
+            )
+            rows.append(("    per epoch", *(" ".join(f"{x:.2f}" for x in v) or "—" for v in values)))
+        stages = [sorted({e.get("stage") for e in ep} - {None, "head"}) for ep in epochs]
+        if any(stages):
+            rows.append(("  epoch stages besides head", *(", ".join(st) or "—" for st in stages)))
+    return rows
 
 
 def _print_rows(rows: list[tuple[str, ...]]) -> None:
@@ -790,7 +884,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--bases", default=",".join(BASES), help="comma-separated (default %(default)s)")
+    parser.add_argument(
+        "--bases",
+        default=",".join(BASES),
+        help=f"comma-separated, from {', '.join((*BASES, *PRETRAINED_BASES))} (default %(default)s; "
+        "tv_mobilenet_v2 has real ImageNet weights, the others BN-calibrated random ones)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: 100 images, 2 epochs, 96 px (overrides those three)"
     )
@@ -812,7 +911,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("bn-calibrated", "random"),
         default="bn-calibrated",
         help="frozen base weights: seeded random, BatchNorm statistics calibrated "
-        "(default) or left as initialised (see make_weights.py)",
+        "(default) or left as initialised (see make_weights.py); not for tv_mobilenet_v2 (ImageNet)",
     )
     parser.add_argument(
         "--plain-epochs", type=int, help="run the plain arm for fewer epochs and extrapolate its time (marked as such)"
@@ -841,9 +940,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.images, args.epochs, args.image_size = 100, 2, 96
         if args.rss_test:
             args.rss_images, args.rss_epochs = 200, 1
-    unknown = [b for b in args.bases.split(",") if b not in BASES]
+    known = (*BASES, *PRETRAINED_BASES)
+    unknown = [b for b in args.bases.split(",") if b not in known]
     if unknown:
-        parser.error(f"unknown base(s) {', '.join(unknown)}; choose from {', '.join(BASES)}")
+        parser.error(f"unknown base(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     return args
 
 

