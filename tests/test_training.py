@@ -28,8 +28,19 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
     return list(csv.DictReader((run_dir / "history.csv").open()))
 
 
-def test_fine_tuning_stage_unfreezes_the_top_but_not_batchnorm(tiny_data, tmp_path):
+def test_fine_tuning_stage_unfreezes_the_top_but_not_batchnorm(tiny_data, tmp_path, monkeypatch):
     import keras
+
+    from tlkit import objectives
+
+    compiled = []
+    real_compile = objectives.compile_for_stage
+
+    def spy(model, config, **options):
+        compiled.append((options["steps_per_epoch"], options["steps_per_execution"]))
+        return real_compile(model, config, **options)
+
+    monkeypatch.setattr(objectives, "compile_for_stage", spy)
 
     from tlkit.builder import base_layer, build_base
     from tlkit.registry import get_registry
@@ -41,6 +52,10 @@ def test_fine_tuning_stage_unfreezes_the_top_but_not_batchnorm(tiny_data, tmp_pa
     assert [r["stage"] for r in rows] == ["head", "head", "fine_tune", "fine_tune"]
     assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
     assert result.metrics["head_epochs"] == 2 and result.metrics["fine_tune_epochs"] == 2
+    # The head on cached features runs a whole epoch (up to 64 steps) per compiled call; the
+    # whole model, whose steps are long, one step per call (per-step progress, prompt Ctrl-C).
+    (head_steps, head_per_call), (_, tune_per_call) = compiled
+    assert head_steps > 1 and head_per_call == min(head_steps, 64) and tune_per_call == 1
 
     keras.utils.set_random_seed(0)
     initial = build_base(get_registry().base("mobilenet_v2"), 32, None)  # the run's base before training

@@ -172,11 +172,13 @@ def compile_for_stage(
     warmup_epochs: int,
     num_classes: int,
     soft_labels: bool = False,
+    steps_per_execution: int = 1,
 ) -> None:
     """Compile ``model`` for one training stage.
 
     ``soft_labels`` (batch mixing: mixup, cutmix) measures the metrics against the argmax of
     the label (:func:`tlkit.mixing.hard_label_metrics`); the losses take soft labels as they are.
+    ``steps_per_execution`` steps run in one compiled call (Keras's option).
     """
     schedule = make_schedule(
         config.schedule,
@@ -192,4 +194,9 @@ def compile_for_stage(
         from tlkit.mixing import hard_label_metrics
 
         metrics = hard_label_metrics(metrics)
-    model.compile(optimizer=make_optimizer(config, schedule), loss=make_loss(config), metrics=metrics)
+    model.compile(
+        optimizer=make_optimizer(config, schedule),
+        loss=make_loss(config),
+        metrics=metrics,
+        steps_per_execution=steps_per_execution,
+    )

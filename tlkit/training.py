@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 HEAD, FINE_TUNE = "head", "fine_tune"
 
+#: Steps per compiled call when the head trains on cached features: Keras's per-step Python
+#: round trip is a good part of such a step, and 64 steps of a large head still take only a
+#: few seconds (the longest Ctrl-C or a progress update waits).
+HEAD_STEPS_PER_CALL = 64
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (what ``kill`` and job schedulers send) arrived: stop like Ctrl-C does."""
@@ -199,6 +204,7 @@ class StageRunner:
                 warmup_epochs=stage.warmup_epochs,
                 num_classes=self.run.num_classes,
                 soft_labels=bool(self.run.parts.mixers),  # mixup/cutmix: training metrics on argmax labels
+                steps_per_execution=self._steps_per_call(stage),
             )
         if self._restore_pending:
             self._restore_last(stage)
@@ -237,6 +243,14 @@ class StageRunner:
             ) from None
         finally:
             observer.stage_finished(stage.name)
+
+    def _steps_per_call(self, stage: Stage) -> int:
+        """Steps per compiled call: a whole epoch (up to 64 steps) for the head on cached features."""
+        if stage.full_weights or self.run.distribution.name != "default":
+            # Whole-model steps are long (per-step progress, prompt Ctrl-C); under a tf.distribute
+            # strategy Keras's multi-step loop failed (multi-worker, TF 2.21), so one step per call.
+            return 1
+        return min(stage.steps, HEAD_STEPS_PER_CALL)
 
     def _keras_callbacks(self) -> list:
         import importlib.util
