@@ -161,6 +161,7 @@ def export_onnx(feature_model, path: Path, image_size: int) -> Path:
     collect = _collect_discarded_graphs() if feature_model.count_params() > LARGE_EXPORT_PARAMS else nullcontext()
     with collect:
         proto, _ = _quietly(lambda: tf2onnx.convert.from_function(fn, input_signature=[spec], opset=17))
+    return_freed_memory()  # the converter's discarded graphs: hundreds of MB the allocator keeps otherwise
     for graph_input in list(proto.graph.input)[1:]:
         if graph_input.name not in constants:
             raise RuntimeError(f"exported model has an unexpected input {graph_input.name!r}")
@@ -177,6 +178,38 @@ def export_onnx(feature_model, path: Path, image_size: int) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def return_freed_memory() -> None:
+    """Hand memory freed by Python back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    After a big transient job (the ONNX conversion) glibc keeps the freed heap for reuse, and
+    the process's RSS stays at the job's peak for the rest of the run.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def release_pages(array: Any) -> None:
+    """Drop the resident pages of a read-only file mapping (an ``np.memmap``) from this process.
+
+    The data stays in the file (and the page cache): a later access reads it back.  Without
+    this a pass over a memory-mapped split keeps the whole split in the process's RSS.
+    """
+    import mmap
+
+    handle = getattr(array, "_mmap", None)
+    if handle is not None and hasattr(handle, "madvise"):
+        try:
+            handle.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # closed, or a platform without it
+            pass
 
 
 @contextmanager
@@ -371,15 +404,17 @@ def load_or_compute(
     started = time.perf_counter()
     try:
         try:
-            out = np.memmap(tmp / _ENTRY_FILE, dtype=dtype, mode="w+", shape=shape)
+            with open(tmp / _ENTRY_FILE, "wb") as out:
+                digest = _run_engine_into(
+                    out, shape, dtype, pixels, engine, batch_size=batch_size, augment=augment, progress=progress
+                )
         except OSError as exc:
             raise TlkitError(
                 f"cannot write the feature cache in {root} ({exc.strerror or exc}); free some space, set "
                 f"{CACHE_ENV} to another folder or train with --no-feature-cache"
             ) from None
-        digest = _run_engine_into(out, pixels, engine, batch_size=batch_size, augment=augment, progress=progress)
-        # No msync: every later open checks the SHA-256, so an entry torn by a crash is a miss.
-        del out
+        # No fsync: every later open checks the SHA-256, so an entry torn by a crash is a miss.
+        release_pages(pixels)
         seconds = time.perf_counter() - started
         meta = {
             "shape": list(shape),
@@ -399,7 +434,9 @@ def load_or_compute(
 
 
 def _run_engine_into(
-    out: np.ndarray,
+    out: Any,
+    shape: tuple[int, ...],
+    dtype: str,
     pixels: np.ndarray,
     engine: Any,
     *,
@@ -407,28 +444,81 @@ def _run_engine_into(
     augment: Callable[[np.ndarray, int], np.ndarray] | None,
     progress: Callable[[int], None] | None,
 ) -> str:
-    """Fill ``out[view, i]`` with the engine's features of ``pixels[i]``; return the SHA-256 of ``out``'s bytes.
+    """Write the engine's features of ``pixels`` (``shape`` = views, images, ...) to the binary
+    file ``out`` in order, and return their SHA-256.
 
-    ``out`` is filled in file order, so hashing each batch as it is stored gives the file's
-    digest without reading hundreds of MB back.  (Running the engine a batch ahead on a
-    thread was measured no faster here: the engine's own threads already use every core.)
+    Plain writes, not a memory map: the written features stay in the page cache, not in this
+    process's RSS, and a full disk is an ``OSError`` rather than a crash.  Hashing each batch
+    as it is written gives the file's digest without reading it back.
     """
-    views, count = out.shape[:2]
+    views, count = shape[:2]
     digest = hashlib.sha256()
     for view in range(views):
         for start in range(0, count, batch_size):
             batch = np.asarray(pixels[start : start + batch_size], dtype=np.float32)
             if augment is not None:
                 batch = augment(batch, view)
-            rows = out[view, start : start + len(batch)]
-            rows[...] = engine(batch)
-            digest.update(rows)
+            rows = np.ascontiguousarray(engine(batch), dtype=dtype)
+            if rows.shape != (len(batch), *shape[2:]):
+                raise RuntimeError(
+                    f"the feature engine returned shape {rows.shape}, expected {(len(batch), *shape[2:])}"
+                )
+            out.write(rows.data)
+            digest.update(rows.data)
             if progress is not None:
                 progress(len(batch))
     return digest.hexdigest()
 
 
-IN_MEMORY_BUDGET = 4 << 30  # bytes of features a dataset may hold in RAM (above: read from the memmap per batch)
+#: Bytes of features a dataset may copy into RAM; above, batches are read from the file.
+#: (Held in RAM, the gather is free; read per batch, a step costs a few ms more but memory
+#: stays flat: 5,000 ResNet50 images are 2 GB of features.)
+IN_MEMORY_BUDGET = 1 << 30
+
+
+def _row_reader(table: np.ndarray, rows_total: int, shape: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """``read(rows) -> float32 features`` of flat rows of a cached table, without mapping it whole.
+
+    A memory-mapped entry is read with ``preadv`` (:class:`_EntryRows`); anything else is indexed.
+    """
+    path = getattr(table, "filename", None)
+    if path is not None and hasattr(os, "preadv") and not getattr(table, "offset", 0):
+        return _EntryRows(path, table.dtype, shape)
+    flat = table.reshape(rows_total, *shape)
+
+    def indexed(rows: np.ndarray) -> np.ndarray:
+        ordered = flat[np.sort(rows)][np.argsort(np.argsort(rows))]  # sorted reads, original order
+        return np.asarray(ordered, dtype=np.float32)
+
+    return indexed
+
+
+class _EntryRows:
+    """Reads rows of a cache entry's feature file with ``preadv`` straight into the batch.
+
+    The file's pages stay in the page cache, outside this process's RSS (a memory map touched
+    over an epoch would hold the whole split there).  The descriptor closes with the reader.
+    """
+
+    def __init__(self, path: str | Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self._path, self._dtype, self._shape = path, dtype, shape
+        self._row_bytes = dtype.itemsize * math.prod(shape)
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), *self._shape), dtype=self._dtype)
+        raw = out.reshape(len(rows), -1).view(np.uint8)
+        for i, row in enumerate(rows.tolist()):
+            if os.preadv(self._fd, [raw[i]], row * self._row_bytes) != self._row_bytes:
+                raise TlkitError(
+                    f"feature cache entry {self._path} is shorter than expected; clear the cache and rerun"
+                )
+        return out.astype(np.float32, copy=False)
+
+    def __del__(self) -> None:
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            os.close(fd)
 
 
 def make_feature_dataset(
@@ -481,17 +571,14 @@ def make_feature_dataset(
     budget = IN_MEMORY_BUDGET if in_memory_budget is None else in_memory_budget
     if features.features.nbytes <= budget:
         table = tf.constant(np.asarray(features.features).reshape(views * count, *shape))
+        release_pages(features.features)  # the copy is in the tensor; the mapping need not stay resident
 
         def gather(rows, labels):
             # float16 entries stay float16 in memory (half the RAM); the head sees float32.
             x = tf.cast(tf.gather(table, rows), tf.float32)
             return x, targets(labels)
     else:
-        flat = features.features.reshape(views * count, *shape)
-
-        def read_rows(rows: np.ndarray) -> np.ndarray:
-            ordered = flat[np.sort(rows)][np.argsort(np.argsort(rows))]  # sorted reads, original order
-            return np.asarray(ordered, dtype=np.float32)
+        read_rows = _row_reader(features.features, views * count, shape)
 
         def gather(rows, labels):
             x = tf.numpy_function(read_rows, [rows], tf.float32, stateful=False)
