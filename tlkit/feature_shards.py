@@ -57,23 +57,20 @@ def compute_part(
     from tlkit import features as cache
 
     root = cache.cache_root() / "features"
-    root.mkdir(parents=True, exist_ok=True)
     name = part_key(key, index, count)
-    rows = part_rows(len(pixels), index, count)
     if cache._open_entry(root / name, name) is not None:
         return
-    out = np.empty((views, len(rows), *feature_shape), dtype=dtype)
-    for view in range(views):
-        for start in range(0, len(rows), batch_size):
-            chosen = rows[start : start + batch_size]
-            batch = np.asarray(pixels[chosen], dtype=np.float32)
-            if augment is not None:
-                batch = augment(batch, view)
-            out[view, start : start + len(chosen)] = engine(batch)
-            if progress is not None:
-                progress(len(chosen))
-    cache.publish_entry(
-        root, name, out, {"engine": getattr(engine, "name", "?"), "part": [index, count], **(describe or {})}
+    cache.compute_entry(
+        key=name,
+        pixels=pixels[index::count],  # part_rows(len(pixels), index, count), as a view
+        feature_shape=feature_shape,
+        engine=engine,
+        batch_size=batch_size,
+        views=views,
+        augment=augment,
+        progress=progress,
+        describe={"part": [index, count], **(describe or {})},
+        dtype=dtype,
     )
 
 

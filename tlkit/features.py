@@ -390,9 +390,44 @@ def load_or_compute(
     cached = _open_entry(path, key)
     if cached is not None:
         return FeatureSet(cached, labels, key, path, hit=True, seconds=0.0)
+    seconds = compute_entry(
+        key=key,
+        pixels=pixels,
+        feature_shape=feature_shape,
+        engine=engine,
+        batch_size=batch_size,
+        views=views,
+        augment=augment,
+        progress=progress,
+        describe=describe,
+        dtype=dtype,
+    )
+    features = _open_entry(path, key, verify=False)  # just written and checked
+    if features is None:  # pragma: no cover - the entry was removed under us
+        raise TlkitError(f"feature cache entry {path} vanished while in use; rerun")
+    return FeatureSet(features, labels, key, path, hit=False, seconds=seconds)
 
-    count = len(labels)
-    shape = (views, count, *feature_shape)
+
+def compute_entry(
+    *,
+    key: str,
+    pixels: np.ndarray,
+    feature_shape: tuple[int, ...],
+    engine: Any,
+    batch_size: int = 32,
+    views: int = 1,
+    augment: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    progress: Callable[[int], None] | None = None,
+    describe: dict[str, Any] | None = None,
+    dtype: str = "float32",
+) -> float:
+    """Run the engine over ``pixels`` and publish the cache entry ``key`` (atomically); return the seconds.
+
+    The arguments are :func:`load_or_compute`'s; a multi-worker run's parts
+    (:mod:`tlkit.feature_shards`) are computed the same way.
+    """
+    root = cache_root() / "features"
+    shape = (views, len(pixels), *feature_shape)
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
@@ -423,14 +458,11 @@ def load_or_compute(
             "engine": getattr(engine, "name", "?"),
             **(describe or {}),
         }
-        _commit_entry(tmp, path, key, meta, digest=digest)
+        _commit_entry(tmp, root / key, key, meta, digest=digest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    features = _open_entry(path, key, verify=False)  # just written and checked above
-    if features is None:  # pragma: no cover - the entry was removed under us
-        raise TlkitError(f"feature cache entry {path} vanished while in use; rerun")
-    return FeatureSet(features, labels, key, path, hit=False, seconds=seconds)
+    return seconds
 
 
 def _run_engine_into(
