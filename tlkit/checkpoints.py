@@ -129,7 +129,7 @@ class EpochCheckpoint:
 
     run: RunDir
     weights: list[np.ndarray]
-    optimizer: list[np.ndarray]
+    optimizer: list[np.ndarray] | None  # None between stages: the next stage starts a fresh optimizer
     best: list[np.ndarray] | None
     rows: list[dict[str, Any]]
     state: dict[str, Any]
@@ -145,7 +145,8 @@ class EpochCheckpoint:
         """Write the arrays, then ``state.json`` (the commit), then drop what it no longer names."""
         last, optimizer, best = checkpoint_files(self.run, self.state)
         save_arrays(self.weights, last)
-        save_arrays(self.optimizer, optimizer)
+        if self.optimizer is not None:
+            save_arrays(self.optimizer, optimizer)
         if self.best is self.weights:
             _link(last, best)
         elif self.best is not None:

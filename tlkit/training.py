@@ -313,26 +313,25 @@ class StageRunner:
         if stage is None:
             self._writer.wait()
             state.checkpoint = f"whole-{state.epoch:04d}"
-            run_dir, saved = self.run.run_dir, state.as_dict()
-            last, _, _ = checkpoints.checkpoint_files(run_dir, saved)
-            checkpoints.save_weights(self.run.parts.model, last)
-            run_dir.write_history(saved["rows"])
-            run_dir.write_state(saved)
-            checkpoints.remove_unnamed(run_dir, saved)
-            return
-        state.checkpoint = f"{stage.name}-{state.epoch:04d}"
-        if best:
-            state.best_checkpoint = state.checkpoint
-        weights = checkpoints.snapshot(stage.model.weights)
+            model, optimizer = self.run.parts.model, None
+        else:
+            state.checkpoint = f"{stage.name}-{state.epoch:04d}"
+            if best:
+                state.best_checkpoint = state.checkpoint
+            model, optimizer = stage.model, checkpoints.snapshot(stage.model.optimizer.variables)
+        weights = checkpoints.snapshot(model.weights)
         checkpoint = checkpoints.EpochCheckpoint(
             run=self.run.run_dir,
             weights=weights,
-            optimizer=checkpoints.snapshot(stage.model.optimizer.variables),
+            optimizer=optimizer,
             best=weights if best else None,
             rows=copy.deepcopy(state.rows),
             state=copy.deepcopy(state.as_dict()),
         )
-        self._writer.submit(checkpoint)
+        if stage is None:
+            checkpoint.write()
+        else:
+            self._writer.submit(checkpoint)
 
     # -- restoring -----------------------------------------------------------
     def _restore_last(self, stage: Stage) -> None:
