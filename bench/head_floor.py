@@ -6,8 +6,8 @@ the same head (tlkit's ``dense256``) and Adam, batch 32, measured side by side:
 - ``keras_fit_numpy``  plain Keras: ``model.fit`` on in-memory numpy arrays, Keras's Adam
 - ``tlkit_generator``  tlkit before issue 10: a Python generator over the feature memmap
                        (``tf.data.Dataset.from_generator``) into ``fit``, Keras's Adam, accuracy + F1
-- ``tlkit``            tlkit now: :func:`tlkit.features.make_feature_dataset` (native ``tf.data``)
-                       and the optimizer ``tlkit.objectives`` makes (fused), accuracy + F1
+- ``tlkit``            tlkit now: :func:`tlkit.features.store.make_feature_dataset` (native ``tf.data``)
+                       and the optimizer ``tlkit.training.objectives`` makes (fused), accuracy + F1
 - ``raw_fused_step``   the floor: a ``tf.function`` over the whole epoch, ``tf.gather`` of each batch,
                        ``GradientTape``, one ``ResourceApplyAdam`` per variable, no metrics
 
@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def head_model(shape, classes: int):
     import keras
 
-    from tlkit.resolve import resolve_head
+    from tlkit.config.resolve import resolve_head
 
     spec, params = resolve_head("dense256", {})
     inputs = keras.Input(shape=shape, name="features")
@@ -61,8 +61,8 @@ def keras_fit_numpy(x, y, classes, batch, epochs):
 
 
 def _tlkit_compile(model, classes, steps, optimizer_name: str = "adam"):
-    from tlkit.config import TrainConfig
-    from tlkit.objectives import compile_for_stage
+    from tlkit.config.options import TrainConfig
+    from tlkit.training.objectives import compile_for_stage
 
     config = TrainConfig(optimizer=optimizer_name)
     compile_for_stage(model, config, lr=1e-3, steps_per_epoch=steps, epochs=10, warmup_epochs=0, num_classes=classes)
@@ -90,8 +90,8 @@ def tlkit_generator(x, y, classes, batch, epochs, memmap_path: Path):
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-count // batch))).prefetch(2)
     model = head_model(x.shape[1:], classes)
     compile_plain = keras.optimizers.Adam(1e-3)
-    from tlkit.config import TrainConfig
-    from tlkit.objectives import make_loss, make_metrics
+    from tlkit.config.options import TrainConfig
+    from tlkit.training.objectives import make_loss, make_metrics
 
     model.compile(optimizer=compile_plain, loss=make_loss(TrainConfig()), metrics=make_metrics(TrainConfig(), classes))
     return timed_epochs(lambda: model.fit(dataset, epochs=1, verbose=0), epochs)
@@ -100,7 +100,7 @@ def tlkit_generator(x, y, classes, batch, epochs, memmap_path: Path):
 def tlkit(x, y, classes, batch, epochs, memmap_path: Path):
     import keras
 
-    from tlkit.features import FeatureSet, make_feature_dataset
+    from tlkit.features.store import FeatureSet, make_feature_dataset
 
     keras.utils.set_random_seed(0)
     features = np.memmap(memmap_path, dtype=np.float32, mode="r", shape=(1, *x.shape))
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    from tlkit.tfenv import import_tensorflow
+    from tlkit.io.tfenv import import_tensorflow
 
     import_tensorflow()
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ other processes.
 
 With ``--ab-images K`` (and tlkit importable) it also runs an interleaved A/B on
 the same session: raw ``session.run`` over K images vs tlkit's own feature
-pass (``tlkit.features.load_or_compute``: uint8 memmap in, float32 memmap out)
+pass (``tlkit.features.store.load_or_compute``: uint8 memmap in, float32 memmap out)
 over the same K images at ``--ab-batch-size``, alternating, best of the rounds
 — tlkit's pipeline overhead, measured side by side rather than minutes apart.
 
@@ -58,10 +58,10 @@ def sweep(session, name: str, size: int, images: int, batch_sizes: list[int], ro
 
 
 def ab_test(session, name: str, size: int, images: int, batch_size: int, rounds: int, rng) -> dict:
-    """Raw session.run vs tlkit.features.load_or_compute on the same session, alternating."""
+    """Raw session.run vs tlkit.features.store.load_or_compute on the same session, alternating."""
     import numpy as np
 
-    from tlkit import features
+    from tlkit.features import store as features
 
     out_shape = session.get_outputs()[0].shape
     feature_shape = tuple(int(d) for d in out_shape[1:])

@@ -29,7 +29,7 @@ Bases:
   tv_mobilenet_v2 --weights imagenet`` loads).  These are imported because they
   are the only way to get byte-identical frozen weights into both arms.  Importing
   them also imports ``tlkit``'s light top-level modules (``tlkit.errors``,
-  ``tlkit.bases``, ``tlkit.specs``: the plugin's error type and its registration);
+  ``tlkit.bases``, ``tlkit.registry.specs``: the plugin's error type and its registration);
   none of tlkit's data, feature-cache or training code is used.  The preprocessing
   is torchvision's ``(x/255 − mean) / std`` with the ImageNet mean and std, written
   here as the same single ``keras.layers.Normalization(mean=255·mean,

@@ -61,7 +61,7 @@ def toml_value(text: str) -> Any:
 
 
 def read_history(run_dir: Path) -> list[dict[str, str]]:
-    from tlkit.rundir import RunDir
+    from tlkit.io.rundir import RunDir
 
     with open(RunDir(run_dir).history_path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
@@ -71,9 +71,9 @@ def dead_unit_fraction(run_dir: Path, data: Path, image_size: int, limit: int = 
     """Fraction of the hidden layer's units that are 0 for every training image (None: no such layer)."""
     import keras
 
-    from tlkit.data import load_image, scan_dataset
-    from tlkit.prediction import load_keras_model
-    from tlkit.rundir import RunDir
+    from tlkit.data.images import load_image, scan_dataset
+    from tlkit.inference.prediction import load_keras_model
+    from tlkit.io.rundir import RunDir
 
     model = load_keras_model(RunDir(run_dir).model_path)
     # tlkit nests the head as one functional layer after the base: features → head.
@@ -105,8 +105,8 @@ def _has_layer(layer: Any, name: str) -> bool:
 
 def measure(seed: int, options: dict[str, Any], out: Path) -> dict[str, Any]:
     import tlkit
-    from tlkit.config import load_config_file
-    from tlkit.rundir import RunDir
+    from tlkit.config.options import load_config_file
+    from tlkit.io.rundir import RunDir
 
     config = load_config_file(options.pop("config"))
     started = time.perf_counter()
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="where the runs go (default /tmp/seeds/<label>)")
     args = parser.parse_args(argv)
 
-    from tlkit.config import load_config_file
+    from tlkit.config.options import load_config_file
 
     head_params = parse_pairs(args.head_param)
     base_config = load_config_file(args.config)

@@ -1,4 +1,4 @@
-"""Regenerate docs/options.md from the training options declared in tlkit/config.py.
+"""Regenerate docs/options.md from the training options declared in tlkit/config/options.py.
 
 Run ``.venv/bin/python docs/make_options_md.py`` after changing a ``TrainConfig``
 field; tests/test_docs.py fails when the file is out of date.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 HEADER = """# Training options
 
-<!-- Generated from tlkit/config.py by docs/make_options_md.py — do not edit by hand. -->
+<!-- Generated from tlkit/config/options.py by docs/make_options_md.py — do not edit by hand. -->
 
 Every option of `tlkit train`, grouped as in `tlkit train --help`. Each one is also a key of a
 TOML config file (`--config FILE`, or a run's `config.toml`; flags override the file) and a
@@ -35,7 +35,7 @@ def _command_rows() -> list[str]:
     import typer.main
 
     from tlkit.cli.app import app
-    from tlkit.config import OPTIONS
+    from tlkit.config.options import OPTIONS
 
     command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
     rows = []
@@ -49,7 +49,7 @@ def _command_rows() -> list[str]:
 
 def render() -> str:
     """The whole of docs/options.md."""
-    from tlkit.config import options_markdown
+    from tlkit.config.options import options_markdown
 
     return "\n".join([HEADER, options_markdown(), COMMAND_HEADER + "\n".join(_command_rows()), ""])
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tlkit.rundir import RunDir
+from tlkit.io.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tlkit"

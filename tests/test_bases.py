@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import tlkit
-from tlkit.registry import Registry
+from tlkit.registry.manager import Registry
 
 BUILTIN_PLUGIN = "builtin_bases"
 

@@ -14,9 +14,9 @@ import threading
 import numpy as np
 import pytest
 
-from tlkit import checkpoints
-from tlkit.checkpoints import BackgroundWriter, EpochCheckpoint, checkpoint_files
-from tlkit.rundir import RunDir
+from tlkit.io.rundir import RunDir
+from tlkit.training import checkpoints
+from tlkit.training.checkpoints import BackgroundWriter, EpochCheckpoint, checkpoint_files
 
 
 @pytest.fixture

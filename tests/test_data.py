@@ -1,4 +1,4 @@
-"""Tests for tlkit.data: scanning, decoding every image format/mode, and the tf.data pipeline."""
+"""Tests for tlkit.data.images: scanning, decoding every image format/mode, and the tf.data pipeline."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlkit.data import (
+from tlkit.data.images import (
     IMAGE_EXTENSIONS,
     BadImageError,
     DecodedSplit,
@@ -180,7 +180,7 @@ def test_nothing_is_written_into_the_data_folder(tmp_path):
 
 
 def test_importing_tlkit_data_does_not_import_tensorflow():
-    code = "import sys, tlkit.data; assert 'tensorflow' not in sys.modules, 'tf imported'"
+    code = "import sys, tlkit.data.images; assert 'tensorflow' not in sys.modules, 'tf imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tlkit import hookspecs
 from tlkit.api import resolve_config
-from tlkit.config import OPTIONS, load_config_file
+from tlkit.config.options import OPTIONS, load_config_file
+from tlkit.registry import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 

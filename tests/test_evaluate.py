@@ -135,7 +135,7 @@ def cli():
 
 
 def test_metrics_match_hand_computed_values():
-    from tlkit.evaluation import compute_metrics
+    from tlkit.evaluation.evaluate import compute_metrics
 
     y_true = [0, 0, 0, 1, 1, 2]
     y_pred = [0, 0, 1, 1, 2, 2]
@@ -159,7 +159,7 @@ def test_metrics_match_hand_computed_values():
 
 
 def test_a_class_never_predicted_has_zero_precision_not_nan():
-    from tlkit.evaluation import compute_metrics
+    from tlkit.evaluation.evaluate import compute_metrics
 
     probs = np.array([[0.9, 0.1], [0.8, 0.2]])
     m = compute_metrics(probs, [0, 1], ["a", "b"], top_k=5)
@@ -170,8 +170,8 @@ def test_a_class_never_predicted_has_zero_precision_not_nan():
 
 def test_modules_do_not_import_tensorflow_keras_or_matplotlib():
     code = (
-        "import sys, tlkit.evaluation, tlkit.prediction, tlkit.report, tlkit.comparison, tlkit.cli.evaluate, "
-        "tlkit.figures\nheavy = [m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules]\n"
+        "import sys, tlkit.evaluation.evaluate, tlkit.inference.prediction, tlkit.evaluation.report, tlkit.evaluation.compare, tlkit.cli.evaluate, "
+        "tlkit.evaluation.figures\nheavy = [m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules]\n"
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -181,7 +181,7 @@ def test_modules_do_not_import_tensorflow_keras_or_matplotlib():
 
 
 def test_evaluate_run_on_its_validation_data(tiny):
-    import tlkit.evaluation as ev
+    import tlkit.evaluation.evaluate as ev
 
     data, run = tiny
     training_metrics = (run / "metrics.json").read_text()
@@ -209,7 +209,7 @@ def test_evaluate_run_on_its_validation_data(tiny):
 
 
 def test_evaluate_other_data_class_folder_and_split_option(tiny, tmp_path):
-    import tlkit.evaluation as ev
+    import tlkit.evaluation.evaluate as ev
 
     data, run = tiny
     # a folder of class sub-folders (a test set): all its images
@@ -223,7 +223,7 @@ def test_evaluate_other_data_class_folder_and_split_option(tiny, tmp_path):
 
 
 def test_unreadable_images_are_skipped_and_listed(tiny, tmp_path):
-    import tlkit.evaluation as ev
+    import tlkit.evaluation.evaluate as ev
 
     data = make_data(tmp_path / "data")
     (data / "val" / "dog" / "broken.png").write_bytes(b"not a png")
@@ -233,8 +233,8 @@ def test_unreadable_images_are_skipped_and_listed(tiny, tmp_path):
 
 
 def test_bare_model_file_uses_classes_json_beside_it_or_output_indices(tiny, tmp_path):
-    import tlkit.evaluation as ev
-    from tlkit.prediction import predict
+    import tlkit.evaluation.evaluate as ev
+    from tlkit.inference.prediction import predict
 
     data, run = tiny
     bare = tmp_path / "exported" / "colours.keras"
@@ -253,7 +253,7 @@ def test_bare_model_file_uses_classes_json_beside_it_or_output_indices(tiny, tmp
 
 
 def test_classes_that_do_not_match_the_data_are_named(tiny, tmp_path):
-    import tlkit.evaluation as ev
+    import tlkit.evaluation.evaluate as ev
 
     data, run = tiny
     other = tmp_path / "other"
@@ -278,7 +278,7 @@ def test_classes_that_do_not_match_the_data_are_named(tiny, tmp_path):
 
 
 def test_not_a_run_or_model_is_a_clear_error(tmp_path, tiny):
-    import tlkit.evaluation as ev
+    import tlkit.evaluation.evaluate as ev
 
     with pytest.raises(TlkitError, match="is not a tlkit run directory"):
         ev.evaluate(tmp_path)
@@ -298,21 +298,21 @@ def test_not_a_run_or_model_is_a_clear_error(tmp_path, tiny):
 
 
 def test_predict_yields_the_first_results_before_reading_every_image(tiny, tmp_path, monkeypatch):
-    import tlkit.data
-    from tlkit.prediction import predict
+    import tlkit.data.images
+    from tlkit.inference.prediction import predict
 
     folder = tmp_path / "many"
     write_images(folder, 40, COLORS["fox"], size=SIZE)
     calls: list[str] = []
     lock = threading.Lock()
-    real = tlkit.data.load_image
+    real = tlkit.data.images.load_image
 
     def recording(path, size):
         with lock:
             calls.append(Path(path).name)
         return real(path, size)
 
-    monkeypatch.setattr(tlkit.data, "load_image", recording)
+    monkeypatch.setattr(tlkit.data.images, "load_image", recording)
     stream = predict(tiny[1], [folder], batch_size=4, top_k=2)
     assert calls == []  # nothing is read until the generator is consumed
     first = next(stream)
@@ -326,7 +326,7 @@ def test_predict_yields_the_first_results_before_reading_every_image(tiny, tmp_p
 def test_predict_paths_folders_globs_odd_images_and_bad_files(tiny, tmp_path):
     from PIL import Image
 
-    from tlkit.prediction import predict
+    from tlkit.inference.prediction import predict
 
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
@@ -366,7 +366,7 @@ def test_predict_paths_folders_globs_odd_images_and_bad_files(tiny, tmp_path):
 
 
 def test_predict_with_nothing_to_predict_is_an_error(tiny, tmp_path):
-    from tlkit.prediction import predict
+    from tlkit.inference.prediction import predict
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(TlkitError, match="no image files to predict"):
@@ -377,7 +377,7 @@ def test_predict_with_nothing_to_predict_is_an_error(tiny, tmp_path):
 
 
 def test_compare_rows_and_overlay_plot(tiny, tmp_path):
-    from tlkit.comparison import compare
+    from tlkit.evaluation.compare import compare
 
     data, run = tiny
     second = make_run(
@@ -396,7 +396,7 @@ def test_compare_rows_and_overlay_plot(tiny, tmp_path):
 
 
 def test_plot_history_marks_stage_boundary_and_best_epoch(tmp_path):
-    from tlkit.figures import history_figure, plot_history
+    from tlkit.evaluation.figures import history_figure, plot_history
 
     history = {
         "accuracy": [0.5, 0.6, 0.7, 0.8],
@@ -490,7 +490,7 @@ def test_cli_compare_and_register_is_idempotent(cli, tiny, tmp_path):
 
 def test_evaluation_of_a_trained_run_reproduces_its_validation_accuracy(tiny_data, tmp_path):
     import tlkit
-    from tlkit.evaluation import evaluate
+    from tlkit.evaluation.evaluate import evaluate
 
     result = tlkit.train(
         data=str(tiny_data),
@@ -513,11 +513,11 @@ def test_evaluation_of_a_trained_run_reproduces_its_validation_accuracy(tiny_dat
 def test_module_names_do_not_shadow_the_api_functions():
     """``tlkit.compare`` etc. must stay functions once the submodules are imported."""
     import tlkit
-    import tlkit.comparison  # noqa: F401
-    import tlkit.evaluation  # noqa: F401
-    import tlkit.exporting  # noqa: F401
-    import tlkit.prediction  # noqa: F401
-    import tlkit.report  # noqa: F401
+    import tlkit.evaluation.compare  # noqa: F401
+    import tlkit.evaluation.evaluate  # noqa: F401
+    import tlkit.evaluation.report  # noqa: F401
+    import tlkit.export.exporter  # noqa: F401
+    import tlkit.inference.prediction  # noqa: F401
 
     for name in ("evaluate", "predict", "compare", "write_report", "export"):
         value = getattr(tlkit, name, None)  # None until tlkit/__init__ exports it

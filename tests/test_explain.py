@@ -1,7 +1,7 @@
 """`tlkit explain` (Grad-CAM): overlays and their index, heatmaps that find what the model saw, the
 report's "Why these mistakes", the base spec's explain_layer, and one-line errors.
 
-The run is made the way training makes one (``tlkit.builder.assemble`` with a base spec and the
+The run is made the way training makes one (``tlkit.model.builder.assemble`` with a base spec and the
 built-in ``linear`` head, ``model.keras`` + ``config.toml`` + ``classes.json``), with weights set by
 hand instead of trained: its tiny base detects red, green and blue regions on a 4×4 grid and the
 head predicts the colour with the most area — so where Grad-CAM must look is known.  (An untrained
@@ -59,8 +59,8 @@ COLOUR_BASE = tlkit.BaseSpec(name="colour_grid", build=colour_base, preprocess=l
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
-    from tlkit.builder import assemble
-    from tlkit.registry import get_registry
+    from tlkit.model.builder import assemble
+    from tlkit.registry.manager import get_registry
 
     root = tmp_path_factory.mktemp("explain")
     parts = assemble(COLOUR_BASE, get_registry().head("linear"), 3, image_size=32, head_params={"dropout": 0.0})
@@ -174,9 +174,9 @@ def test_unreadable_images_are_skipped_and_bad_input_is_one_line(trained, tmp_pa
 def test_report_shows_the_mistakes_explained_and_keeps_them(trained, monkeypatch):
     import keras
 
-    from tlkit.prediction import load_keras_model
-    from tlkit.report import write_report
-    from tlkit.rundir import RunDir
+    from tlkit.evaluation.report import write_report
+    from tlkit.inference.prediction import load_keras_model
+    from tlkit.io.rundir import RunDir
 
     run = RunDir(trained["run"])
     html = write_report(run.path).read_text()  # evaluates first: the val/dog images are red → cat
@@ -198,7 +198,7 @@ def test_report_shows_the_mistakes_explained_and_keeps_them(trained, monkeypatch
 
 
 def test_a_builtin_base_is_explained_at_its_output():
-    from tlkit.gradcam import GradCam, explanation_layer
+    from tlkit.evaluation.gradcam import GradCam, explanation_layer
 
     model = tlkit.build_model("mobilenet_v2", "linear", 3, image_size=64, weights="none")
     cam = GradCam(model, explanation_layer({"base": "mobilenet_v2"})[0])
@@ -209,9 +209,9 @@ def test_a_builtin_base_is_explained_at_its_output():
 def test_a_base_spec_explain_layer_is_honoured():
     import keras
 
-    from tlkit.builder import assemble
-    from tlkit.gradcam import GradCam, explanation_layer
-    from tlkit.registry import get_registry
+    from tlkit.evaluation.gradcam import GradCam, explanation_layer
+    from tlkit.model.builder import assemble
+    from tlkit.registry.manager import get_registry
 
     def build(input_shape, weights=None):
         inputs = keras.Input(input_shape)
@@ -244,9 +244,9 @@ def test_real_photos_with_imagenet_weights_are_explained_where_the_object_is():
     the head): the espresso is found in the cup, the space shuttle at the right of the astronaut."""
     skimage_data = pytest.importorskip("skimage.data")
     pytest.importorskip("tlkit_torchvision")
-    from tlkit.builder import assemble
-    from tlkit.gradcam import GradCam
-    from tlkit.registry import get_registry
+    from tlkit.evaluation.gradcam import GradCam
+    from tlkit.model.builder import assemble
+    from tlkit.registry.manager import get_registry
     from tlkit_torchvision.pth import load_state_dict
     from tlkit_torchvision.weights import locate_weights
 

@@ -37,11 +37,11 @@ import pytest
 from typer.testing import CliRunner
 
 import tlkit
-from tlkit import registry as _registry
-from tlkit.artifacts import ARTIFACTS, locate_artifact
 from tlkit.errors import TlkitError
-from tlkit.exporting import MIN_AGREEMENT, export
-from tlkit.prediction import open_model, predict
+from tlkit.export.exporter import MIN_AGREEMENT, export
+from tlkit.inference.artifacts import ARTIFACTS, locate_artifact
+from tlkit.inference.prediction import open_model, predict
+from tlkit.registry import manager as _registry
 from tlkit.testing import calibrated_mobilenet_v2_weights, make_image_folder, registry_with
 
 SIZE = 32
@@ -305,7 +305,7 @@ def test_cli_mobilenet_v2_savedmodel_then_predict_and_evaluate_the_export(mobile
     # Every weight stored once (Keras's own model.export stores each twice: keras-team/keras#23553).
     import tensorflow as tf
 
-    from tlkit.prediction import load_keras_model
+    from tlkit.inference.prediction import load_keras_model
 
     checkpoint = tf.train.load_checkpoint(str(folder / "saved_model" / "variables" / "variables"))
     stored = sum(
@@ -455,7 +455,7 @@ def test_locating_artefacts(fast, tmp_path):
 
 def test_importing_the_export_modules_does_not_import_tensorflow():
     code = (
-        "import sys, tlkit.exporting, tlkit.cli.export\n"
+        "import sys, tlkit.export.exporter, tlkit.cli.export\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'onnx') if m in sys.modules]\nassert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlkit.features import FeatureSet, make_feature_dataset
+from tlkit.features.store import FeatureSet, make_feature_dataset
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
@@ -29,7 +29,7 @@ def test_batches_read_from_the_file_equal_batches_held_in_memory(tmp_path, dtype
         )
         return [[(x.numpy(), y.numpy()) for x, y in dataset] for _ in range(3)]
 
-    from tlkit.features import _EntryRows, _row_reader
+    from tlkit.features.store import _EntryRows, _row_reader
 
     assert isinstance(_row_reader(table, views * count, shape), _EntryRows)  # read with preadv, not mapped
     in_memory, from_file = epochs(None), epochs(0)

@@ -12,7 +12,7 @@ from conftest import run_tlkit, write_images
 
 import tlkit
 from tlkit import TlkitError
-from tlkit.features import cache_entries, cache_root, clear_cache, load_or_compute
+from tlkit.features.store import cache_entries, cache_root, clear_cache, load_or_compute
 
 FAST = dict(base="mobilenet_v2", weights="none", image_size=32, batch_size=8, epochs=1, verbose=False)
 
@@ -32,9 +32,9 @@ def _train(data, tmp_path, **options):
 def test_onnxruntime_features_match_keras(base, tmp_path):
     pytest.importorskip("onnxruntime")
     from tlkit.api import resolve_head
-    from tlkit.builder import assemble
-    from tlkit.features import OnnxRuntimeEngine, export_onnx
-    from tlkit.registry import get_registry
+    from tlkit.features.store import OnnxRuntimeEngine, export_onnx
+    from tlkit.model.builder import assemble
+    from tlkit.registry.manager import get_registry
 
     head, params = resolve_head("linear", {})
     parts = assemble(get_registry().base(base), head, 3, image_size=32, weights=None, head_params=params)
@@ -71,7 +71,8 @@ def test_second_run_with_another_head_reuses_the_cache(tiny_data, tmp_path, cach
 def test_a_fully_cached_run_decodes_nothing_exports_nothing_and_evaluates_from_features(
     tiny_data, tmp_path, cache, monkeypatch
 ):
-    from tlkit import data, features
+    from tlkit.data import images as data
+    from tlkit.features import store as features
 
     first = _train(tiny_data, tmp_path)
     assert first.metrics["timings"]["decode"] > 0
@@ -110,7 +111,7 @@ def test_saved_model_equals_the_head_trained_on_cached_features(tiny_data, tmp_p
 
     result = _train(tiny_data, tmp_path, head="dense256", head_params={"units": 16}, epochs=2)  # caches the map
     model = keras.saving.load_model(result.model_path)
-    from tlkit.data import decode_split, scan_dataset
+    from tlkit.data.images import decode_split, scan_dataset
 
     scan = scan_dataset(tiny_data)
     val = decode_split(scan.val, 32, tmp_path / "px", name="val")
@@ -127,7 +128,7 @@ def test_saved_model_equals_the_head_trained_on_cached_features(tiny_data, tmp_p
 def test_a_pooling_head_trains_on_pooled_vectors_and_equals_the_saved_model(tiny_data, tmp_path, cache):
     import keras
 
-    from tlkit.data import decode_split, scan_dataset
+    from tlkit.data.images import decode_split, scan_dataset
 
     result = _train(tiny_data, tmp_path, head="mlp", head_params={"units": (8,), "pooling": "max"}, epochs=2)
     entry = Path(result.metrics["features"]["val"]["entry"])

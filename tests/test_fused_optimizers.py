@@ -35,7 +35,7 @@ CASES = [
 def test_fused_update_equals_keras(keras_name, fused_name, kwargs):
     import keras
 
-    from tlkit import fused_optimizers
+    from tlkit.training import fused_optimizers
 
     expected_weights, expected_state = _run(getattr(keras.optimizers, keras_name)(**kwargs))
     weights, state = _run(getattr(fused_optimizers, fused_name)(**kwargs))
@@ -50,7 +50,7 @@ def test_fused_kernels_are_really_used():
     import keras
     import tensorflow as tf
 
-    from tlkit.fused_optimizers import FusedAdam
+    from tlkit.training.fused_optimizers import FusedAdam
 
     optimizer = FusedAdam(learning_rate=0.1)
     variable = keras.Variable(np.ones(4, "float32"))

@@ -400,8 +400,8 @@ def _stderr_lines(text: str) -> list[str]:
 
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 def test_hostile_input_is_one_clear_error_and_nothing_is_lost(world, tmp_path, monkeypatch, case):
-    from tlkit import registry
     from tlkit.cli import app
+    from tlkit.registry import manager as registry
 
     data, run = world
     ctx = Ctx(data, run, tmp_path)
@@ -442,8 +442,8 @@ def test_hostile_input_is_one_clear_error_and_nothing_is_lost(world, tmp_path, m
 
 
 def test_preflight_names_the_estimate_and_the_limit(tmp_path):
+    from tlkit.config.preflight import check_pixels, check_run_dir_space
     from tlkit.errors import TlkitError
-    from tlkit.preflight import check_pixels, check_run_dir_space
 
     with pytest.raises(
         TlkitError,
@@ -592,7 +592,7 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", list(DAMAGE.values()), ids=list(DAMAGE))
 def test_a_damaged_cache_entry_is_recomputed_not_trusted(tmp_path, monkeypatch, damage):
-    from tlkit.features import load_or_compute
+    from tlkit.features.store import load_or_compute
 
     monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
     pixels = np.random.default_rng(0).integers(0, 255, size=(6, 2, 2, 3), dtype=np.uint8)

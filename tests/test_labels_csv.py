@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import CLASS_COLORS, invoke_tlkit, snapshot
 
-from tlkit.config import TrainConfig
+from tlkit.config.options import TrainConfig
+from tlkit.data.labels_csv import read_labels_csv, scan_for_config, scan_labels_csv
 from tlkit.errors import TlkitError
-from tlkit.labels_csv import read_labels_csv, scan_for_config, scan_labels_csv
-from tlkit.rundir import RunDir
+from tlkit.io.rundir import RunDir
 from tlkit.testing import write_images
 
 
@@ -164,7 +164,7 @@ def test_a_csv_run_has_the_csvs_classes_and_split(csv_run, images):
 
 def test_evaluate_and_predict_a_csv_run(csv_run, images):
     import tlkit
-    from tlkit.prediction import load_keras_model
+    from tlkit.inference.prediction import load_keras_model
 
     run_dir, csv_path, _ = csv_run
     model = load_keras_model(RunDir(run_dir).model_path)  # loaded once for the three calls

@@ -14,9 +14,9 @@ from conftest import CLASS_COLORS, invoke_tlkit, snapshot
 
 import tlkit
 from tlkit import TlkitError
-from tlkit.config import config_from_mapping, to_toml
-from tlkit.lr_finder import lr_text, suggest
+from tlkit.config.options import config_from_mapping, to_toml
 from tlkit.testing import write_images
+from tlkit.training.lr_finder import lr_text, suggest
 
 FAST = dict(base="mobilenet_v2", weights="none", image_size=32, batch_size=8, engine="tensorflow")
 CLI_FAST = ["--base", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
@@ -113,8 +113,8 @@ def test_the_printed_command_is_a_valid_train_invocation(swept, capsys):
 
 
 def test_a_second_sweep_from_the_cli_runs_no_base(swept, monkeypatch):
-    from tlkit import data as datamod
-    from tlkit import features
+    from tlkit.data import images as datamod
+    from tlkit.features import store as features
 
     data, before, output, first = swept
 
@@ -142,7 +142,7 @@ def test_a_second_sweep_from_the_cli_runs_no_base(swept, monkeypatch):
 
 def test_the_command_round_trips_lists_tables_and_switches(tmp_path):
     from tlkit.api import resolve_config
-    from tlkit.lr_finder import train_command
+    from tlkit.training.lr_finder import train_command
 
     write_images(tmp_path / "data" / "train" / "a", 1, (0, 0, 0))
     config = resolve_config(

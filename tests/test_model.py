@@ -12,8 +12,8 @@ import pytest
 import tlkit
 from tlkit import TlkitError
 from tlkit.api import resolve_augmentations
-from tlkit.builder import base_layer
-from tlkit.registry import get_registry
+from tlkit.model.builder import base_layer
+from tlkit.registry.manager import get_registry
 
 keras = pytest.importorskip("keras")
 
@@ -126,7 +126,7 @@ def test_saved_model_reloads_without_tlkit_with_same_predictions(tmp_path):
 
 
 def test_weights_from_a_file_and_a_mismatching_file(tmp_path):
-    from tlkit.builder import build_base
+    from tlkit.model.builder import build_base
 
     spec = get_registry().base("mobilenet_v2")
     reference = build_base(spec, SIZE, None)
@@ -145,7 +145,7 @@ def test_weights_from_a_file_and_a_mismatching_file(tmp_path):
 def test_imagenet_download_failure_says_how_to_proceed(monkeypatch):
     import dataclasses
 
-    from tlkit.builder import build_base
+    from tlkit.model.builder import build_base
 
     spec = get_registry().base("mobilenet_v2")
 

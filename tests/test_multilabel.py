@@ -11,11 +11,11 @@ import pytest
 from conftest import invoke_tlkit
 
 import tlkit
-from tlkit import registry as _registry
+from tlkit.data.labels_csv import scan_labels_csv
 from tlkit.errors import TlkitError
-from tlkit.labels_csv import scan_labels_csv
-from tlkit.multilabel import decide, multilabel_metrics, tune_thresholds
-from tlkit.rundir import RunDir
+from tlkit.evaluation.multilabel import decide, multilabel_metrics, tune_thresholds
+from tlkit.io.rundir import RunDir
+from tlkit.registry import manager as _registry
 from tlkit.testing import registry_with, write_images
 
 # --------------------------------------------------------------------------- thresholds and metrics (numpy)
@@ -131,8 +131,8 @@ def ml_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def val_probs(ml_run):
     """model.keras's probabilities on the validation images, computed here by hand, and their truth."""
-    from tlkit.data import load_image
-    from tlkit.prediction import load_keras_model
+    from tlkit.data.images import load_image
+    from tlkit.inference.prediction import load_keras_model
 
     run_dir, root, csv_path = ml_run
     scan = scan_labels_csv(csv_path, root, multi_label=True)

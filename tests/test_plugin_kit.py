@@ -14,8 +14,8 @@ import pytest
 from conftest import run_tlkit
 
 import tlkit
-from tlkit.scaffold import KINDS, new_plugin
-from tlkit.specs import params_from_signature
+from tlkit.registry.scaffold import KINDS, new_plugin
+from tlkit.registry.specs import params_from_signature
 from tlkit.testing import registry_with
 
 SPEC_CLASSES = {"head": tlkit.HeadSpec, "base": tlkit.BaseSpec, "augmentation": tlkit.AugmentationSpec}

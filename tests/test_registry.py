@@ -13,7 +13,7 @@ from conftest import make_plugin_dist, run_tlkit
 
 import tlkit
 from tlkit.errors import TlkitError
-from tlkit.registry import Registry
+from tlkit.registry.manager import Registry
 
 GOOD = """
 from typing import Annotated

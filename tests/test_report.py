@@ -31,7 +31,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(run_dir) -> Path:
-    from tlkit.report import write_report
+    from tlkit.evaluation.report import write_report
 
     return write_report(run_dir)
 
@@ -76,8 +76,8 @@ def test_report_reuses_the_evaluation_once_evaluated(report, run_dir, monkeypatc
     (that is what makes it fast; timing itself belongs in bench/)."""
     import keras
 
-    from tlkit import evaluation
-    from tlkit.report import write_report
+    from tlkit.evaluation import evaluate as evaluation
+    from tlkit.evaluation.report import write_report
 
     def refuse(*args, **kwargs):
         raise AssertionError("the report evaluated (or loaded the model) again")
@@ -89,7 +89,7 @@ def test_report_reuses_the_evaluation_once_evaluated(report, run_dir, monkeypatc
 
 
 def test_report_without_evaluation_or_data(run_dir, tmp_path):
-    from tlkit.report import write_report
+    from tlkit.evaluation.report import write_report
 
     copy = tmp_path / run_dir.name
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("evaluation", "logs", "report.html"))

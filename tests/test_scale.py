@@ -115,7 +115,7 @@ def test_mixed_bfloat16_on_cpu_and_the_model_loads_in_plain_keras(tmp_path):
 
 
 def test_strategy_selection_batch_and_errors(monkeypatch):
-    from tlkit.distribute import make_distribution
+    from tlkit.training.distribute import make_distribution
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
@@ -134,7 +134,7 @@ def test_strategy_selection_batch_and_errors(monkeypatch):
 
 
 def test_global_batch_must_split_over_the_replicas():
-    from tlkit.distribute import Distribution
+    from tlkit.training.distribute import Distribution
 
     two = Distribution(strategy=None, name="mirrored", replicas=2, workers=1, is_chief=True, task="")
     assert two.global_batch(16, per_replica=True) == 32
@@ -146,8 +146,8 @@ def test_global_batch_must_split_over_the_replicas():
 def test_a_feature_pass_split_over_workers_equals_one_process(tmp_path, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    from tlkit import feature_shards
-    from tlkit.features import load_or_compute
+    from tlkit.features import shards as feature_shards
+    from tlkit.features.store import load_or_compute
 
     monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
     pixels = np.random.default_rng(0).integers(0, 255, (11, 4, 4, 3), dtype=np.uint8)
@@ -173,7 +173,7 @@ def test_a_feature_pass_split_over_workers_equals_one_process(tmp_path, monkeypa
 
 
 def test_a_missing_worker_part_is_named_after_the_timeout(tmp_path, monkeypatch):
-    from tlkit import feature_shards
+    from tlkit.features import shards as feature_shards
 
     monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
     pixels = np.zeros((4, 2, 2, 3), dtype=np.uint8)
@@ -191,7 +191,7 @@ def test_a_missing_worker_part_is_named_after_the_timeout(tmp_path, monkeypatch)
 
 
 def test_assembling_replaces_a_damaged_whole_entry_in_the_way(tmp_path, monkeypatch):
-    from tlkit import feature_shards
+    from tlkit.features import shards as feature_shards
 
     monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
     pixels = np.arange(4 * 2 * 2 * 3, dtype=np.uint8).reshape(4, 2, 2, 3)

@@ -11,9 +11,9 @@ import pytest
 from conftest import invoke_tlkit
 
 from tlkit import TlkitError
-from tlkit.config import load_config_file
-from tlkit.registry import get_registry
-from tlkit.resolve import resolve_head
+from tlkit.config.options import load_config_file
+from tlkit.config.resolve import resolve_head
+from tlkit.registry.manager import get_registry
 
 keras = pytest.importorskip("keras")
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tlkit import Param, TlkitError
-from tlkit.config import (
+from tlkit.config.options import (
     OPTIONS,
     PANELS,
     Option,
@@ -20,7 +20,7 @@ from tlkit.config import (
     read_toml,
     to_toml,
 )
-from tlkit.specs import format_choice, parse_assignments, parse_choice, resolve_params
+from tlkit.registry.specs import format_choice, parse_assignments, parse_choice, resolve_params
 
 PARAMS = (
     Param("units", (256,), kind="ints", min=1),
@@ -392,7 +392,7 @@ def test_read_toml(tmp_path):
 
 
 def test_choice_names_other_modules_import_come_from_the_fields():
-    from tlkit import config
+    from tlkit.config import options as config
 
     assert config.ENGINES == OPTIONS["engine"].choices == ("auto", "onnxruntime", "tensorflow")
     assert config.OPTIMIZERS == OPTIONS["optimizer"].choices

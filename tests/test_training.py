@@ -31,7 +31,7 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
 def test_fine_tuning_stage_unfreezes_the_top_but_not_batchnorm(tiny_data, tmp_path, monkeypatch):
     import keras
 
-    from tlkit import objectives
+    from tlkit.training import objectives
 
     compiled = []
     real_compile = objectives.compile_for_stage
@@ -42,8 +42,8 @@ def test_fine_tuning_stage_unfreezes_the_top_but_not_batchnorm(tiny_data, tmp_pa
 
     monkeypatch.setattr(objectives, "compile_for_stage", spy)
 
-    from tlkit.builder import base_layer, build_base
-    from tlkit.registry import get_registry
+    from tlkit.model.builder import base_layer, build_base
+    from tlkit.registry.manager import get_registry
 
     result = _train(
         tiny_data, tmp_path, epochs=2, fine_tune_epochs=2, unfreeze="10", fine_tune_lr=1e-3, metrics=["accuracy"]
@@ -61,8 +61,8 @@ def test_fine_tuning_stage_unfreezes_the_top_but_not_batchnorm(tiny_data, tmp_pa
     initial = build_base(get_registry().base("mobilenet_v2"), 32, None)  # the run's base before training
     keras.utils.set_random_seed(0)
     after = tlkit.build_model("mobilenet_v2", "dense256", 3, image_size=32, weights="none")
-    from tlkit.checkpoints import checkpoint_files, load_weights
-    from tlkit.rundir import RunDir
+    from tlkit.io.rundir import RunDir
+    from tlkit.training.checkpoints import checkpoint_files, load_weights
 
     run = RunDir.open(result.run_dir)
     state = json.loads(run.state_path.read_text())
@@ -126,8 +126,8 @@ def test_schedules_warmup_and_lr_in_history(tiny_data, tmp_path):
 
 
 def test_losses_and_metrics(tiny_data, tmp_path):
-    from tlkit.config import TrainConfig, merge
-    from tlkit.objectives import make_loss
+    from tlkit.config.options import TrainConfig, merge
+    from tlkit.training.objectives import make_loss
 
     assert type(make_loss(merge(TrainConfig(), {"loss": "focal"}))).__name__ == "CategoricalFocalCrossentropy"
     assert make_loss(merge(TrainConfig(), {"label_smoothing": 0.1})).label_smoothing == 0.1
@@ -147,7 +147,7 @@ def test_losses_and_metrics(tiny_data, tmp_path):
 
 
 def test_class_weights_and_imbalance_warning(tmp_path):
-    from tlkit.imbalance import class_weights
+    from tlkit.data.imbalance import class_weights
 
     labels = np.array([0] * 8 + [1] * 2)
     assert class_weights("balanced", labels, ["a", "b"]) == pytest.approx({0: 0.625, 1: 2.5})
@@ -188,7 +188,7 @@ def test_early_stopping_and_the_saved_model_is_the_best_epoch(tiny_data, tmp_pat
     best = _train(tiny_data, tmp_path, epochs=4, lr=0.05, monitor="val_loss", head="linear")
     epoch = best.metrics["best_epoch"]
     assert best.history["val_loss"][epoch - 1] == min(best.history["val_loss"])
-    from tlkit.data import decode_split, scan_dataset
+    from tlkit.data.images import decode_split, scan_dataset
 
     val = decode_split(scan_dataset(tiny_data).val, 32, tmp_path / "px", name="val")
     model = keras.saving.load_model(best.model_path)

@@ -14,8 +14,8 @@ import pytest
 from conftest import CLASS_COLORS, invoke_tlkit
 
 from tlkit.errors import TlkitError
+from tlkit.inference.tta import CROP_FRACTION, MAX_VIEWS, VIEWS, parse_tta, resize_bilinear, view
 from tlkit.testing import calibrated_mobilenet_v2_weights, write_images
-from tlkit.tta import CROP_FRACTION, MAX_VIEWS, VIEWS, parse_tta, resize_bilinear, view
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
     """
 
     import tlkit
-    from tlkit.prediction import load_keras_model
+    from tlkit.inference.prediction import load_keras_model
 
     root = tmp_path_factory.mktemp("tta")
     data = root / "data"
@@ -56,7 +56,7 @@ def trained(tmp_path_factory):
 
 def _by_hand(model, files, views) -> np.ndarray:
     """The model's probabilities averaged over ``views`` (functions of a uint8 batch), computed directly."""
-    from tlkit.data import load_image
+    from tlkit.data.images import load_image
 
     pixels = np.stack([load_image(f, SIZE) for f in files])
     runs = [np.asarray(model.predict_on_batch(v(pixels).astype("float32")), dtype=np.float64) for v in views]
@@ -168,7 +168,7 @@ def test_predict_tta_is_the_mean_over_the_views_by_hand(trained):
 
 def test_evaluate_tta_reports_both_accuracies(trained, tmp_path):
     import tlkit
-    from tlkit.evaluation import compute_metrics
+    from tlkit.evaluation.evaluate import compute_metrics
 
     data, run, model, files = trained
     labels = np.asarray([list(CLASS_COLORS).index(f.parent.name) for f in files])

@@ -19,20 +19,14 @@ built or trained.  Public names::
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
-
 from tlkit import bases
-from tlkit.bases import Preprocessing, keras_application_base
 from tlkit.errors import TlkitError
-from tlkit.hookspecs import hookimpl
+from tlkit.io.rundir import RunDir
 from tlkit.observer import TrainingObserver
-from tlkit.rundir import RunDir
-from tlkit.specs import AugmentationSpec, BaseSpec, HeadSpec, Param, param
-
-try:
-    __version__ = _metadata.version("tlkit")
-except _metadata.PackageNotFoundError:  # running from a source tree
-    __version__ = "0+unknown"
+from tlkit.registry.hookspecs import hookimpl
+from tlkit.registry.keras_applications import Preprocessing, keras_application_base
+from tlkit.registry.specs import AugmentationSpec, BaseSpec, HeadSpec, Param, param
+from tlkit.version import __version__
 
 _API = {
     "build_model",

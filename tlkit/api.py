@@ -4,8 +4,8 @@
 >>> result = tlkit.train(data="data", base="mobilenet_v2", head="dense256", epochs=5)
 >>> result.run_dir, result.metrics["best_val_accuracy"]
 
-A thin façade: training is :class:`tlkit.training_run.TrainingRun`, name
-resolution :mod:`tlkit.resolve`, evaluation :mod:`tlkit.evaluation`.
+A thin façade: training is :class:`tlkit.training.run.TrainingRun`, name
+resolution :mod:`tlkit.config.resolve`, evaluation :mod:`tlkit.evaluation.evaluate`.
 TensorFlow is imported inside the functions that need it, never at import.
 """
 
@@ -14,22 +14,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-# Re-exported: the evaluation side of the API (all light to import).
-from tlkit.comparison import Comparison, compare
-from tlkit.config import TrainConfig
+from tlkit.config.options import TrainConfig
+from tlkit.config.resolve import resolve_augmentations, resolve_config, resolve_head, resolve_weights
 from tlkit.errors import TlkitError
-from tlkit.evaluation import EvaluationResult, evaluate
-from tlkit.exporting import ExportResult, export
-from tlkit.gradcam import ExplainResult, explain
-from tlkit.lr_finder import DEFAULT_END_LR, DEFAULT_OUTPUT, DEFAULT_START_LR, LRFindResult, find_lr
+
+# Re-exported: the evaluation side of the API (all light to import).
+from tlkit.evaluation.compare import Comparison, compare
+from tlkit.evaluation.evaluate import EvaluationResult, evaluate
+from tlkit.evaluation.gradcam import ExplainResult, explain
+from tlkit.evaluation.report import write_report
+from tlkit.export.exporter import ExportResult, export
+from tlkit.inference.prediction import Prediction, predict
+from tlkit.io.rundir import RunDir
 from tlkit.observer import TrainingObserver
-from tlkit.prediction import Prediction, predict
-from tlkit.registry import KINDS, get_registry
-from tlkit.report import write_report
-from tlkit.resolve import resolve_augmentations, resolve_config, resolve_head, resolve_weights
-from tlkit.rundir import RunDir
-from tlkit.specs import BaseSpec
-from tlkit.training_run import TrainingRun, TrainResult, training_path
+from tlkit.registry.manager import KINDS, get_registry
+from tlkit.registry.specs import BaseSpec
+from tlkit.training.lr_finder import DEFAULT_END_LR, DEFAULT_OUTPUT, DEFAULT_START_LR, LRFindResult, find_lr
+from tlkit.training.run import TrainingRun, TrainResult, training_path
 
 
 def list_specs(kind: str) -> list[Any]:
@@ -60,8 +61,8 @@ def build_model(
     left out here (training applies them to its batches).
     ``multi_label`` ends the head in a sigmoid (one independent probability per label).
     """
-    from tlkit import builder
-    from tlkit.tfenv import import_tensorflow
+    from tlkit.io.tfenv import import_tensorflow
+    from tlkit.model import builder
 
     import_tensorflow()
     base_spec: BaseSpec = get_registry().base(base)
@@ -90,7 +91,7 @@ def train(
 ) -> TrainResult:
     """Train a classifier and write a complete run directory; return a :class:`TrainResult`.
 
-    Options are the fields of :class:`tlkit.config.TrainConfig` (``data``,
+    Options are the fields of :class:`tlkit.config.options.TrainConfig` (``data``,
     ``base``, ``head``, ``epochs``, ``batch_size``, ``lr``, ...), given as a
     config object, keyword arguments, or both (keywords win).  ``resume=RUN_DIR``
     continues an interrupted run from its last checkpoint, with that run's
@@ -123,7 +124,7 @@ def lr_find(
     verbose: bool = True,
     **options: Any,
 ) -> LRFindResult:
-    """Sweep the head's learning rate on cached features and suggest one (:mod:`tlkit.lr_finder`).
+    """Sweep the head's learning rate on cached features and suggest one (:mod:`tlkit.training.lr_finder`).
 
     Options are :func:`train`'s (but ``output`` is where the sweep's folder goes); the result
     holds the curve, the suggestion, the plot's path and the ``tlkit train`` command using it.

@@ -1,6 +1,6 @@
 """How a training run reports progress: an observer interface, so the library never prints.
 
-A :class:`tlkit.training_run.TrainingRun` calls these methods as it goes; the
+A :class:`tlkit.training.run.TrainingRun` calls these methods as it goes; the
 CLI passes a :class:`tlkit.rich_observer.RichObserver` that renders them in the
 terminal, ``tlkit.train(verbose=False)`` passes the silent base class, and a
 notebook or another front end can subscribe its own::

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlkit import registry as _registry
+from tlkit.registry import manager as _registry
 
 __all__ = [
     "calibrated_mobilenet_v2_weights",
@@ -115,7 +115,7 @@ def calibrated_mobilenet_v2_weights(train_dir: str | Path, size: int, path: str 
     """
     import keras
 
-    from tlkit.data import load_image
+    from tlkit.data.images import load_image
 
     keras.utils.set_random_seed(0)
     base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(size, size, 3))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 HEADER = """# Hook reference
 
-<!-- Generated from tlkit/hookspecs.py by docs/plugins/make_hooks_md.py — do not edit by hand. -->
+<!-- Generated from tlkit/registry/hookspecs.py by docs/plugins/make_hooks_md.py — do not edit by hand. -->
 
 tlkit calls these hooks once per process, when the registry is first used. Implement any of
 them in a module registered under the `tlkit` entry-point group, decorated with
@@ -23,7 +23,7 @@ parameters: `tlkit.param` in a build function's signature (or `tlkit.Param`); ba
 
 
 def render() -> str:
-    from tlkit import hookspecs
+    from tlkit.registry import hookspecs
 
     parts = [HEADER, "\n", inspect.getdoc(hookspecs) + "\n"]
     for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):

@@ -28,7 +28,7 @@ app = typer.Typer(
 
 def _version_callback(value: bool) -> None:
     if value:
-        from tlkit import __version__
+        from tlkit.version import __version__
 
         out.print(f"tlkit {__version__}")
         raise typer.Exit()

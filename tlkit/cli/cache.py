@@ -13,7 +13,7 @@ cache_app = typer.Typer(help="Inspect or clear the frozen-base feature cache.", 
 
 def _checked_root():
     """The cache folder; a path that exists but is not a folder is the user's to fix, not to delete."""
-    from tlkit.features import CACHE_ENV, cache_root
+    from tlkit.features.store import CACHE_ENV, cache_root
 
     root = cache_root()
     if root.exists() and not root.is_dir():
@@ -26,7 +26,7 @@ def _checked_root():
 @handles_errors
 def cache_info(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Show the feature cache: where it is, each entry (base, size, images, views) and the total size."""
-    from tlkit.features import cache_entries, cache_root
+    from tlkit.features.store import cache_entries, cache_root
 
     _checked_root()
     entries = cache_entries()
@@ -55,7 +55,7 @@ def cache_info(as_json: bool = typer.Option(False, "--json", help="Print JSON fo
 @handles_errors
 def cache_clear(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Delete every cached feature set and exported ONNX model (they are rebuilt on demand)."""
-    from tlkit.features import cache_root, clear_cache
+    from tlkit.features.store import cache_root, clear_cache
 
     _checked_root()
     entries, freed = clear_cache()

@@ -14,7 +14,7 @@ import typer
 
 from tlkit.cli.common import err, handles_errors, out, print_json
 from tlkit.errors import TlkitError
-from tlkit.rundir import RunDir
+from tlkit.io.rundir import RunDir
 
 COMMANDS = ("evaluate", "predict", "report", "compare")
 _EVAL_FILES = ", ".join(RunDir.EVALUATION_FILES.values())
@@ -80,9 +80,9 @@ def evaluate_command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from tlkit.evaluation import evaluate
-    from tlkit.exporting import recorded_data
-    from tlkit.tta import parse_tta
+    from tlkit.evaluation.evaluate import evaluate
+    from tlkit.export.exporter import recorded_data
+    from tlkit.inference.tta import parse_tta
 
     views = parse_tta(tta)  # a bad value fails before the model is loaded
     if data is None:
@@ -292,8 +292,8 @@ def predict_command(
     Unreadable files are reported on stderr and skipped; the exit status is 0
     unless no file at all could be read.
     """
-    from tlkit.prediction import predict
-    from tlkit.tta import parse_tta
+    from tlkit.inference.prediction import predict
+    from tlkit.inference.tta import parse_tta
 
     views = parse_tta(tta)
     fmt = "json" if as_json else fmt.lower()
@@ -438,7 +438,7 @@ def report_command(
     Images are inlined and there is no script and no network access, so the file
     can be opened anywhere or mailed as it is.
     """
-    from tlkit.report import write_report
+    from tlkit.evaluation.report import write_report
 
     path = write_report(run_dir, evaluate=evaluate)
     if as_json:
@@ -460,7 +460,7 @@ def compare_command(
     """Compare runs: base, head, augmentations, epochs, best val accuracy, val F1, train time — and their curves."""
     from rich.table import Table
 
-    from tlkit.comparison import compare
+    from tlkit.evaluation.compare import compare
 
     result = compare(run_dirs, plot_path=None if no_plot else plot)
     if as_json:

@@ -54,7 +54,7 @@ def explain_command(
     """
     from rich.table import Table
 
-    from tlkit.gradcam import explain
+    from tlkit.evaluation.gradcam import explain
 
     result = explain(run_or_model, images, output=output, class_name=class_name, layer=layer, batch_size=batch_size)
     for skipped in result.skipped:

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from tlkit.cli.common import err, handles_errors, out, print_json
-from tlkit.rundir import RunDir
+from tlkit.io.rundir import RunDir
 
 _EPILOG = (
     "Examples: tlkit export runs/20261128-101500-mobilenet_v2-dense256 --format tflite --quantize int8\n\n"
@@ -70,7 +70,7 @@ def export_command(
     it).  The folder holds the artefact, classes.json, export.json and a README.md
     model card; `tlkit predict` and `tlkit evaluate` accept it.
     """
-    from tlkit.exporting import export
+    from tlkit.export.exporter import export
 
     with err.status("exporting", spinner="dots") as status:
         result = export(
@@ -93,7 +93,7 @@ def export_command(
 def _print_result(result) -> None:
     from rich.table import Table
 
-    from tlkit.artifacts import MODEL_CARD
+    from tlkit.inference.artifacts import MODEL_CARD
 
     info, parity = result.info, result.parity
     out.print(

@@ -130,7 +130,7 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON for s
 
     TLKIT_PLUGINS=name1,name2 restricts which third-party plugins load (empty: built-ins only).
     """
-    from tlkit.registry import get_registry
+    from tlkit.registry.manager import get_registry
 
     infos = get_registry().plugins
     if as_json:
@@ -156,7 +156,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Show everything about one base, head or augmentation."""
-    from tlkit.registry import get_registry
+    from tlkit.registry.manager import get_registry
     from tlkit.suggest import closest
 
     registry = get_registry()

@@ -1,8 +1,8 @@
 """``tlkit lr-find``: sweep the head's learning rate on cached features, suggest one, print the train command.
 
-It takes the options of ``tlkit train`` (generated from :class:`tlkit.config.TrainConfig`,
+It takes the options of ``tlkit train`` (generated from :class:`tlkit.config.options.TrainConfig`,
 like train's own) except train's ``--output``: here ``--output`` is where the sweep's folder
-goes.  The work is :func:`tlkit.lr_find` (:mod:`tlkit.lr_finder`).
+goes.  The work is :func:`tlkit.lr_find` (:mod:`tlkit.training.lr_finder`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from rich.table import Table
 
 from tlkit.cli.common import err, handles_errors, out, print_json
 from tlkit.cli.train import _head_params, config_parameters, config_value
-from tlkit.config import OPTIONS
-from tlkit.lr_finder import DEFAULT_END_LR, DEFAULT_OUTPUT, DEFAULT_START_LR, MIN_STEPS, RULES
-from tlkit.rundir import RunDir
+from tlkit.config.options import OPTIONS
+from tlkit.io.rundir import RunDir
+from tlkit.training.lr_finder import DEFAULT_END_LR, DEFAULT_OUTPUT, DEFAULT_START_LR, MIN_STEPS, RULES
 
 PANEL = "Learning-rate finder"
 _NOT_SWEPT = ("output",)  # TrainConfig fields without a flag here: --output is the sweep's own
@@ -81,7 +81,7 @@ def lr_find(
 ) -> None:
     """Find a learning rate: train a fresh head on the cached features with the rate growing every step, plot loss vs rate, suggest one (steepest descent) and print the `tlkit train` command with it."""
     from tlkit import api
-    from tlkit.config import load_config_file
+    from tlkit.config.options import load_config_file
 
     base_config = load_config_file(config) if config else None
     overrides: dict[str, Any] = {

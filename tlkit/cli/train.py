@@ -1,8 +1,8 @@
 """``tlkit train``: parse the options, call :func:`tlkit.train`, render the result.
 
 The training options are not written here: each field of
-:class:`tlkit.config.TrainConfig` carries its flag, help and panel
-(:class:`tlkit.config.Option`), and :func:`with_config_options` turns them into
+:class:`tlkit.config.options.TrainConfig` carries its flag, help and panel
+(:class:`tlkit.config.options.Option`), and :func:`with_config_options` turns them into
 the command's Typer options.  Adding a field to TrainConfig adds its flag.
 """
 
@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from tlkit.cli.common import err, handles_errors, out, print_json
-from tlkit.config import OPTIONS, PANELS, Option, TrainConfig
+from tlkit.config.options import OPTIONS, PANELS, Option, TrainConfig
 from tlkit.errors import TlkitError
-from tlkit.rundir import RunDir
+from tlkit.io.rundir import RunDir
 
 
 def option_help(meta: Option) -> str:
@@ -100,7 +100,7 @@ def _head_params(given: list[str] | None, head: str | None, base_config: TrainCo
     stays the same; a different head starts from its own defaults, because
     the file's parameters belong to another head.
     """
-    from tlkit.specs import parse_assignments
+    from tlkit.registry.specs import parse_assignments
 
     same_head = base_config is not None and (head is None or head == base_config.head)
     if given:
@@ -142,7 +142,7 @@ def train(
 ) -> None:
     """Train a classifier: frozen pretrained base + a new head (+ optional fine-tuning), on DATA/train, validated on DATA/val."""
     from tlkit import api
-    from tlkit.config import load_config_file, to_toml
+    from tlkit.config.options import load_config_file, to_toml
 
     base_config = load_config_file(config) if config else None
     overrides: dict[str, Any] = {

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
-from tlkit.specs import BaseSpec
+from tlkit.registry.specs import BaseSpec
 from tlkit.weights.local import keras_cache_dir
 
 MANIFEST_NAME = "tlkit-weights.json"
@@ -56,7 +56,7 @@ def _copy_atomically(
 
     With ``expected`` (a SHA-256), a copy with other content never replaces ``target``.
     """
-    from tlkit.rundir import atomic_path
+    from tlkit.io.rundir import atomic_path
 
     digest = hashlib.sha256()
     size = 0
@@ -169,8 +169,8 @@ def write_bundle(
     An existing manifest in ``directory`` keeps its other entries (re-running
     with more bases adds them).  Returns the manifest's entries after the merge.
     """
-    from tlkit import __version__
-    from tlkit.rundir import write_json
+    from tlkit.io.rundir import write_json
+    from tlkit.version import __version__
 
     directory = Path(directory)
     items = list(items)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
-from tlkit.specs import BaseSpec
+from tlkit.registry.specs import BaseSpec
 
 WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
-from tlkit.specs import BaseSpec
+from tlkit.registry.specs import BaseSpec
 
 
 def keras_cache_dir() -> Path:
@@ -83,7 +83,7 @@ def status(spec: BaseSpec) -> WeightsStatus:
 
 def list_weights() -> list[WeightsStatus]:
     """:class:`WeightsStatus` of every registered base, by name."""
-    from tlkit.registry import get_registry
+    from tlkit.registry.manager import get_registry
 
     bases = get_registry().bases
     rows = []
@@ -98,7 +98,7 @@ def list_weights() -> list[WeightsStatus]:
 
 def resolve_bases(names: Iterable[str]) -> list[BaseSpec]:
     """The specs for ``names`` (duplicates dropped); every unknown name is reported at once."""
-    from tlkit.registry import get_registry
+    from tlkit.registry.manager import get_registry
 
     registry = get_registry()
     specs: list[BaseSpec] = []
@@ -155,12 +155,12 @@ def fetch(spec: BaseSpec) -> Path:
             f"its ImageNet weights (no weights_file or locate_weights in its BaseSpec), so tlkit "
             f"cannot download or bundle them; ask the plugin's author to declare one"
         )
-    from tlkit.tfenv import import_tensorflow
+    from tlkit.io.tfenv import import_tensorflow
 
     import_tensorflow()
     import keras
 
-    from tlkit.builder import build_base
+    from tlkit.model.builder import build_base
 
     build_base(spec, _download_size(spec), "imagenet")
     keras.backend.clear_session()

@@ -37,7 +37,7 @@ def test_entry_point_is_installed():
 
 
 def test_registry_finds_the_base():
-    from tlkit.registry import Registry
+    from tlkit.registry.manager import Registry
 
     spec = Registry().base("tv_mobilenet_v2")
     assert spec.plugin == "torchvision" and spec.family == "torchvision"

@@ -1,0 +1,125 @@
+"""From what a user typed to what a run uses: names → specs, parameters checked, paths absolute.
+
+Nothing here imports TensorFlow or reads images: resolving a configuration is
+instant, so every mistake in it is reported before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tlkit.config.options import TrainConfig, merge
+from tlkit.config.preflight import check_output
+from tlkit.data.mixing import check_batch_mixing
+from tlkit.errors import TlkitError
+from tlkit.model.builder import AugmentationChoice
+from tlkit.registry.manager import get_registry
+from tlkit.registry.specs import HeadSpec, format_choice, parse_choice, resolve_params
+from tlkit.weights.files import check_weight_file
+
+
+def resolve_head(name: str, params: dict[str, Any] | None) -> tuple[HeadSpec, dict[str, Any]]:
+    """The head spec and its parameters with defaults filled in and values checked."""
+    spec = get_registry().head(name)
+    return spec, resolve_params(f"head {name!r}", spec.params, params or {})
+
+
+def resolve_augmentations(choices: list[str] | tuple[str, ...]) -> list[AugmentationChoice]:
+    """Parse ``NAME[:k=v,...]`` strings into specs with checked parameters."""
+    resolved = []
+    registry = get_registry()
+    for text in choices:
+        name, given = parse_choice(text, "--aug")
+        spec = registry.augmentation(name)
+        params = resolve_params(f"augmentation {name!r}", spec.params, given)
+        resolved.append(AugmentationChoice(spec, params))
+    return resolved
+
+
+def resolve_weights(weights: str | None) -> str | None:
+    """``"imagenet"``, ``None`` (for ``"none"``) or an absolute path to an existing file."""
+    if weights is None or weights.lower() == "none":
+        return None
+    if weights.lower() == "imagenet":
+        return "imagenet"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise TlkitError(f"--weights {weights!r} is neither 'imagenet', 'none' nor an existing file; pass one of those")
+    return str(path.resolve())
+
+
+def _check_class_weight_file(setting: str) -> None:
+    """A ``--class-weight FILE.json`` must exist and hold a JSON object (its classes are checked
+    against the data's once the data is scanned)."""
+    if setting in ("none", "balanced"):
+        return
+    path = Path(setting).expanduser()
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TlkitError(
+            f"--class-weight file {setting!r} does not exist; pass an existing .json file, 'balanced' or 'none'"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TlkitError(
+            f'--class-weight file {setting!r} is not readable JSON ({exc}); write an object like {{"cat": 2.0}}'
+        ) from None
+    if not isinstance(value, dict):
+        raise TlkitError(f"--class-weight file {setting!r} must hold an object {{class name: weight}}")
+
+
+def _resolve_labels(labels: str) -> str:
+    """``--labels FILE.csv`` as an absolute path to an existing file ("" for class folders)."""
+    if not labels:
+        return ""
+    path = Path(labels).expanduser()
+    if not path.is_file():
+        raise TlkitError(f"--labels {labels} is not a file; pass a CSV with a header row path,label[,split]")
+    return str(path.resolve())
+
+
+def resolve_config(config: TrainConfig | None = None, **options: Any) -> TrainConfig:
+    """Apply ``options`` over ``config`` (or the defaults) and validate every value and name.
+
+    The result is fully resolved (image size, head parameters, augmentation
+    parameters, absolute paths), as written to a run's ``config.toml``.
+    """
+    threshold = options.get("threshold")
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):  # threshold=0.3 from Python
+        options = {**options, "threshold": repr(float(threshold))}
+    config = merge(config or TrainConfig(), options, source="options")
+    config.validate()
+    base = get_registry().base(config.base)
+    _, head_params = resolve_head(config.head, config.head_params)
+    augs = resolve_augmentations(config.augmentations)
+    check_batch_mixing(
+        [a.spec.name for a in augs if a.spec.mixes_batch], config.aug_views, getattr(config, "multi_label", False)
+    )
+    weights = resolve_weights(config.weights)
+    if weights not in (None, "imagenet"):
+        # Readable and of a known format now; whether it fits the base is checked when the base
+        # is built, which is still before the run directory exists.
+        check_weight_file(base, Path(weights))
+    _check_class_weight_file(config.class_weight)
+    size = config.image_size or base.default_size
+    base.check_size(size, weights)
+    output = Path(config.output).expanduser().resolve()
+    # Before any data is scanned: a wrong --output is the user's mistake, not a crash later on.
+    check_output(output)
+    return merge(
+        config,
+        {
+            "data": str(Path(config.data).expanduser().resolve()),
+            "labels": _resolve_labels(config.labels),
+            "output": str(output),
+            "image_size": size,
+            "head_params": head_params,
+            "augmentations": [format_choice(a.spec.name, a.params) for a in augs],
+            "weights": weights or "none",
+        },
+    )
+
+
+__all__ = ["resolve_augmentations", "resolve_config", "resolve_head", "resolve_weights"]

@@ -1,0 +1,1 @@
+"""Export: SavedModel / TFLite / ONNX conversion, parity checks, published export folders."""

@@ -1,0 +1,1 @@
+"""The Keras model: raw pixels -> augmentation -> preprocessing -> frozen base -> head; fine-tuning."""

@@ -1,0 +1,294 @@
+"""``tlkit new-plugin NAME --kind head|base|augmentation``: scaffold a working plugin package.
+
+The package registers one head, base or augmentation called NAME through the
+``tlkit`` entry-point group, written with tlkit's public helpers for plugin
+authors, and ships a README and a passing test built on tlkit's pytest fixtures.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+from tlkit.errors import TlkitError
+from tlkit.io.rundir import write_text
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+#: What ``--kind`` accepts; the first is the default.
+KINDS = ("head", "base", "augmentation")
+
+
+# -- the plugin module, one per kind -----------------------------------------
+def _head_module(name: str) -> str:
+    return textwrap.dedent(f'''\
+        """tlkit plugin: the '{name}' head (global average pooling → Dense → Dropout → softmax)."""
+
+        from typing import Annotated
+
+        import tlkit
+
+
+        @tlkit.hookimpl
+        def register_heads(register):
+            register(
+                tlkit.HeadSpec(
+                    name="{name}",
+                    build=build_head,
+                    description="GlobalAveragePooling → Dense(units, relu) → Dropout → softmax",
+                )
+            )
+
+
+        # The keyword-only arguments are the head's parameters (`tlkit info {name}`,
+        # `--head-param units=256`): the default is the Python default, the type and
+        # tlkit.param(...) say how tlkit parses and checks a user's value.
+        def build_head(
+            features,
+            num_classes: int,
+            *,
+            units: Annotated[int, tlkit.param("width of the hidden layer", min=1)] = 128,
+            dropout: Annotated[float, tlkit.param("dropout rate", min=0.0, max=0.99)] = 0.2,
+        ):
+            """Keras functional code on the frozen base's feature map; returns the softmax output."""
+            from keras import layers  # import Keras here, not at the top: listing stays fast
+
+            x = layers.GlobalAveragePooling2D(name="{name}_pool")(features)
+            x = layers.Dense(units, activation="relu", name="{name}_dense")(x)
+            x = layers.Dropout(dropout, name="{name}_dropout")(x)
+            return layers.Dense(num_classes, activation="softmax", name="{name}_predictions")(x)
+        ''')
+
+
+def _base_module(name: str) -> str:
+    return textwrap.dedent(f'''\
+        """tlkit plugin: the '{name}' base (Keras's MobileNetV2 at width 0.35: tiny and fast).
+
+        Replace the constructor, options and numbers with your own model's; a
+        constructor is a ``keras.applications`` name, a dotted import path or a
+        callable taking ``include_top``, ``weights`` and ``input_shape``.
+        """
+
+        import tlkit
+        from tlkit.registry.keras_applications import TF
+
+
+        @tlkit.hookimpl
+        def register_bases(register):
+            register(
+                tlkit.keras_application_base(
+                    "{name}",
+                    "MobileNetV2",
+                    options={{"alpha": 0.35}},  # passed on to the constructor
+                    preprocessing=TF,  # raw 0–255 RGB → −1…1; or CAFFE, TORCH, INTERNAL (tlkit.registry.keras_applications)
+                    description="MobileNetV2 at width 0.35 (~60% ImageNet top-1): tiny and fast",
+                    family="mobilenet",
+                    weights_sizes=(96, 128, 160, 192, 224),  # input sizes that have ImageNet weights
+                    params=410_208,  # count_params() of the headless model (its test checks it)
+                    weights_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5",
+                    feature_shape="7×7×1280 at 224 px",
+                )
+            )
+        ''')
+
+
+def _augmentation_module(name: str) -> str:
+    return textwrap.dedent(f'''\
+        """tlkit plugin: the '{name}' augmentation (random Gaussian noise on the pixels, training only)."""
+
+        from typing import Annotated
+
+        import tlkit
+
+
+        @tlkit.hookimpl
+        def register_augmentations(register):
+            register(
+                tlkit.AugmentationSpec(
+                    name="{name}",
+                    build=build_augmentation,
+                    description="random Gaussian noise on the pixels (training only)",
+                )
+            )
+
+
+        # The keyword-only arguments are the augmentation's parameters
+        # (`tlkit info {name}`, `--aug {name}:stddev=0.05`).
+        def build_augmentation(
+            seed: int,
+            *,
+            stddev: Annotated[float, tlkit.param("noise standard deviation as a fraction of 0–255", min=0.0, max=1.0)] = 0.03,
+        ):
+            """One Keras layer: a batch of 0–255 pixels in, the same shape out; the identity at inference."""
+            import keras  # import Keras here, not at the top: listing stays fast
+
+            # Keras's GaussianNoise takes a stddev of at most 1, so it works on 0–1 pixels.
+            return keras.Sequential(
+                [
+                    keras.layers.Rescaling(1 / 255),
+                    keras.layers.GaussianNoise(stddev, seed=seed),
+                    keras.layers.Rescaling(255.0),
+                ],
+                name="{name}_noise",
+            )
+        ''')
+
+
+# -- its tests, one per kind ---------------------------------------------------
+_TEST_DOC = '''"""Tests for the '{name}' {kind}, using tlkit's pytest fixtures (tlkit_image_folder, tlkit_plugin)."""
+'''
+
+_TEST_HEAD = """
+import tlkit
+
+import {module}
+
+
+def test_head_is_registered(tlkit_plugin):
+    spec = tlkit_plugin({module}).heads["{name}"]
+    assert spec.description
+    assert [p.name for p in spec.params] == ["units", "dropout"]
+"""
+
+_TEST_BASE = """
+import numpy as np
+import tlkit
+
+import {module}
+
+
+def test_base_is_registered_and_builds_headless(tlkit_plugin):
+    spec = tlkit_plugin({module}).bases["{name}"]
+    model = spec.build((32, 32, 3), None)  # a tiny input and random weights: fast and offline
+    assert model.count_params() == spec.params
+    x = np.full((1, 32, 32, 3), 128.0, dtype="float32")  # raw 0–255 pixels
+    for layer in spec.preprocess():
+        x = layer(x)
+    assert len(model(x, training=False).shape) == 4  # a feature map: no pooling, no classifier
+"""
+
+_TEST_AUGMENTATION = """
+import numpy as np
+import tlkit
+
+import {module}
+
+
+def test_augmentation_is_registered_and_idle_at_inference(tlkit_plugin):
+    spec = tlkit_plugin({module}).augmentations["{name}"]
+    layer = spec.build(0, **{{p.name: p.default for p in spec.params}})
+    images = np.full((2, 16, 16, 3), 128.0, dtype="float32")
+    np.testing.assert_allclose(np.asarray(layer(images, training=False)), images, rtol=1e-5)
+    changed = np.asarray(layer(images, training=True))
+    assert changed.shape == images.shape and not np.allclose(changed, images)
+"""
+
+# Every kind's package also trains a tiny model with its plugin in it.
+_TEST_TRAIN = """
+
+def test_trains_end_to_end(tlkit_plugin, tlkit_image_folder, tmp_path):
+    tlkit_plugin({module})
+    data = tlkit_image_folder(classes=("red", "green"), per_class=6, size=32)
+    result = tlkit.train(
+        data=str(data), {choice},
+        weights="none", image_size=32, epochs=1, batch_size=4, output=str(tmp_path / "runs"), verbose=False,
+    )
+    assert result.metrics["epochs_run"] == 1
+    assert result.model_path.is_file()
+"""
+
+_TESTS = {
+    "head": (_TEST_HEAD, 'base="mobilenet_v2", head="{name}", head_params={{"units": 16}}'),
+    "base": (_TEST_BASE, 'base="{name}", head="linear"'),
+    "augmentation": (_TEST_AUGMENTATION, 'base="mobilenet_v2", head="linear", augmentations=["{name}"]'),
+}
+
+
+def _test(kind: str, name: str, module: str) -> str:
+    body, choice = _TESTS[kind]
+    fields = {"kind": kind, "name": name, "module": module}
+    return (_TEST_DOC + body + _TEST_TRAIN.replace("{choice}", choice)).format(**fields)
+
+
+# -- packaging -------------------------------------------------------------------
+def _pyproject(kind: str, dist: str, module: str, name: str) -> str:
+    return textwrap.dedent(f"""\
+        [build-system]
+        requires = ["setuptools>=61"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "{dist}"
+        version = "0.1.0"
+        description = "A tlkit plugin that adds the '{name}' {kind}."
+        readme = "README.md"
+        requires-python = ">=3.10"
+        dependencies = ["tlkit"]
+
+        [project.optional-dependencies]
+        test = ["pytest"]
+
+        # This line is what makes tlkit find the plugin.
+        [project.entry-points.tlkit]
+        {name} = "{module}"
+
+        [tool.setuptools]
+        packages = ["{module}"]
+        """)
+
+
+_TRY = {
+    "head": "tlkit train --data data --head {name} --head-param units=256",
+    "base": "tlkit train --data data --base {name} --image-size 160",
+    "augmentation": "tlkit train --data data --aug {name}:stddev=0.05",
+}
+
+
+def _readme(kind: str, name: str, dist: str, module: str) -> str:
+    return textwrap.dedent(f"""\
+        # {dist}
+
+        A [tlkit](https://pypi.org/project/tlkit/) plugin that adds the `{name}` {kind}
+        (in `{module}/__init__.py`).
+
+        ```console
+        pip install -e .
+        tlkit plugins                 # shows {name} with its version and hooks
+        tlkit info {name}
+        {_TRY[kind].format(name=name)}
+        pip install -e ".[test]" && pytest
+        ```
+        """)
+
+
+_MODULES = {"head": _head_module, "base": _base_module, "augmentation": _augmentation_module}
+
+
+def new_plugin(name: str, directory: str | Path = ".", kind: str = "head") -> Path:
+    """Create ``directory/tlkit-<name>/``, a working plugin package adding one ``kind``; return its path.
+
+    ``kind`` is ``"head"``, ``"base"`` or ``"augmentation"``; ``name`` becomes
+    the registered name (and the entry point's), ``tlkit_<name>`` the module.
+    """
+    if kind not in KINDS:
+        raise TlkitError(f"unknown plugin kind {kind!r}; use one of: {', '.join(KINDS)}")
+    if not _NAME.match(name):
+        raise TlkitError(
+            f"plugin name {name!r} must start with a lowercase letter and use only a-z, 0-9 and _ "
+            f"(it becomes the {kind}'s name and part of the module name)"
+        )
+    dist = "tlkit-" + name.replace("_", "-")
+    module = "tlkit_" + name
+    target = Path(directory) / dist
+    if target.exists():
+        raise TlkitError(f"{target} already exists; choose another name or --dir (nothing was changed)")
+    files = {
+        "pyproject.toml": _pyproject(kind, dist, module, name),
+        "README.md": _readme(kind, name, dist, module),
+        f"{module}/__init__.py": _MODULES[kind](name),
+        f"tests/test_{module}.py": _test(kind, name, module),
+    }
+    for relative, text in files.items():
+        write_text(target / relative, text)
+    return target
