@@ -24,11 +24,11 @@ import json
 import math
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 HIDDEN_LAYER = "head_dense"  # dense256's hidden Dense (its output is after the ReLU)
 

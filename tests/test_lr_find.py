@@ -7,9 +7,9 @@ import dataclasses
 import json
 import math
 import shlex
+import tomllib
 
 import pytest
-import tomllib
 from conftest import CLASS_COLORS, invoke_tlkit, snapshot
 
 import tlkit

@@ -17,9 +17,9 @@ from tlkit.config.options import (
     config_from_mapping,
     load_config_file,
     merge,
-    read_toml,
     to_toml,
 )
+from tlkit.io.toml import read_toml
 from tlkit.registry.specs import format_choice, parse_assignments, parse_choice, resolve_params
 
 PARAMS = (

@@ -16,19 +16,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
+from tlkit.io.toml import read_toml, toml_text
 from tlkit.suggest import closest
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 # The help panels of `tlkit train`, in display order.
 PANELS = ("Data", "Model", "Optimization", "Stopping", "Fine-tuning", "Speed", "Scale", "Run")
@@ -548,63 +543,24 @@ def load_config_file(path: str | Path) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise TlkitError(f"config file {str(path)!r} does not exist")
-    try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TlkitError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    values = read_toml(path)
     values.pop("tlkit", None)  # provenance table written by tlkit itself
     return config_from_mapping(values, source=str(path))
 
 
-# -- TOML writing (tomllib only reads; the config is flat enough to write by hand)
+def config_table(config: TrainConfig, provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``config`` as a TOML-ready table; ``provenance`` goes into a ``[tlkit]`` table."""
+    table = config.to_dict()
+    if provenance:
+        table["tlkit"] = dict(provenance)
+    return table
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-        return f'"{escaped}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+CONFIG_HEADER = (
+    "tlkit training configuration (fully resolved).\nReproduce this run with:  tlkit train --config <this file>"
+)
 
 
 def to_toml(config: TrainConfig, provenance: Mapping[str, Any] | None = None) -> str:
     """Serialise ``config`` as TOML; ``provenance`` goes into a ``[tlkit]`` table."""
-    lines = [
-        "# tlkit training configuration (fully resolved).",
-        "# Reproduce this run with:  tlkit train --config <this file>",
-        "",
-    ]
-    tables = {}
-    for key, value in config.to_dict().items():
-        if isinstance(value, dict):
-            tables[key] = value
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    for name, table in tables.items():
-        lines += ["", f"[{name}]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
-    if provenance:
-        lines += ["", "[tlkit]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in provenance.items()]
-    return "\n".join(lines) + "\n"
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """A TOML file as a dict; a one-line TlkitError when it cannot be read or parsed."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise TlkitError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise TlkitError(f"{path} is not valid TOML ({exc})") from exc
+    return toml_text(config_table(config, provenance), CONFIG_HEADER)

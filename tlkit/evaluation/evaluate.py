@@ -481,7 +481,7 @@ def evaluate(
             target = Path(output_dir) if output_dir else default_output_dir(source)
             ml_result.files = {"metrics": str(target / RunDir.EVALUATION_FILES["metrics"])}
             try:
-                from tlkit.io.rundir import write_json
+                from tlkit.io.files import write_json
 
                 write_json(target / RunDir.EVALUATION_FILES["metrics"], ml_result.as_dict())
             except OSError as exc:
@@ -550,7 +550,7 @@ def evaluate(
 def write_evaluation(result: EvaluationResult, output_dir: str | Path, *, max_mistakes: int = 15) -> dict[str, str]:
     """Write ``metrics.json``, ``confusion_matrix.png`` and ``mistakes.png`` into ``output_dir``."""
     from tlkit.evaluation.figures import plot_confusion, plot_mistakes
-    from tlkit.io.rundir import write_json
+    from tlkit.io.files import write_json
 
     FILES = RunDir.EVALUATION_FILES
     output_dir = Path(output_dir)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tlkit.io.rundir import atomic_path
+from tlkit.io.files import atomic_path
 from tlkit.training.history import best_epoch as best_of
 
 COLORS = {

@@ -306,7 +306,7 @@ def _file_name(path: Path, used: set[str]) -> str:
 
 def _publish(staging: Path, output: Path) -> None:
     """Rename the finished ``staging`` folder to ``output`` (an empty ``output`` is replaced)."""
-    from tlkit.io.rundir import publish_folder
+    from tlkit.io.files import publish_folder
 
     _check_output(output)  # again, for its messages: another process may have filled it meanwhile
     publish_folder(
@@ -417,7 +417,7 @@ def explain(
             )
         result.seconds = time.perf_counter() - started
         if staging is not None:
-            from tlkit.io.rundir import write_json
+            from tlkit.io.files import write_json
 
             write_json(staging / INDEX, result.as_dict())
             _publish(staging, target)

@@ -521,7 +521,7 @@ def _explain_mistakes(run: RunInfo, model: Any) -> tuple[list[dict[str, Any]], s
     """
     import json
 
-    from tlkit.io.rundir import write_json
+    from tlkit.io.files import write_json
 
     ev = run.evaluation or {}
     mistakes = ev.get("mistakes") or []

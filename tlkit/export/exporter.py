@@ -29,7 +29,6 @@ TensorFlow is imported only when a model is converted or loaded.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import shutil
 import tempfile
 import time
@@ -55,7 +54,9 @@ from tlkit.inference.artifacts import (
     recorded_data,
 )
 from tlkit.inference.prediction import Predictor, decode_stream, decoded_batches, load_keras_model
-from tlkit.io.rundir import RunDir, publish_folder, write_json, write_text
+from tlkit.io.files import publish_folder, write_json, write_text
+from tlkit.io.hashing import sha256_file
+from tlkit.io.rundir import RunDir
 from tlkit.suggest import closest
 
 __all__ = [
@@ -469,14 +470,6 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _size(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
@@ -538,7 +531,7 @@ def _export_info(
         "source": {
             "run_dir": str(run.path.resolve()),
             "model": str(model_path.resolve()),
-            "model_sha256": _sha256(model_path),
+            "model_sha256": sha256_file(model_path),
             "base": config.get("base"),
             "head": config.get("head"),
             "image_size": size,

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import TlkitError
-from tlkit.inference.artifacts import FORMATS, INPUT_NAME, OUTPUT_NAME, first_line, quiet_native
+from tlkit.inference.artifacts import FORMATS, INPUT_NAME, OUTPUT_NAME, first_line
+from tlkit.io.native import quiet_native
 
 __all__ = ["TITLES", "WRITERS", "inference_model"]
 

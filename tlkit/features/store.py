@@ -30,6 +30,8 @@ import numpy as np
 
 from tlkit.config.options import ENGINES
 from tlkit.errors import TlkitError
+from tlkit.io.hashing import sha256_file
+from tlkit.io.native import quiet_native
 
 CACHE_ENV = "TLKIT_CACHE_DIR"
 FEATURE_DTYPES = ("float32", "float16")  # how cache entries may store features
@@ -159,8 +161,8 @@ def export_onnx(feature_model, path: Path, image_size: int) -> Path:
     }
     # Big graphs only: each collection costs ~0.2 s in a large heap, ~26 of them per export.
     collect = _collect_discarded_graphs() if feature_model.count_params() > LARGE_EXPORT_PARAMS else nullcontext()
-    with collect:
-        proto, _ = _quietly(lambda: tf2onnx.convert.from_function(fn, input_signature=[spec], opset=17))
+    with collect, quiet_native():
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=17)
     return_freed_memory()  # the converter's discarded graphs: hundreds of MB the allocator keeps otherwise
     for graph_input in list(proto.graph.input)[1:]:
         if graph_input.name not in constants:
@@ -241,24 +243,6 @@ def _collect_discarded_graphs() -> Iterator[None]:
         gc.collect()
 
 
-def _quietly(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` with Python warnings and tf2onnx's chatter silenced."""
-    import logging
-    import warnings
-
-    loggers = [logging.getLogger(n) for n in ("tf2onnx", "tensorflow", "absl")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fn()
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
 def _mixed_precision() -> bool:
     """True under a Keras mixed-precision policy (the base then runs on TensorFlow: ONNX Runtime's
     CPU kernels have no bfloat16 and little float16)."""
@@ -327,12 +311,6 @@ def entry_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _entry_digest(path: Path) -> str:
-    """SHA-256 of an entry's feature file: what meta.json records, so a damaged entry is never trusted."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def _open_entry(path: Path, key: str, *, verify: bool = True) -> np.ndarray | None:
     """The entry's features, or None when it is missing, incomplete or damaged (then it is recomputed).
 
@@ -356,7 +334,7 @@ def _open_entry(path: Path, key: str, *, verify: bool = True) -> np.ndarray | No
             return None
         if (path / _ENTRY_FILE).stat().st_size != dtype.itemsize * math.prod(shape):
             return None
-        if verify and meta.get("sha256") != _entry_digest(path / _ENTRY_FILE):
+        if verify and meta.get("sha256") != sha256_file(path / _ENTRY_FILE):
             return None
         return np.memmap(path / _ENTRY_FILE, dtype=dtype, mode="r", shape=shape)
     except (OSError, ValueError, KeyError, TypeError):
@@ -850,7 +828,7 @@ def _commit_entry(tmp: Path, path: Path, key: str, meta: dict[str, Any], *, dige
     a valid entry (another process published first) that one stays; a damaged entry or a
     stray file in the way is replaced.
     """
-    digest = digest or _entry_digest(tmp / _ENTRY_FILE)
+    digest = digest or sha256_file(tmp / _ENTRY_FILE)
     meta = {**meta, "key": key, "complete": True, "created": time.time(), "sha256": digest}
     (tmp / _META_FILE).write_text(json.dumps(meta, indent=2))
     try:

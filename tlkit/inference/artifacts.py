@@ -24,13 +24,10 @@ TensorFlow (or a runtime) is imported only when a model is loaded.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
-import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import TlkitError
+from tlkit.io.native import quiet_native
 from tlkit.io.rundir import RunDir, read_classes_file
 
 __all__ = [
@@ -54,7 +52,6 @@ __all__ = [
     "first_line",
     "load_artifact",
     "locate_artifact",
-    "quiet_native",
     "recorded_data",
 ]
 
@@ -70,36 +67,6 @@ _SAVED_MODEL_PB = "saved_model.pb"
 
 
 # --------------------------------------------------------------------------- runtime helpers (shared with the writers)
-
-
-@contextlib.contextmanager
-def quiet_native() -> Iterator[None]:
-    """Silence the converters' and runtimes' native and Python chatter (MLIR, absl, tf2onnx logs) while they run.
-
-    Their real errors arrive as exceptions, which the callers turn into one line.
-    ``TLKIT_TF_LOGS=1`` shows everything (as for TensorFlow's start-up, see :mod:`tlkit.io.tfenv`).
-    """
-    import sys
-
-    if os.environ.get("TLKIT_TF_LOGS"):
-        yield
-        return
-    previous_disable = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
-        logging.disable(previous_disable)
 
 
 def first_line(text: str) -> str:

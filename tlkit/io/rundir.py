@@ -15,18 +15,20 @@ a crash never leaves a half file where a later command would trust it.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-import os
+import math
 import re
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
+from tlkit.io.files import read_json_object, write_json, write_text
+from tlkit.io.toml import read_toml
 
 _MADE_BY_TRAIN = "pass a run directory made by `tlkit train`"
 
@@ -228,17 +230,7 @@ class RunDir:
     # -- readers -------------------------------------------------------------
     def read_config(self) -> dict[str, Any]:
         """``config.toml`` as a plain dict (the ``[tlkit]`` provenance table included)."""
-        from tlkit.config.options import read_toml
-
         return read_toml(self.config_path)
-
-    def read_train_config(self):
-        """``config.toml`` as a validated :class:`tlkit.config.options.TrainConfig`."""
-        from tlkit.config.options import load_config_file
-
-        config = load_config_file(self.config_path)
-        config.validate()
-        return config
 
     def read_classes(self) -> list[str]:
         """The class names (index = the model's output index), checked."""
@@ -246,23 +238,21 @@ class RunDir:
 
     def read_history(self) -> tuple[dict[str, list[float]], list[str], list[int]]:
         """``(history, stages, epochs)`` from ``history.csv`` (all empty when there is none)."""
-        from tlkit.training.history import read_history_csv
-
         if not self.history_path.is_file():
             return {}, [], []
         return read_history_csv(self.history_path)
 
     def read_metrics(self) -> dict[str, Any]:
         """The training ``metrics.json`` ({} before training finished)."""
-        return _read_json_object(self.metrics_path) or {}
+        return read_json_object(self.metrics_path) or {}
 
     def read_evaluation(self) -> dict[str, Any] | None:
         """``evaluation/metrics.json`` (None when the run was not evaluated)."""
-        return _read_json_object(self.evaluation_metrics_path)
+        return read_json_object(self.evaluation_metrics_path)
 
     def read_thresholds(self) -> dict[str, float] | None:
         """A multi-label run's ``{label: threshold}`` (None when the run has none), checked."""
-        value = _read_json_object(self.thresholds_path)
+        value = read_json_object(self.thresholds_path)
         if value is None:
             return None
         thresholds = value.get("thresholds")
@@ -282,18 +272,14 @@ class RunDir:
             raise TlkitError(f"{self.state_path} is damaged ({exc}); the run cannot be resumed") from None
 
     # -- writers (all atomic) ------------------------------------------------
-    def write_config(self, config: Any, provenance: Mapping[str, Any] | None = None) -> None:
-        """The fully resolved configuration (``tlkit train --config`` reproduces the run)."""
-        from tlkit.config.options import to_toml
-
-        write_text(self.config_path, to_toml(config, provenance))
+    def write_config(self, toml: str) -> None:
+        """The fully resolved configuration as TOML text (``tlkit train --config`` reproduces the run)."""
+        write_text(self.config_path, toml)
 
     def write_classes(self, classes: list[str]) -> None:
         write_json(self.classes_path, list(classes))
 
     def write_history(self, rows: list[dict[str, Any]]) -> None:
-        from tlkit.training.history import rows_to_csv
-
         write_text(self.history_path, rows_to_csv(rows))
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> None:
@@ -330,73 +316,44 @@ def read_classes_file(path: str | Path) -> list[str]:
     return classes
 
 
-def _read_json_object(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path``; None when the file is absent or holds something else."""
-    if not path.is_file():
-        return None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TlkitError(f"cannot read {path}: {exc}") from exc
-    return value if isinstance(value, dict) else None
+# -- history.csv: one row per epoch (the columns are the union of the rows' keys)
 
 
-# -- atomic writes ------------------------------------------------------------
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV text with a header from the union of the rows' keys (first-seen order)."""
+    header: list[str] = []
+    for row in rows:
+        header += [key for key in row if key not in header]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
-@contextmanager
-def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
-
-    ``suffix`` is kept at the end of the temporary name for writers that look
-    at the extension (Keras wants ``.keras``, matplotlib ``.png``).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Atomically write UTF-8 text."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Atomically write pretty JSON."""
-    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def publish_folder(tmp: Path, target: Path, *, numbered: bool, taken: str) -> Path:
-    """Rename the finished folder ``tmp`` into place, never replacing earlier output.
-
-    The name is reserved with ``mkdir`` (atomic: fails if taken; an existing *empty* folder is
-    accepted when the name was the user's), then ``tmp`` is renamed onto it, which replaces an
-    empty folder atomically (POSIX): a reader sees either nothing or the complete folder.
-    ``numbered`` tries ``target-2``, ``target-3``… when ``target`` is taken; otherwise (or when
-    all are taken) ``TlkitError(taken)`` is raised.
-    """
-    candidates = [target] + ([target.with_name(f"{target.name}-{n}") for n in range(2, 10_000)] if numbered else [])
-    for candidate in candidates:
+def read_history_csv(path: str | Path) -> tuple[dict[str, list[float]], list[str], list[int]]:
+    """``(history, stages, epochs)`` from a ``history.csv`` (missing values become NaN)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    history: dict[str, list[float]] = {}
+    stages: list[str] = []
+    epochs: list[int] = []
+    columns = [c for c in (rows[0].keys() if rows else []) if c not in ("epoch", "stage")]
+    for i, row in enumerate(rows, start=1):
         try:
-            candidate.mkdir()
-        except FileExistsError:
-            if numbered or not (candidate.is_dir() and not any(candidate.iterdir())):
-                continue
-        os.rename(tmp, candidate)
-        return candidate
-    raise TlkitError(taken)
+            epochs.append(int(float(row.get("epoch") or i)))
+        except ValueError:
+            epochs.append(i)
+        stages.append(row.get("stage") or "head")
+        for column in columns:
+            try:
+                value = float(row.get(column) or "nan")
+            except ValueError:
+                value = math.nan
+            history.setdefault(column, []).append(value)
+    # A non-numeric column (a note, a path) is not a metric.
+    history = {k: v for k, v in history.items() if not all(math.isnan(x) for x in v)}
+    return history, stages, epochs
 
 
-__all__ = ["RunDir", "atomic_path", "publish_folder", "read_classes_file", "write_json", "write_text"]
+__all__ = ["RunDir", "read_classes_file"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
+
+from tlkit.io.native import captured_stderr, logs_wanted
 
 
 def import_tensorflow():
@@ -18,25 +19,22 @@ def import_tensorflow():
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ.get("TLKIT_TF_LOGS"):
+    if logs_wanted():
         import tensorflow as tf
 
         return tf
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
+    failure: BaseException | None = None
+    with captured_stderr() as capture:
         try:
             import keras  # noqa: F401  pylint: disable=unused-import  (imports TensorFlow as its backend)
             import tensorflow as tf
 
             tf.config.list_physical_devices()  # device start-up logs happen here, not mid-run
-        except BaseException:
-            os.dup2(saved, 2)
+        except BaseException as exc:  # replayed below, once stderr is the user's again
+            failure = exc
             capture.seek(0)
-            sys.stderr.write(capture.read().decode("utf-8", "replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            said = capture.read().decode("utf-8", "replace")
+    if failure is not None:
+        sys.stderr.write(said)
+        raise failure
     return tf

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 from tlkit.errors import TlkitError
-from tlkit.io.rundir import write_text
+from tlkit.io.files import write_text
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 

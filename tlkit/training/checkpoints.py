@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import TlkitError
-from tlkit.io.rundir import RunDir, atomic_path
+from tlkit.io.files import atomic_path
+from tlkit.io.rundir import RunDir
 
 
 def _save_arrays(values: list, path: Path) -> None:

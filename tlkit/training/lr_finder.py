@@ -413,7 +413,7 @@ def _write(result: LRFindResult, *, title: str) -> None:
     import io
 
     from tlkit.evaluation.figures import plot_lr_find
-    from tlkit.io.rundir import write_json, write_text
+    from tlkit.io.files import write_json, write_text
 
     plot_lr_find(
         result.lrs,

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlkit.config.options import TrainConfig
+from tlkit.config.options import TrainConfig, load_config_file, to_toml
 from tlkit.errors import TlkitError
-from tlkit.io.rundir import RunDir, atomic_path
+from tlkit.io.files import atomic_path
+from tlkit.io.rundir import RunDir
 from tlkit.observer import TrainingObserver
 from tlkit.registry.manager import get_registry
 
@@ -139,7 +140,9 @@ class TrainingRun:
     def resume(cls, path: str | Path, observer: TrainingObserver | None = None) -> TrainingRun:
         """Continue the interrupted run in ``path`` with its own config and checkpoint."""
         run_dir, state = RunDir.open_for_resume(path)
-        return cls(run_dir.read_train_config(), observer=observer, run_dir=run_dir, saved_state=state)
+        config = load_config_file(run_dir.config_path)
+        config.validate()
+        return cls(config, observer=observer, run_dir=run_dir, saved_state=state)
 
     # -- derived -------------------------------------------------------------
     @property
@@ -409,9 +412,8 @@ class TrainingRun:
                     f"({exc.strerror or exc}); pass a folder you can write to"
                 ) from None
             try:
-                self.run_dir.write_config(
-                    self.config, {"version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-                )
+                provenance = {"version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                self.run_dir.write_config(to_toml(self.config, provenance))
                 self.run_dir.write_classes(self.classes)
             except OSError as exc:
                 # The folder was made a moment ago by this run and holds nothing of value: a run
@@ -436,7 +438,7 @@ class TrainingRun:
         worker_dir = RunDir(Path(tempfile.mkdtemp(prefix="tlkit-worker-")))
         if self.run_dir is not None and self.run_dir.checkpoints_dir.is_dir():
             shutil.copytree(self.run_dir.checkpoints_dir, worker_dir.checkpoints_dir)
-        worker_dir.write_config(self.config)
+        worker_dir.write_config(to_toml(self.config))
         worker_dir.write_classes(self.classes)
         self.run_dir, self._worker_dir = worker_dir, worker_dir
 

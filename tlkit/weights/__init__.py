@@ -7,6 +7,7 @@
 Importing this package never imports TensorFlow.
 """
 
+from tlkit.io.hashing import sha256_file
 from tlkit.weights.bundles import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -15,7 +16,6 @@ from tlkit.weights.bundles import (
     bundle_bytes,
     import_bundle,
     read_manifest,
-    sha256_file,
     verify_bundle,
     write_bundle,
 )

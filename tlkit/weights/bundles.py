@@ -19,11 +19,12 @@ import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
+from tlkit.io.hashing import sha256_file
 from tlkit.registry.specs import BaseSpec
 from tlkit.weights.local import keras_cache_dir
 
@@ -38,17 +39,6 @@ ProgressFn = Callable[[int], None]
 # -- hashing and atomic copies ----------------------------------------------
 
 
-def sha256_file(path: str | Path, on_progress: ProgressFn | None = None) -> str:
-    """The file's SHA-256 hex digest."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
-            if on_progress:
-                on_progress(len(block))
-    return digest.hexdigest()
-
-
 def _copy_atomically(
     source: Path, target: Path, on_progress: ProgressFn | None = None, expected: str | None = None
 ) -> tuple[str, int]:
@@ -56,7 +46,7 @@ def _copy_atomically(
 
     With ``expected`` (a SHA-256), a copy with other content never replaces ``target``.
     """
-    from tlkit.io.rundir import atomic_path
+    from tlkit.io.files import atomic_path
 
     digest = hashlib.sha256()
     size = 0
@@ -169,7 +159,7 @@ def write_bundle(
     An existing manifest in ``directory`` keeps its other entries (re-running
     with more bases adds them).  Returns the manifest's entries after the merge.
     """
-    from tlkit.io.rundir import write_json
+    from tlkit.io.files import write_json
     from tlkit.version import __version__
 
     directory = Path(directory)
@@ -191,7 +181,7 @@ def write_bundle(
         for base, entry in list(entries.items()):  # one file name, one content
             if entry.file == name and entry.sha256 != digest:
                 entries[base] = BundleFile(entry.base, entry.plugin, name, digest, size)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     files = [entries[base] for base in sorted(entries)]
     manifest = {
         "format": MANIFEST_FORMAT,
