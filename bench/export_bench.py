@@ -2,7 +2,7 @@
 
 For each base (default MobileNetV2 and ResNet50, random weights, 224 px, the
 default ``dense256`` head) it trains a one-epoch run on a few generated
-images (``tlkit.train``), exports it with ``tlkit.export.exporter.export`` to every
+images (``tlkit.train``), exports it with ``tlkit.exporting.exporter.export`` to every
 format × quantization (``force=True``: with random weights parity means
 nothing here, only speed and size do), loads each artefact with the same
 loader ``tlkit predict`` uses (``tlkit.inference.artifacts.load_artifact``: TFLite
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     import tlkit
-    from tlkit.export.exporter import export
+    from tlkit.exporting.exporter import export
     from tlkit.inference.artifacts import load_artifact
     from tlkit.inference.prediction import load_keras_model
     from tlkit.testing import make_image_folder

@@ -6,7 +6,7 @@ the same head (tlkit's ``dense256``) and Adam, batch 32, measured side by side:
 - ``keras_fit_numpy``  plain Keras: ``model.fit`` on in-memory numpy arrays, Keras's Adam
 - ``tlkit_generator``  tlkit before issue 10: a Python generator over the feature memmap
                        (``tf.data.Dataset.from_generator``) into ``fit``, Keras's Adam, accuracy + F1
-- ``tlkit``            tlkit now: :func:`tlkit.features.store.make_feature_dataset` (native ``tf.data``)
+- ``tlkit``            tlkit now: :func:`tlkit.features.dataset.make_feature_dataset` (native ``tf.data``)
                        and the optimizer ``tlkit.training.objectives`` makes (fused), accuracy + F1
 - ``raw_fused_step``   the floor: a ``tf.function`` over the whole epoch, ``tf.gather`` of each batch,
                        ``GradientTape``, one ``ResourceApplyAdam`` per variable, no metrics
@@ -100,7 +100,8 @@ def tlkit_generator(x, y, classes, batch, epochs, memmap_path: Path):
 def tlkit(x, y, classes, batch, epochs, memmap_path: Path):
     import keras
 
-    from tlkit.features.store import FeatureSet, make_feature_dataset
+    from tlkit.features.dataset import make_feature_dataset
+    from tlkit.features.store import FeatureSet
 
     keras.utils.set_random_seed(0)
     features = np.memmap(memmap_path, dtype=np.float32, mode="r", shape=(1, *x.shape))
@@ -177,7 +178,7 @@ def main() -> None:
     y = rng.integers(0, args.classes, args.images).astype(np.int32)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        memmap_path = Path(tmp) / "features.f32"
+        memmap_path = Path(tmp) / "table.float32"
         x.tofile(memmap_path)
         for arm in args.arms.split(","):
             fn = globals()[arm]

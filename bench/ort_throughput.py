@@ -9,7 +9,7 @@ other processes.
 
 With ``--ab-images K`` (and tlkit importable) it also runs an interleaved A/B on
 the same session: raw ``session.run`` over K images vs tlkit's own feature
-pass (``tlkit.features.store.load_or_compute``: uint8 memmap in, float32 memmap out)
+pass (``tlkit.features.store.FeatureStore.load_or_compute``: uint8 memmap in, float32 memmap out)
 over the same K images at ``--ab-batch-size``, alternating, best of the rounds
 — tlkit's pipeline overhead, measured side by side rather than minutes apart.
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -58,7 +57,7 @@ def sweep(session, name: str, size: int, images: int, batch_sizes: list[int], ro
 
 
 def ab_test(session, name: str, size: int, images: int, batch_size: int, rounds: int, rng) -> dict:
-    """Raw session.run vs tlkit.features.store.load_or_compute on the same session, alternating."""
+    """Raw session.run vs FeatureStore.load_or_compute on the same session, alternating."""
     import numpy as np
 
     from tlkit.features import store as features
@@ -73,7 +72,7 @@ def ab_test(session, name: str, size: int, images: int, batch_size: int, rounds:
 
     raw, pipeline = [], []
     with tempfile.TemporaryDirectory(prefix="tlkit-bench-ab-") as tmp:
-        os.environ["TLKIT_CACHE_DIR"] = tmp
+        store = features.FeatureStore(tmp)
         pixels = np.memmap(Path(tmp) / "pixels.u8", dtype=np.uint8, mode="w+", shape=(images, size, size, 3))
         pixels[:] = rng.integers(0, 256, pixels.shape, dtype=np.uint8)
         pixels.flush()
@@ -81,7 +80,7 @@ def ab_test(session, name: str, size: int, images: int, batch_size: int, rounds:
         for r in range(rounds):
             raw.append(round(_rate(lambda n: session.run(None, {name: batch[:n]}), images, batch_size), 2))
             started = time.perf_counter()
-            fs = features.load_or_compute(
+            fs = store.load_or_compute(
                 key=f"ab{r}",
                 pixels=pixels,
                 labels=labels,

@@ -71,7 +71,8 @@ def dead_unit_fraction(run_dir: Path, data: Path, image_size: int, limit: int = 
     """Fraction of the hidden layer's units that are 0 for every training image (None: no such layer)."""
     import keras
 
-    from tlkit.data.images import load_image, scan_dataset
+    from tlkit.data.decode import load_image
+    from tlkit.data.folders import scan_dataset
     from tlkit.inference.prediction import load_keras_model
     from tlkit.io.rundir import RunDir
 

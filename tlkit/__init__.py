@@ -10,8 +10,12 @@ built or trained.  Public names::
     tlkit.TrainingObserver                        # subclass it to follow a run (tlkit.train(observer=...))
     tlkit.RunDir                                  # a run directory's files, read and written safely
     tlkit.hookimpl                                # for plugin authors:
-    tlkit.BaseSpec, tlkit.HeadSpec, tlkit.AugmentationSpec, tlkit.Param
-    tlkit.param                                   # help and limits of a build() parameter
+    tlkit.BaseSpec, tlkit.HeadSpec, tlkit.AugmentationSpec
+    tlkit.Param, tlkit.param                      # a build() parameter's help, choices and bounds (ge, gt,
+                                                  # le, lt, as for training options), in its type or default:
+                                                  # Annotated[int, tlkit.Param("width", ge=1)] = 256
+                                                  # or  int = tlkit.param(256, ge=1, help="width")
+    tlkit.ParamSpec                               # a declared parameter as tlkit reads it (HeadSpec.params)
     tlkit.keras_application_base                  # a keras.applications-style base in one call
     tlkit.bases.CAFFE, TF, TORCH, INTERNAL        # the standard preprocessings (tlkit.Preprocessing)
     tlkit.TlkitError
@@ -25,7 +29,8 @@ from tlkit.io.rundir import RunDir
 from tlkit.observer import TrainingObserver
 from tlkit.registry.hookspecs import hookimpl
 from tlkit.registry.keras_applications import Preprocessing, keras_application_base
-from tlkit.registry.specs import AugmentationSpec, BaseSpec, HeadSpec, Param, param
+from tlkit.registry.params import Param, ParamSpec, param
+from tlkit.registry.specs import AugmentationSpec, BaseSpec, HeadSpec
 from tlkit.version import __version__
 
 _API = {
@@ -64,6 +69,7 @@ __all__ = [
     "BaseSpec",
     "HeadSpec",
     "Param",
+    "ParamSpec",
     "Preprocessing",
     "RunDir",
     "TlkitError",

@@ -23,14 +23,15 @@ from tlkit.evaluation.compare import Comparison, compare
 from tlkit.evaluation.evaluate import EvaluationResult, evaluate
 from tlkit.evaluation.gradcam import ExplainResult, explain
 from tlkit.evaluation.report import write_report
-from tlkit.export.exporter import ExportResult, export
+from tlkit.exporting.exporter import ExportResult, export
 from tlkit.inference.prediction import Prediction, predict
 from tlkit.io.rundir import RunDir
 from tlkit.observer import TrainingObserver
 from tlkit.registry.manager import KINDS, get_registry
 from tlkit.registry.specs import BaseSpec
+from tlkit.training.finish import TrainResult
 from tlkit.training.lr_finder import DEFAULT_END_LR, DEFAULT_OUTPUT, DEFAULT_START_LR, LRFindResult, find_lr
-from tlkit.training.run import TrainingRun, TrainResult, training_path
+from tlkit.training.run import TrainingRun, training_path
 
 
 def list_specs(kind: str) -> list[Any]:

@@ -115,7 +115,7 @@ def calibrated_mobilenet_v2_weights(train_dir: str | Path, size: int, path: str 
     """
     import keras
 
-    from tlkit.data.images import load_image
+    from tlkit.data.decode import load_image
 
     keras.utils.set_random_seed(0)
     base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(size, size, 3))

@@ -16,7 +16,7 @@ HEADER = """# Hook reference
 tlkit calls these hooks once per process, when the registry is first used. Implement any of
 them in a module registered under the `tlkit` entry-point group, decorated with
 `@tlkit.hookimpl`. Spec classes: `tlkit.BaseSpec`, `tlkit.HeadSpec`, `tlkit.AugmentationSpec`;
-parameters: `tlkit.param` in a build function's signature (or `tlkit.Param`); bases in one call:
+parameters: `tlkit.Param` in a build function's signature (or `tlkit.param` as its default); bases in one call:
 `tlkit.keras_application_base` with a standard preprocessing from `tlkit.bases`
 (`CAFFE`, `TF`, `TORCH`, `INTERNAL`).
 """

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import tlkit
-from tlkit import param
+from tlkit import Param
 
 # Each augmentation's parameters are its build function's keyword-only
 # arguments (default, type, help and limits), as for heads.
@@ -38,7 +38,7 @@ def build_flip_vertical(seed: int):
 def build_rotation(
     seed: int,
     *,
-    factor: Annotated[float, param("maximum rotation as a fraction of a full turn", min=0.0, max=1.0)] = 0.1,
+    factor: Annotated[float, Param("maximum rotation as a fraction of a full turn", ge=0.0, le=1.0)] = 0.1,
     fill_mode: FillMode = "reflect",
 ):
     from keras import layers
@@ -49,7 +49,7 @@ def build_rotation(
 def build_zoom(
     seed: int,
     *,
-    factor: Annotated[float, param("maximum zoom as a fraction of the size", min=0.0, max=0.9)] = 0.1,
+    factor: Annotated[float, Param("maximum zoom as a fraction of the size", ge=0.0, le=0.9)] = 0.1,
     fill_mode: FillMode = "reflect",
 ):
     from keras import layers
@@ -60,7 +60,7 @@ def build_zoom(
 def build_crop(
     seed: int,
     *,
-    scale: Annotated[float, param("side of the cropped window as a fraction of the image", min=0.1, max=1.0)] = 0.8,
+    scale: Annotated[float, Param("side of the cropped window as a fraction of the image", ge=0.1, le=1.0)] = 0.8,
 ):
     """A random square window of ``scale`` × the side, anywhere in the image, resized back.
 
@@ -85,7 +85,7 @@ def build_crop(
 def build_translation(
     seed: int,
     *,
-    factor: Annotated[float, param("maximum shift as a fraction of height/width", min=0.0, max=1.0)] = 0.1,
+    factor: Annotated[float, Param("maximum shift as a fraction of height/width", ge=0.0, le=1.0)] = 0.1,
     fill_mode: FillMode = "reflect",
 ):
     from keras import layers
@@ -93,7 +93,7 @@ def build_translation(
     return layers.RandomTranslation(factor, factor, fill_mode=fill_mode, seed=seed, name="aug_translation")
 
 
-def build_contrast(seed: int, *, factor: Annotated[float, param("maximum contrast change", min=0.0, max=1.0)] = 0.2):
+def build_contrast(seed: int, *, factor: Annotated[float, Param("maximum contrast change", ge=0.0, le=1.0)] = 0.2):
     from keras import layers
 
     return layers.RandomContrast(factor, value_range=(0, 255), seed=seed, name="aug_contrast")
@@ -102,7 +102,7 @@ def build_contrast(seed: int, *, factor: Annotated[float, param("maximum contras
 def build_brightness(
     seed: int,
     *,
-    factor: Annotated[float, param("maximum brightness shift as a fraction of 0–255", min=0.0, max=1.0)] = 0.2,
+    factor: Annotated[float, Param("maximum brightness shift as a fraction of 0–255", ge=0.0, le=1.0)] = 0.2,
 ):
     from keras import layers
 
@@ -112,9 +112,9 @@ def build_brightness(
 def build_randaugment(
     seed: int,
     *,
-    num_ops: Annotated[int, param("N: operations applied one after another", min=1, max=10)] = 2,
+    num_ops: Annotated[int, Param("N: operations applied one after another", ge=1, le=10)] = 2,
     magnitude: Annotated[
-        int, param("M: strength of every operation, 1–30 (Keras's factor = M/30 of each op's range)", min=1, max=30)
+        int, Param("M: strength of every operation, 1–30 (Keras's factor = M/30 of each op's range)", ge=1, le=30)
     ] = 9,
 ):
     """RandAugment (Cubuk et al. 2019) as Keras's ``RandAugment`` layer on 0–255 pixels.
@@ -133,7 +133,7 @@ def build_randaugment(
 
 # -- batch-mixing augmentations: mix(images, labels, seed) -> (images, labels) ------------------
 
-Alpha = Annotated[float, param("λ ~ Beta(alpha, alpha): larger mixes more evenly", min=0.01, max=10.0)]
+Alpha = Annotated[float, Param("λ ~ Beta(alpha, alpha): larger mixes more evenly", ge=0.01, le=10.0)]
 
 
 def _beta_and_partners(images, alpha: float, seed):

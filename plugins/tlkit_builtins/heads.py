@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import tlkit
-from tlkit import param
+from tlkit import Param
 
 # Each head's parameters are its build function's keyword-only arguments: the
 # Python default is the default, Annotated carries the help and limits that
@@ -40,8 +40,8 @@ def build_dense256(
     features,
     num_classes: int,
     *,
-    units: Annotated[int, param("width of the hidden Dense layer", min=1)] = 256,
-    dropout: Annotated[float, param("dropout rate before and after the hidden layer", min=0.0, max=0.99)] = 0.5,
+    units: Annotated[int, Param("width of the hidden Dense layer", ge=1)] = 256,
+    dropout: Annotated[float, Param("dropout rate before and after the hidden layer", ge=0.0, le=0.99)] = 0.5,
     norm: Annotated[
         FeatureNorm, "normalise the flattened features: none (the classic recipe), layer or batch (see training.md)"
     ] = "none",
@@ -71,7 +71,7 @@ def build_linear(
     features,
     num_classes: int,
     *,
-    dropout: Annotated[float, param("dropout rate before the classifier", min=0.0, max=0.99)] = 0.2,
+    dropout: Annotated[float, Param("dropout rate before the classifier", ge=0.0, le=0.99)] = 0.2,
 ):
     """Global average pooling → Dropout → Dense(softmax): a linear probe."""
     from keras import layers
@@ -86,8 +86,8 @@ def build_mlp(
     features,
     num_classes: int,
     *,
-    units: Annotated[tuple[int, ...], param("hidden layer widths, comma-separated (e.g. 512,256)", min=1)] = (256,),
-    dropout: Annotated[float, param("dropout rate after each hidden layer", min=0.0, max=0.99)] = 0.3,
+    units: Annotated[tuple[int, ...], Param("hidden layer widths, comma-separated (e.g. 512,256)", ge=1)] = (256,),
+    dropout: Annotated[float, Param("dropout rate after each hidden layer", ge=0.0, le=0.99)] = 0.3,
     pooling: Annotated[Pooling, "how the feature map becomes a vector"] = "avg",
     activation: Annotated[Activation, "activation of the hidden layers"] = "relu",
     batchnorm: Annotated[bool, "BatchNormalization after each hidden Dense"] = False,

@@ -11,29 +11,27 @@ from tlkit.errors import TlkitError
 cache_app = typer.Typer(help="Inspect or clear the frozen-base feature cache.", no_args_is_help=True)
 
 
-def _checked_root():
-    """The cache folder; a path that exists but is not a folder is the user's to fix, not to delete."""
-    from tlkit.features.store import CACHE_ENV, cache_root
+def _checked_store():
+    """The feature store; a cache path that exists but is not a folder is the user's to fix, not to delete."""
+    from tlkit.features.store import CACHE_ENV, FeatureStore  # lazy: numpy stays out of `tlkit --help`
 
-    root = cache_root()
-    if root.exists() and not root.is_dir():
+    store = FeatureStore()
+    if store.root.exists() and not store.root.is_dir():
         raise TlkitError(
-            f"the feature cache {root} is a file, not a folder; move it away or set {CACHE_ENV} to a folder"
+            f"the feature cache {store.root} is a file, not a folder; move it away or set {CACHE_ENV} to a folder"
         )
-    return root
+    return store
 
 
 @handles_errors
 def cache_info(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Show the feature cache: where it is, each entry (base, size, images, views) and the total size."""
-    from tlkit.features.store import cache_entries, cache_root
-
-    _checked_root()
-    entries = cache_entries()
+    store = _checked_store()
+    entries = store.entries()
     total = sum(e["bytes"] for e in entries)
     if as_json:
-        return print_json({"root": str(cache_root()), "bytes": total, "entries": entries})
-    table = Table(title=f"Feature cache: {cache_root()} ({total / 1e6:.1f} MB)", title_justify="left")
+        return print_json({"root": str(store.root), "bytes": total, "entries": entries})
+    table = Table(title=f"Feature cache: {store.root} ({total / 1e6:.1f} MB)", title_justify="left")
     for column in ("kind", "base", "size", "images", "views", "engine", "MB", "entry"):
         table.add_column(column, overflow="fold")
     for e in entries:
@@ -55,13 +53,11 @@ def cache_info(as_json: bool = typer.Option(False, "--json", help="Print JSON fo
 @handles_errors
 def cache_clear(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Delete every cached feature set and exported ONNX model (they are rebuilt on demand)."""
-    from tlkit.features.store import cache_root, clear_cache
-
-    _checked_root()
-    entries, freed = clear_cache()
+    store = _checked_store()
+    entries, freed = store.clear()
     if as_json:
-        return print_json({"root": str(cache_root()), "entries_removed": entries, "bytes_freed": freed})
-    out.print(f"Removed {entries} cache entries ({freed / 1e6:.1f} MB) from {cache_root()}")
+        return print_json({"root": str(store.root), "entries_removed": entries, "bytes_freed": freed})
+    out.print(f"Removed {entries} cache entries ({freed / 1e6:.1f} MB) from {store.root}")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from tlkit.cli.common import err, handles_errors, out, print_json
 from tlkit.errors import TlkitError
@@ -23,10 +25,6 @@ _TTA_HELP = (
     "Test-time augmentation: average the probabilities over deterministic views of each image — "
     "flips (original + mirror) or N, the first N (2-12) of original, mirror, 5 crops of 90 %, mirrored crops."
 )
-
-
-def _esc(text: Any) -> str:
-    return str(text).replace("[", "\\[")
 
 
 def _shown_path(path: str | Path) -> str:
@@ -81,20 +79,19 @@ def evaluate_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from tlkit.evaluation.evaluate import evaluate
-    from tlkit.export.exporter import recorded_data
+    from tlkit.exporting.exporter import recorded_data
     from tlkit.inference.tta import parse_tta
 
     views = parse_tta(tta)  # a bad value fails before the model is loaded
-    if data is None:
-        # An export folder records its run's data (and split seed): evaluate it on the same images.
-        data = recorded_data(run_or_model)
+    # An export folder records its run's data (and split seed): evaluate it on the same images.
+    eval_data: str | Path | None = data if data is not None else recorded_data(run_or_model)
     with Progress(
         TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True
     ) as progress:
         task = progress.add_task("", total=None)
         result = evaluate(
             run_or_model,
-            data,
+            eval_data,
             top_k=top_k,
             batch_size=batch_size,
             split=split,
@@ -118,7 +115,7 @@ def _print_multi_label_evaluation(out, result) -> None:
 
     m = result.metrics
     out.print(
-        f"Evaluated [bold]{_esc(result.run_dir or result.model)}[/bold] (multi-label) on {_esc(result.split)}: "
+        f"Evaluated [bold]{escape(str(result.run_dir or result.model))}[/bold] (multi-label) on {escape(str(result.split))}: "
         f"{result.num_images} images in {result.seconds:.1f} s"
     )
     summary = Table(show_header=False, title="Summary", title_justify="left")
@@ -137,7 +134,7 @@ def _print_multi_label_evaluation(out, result) -> None:
         table.add_column(column, justify="right")
     for name, c in result.per_class.items():
         table.add_row(
-            _esc(name),
+            escape(str(name)),
             f"{c['threshold']:.3f}",
             f"{c['precision']:.3f}",
             f"{c['recall']:.3f}",
@@ -151,17 +148,17 @@ def _print_multi_label_evaluation(out, result) -> None:
         )
     out.print(table)
     for note in result.notes:
-        out.print(f"[yellow]Note:[/yellow] {_esc(note)}")
+        out.print(f"[yellow]Note:[/yellow] {escape(str(note))}")
     out.print("Wrote:")
     for path in result.files.values():
-        out.print(f"  {_esc(path)}", soft_wrap=True)
+        out.print(f"  {escape(str(path))}", soft_wrap=True)
 
 
 def _print_evaluation(out, result) -> None:
     from rich.table import Table
 
     out.print(
-        f"Evaluated [bold]{_esc(result.run_dir or result.model)}[/bold] on {_esc(result.split)}: "
+        f"Evaluated [bold]{escape(str(result.run_dir or result.model))}[/bold] on {escape(str(result.split))}: "
         f"{result.num_images} images in {result.seconds:.1f} s"
     )
     if result.tta:
@@ -183,7 +180,7 @@ def _print_evaluation(out, result) -> None:
     for column in ("precision", "recall", "F1", "support"):
         per_class.add_column(column, justify="right")
     for name, m in result.per_class.items():
-        per_class.add_row(_esc(name), f"{m.precision:.3f}", f"{m.recall:.3f}", f"{m.f1:.3f}", str(m.support))
+        per_class.add_row(escape(str(name)), f"{m.precision:.3f}", f"{m.recall:.3f}", f"{m.f1:.3f}", str(m.support))
     per_class.add_section()
     for label, avg in (("macro avg", result.macro), ("weighted avg", result.weighted)):
         per_class.add_row(
@@ -198,12 +195,14 @@ def _print_evaluation(out, result) -> None:
 
     _print_confusion(out, result)
     for note in result.notes:
-        out.print(f"[yellow]Note:[/yellow] {_esc(note)}")
+        out.print(f"[yellow]Note:[/yellow] {escape(str(note))}")
     for skipped in result.skipped[:10]:
-        out.print(f"[yellow]Skipped unreadable image[/yellow] {_esc(skipped['path'])}: {_esc(skipped['reason'])}")
+        out.print(
+            f"[yellow]Skipped unreadable image[/yellow] {escape(str(skipped['path']))}: {escape(str(skipped['reason']))}"
+        )
     out.print("Wrote:")
     for path in result.files.values():
-        out.print(f"  {_esc(path)}", soft_wrap=True)
+        out.print(f"  {escape(str(path))}", soft_wrap=True)
 
 
 def _print_tta_summary(out, result) -> None:
@@ -211,7 +210,7 @@ def _print_tta_summary(out, result) -> None:
     from rich.table import Table
 
     tta = result.tta
-    table = Table(title=f"Summary — test-time augmentation {_esc(tta['setting'])}", title_justify="left")
+    table = Table(title=f"Summary — test-time augmentation {escape(str(tta['setting']))}", title_justify="left")
     table.add_column("", style="bold", no_wrap=True)
     table.add_column("without TTA", justify="right")
     table.add_column(f"with TTA ({len(tta['views'])} views)", justify="right")
@@ -227,7 +226,7 @@ def _print_tta_summary(out, result) -> None:
     n = result.num_images
     table.add_row("mistakes", f"{plain['num_mistakes']} of {n}", f"{averaged['num_mistakes']} of {n}")
     out.print(table)
-    out.print(f"Views: {_esc(', '.join(tta['views']))}. Per class, confusion matrix and mistakes below are with TTA.")
+    out.print(f"Views: {escape(', '.join(tta['views']))}. Per class, confusion matrix and mistakes below are with TTA.")
 
 
 def _print_confusion(out, result) -> None:
@@ -240,8 +239,8 @@ def _print_confusion(out, result) -> None:
     if n > 20:
         out.print(
             f"Confusion matrix: {n} classes are too many for a table here; see "
-            f"{_esc(result.files.get('confusion_matrix', names['confusion_matrix']))} and "
-            f"{_esc(result.files.get('metrics', names['metrics']))}."
+            f"{escape(str(result.files.get('confusion_matrix', names['confusion_matrix'])))} and "
+            f"{escape(str(result.files.get('metrics', names['metrics'])))}."
         )
         return
     numbered = n > 6 or max(len(c) for c in result.classes) > 8
@@ -256,14 +255,14 @@ def _print_confusion(out, result) -> None:
         table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
         table.add_column("true \\ predicted", no_wrap=True)
         for j, name in enumerate(result.classes):
-            table.add_column(str(j) if numbered else _esc(name), justify="right", no_wrap=True)
+            table.add_column(str(j) if numbered else escape(str(name)), justify="right", no_wrap=True)
         for i, name in enumerate(result.classes):
             cells = []
             for j in range(n):
                 count = result.confusion[i][j]
                 style = "bold green" if i == j else ("red" if count else "dim")
                 cells.append(f"[{style}]{cell(values[i][j]) if count else '·'}[/{style}]")
-            table.add_row(f"{i} {_esc(name)}" if numbered else _esc(name), *cells)
+            table.add_row(f"{i} {escape(str(name))}" if numbered else escape(str(name)), *cells)
         out.print(table)
 
 
@@ -303,7 +302,12 @@ def predict_command(
         raise TlkitError(f"--top-k must be at least 1, got {top_k}")
     predictions = predict(run_or_model, paths, top_k=top_k, batch_size=batch_size, tta=views)  # loads the model
     started = time.perf_counter()
-    writer = {"table": _TableWriter, "json": _JsonWriter, "csv": _CsvWriter}[fmt](out, top_k)
+    writers: dict[str, type[_TableWriter | _JsonWriter | _CsvWriter]] = {
+        "table": _TableWriter,
+        "json": _JsonWriter,
+        "csv": _CsvWriter,
+    }
+    writer = writers[fmt](out, top_k)
     done = failed = 0
     for prediction in predictions:
         if prediction.ok:
@@ -311,7 +315,10 @@ def predict_command(
             writer.write(prediction)
         else:
             failed += 1
-            err.print(f"[yellow]Skipped[/yellow] {_esc(prediction.path)}: {_esc(prediction.error)}", soft_wrap=True)
+            err.print(
+                f"[yellow]Skipped[/yellow] {escape(str(prediction.path))}: {escape(str(prediction.error))}",
+                soft_wrap=True,
+            )
     writer.close()
     elapsed = time.perf_counter() - started
     if done == 0:
@@ -404,15 +411,15 @@ class _TableWriter:
     def write(self, prediction) -> None:
         table = self._table(header=not self.printed_header)
         if prediction.multi_label:  # every label at or above its threshold
-            shown = ", ".join(f"{_esc(lbl)} {p:.3f}" for lbl, p in zip(prediction.labels, prediction.probs))
+            shown = ", ".join(f"{escape(str(lbl))} {p:.3f}" for lbl, p in zip(prediction.labels, prediction.probs))
             top = f"{prediction.prob:.3f}" if prediction.labels else "—"
-            cells = [_esc(_shown_path(prediction.path)), _esc("|".join(prediction.labels) or "(none)"), top]
+            cells = [escape(_shown_path(prediction.path)), escape("|".join(prediction.labels) or "(none)"), top]
             table.add_row(*(cells + ([shown] if self.top_k > 1 else [])))
             self.out.print(table)
             self.printed_header = True
             return
-        others = ", ".join(f"{_esc(lbl)} {p:.3f}" for lbl, p in zip(prediction.labels[1:], prediction.probs[1:]))
-        cells = [_esc(_shown_path(prediction.path)), _esc(prediction.label), f"{prediction.prob:.3f}"]
+        others = ", ".join(f"{escape(str(lbl))} {p:.3f}" for lbl, p in zip(prediction.labels[1:], prediction.probs[1:]))
+        cells = [escape(_shown_path(prediction.path)), escape(str(prediction.label)), f"{prediction.prob:.3f}"]
         table.add_row(*(cells + ([others] if self.top_k > 1 else [])))
         self.out.print(table)
         self.printed_header = True
@@ -443,8 +450,8 @@ def report_command(
     path = write_report(run_dir, evaluate=evaluate)
     if as_json:
         return print_json({"report": str(path)})
-    out.print(f"Wrote {_esc(path)}")
-    out.print(f"Open it in a browser: file://{_esc(path.resolve())}", soft_wrap=True)
+    out.print(f"Wrote {escape(str(path))}")
+    out.print(f"Open it in a browser: file://{escape(str(path.resolve()))}", soft_wrap=True)
 
 
 def compare_command(
@@ -478,9 +485,9 @@ def compare_command(
         if acc is not None and acc == best and len(result.rows) > 1:
             acc_text = f"[bold green]{acc_text}[/bold green]"
         table.add_row(
-            _esc(r["run"]),
-            _esc(f"{r['base']} + {r['head']}"),
-            _esc(", ".join(r["augmentations"]) or "—"),
+            escape(str(r["run"])),
+            escape(f"{r['base']} + {r['head']}"),
+            escape(", ".join(r["augmentations"]) or "—"),
             str(r["epochs"]) + ("" if r["finished"] else " (unfinished)"),
             acc_text,
             "—" if r["val_f1"] is None else f"{r['val_f1']:.4f}",
@@ -490,7 +497,7 @@ def compare_command(
     if any(r["val_f1_source"] == "evaluation (macro)" for r in result.rows):
         out.print("val F1: macro F1 of `tlkit evaluate` where a run was evaluated, else val_f1 of the best epoch.")
     if result.plot:
-        out.print(f"Wrote {_esc(result.plot)}")
+        out.print(f"Wrote {escape(str(result.plot))}")
 
 
 # --------------------------------------------------------------------------- registration
@@ -502,7 +509,7 @@ _EPILOGS = {
     f"runs/20261128-101500-mobilenet_v2-dense256/{RunDir.REPORT}",
     "compare": "Example: tlkit compare runs/*/ --plot compare.png",
 }
-_FUNCTIONS = {
+_FUNCTIONS: dict[str, Callable[..., None]] = {
     "evaluate": evaluate_command,
     "predict": predict_command,
     "report": report_command,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from tlkit.cli.common import err, handles_errors, out, print_json
 
@@ -15,10 +16,6 @@ _EPILOG = (
     "Example: tlkit explain runs/20261128-101500-mobilenet_v2-dense256 photos/ --output why "
     "&& xdg-open why/cat_001-gradcam.png"
 )
-
-
-def _esc(text: object) -> str:
-    return str(text).replace("[", "\\[")
 
 
 def explain_command(
@@ -58,26 +55,30 @@ def explain_command(
 
     result = explain(run_or_model, images, output=output, class_name=class_name, layer=layer, batch_size=batch_size)
     for skipped in result.skipped:
-        err.print(f"[yellow]Skipped[/yellow] {_esc(skipped['path'])}: {_esc(skipped['reason'])}", soft_wrap=True)
+        err.print(
+            f"[yellow]Skipped[/yellow] {escape(str(skipped['path']))}: {escape(str(skipped['reason']))}", soft_wrap=True
+        )
     if as_json:
         return print_json({**result.as_dict(), "output": str(result.output)})
-    table = Table(title=f"Grad-CAM of {_esc(result.layer)}", title_justify="left")
+    table = Table(title=f"Grad-CAM of {escape(str(result.layer))}", title_justify="left")
     table.add_column("image", overflow="fold", ratio=3)
     table.add_column("predicted", overflow="fold", ratio=1)
     table.add_column("p", justify="right", no_wrap=True)
     if class_name is not None:
-        table.add_column(f"p({_esc(class_name)})", justify="right", no_wrap=True)
+        table.add_column(f"p({escape(str(class_name))})", justify="right", no_wrap=True)
     table.add_column("overlay", overflow="fold", ratio=2)
     for item in result.explanations:
-        cells = [_esc(item.path), _esc(item.predicted), f"{item.predicted_prob:.3f}"]
+        cells = [escape(str(item.path)), escape(str(item.predicted)), f"{item.predicted_prob:.3f}"]
         if class_name is not None:
             cells.append(f"{item.prob:.3f}")
-        table.add_row(*cells, _esc(Path(item.file).name if item.file else "—"))
+        table.add_row(*cells, escape(Path(item.file).name if item.file else "—"))
     out.print(table)
     for note in result.notes:
-        out.print(f"[yellow]Note:[/yellow] {_esc(note)}")
+        out.print(f"[yellow]Note:[/yellow] {escape(str(note))}")
+    index = result.index
+    assert index is not None  # --output is required, so explanations.json was written
     out.print(
-        f"Wrote {len(result.explanations)} overlay(s) and {_esc(result.index.name)} into {_esc(result.output)}",
+        f"Wrote {len(result.explanations)} overlay(s) and {escape(str(index.name))} into {escape(str(result.output))}",
         soft_wrap=True,
     )
 

@@ -6,9 +6,9 @@ This module does not import TensorFlow at import time; the command imports what 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
+from rich.markup import escape
 
 from tlkit.cli.common import err, handles_errors, out, print_json
 from tlkit.io.rundir import RunDir
@@ -17,10 +17,6 @@ _EPILOG = (
     "Examples: tlkit export runs/20261128-101500-mobilenet_v2-dense256 --format tflite --quantize int8\n\n"
     "tlkit export runs/20261128-101500-mobilenet_v2-dense256 --format onnx --output deploy/onnx --json"
 )
-
-
-def _esc(text: Any) -> str:
-    return str(text).replace("[", "\\[")
 
 
 def export_command(
@@ -70,7 +66,7 @@ def export_command(
     it).  The folder holds the artefact, classes.json, export.json and a README.md
     model card; `tlkit predict` and `tlkit evaluate` accept it.
     """
-    from tlkit.export.exporter import export
+    from tlkit.exporting.exporter import export
 
     with err.status("exporting", spinner="dots") as status:
         result = export(
@@ -83,7 +79,7 @@ def export_command(
             parity_images=parity_images,
             force=force,
             batch_size=batch_size,
-            on_step=lambda message: status.update(_esc(message)),
+            on_step=lambda message: status.update(escape(str(message))),
         )
     if as_json:
         return print_json(result.as_dict())
@@ -97,7 +93,7 @@ def _print_result(result) -> None:
 
     info, parity = result.info, result.parity
     out.print(
-        f"Exported [bold]{_esc(info['source']['run_dir'])}[/bold] → [bold]{_esc(result.path)}[/bold] "
+        f"Exported [bold]{escape(str(info['source']['run_dir']))}[/bold] → [bold]{escape(str(result.path))}[/bold] "
         f"in {info['seconds']:.1f} s",
         soft_wrap=True,
     )
@@ -106,8 +102,8 @@ def _print_result(result) -> None:
     table.add_column("")
     table.add_row(
         "artefact",
-        f"{_esc(info['artifact'])} ({result.size_bytes / 1e6:.1f} MB), "
-        f"{_esc(info['format'])} {_esc(info['quantization'])}: {_esc(info['quantization_detail'])}",
+        f"{escape(str(info['artifact']))} ({result.size_bytes / 1e6:.1f} MB), "
+        f"{escape(str(info['format']))} {escape(str(info['quantization']))}: {escape(str(info['quantization_detail']))}",
     )
     table.add_row(
         "input",
@@ -131,11 +127,11 @@ def _print_result(result) -> None:
         note = "" if cal["images"] >= cal["requested"] else f" (all there are; {cal['requested']} requested)"
         table.add_row("calibration", f"{cal['images']} training images{note}")
     if info.get("stripped_layers"):
-        table.add_row("left out", f"{_esc(', '.join(info['stripped_layers']))} (augmentation: no-ops at inference)")
+        table.add_row("left out", f"{escape(', '.join(info['stripped_layers']))} (augmentation: no-ops at inference)")
     out.print(table)
     out.print(
-        f"Use it: tlkit predict {_esc(result.path)} photos/   (how to load it without tlkit: "
-        f"{_esc(result.path / MODEL_CARD)})",
+        f"Use it: tlkit predict {escape(str(result.path))} photos/   (how to load it without tlkit: "
+        f"{escape(str(result.path / MODEL_CARD))})",
         soft_wrap=True,
     )
 

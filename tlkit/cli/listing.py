@@ -12,6 +12,7 @@ from rich.table import Table
 
 from tlkit.cli.common import handles_errors, out, print_json
 from tlkit.errors import TlkitError
+from tlkit.registry.params import BOUNDS, Rule
 
 
 def _params_text(params) -> str:
@@ -28,6 +29,16 @@ def _fmt_value(value: Any) -> str:
     return str(value)
 
 
+def _param_line(p: dict[str, Any]) -> str:
+    """``dropout = 0.5 (float, 0 ≤ x ≤ 0.99) dropout rate``: a parameter as ``tlkit info`` shows it."""
+    kind = p["kind"]
+    if p["choices"]:
+        kind += ": " + ", ".join(str(choice) for choice in p["choices"])
+    if p["bounds"]:
+        kind += ", " + ("each " if kind.endswith("s") else "") + Rule(**p["bounds"]).range_text("x").removeprefix("x, ")
+    return f"{p['name']} = {_fmt_value(p['default'])} ({kind}) {p['help']}"
+
+
 def _base_row(spec) -> dict[str, Any]:
     from tlkit.weights import status
 
@@ -42,7 +53,8 @@ def _base_row(spec) -> dict[str, Any]:
         "default_size": spec.default_size,
         "min_size": spec.min_size,
         "weights_sizes": list(spec.weights_sizes),
-        "params": spec.params,
+        "param_count": spec.param_count,
+        "params": spec.param_count,  # the old key of param_count, kept for scripts (a head's params are its parameters)
         "preprocessing": spec.preprocessing,
         "feature_shape": spec.feature_shape,
         "explain_layer": spec.explain_layer or None,  # None: tlkit explain uses the base's output
@@ -60,7 +72,15 @@ def _choice_row(spec) -> dict[str, Any]:
         "description": spec.description,
         "plugin": spec.plugin,
         "params": [
-            {"name": p.name, "kind": p.kind, "default": p.default, "help": p.help, "choices": list(p.choices)}
+            {
+                "name": p.name,
+                "kind": p.kind,
+                "default": p.default,
+                "help": p.help,
+                "choices": list(p.choices),
+                # the bounds that are set, named as in tlkit.Param and the training options (ge, gt, le, lt)
+                "bounds": {name: getattr(p, name) for name in BOUNDS if getattr(p, name) is not None},
+            }
             for p in spec.params
         ],
         # Augmentations only: True for batch mixing (mixup, cutmix), applied to training batches, not in the model.
@@ -84,7 +104,7 @@ def list_bases(as_json: bool = typer.Option(False, "--json", help="Print JSON fo
         table.add_row(
             r["name"],
             str(r["default_size"]),
-            f"{r['params'] / 1e6:.1f}M",
+            f"{r['param_count'] / 1e6:.1f}M",
             r["preprocessing"].split(":")[0],
             "local" if r["imagenet_weights_cached"] else "download",
             r["plugin"],
@@ -172,17 +192,14 @@ def info(
         table.add_column("field", style="bold")
         table.add_column("value", overflow="fold")
         for key, value in row.items():
-            if key in ("kind", "name"):
-                continue
+            if key in ("kind", "name") or (key == "params" and row["kind"] == "base"):
+                continue  # a base's "params" repeats its param_count
             if key == "weights_sizes" and not value:
                 value = "any size"
             if key == "explain_layer" and not value:
                 value = "the base's output"
             if key == "params" and isinstance(value, list):
-                value = (
-                    "\n".join(f"{p['name']} = {_fmt_value(p['default'])} ({p['kind']}) {p['help']}" for p in value)
-                    or "—"
-                )
+                value = "\n".join(_param_line(p) for p in value) or "—"
             table.add_row(key, _fmt_value(value) if not isinstance(value, str) else value)
         out.print(table)
 

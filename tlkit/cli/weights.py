@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -124,7 +125,7 @@ def download(
     from tlkit.weights import keras_cache_dir
 
     specs = weights.resolve_bases(bases)
-    results = []
+    results: list[dict[str, Any]] = []
     for spec in specs:
         found = weights.locate(spec)
         state = "already local"
@@ -146,7 +147,7 @@ def download(
             }
         )
 
-    bundle = None
+    bundle: dict[str, Any] | None = None
     if to is not None:
         total = sum(r["bytes"] for r in results)
         with _progress(err) as progress:

@@ -2,8 +2,10 @@
 
 Each :class:`TrainConfig` field is declared with :func:`option`, which attaches
 an :class:`Option` (help text, CLI flag, allowed values, help panel) to the
-field.  Everything else is generated from that one declaration: the
-validation in :meth:`TrainConfig.validate`, the options of ``tlkit train``
+field; its allowed values are a :class:`tlkit.registry.params.Rule`, the
+vocabulary (``choices``, ``ge``/``gt``/``le``/``lt``) of a plugin's parameters
+too.  Everything else is generated from that one declaration: the validation
+in :meth:`TrainConfig.validate`, the options of ``tlkit train``
 (:mod:`tlkit.cli.train`) and the option reference ``docs/options.md``
 (:func:`options_markdown`).
 
@@ -14,7 +16,6 @@ validation in :meth:`TrainConfig.validate`, the options of ``tlkit train``
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 
 from tlkit.errors import TlkitError
 from tlkit.io.toml import read_toml, toml_text
+from tlkit.registry.params import Rule
 from tlkit.suggest import closest
 
 # The help panels of `tlkit train`, in display order.
@@ -30,26 +32,26 @@ PANELS = ("Data", "Model", "Optimization", "Stopping", "Fine-tuning", "Speed", "
 
 
 @dataclass(frozen=True)
-class Option:
+class Option(Rule):
     """What one :class:`TrainConfig` field means outside Python: its flag, rule, help and panel.
 
+    The rule — ``help``, ``choices`` and the bounds ``ge``/``gt``/``le``/``lt``
+    — is a :class:`~tlkit.registry.params.Rule`, the vocabulary plugin
+    parameters are declared with too, checked and described by the same code.
     ``name`` is filled in from the field once :class:`TrainConfig` is defined;
     everything else comes from :func:`option`.
     """
 
     default: Any
-    help: str
     panel: str
     name: str = ""
     flag: str = ""
-    choices: tuple[str, ...] = ()
-    gt: float | None = None
-    ge: float | None = None
-    lt: float | None = None
-    le: float | None = None
     separator: str | None = None
     path: bool = False
     error: str | None = None
+
+    def __post_init__(self) -> None:
+        self._validate()
 
     @property
     def kind(self) -> type:
@@ -69,41 +71,24 @@ class Option:
         """The main flag (``--skip-bad-images``): what error messages name."""
         return self.flags.split("/")[0]
 
-    @property
-    def has_range(self) -> bool:
-        return any(bound is not None for bound in (self.gt, self.ge, self.lt, self.le))
-
     def check(self, value: Any) -> None:
-        """Raise TlkitError (naming the flag) unless ``value`` is of the right type and allowed."""
-        if self.choices:
-            for item in value if self.kind is list else [value]:
-                if item not in self.choices:
-                    self._fail(item, self.error or "unknown {flag} {value!r}{suggestion} (choose from {choices})")
-        if self.kind in (int, float) and not (_is_number(value, self.kind) and self._in_range(value)):
-            self._fail(value, self.error or self._range_error())
+        """Raise TlkitError (naming the flag) unless ``value`` is of the right type and allowed.
 
-    def _in_range(self, value: float) -> bool:
-        return (
-            (self.gt is None or value > self.gt)
-            and (self.ge is None or value >= self.ge)
-            and (self.lt is None or value < self.lt)
-            and (self.le is None or value <= self.le)
-        )
-
-    def _range_error(self) -> str:
-        if self.kind is int and (self.gt, self.lt, self.le) == (None, None, None) and self.ge in (0, 1):
-            return "{flag} must be " + ("a" if self.ge == 1 else "0 or a") + " positive integer, got {value!r}"
-        return "{flag} is out of range: {value!r}"
-
-    def _fail(self, value: Any, template: str) -> None:
-        raise TlkitError(
-            template.format(
-                flag=self.cli_flag,
-                value=value,
-                choices=", ".join(self.choices),
-                suggestion=closest(str(value), self.choices),
-            )
-        )
+        The message is the rule's (:meth:`~tlkit.registry.params.Rule.complaint`,
+        as for a plugin parameter) unless the option has its own ``error``.
+        """
+        number = self.kind if self.kind in (int, float) else None
+        for item in value if self.kind is list else [value]:
+            problem = self.complaint(self.cli_flag, item, number)
+            if problem and self.error:
+                problem = self.error.format(
+                    flag=self.cli_flag,
+                    value=item,
+                    choices=", ".join(self.choices),
+                    suggestion=closest(str(item), self.choices),
+                )
+            if problem:
+                raise TlkitError(problem)
 
     def default_text(self) -> str:
         """The default as a user types it (``""`` for an empty list or table)."""
@@ -126,19 +111,8 @@ class Option:
         if self.kind in (list, dict):
             return _KIND_WORDS[self.kind] + self._list_how()
         if self.has_range:
-            return self._range_words()
+            return self.range_text("integer" if self.kind is int else "number")
         return _KIND_WORDS["path" if self.path else self.kind]
-
-    def _range_words(self) -> str:
-        noun = "integer" if self.kind is int else "number"
-        low = (self.gt, "<") if self.gt is not None else (self.ge, "≤") if self.ge is not None else None
-        high = (self.lt, "<") if self.lt is not None else (self.le, "≤") if self.le is not None else None
-        if low and high:  # "0 < x < 1"
-            return f"{noun}, {low[0]:g} {low[1]} x {high[1]} {high[0]:g}"
-        if low:  # "> 0", "≥ 1"
-            return f"{noun} {'>' if low[1] == '<' else '≥'} {low[0]:g}"
-        assert high is not None  # only called with a range
-        return f"{noun} {high[1]} {high[0]:g}"
 
     def _list_how(self) -> str:
         if self.separator is None:
@@ -153,10 +127,10 @@ def option(
     panel: str,
     flag: str = "",
     choices: tuple[str, ...] = (),
-    gt: float | None = None,
     ge: float | None = None,
-    lt: float | None = None,
+    gt: float | None = None,
     le: float | None = None,
+    lt: float | None = None,
     separator: str | None = None,
     path: bool = False,
     error: str | None = None,
@@ -169,12 +143,13 @@ def option(
     - ``flag``: the CLI flag when it is not ``--`` + the name with dashes; for a
       boolean the ``--on/--off`` pair (default ``--x/--no-x``).
     - ``choices``: the allowed strings (for a list: of each item).
-    - ``gt``/``ge``/``lt``/``le``: the numeric range (exclusive/inclusive bounds);
-      floats must also be finite.
+    - ``ge``/``gt``/``le``/``lt``: the numeric range (>=, >, <=, <; the names
+      ``tlkit.Param`` uses for plugin parameters); floats must also be finite.
     - ``separator``: a list given on the CLI as one ``a,b`` value (else the flag repeats).
     - ``path``: the CLI value is a path.
     - ``error``: the message when the value breaks the rule, a template with
-      ``{flag}``, ``{value}``, ``{choices}`` and ``{suggestion}`` (default: a generic one).
+      ``{flag}``, ``{value}``, ``{choices}`` and ``{suggestion}`` (default: the
+      rule's own sentence, the same as a plugin parameter's).
     """
     if panel not in PANELS:
         raise ValueError(f"unknown panel {panel!r}; expected one of {PANELS}")
@@ -184,10 +159,10 @@ def option(
         panel=panel,
         flag=flag,
         choices=tuple(choices),
-        gt=gt,
         ge=ge,
-        lt=lt,
+        gt=gt,
         le=le,
+        lt=lt,
         separator=separator,
         path=path,
         error=error,
@@ -196,15 +171,6 @@ def option(
     if isinstance(default, (list, dict)):  # a fresh copy per instance, as with any mutable default
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
-
-
-def _is_number(value: Any, kind: type) -> bool:
-    """``value`` is a ``kind`` (an int also counts as a float; a bool never as a number)."""
-    if isinstance(value, bool):
-        return False
-    if kind is int:
-        return isinstance(value, int)
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 _KIND_WORDS: dict[Any, str] = {

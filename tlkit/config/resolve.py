@@ -6,12 +6,12 @@ instant, so every mistake in it is reported before any work starts.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from tlkit.config.options import TrainConfig, merge
 from tlkit.config.preflight import check_output
+from tlkit.data.imbalance import read_class_weights
 from tlkit.data.mixing import check_batch_mixing
 from tlkit.errors import TlkitError
 from tlkit.model.builder import AugmentationChoice
@@ -51,23 +51,10 @@ def resolve_weights(weights: str | None) -> str | None:
 
 
 def _check_class_weight_file(setting: str) -> None:
-    """A ``--class-weight FILE.json`` must exist and hold a JSON object (its classes are checked
-    against the data's once the data is scanned)."""
-    if setting in ("none", "balanced"):
-        return
-    path = Path(setting).expanduser()
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TlkitError(
-            f"--class-weight file {setting!r} does not exist; pass an existing .json file, 'balanced' or 'none'"
-        ) from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise TlkitError(
-            f'--class-weight file {setting!r} is not readable JSON ({exc}); write an object like {{"cat": 2.0}}'
-        ) from None
-    if not isinstance(value, dict):
-        raise TlkitError(f"--class-weight file {setting!r} must hold an object {{class name: weight}}")
+    """A ``--class-weight FILE.json`` must be readable now (its classes are checked against the
+    data's once the data is scanned)."""
+    if setting not in ("none", "balanced"):
+        read_class_weights(setting)
 
 
 def _resolve_labels(labels: str) -> str:
@@ -98,7 +85,7 @@ def resolve_config(config: TrainConfig | None = None, **options: Any) -> TrainCo
         [a.spec.name for a in augs if a.spec.mixes_batch], config.aug_views, getattr(config, "multi_label", False)
     )
     weights = resolve_weights(config.weights)
-    if weights not in (None, "imagenet"):
+    if weights is not None and weights != "imagenet":
         # Readable and of a known format now; whether it fits the base is checked when the base
         # is built, which is still before the run directory exists.
         check_weight_file(base, Path(weights))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,25 +39,43 @@ def class_weights(setting: str, labels: np.ndarray, classes: list[str]) -> dict[
         counts = class_counts(labels, len(classes))
         total = float(counts.sum())
         return {i: (total / (len(classes) * c) if c else 0.0) for i, c in enumerate(counts)}
-    path = Path(setting)
+    given = read_class_weights(setting, classes)
+    return {index: given.get(name, 1.0) for index, name in enumerate(classes)}
+
+
+def read_class_weights(path: str | Path, classes: Sequence[str] | None = None) -> dict[str, float]:
+    """The ``{class name: weight}`` of a ``--class-weight FILE.json``: a JSON object of numbers >= 0.
+
+    With ``classes`` (the data's), every name in the file must be one of them; without
+    (before the data is scanned) only the file itself is checked.
+
+    Raises:
+        TlkitError: the file is missing, not JSON, not an object, holds a weight that is not a
+            number >= 0, or names a class that is not in ``classes``.
+    """
+    setting = str(path)
     try:
-        given = json.loads(path.read_text(encoding="utf-8"))
+        given = json.loads(Path(setting).expanduser().read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise TlkitError(f"--class-weight file {setting!r} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise TlkitError(f"--class-weight file {setting!r} is not valid JSON: {exc}") from None
+        raise TlkitError(
+            f"--class-weight file {setting!r} does not exist; pass an existing .json file, 'balanced' or 'none'"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TlkitError(
+            f'--class-weight file {setting!r} is not readable JSON ({exc}); write an object like {{"cat": 2.0}}'
+        ) from None
     if not isinstance(given, dict):
         raise TlkitError(f"--class-weight file {setting!r} must hold an object {{class name: weight}}")
-    unknown = sorted(set(given) - set(classes))
-    if unknown:
-        raise TlkitError(
-            f"--class-weight file {setting!r} names classes that are not in the data: {', '.join(unknown)} "
-            f"(classes: {', '.join(classes)})"
-        )
+    if classes is not None:
+        unknown = sorted(set(given) - set(classes))
+        if unknown:
+            raise TlkitError(
+                f"--class-weight file {setting!r} names classes that are not in the data: {', '.join(unknown)} "
+                f"(classes: {', '.join(classes)})"
+            )
     weights = {}
-    for index, name in enumerate(classes):
-        value = given.get(name, 1.0)
+    for name, value in given.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise TlkitError(f"--class-weight file {setting!r}: weight of {name!r} must be a number >= 0")
-        weights[index] = float(value)
+        weights[name] = float(value)
     return weights

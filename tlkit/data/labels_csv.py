@@ -216,7 +216,7 @@ def scan_labels_csv(
     val_split: float = 0.2,
     seed: int = 0,
 ):
-    """A :class:`tlkit.data.images.DatasetScan` from a labels CSV (see the module docstring).
+    """A :class:`tlkit.data.folders.DatasetScan` from a labels CSV (see the module docstring).
 
     Classes (labels) are sorted.  Single-label data has ``labels`` of shape (N,)
     (class indices); multi-label data has an (N, C) int32 multi-hot matrix.
@@ -225,7 +225,7 @@ def scan_labels_csv(
         TlkitError: a bad row (see :func:`read_labels_csv`), fewer than 2 classes,
             a class with no training image, or data that cannot be split.
     """
-    from tlkit.data.images import DatasetScan
+    from tlkit.data.folders import DatasetScan
 
     csv_path = Path(csv_path)
     rows, _ = read_labels_csv(csv_path, data_root, multi_label=multi_label, label_sep=label_sep)
@@ -264,7 +264,7 @@ def scan_labels_csv(
         )
 
     def make_split(chosen: list[LabelRow]):
-        from tlkit.data.images import Split
+        from tlkit.data.folders import Split
 
         if multi_label:
             labels = np.zeros((len(chosen), len(classes)), dtype=np.int32)
@@ -288,7 +288,7 @@ def scan_labels_csv(
 def _stratified_split(
     rows: list[LabelRow], classes: list[str], val_split: float, seed: int, csv_path: Path
 ) -> tuple[list[LabelRow], list[LabelRow]]:
-    """Hold out ``val_split`` of each class, as :func:`tlkit.data.images.scan_dataset` does for class folders."""
+    """Hold out ``val_split`` of each class, as :func:`tlkit.data.folders.scan_dataset` does for class folders."""
     by_class = {name: [r for r in rows if r.labels[0] == name] for name in classes}
     too_small = [name for name, chosen in by_class.items() if len(chosen) < 2]
     if too_small:
@@ -296,7 +296,7 @@ def _stratified_split(
             f"--labels {csv_path}: cannot hold out validation images of class(es) with fewer than 2 rows: "
             f"{', '.join(too_small)}; add rows or a split column"
         )
-    from tlkit.data.images import held_out
+    from tlkit.data.folders import held_out
 
     val_lines: set[int] = set()
     for chosen in by_class.values():
@@ -310,7 +310,7 @@ def _random_split(
     """Hold out ``val_split`` of all rows (multi-label rows have no single class to stratify by)."""
     if len(rows) < 2:
         raise TlkitError(f"--labels {csv_path}: one row cannot be split into train and val; add rows")
-    from tlkit.data.images import held_out
+    from tlkit.data.folders import held_out
 
     val_index = held_out(len(rows), val_split, seed)
     return (
@@ -323,9 +323,9 @@ def _random_split(
 
 
 def scan_for_config(config: Any):
-    """The :class:`tlkit.data.images.DatasetScan` of a configuration (a ``TrainConfig`` or a run's
+    """The :class:`tlkit.data.folders.DatasetScan` of a configuration (a ``TrainConfig`` or a run's
     config.toml as a dict): the ``--labels`` CSV when it names one, else the class folders."""
-    from tlkit.data import images as datamod
+    from tlkit.data import folders as datamod
 
     if isinstance(config, Mapping):
         values = dict(config)

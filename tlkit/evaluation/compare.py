@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
+from tlkit.evaluation.history import best_epoch
 from tlkit.io.rundir import RunDir
-from tlkit.training.history import best_epoch
 
 __all__ = ["Comparison", "RunInfo", "compare", "read_run"]
 
@@ -113,6 +113,7 @@ def summary_row(run: RunInfo) -> dict[str, Any]:
     best_acc = metrics.get("best_val_accuracy")
     if best_acc is None:
         best_acc = run.value_at_best("val_accuracy")
+    f1_source: str | None
     if run.evaluation and run.evaluation.get("macro_avg"):
         f1, f1_source = run.evaluation["macro_avg"].get("f1"), "evaluation (macro)"
     else:

@@ -21,14 +21,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tlkit.errors import TlkitError
 from tlkit.inference.prediction import ModelSource, Predictor, decoded_batches, open_model
-from tlkit.inference.tta import parse_tta, summary
+from tlkit.inference.tta import TTA, parse_tta, summary
 from tlkit.io.rundir import RunDir
+
+if TYPE_CHECKING:
+    from tlkit.evaluation.multilabel import MultiLabelEvaluation
 
 __all__ = [
     "ClassMetrics",
@@ -49,7 +52,9 @@ _MAX_MISTAKES_SAVED = 100
 # --------------------------------------------------------------------------- metrics (numpy)
 
 
-def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
+def confusion_matrix(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int
+) -> np.ndarray:
     """``(num_classes, num_classes)`` int64 counts: ``[i, j]`` = images of class i predicted as j."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
@@ -78,7 +83,7 @@ def classification_metrics(confusion: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def compute_metrics(
-    probs: np.ndarray, labels: Sequence[int], classes: Sequence[str], *, top_k: int = 5
+    probs: np.ndarray, labels: Sequence[int] | np.ndarray, classes: Sequence[str], *, top_k: int = 5
 ) -> dict[str, Any]:
     """All metrics of predicted probabilities ``probs`` (n, C) against true ``labels`` (n,), as a dict.
 
@@ -253,7 +258,7 @@ def select_data(
       (``val`` as training splits it with the run's seed and val_split, ``train``, or ``all``);
     - ``data`` a folder of class sub-folders (``data/test``): all of its images.
     """
-    from tlkit.data import images as datamod
+    from tlkit.data import folders as datamod
 
     if split not in SPLITS:
         raise TlkitError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
@@ -289,11 +294,11 @@ def select_data(
             )
         if split == "all":
             files = scan.train.files + scan.val.files
-            labels = np.concatenate([scan.train.labels, scan.val.labels])
+            label_ids = np.concatenate([scan.train.labels, scan.val.labels])
             description = f"all images of {root} (train and validation)"
         else:
             chosen = scan.val if split == "val" else scan.train
-            files, labels = chosen.files, chosen.labels
+            files, label_ids = chosen.files, chosen.labels
             description = (
                 f"validation images of {root} ({scan.val_source})" if split == "val" else f"training images of {root}"
             )
@@ -303,7 +308,7 @@ def select_data(
         folder = datamod._scan_split_folder(root)
         classes = sorted(folder.files_by_class)
         chosen = datamod._split_from_folders(folder.files_by_class, classes)
-        files, labels, split = chosen.files, chosen.labels, "all"
+        files, label_ids, split = chosen.files, chosen.labels, "all"
         description = f"all images of {root} (one sub-folder per class)"
     if not files:
         raise TlkitError(f"no images to evaluate in {description}")
@@ -311,7 +316,7 @@ def select_data(
         root=root,
         classes=list(classes),
         files=list(files),
-        labels=np.asarray(labels, dtype=np.int64),
+        labels=np.asarray(label_ids, dtype=np.int64),
         description=description,
         split=split,
     )
@@ -358,14 +363,14 @@ def thumbnail(path: str | Path, size: int = 160) -> np.ndarray:
     """An RGB uint8 thumbnail (aspect kept, longest side ``size``), decoded like training decodes."""
     from PIL import Image
 
-    from tlkit.data import images as datamod
+    from tlkit.data import decode as datamod
 
     with Image.open(path) as img:
         img.draft("RGB", (size, size))
         img.load()
-        img = datamod._to_rgb(datamod._apply_exif_orientation(img))
-        img.thumbnail((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+        rgb = datamod._to_rgb(datamod._apply_exif_orientation(img))
+        rgb.thumbnail((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)
 
 
 def default_output_dir(source: ModelSource) -> Path:
@@ -387,9 +392,9 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
     probabilities: Mapping[str, np.ndarray] | None = None,
-    tta: str | int | None = None,
+    tta: str | int | TTA | None = None,
     labels: str | Path | None = None,
-) -> EvaluationResult:
+) -> EvaluationResult | MultiLabelEvaluation:
     """Evaluate a run's model (or a ``.keras`` file) on labelled images; return an :class:`EvaluationResult`.
 
     Args:
@@ -435,7 +440,7 @@ def evaluate(
         raise TlkitError(
             f"{source.name} is a multi-label run: evaluate it on a labels CSV (--labels FILE.csv with a labels column)"
         )
-    labels, classes = _map_labels(source, chosen)
+    label_ids, classes = _map_labels(source, chosen)
     if on_start is not None:
         on_start(len(chosen.files))
 
@@ -468,7 +473,7 @@ def evaluate(
         raise TlkitError(f"none of the {len(chosen.files)} images in {chosen.description} could be read")
 
     probs = np.stack([by_index[i] for i in kept])
-    true = labels[kept]
+    true = label_ids[kept]
     files = [chosen.files[i] for i in kept]
     if true.ndim == 2:  # multi-label (tlkit.evaluation.multilabel): per-label metrics at the run's thresholds
         from tlkit.evaluation.multilabel import multi_label_result

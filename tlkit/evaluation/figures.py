@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tlkit.evaluation.history import best_epoch as best_of
 from tlkit.io.files import atomic_path
-from tlkit.training.history import best_epoch as best_of
 
 COLORS = {
     "train": "#1f77b4",

@@ -396,7 +396,7 @@ def explain(
                     predicted_prob=float(row[top]),
                     heatmap=heatmaps[k],
                 )
-                if staging is not None:
+                if staging is not None and target is not None:
                     name = _file_name(path, used)
                     _write_overlay(staging / name, _original(path, pixels[k]), heatmaps[k])
                     item.file = str(target / name)
@@ -416,7 +416,7 @@ def explain(
                 "explain an earlier layer (--layer) or train at a larger --image-size"
             )
         result.seconds = time.perf_counter() - started
-        if staging is not None:
+        if staging is not None and target is not None:
             from tlkit.io.files import write_json
 
             write_json(staging / INDEX, result.as_dict())

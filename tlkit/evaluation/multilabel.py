@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import TlkitError
+from tlkit.inference.thresholds import is_multi_label, run_thresholds
+from tlkit.model.builder import use_sigmoid
 
 __all__ = [
     "MultiLabelEvaluation",
@@ -43,39 +45,6 @@ __all__ = [
     "tune_thresholds",
     "use_sigmoid",
 ]
-
-
-# --------------------------------------------------------------------------- the model
-
-
-def use_sigmoid(head_model) -> None:
-    """Make ``head_model`` end in a sigmoid: its last layer's softmax activation becomes a sigmoid.
-
-    Works for every head whose output layer has an ``activation`` (a ``Dense``
-    with ``activation="softmax"``, as the built-in heads end, or an
-    ``Activation("softmax")`` layer); the change is in the layer's config, so
-    ``model.keras`` reloads with the sigmoid.
-
-    Raises:
-        TlkitError: the head ends otherwise (e.g. a ``Softmax`` layer).
-    """
-    import keras
-
-    history = getattr(head_model.outputs[0], "_keras_history", None)
-    layer = history.operation if history is not None else head_model.layers[-1]
-    activation = getattr(layer, "activation", None)
-    name = getattr(activation, "__name__", "")
-    if activation is None or name not in ("softmax", "sigmoid"):
-        raise TlkitError(
-            f"--multi-label needs a head whose last layer has a softmax activation (Dense(..., "
-            f"activation='softmax')); this head ends in {type(layer).__name__} — use another --head"
-        )
-    layer.activation = keras.activations.get("sigmoid")
-
-
-def is_multi_label(config: dict[str, Any] | None) -> bool:
-    """True for a run (its config.toml as a dict) trained with ``--multi-label``."""
-    return bool((config or {}).get("multi_label"))
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -289,11 +258,11 @@ def mistakes_of(
     wrong = wrong[np.argsort(-margin[wrong, worst[wrong]], kind="stable")]
 
     def names(row: np.ndarray) -> str:
-        return "|".join(classes[j] for j in np.flatnonzero(row))
+        return "|".join(classes[int(j)] for j in np.flatnonzero(row))
 
     return [
         {
-            "path": str(files[i]),
+            "path": str(files[int(i)]),
             "true": names(truth[i]),
             "predicted": names(predicted[i]),
             "label": classes[worst[i]],
@@ -321,24 +290,6 @@ def map_multi_hot(truth: np.ndarray, data_labels: Sequence[str], model_labels: S
     out = np.zeros((len(truth), len(model_labels)), dtype=np.int64)
     out[:, [list(model_labels).index(name) for name in data_labels]] = truth
     return out
-
-
-def run_thresholds(source: Any) -> np.ndarray | None:
-    """The thresholds of a multi-label model (a :class:`tlkit.inference.prediction.ModelSource`), in class order;
-    None for a single-label one.  A multi-label run without ``thresholds.json`` uses 0.5 (noted)."""
-    from tlkit.io.rundir import RunDir
-
-    folder = RunDir(source.run_dir or source.model_path.parent)
-    saved = folder.read_thresholds() if folder.thresholds_path.is_file() else None
-    if saved is None:
-        if not is_multi_label(source.config):
-            return None
-        source.notes.append(f"no {RunDir.THRESHOLDS}: every label's threshold is 0.5")
-        return np.full(len(source.classes), 0.5)
-    missing = [name for name in source.classes if name not in saved]
-    if missing:
-        raise TlkitError(f"{folder.thresholds_path} has no threshold for {', '.join(missing)}; retrain or fix it")
-    return np.asarray([saved[name] for name in source.classes], dtype=np.float64)
 
 
 def multi_label_result(

@@ -317,9 +317,9 @@ def _metrics_section(run: RunInfo, eval_note: str | None) -> str:
         parts.append(f"<div><h3>Evaluation of {RunDir.MODEL} ({evaluation_file})</h3><table>{rows}</table></div>")
     parts.append("</div>")
     if ev and ev.get("per_class"):
-        rows = []
+        class_rows = []
         for name, c in ev["per_class"].items():
-            rows.append(
+            class_rows.append(
                 f'<tr><td>{_e(name)}</td><td class="num">{c["precision"]:.3f}</td><td class="num">{c["recall"]:.3f}</td>'
                 f'<td class="num">{c["f1"]:.3f}</td><td><span class="bar f1" style="width:{100 * c["f1"]:.0f}px"></span></td>'
                 f'<td class="num">{c["support"]}</td></tr>'
@@ -328,7 +328,7 @@ def _metrics_section(run: RunInfo, eval_note: str | None) -> str:
         for label, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg")):
             a = ev.get(key) or {}
             if a:
-                rows.append(
+                class_rows.append(
                     f'<tr class="avg"><td>{label}</td><td class="num">{a["precision"]:.3f}</td>'
                     f'<td class="num">{a["recall"]:.3f}</td><td class="num">{a["f1"]:.3f}</td><td></td>'
                     f'<td class="num">{total}</td></tr>'
@@ -336,7 +336,7 @@ def _metrics_section(run: RunInfo, eval_note: str | None) -> str:
         parts.append(
             '<h3>Per class</h3><table><tr><th>class</th><th class="num">precision</th>'
             '<th class="num">recall</th><th class="num">F1</th><th></th><th class="num">support</th></tr>'
-            f"{''.join(rows)}</table>"
+            f"{''.join(class_rows)}</table>"
         )
         for note in ev.get("notes") or []:
             parts.append(f'<p class="note">{_e(note)}</p>')

@@ -17,7 +17,7 @@ file or SavedModel folder (classes from a ``classes.json`` beside it);
 :func:`load_artifact` wraps each runtime (the TFLite interpreter, ONNX Runtime,
 TensorFlow) in an object with the small interface ``Predictor`` and
 ``evaluate`` use.  The names here are the layout both sides share:
-:mod:`tlkit.export.exporter` writes it, this module reads it.
+:mod:`tlkit.exporting.exporter` writes it, this module reads it.
 
 TensorFlow (or a runtime) is imported only when a model is loaded.
 """

@@ -5,13 +5,13 @@
 
 :func:`predict` returns a generator: images are decoded a few at a time in a
 small thread pool, in order, exactly as training decodes them
-(:func:`tlkit.data.images.load_image`), batched, and each batch's predictions are
+(:func:`tlkit.data.decode.load_image`), batched, and each batch's predictions are
 yielded before any image beyond the next batch is read — so the first results
 of a huge folder appear at once and memory stays bounded.  An unreadable file
 yields a :class:`Prediction` with ``error`` set instead of stopping.
 
 Exported models (``tlkit export``: ``.tflite``, ``.onnx``, a SavedModel folder or
-an export folder) are opened through :mod:`tlkit.export.exporter`, which wraps each
+an export folder) are opened through :mod:`tlkit.exporting.exporter`, which wraps each
 runtime in an object with the three members used here: ``predict_on_batch``,
 ``input_shape`` and ``output_shape``.
 
@@ -103,7 +103,7 @@ def open_model(run_or_model: str | Path, *, model: Any = None) -> ModelSource:
     the file (what ``tlkit train`` passes, to save a reload).  Classes come
     from the run's ``classes.json``, or a ``classes.json`` next to a bare model
     file; without one they are named ``"0"``..``"n-1"`` (noted in ``notes``).
-    An exported model (see :func:`tlkit.export.exporter.locate_artifact`) takes its
+    An exported model (see :func:`tlkit.exporting.exporter.locate_artifact`) takes its
     classes from the ``classes.json`` beside it and is run by its own runtime;
     its ``run_dir`` is None.
 
@@ -198,34 +198,18 @@ class Predictor:
 # --------------------------------------------------------------------------- paths and decoding
 
 
-def _walk_images(folder: Path) -> Iterator[Path]:
-    """Image files under ``folder``, recursively, sorted, skipping hidden files and folders."""
-    from tlkit.data.images import IMAGE_EXTENSIONS
-
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError as exc:
-        raise TlkitError(f"cannot read folder {folder}: {exc.strerror or exc}") from exc
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            yield from _walk_images(entry)
-        elif entry.suffix.lower() in IMAGE_EXTENSIONS:
-            yield entry
-
-
 def resolve_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
     """The image files that ``paths`` name, lazily, in order, each once.
 
     - a file is used as given (whatever its extension: it is reported if unreadable);
-    - a folder gives its image files, recursively and sorted (hidden ones skipped);
+    - a folder gives its image files, recursively and sorted (hidden ones skipped; each real
+      folder visited once, so a symlink loop ends): :func:`tlkit.data.folders.image_files`;
     - a glob (``photos/*.jpg``, ``data/**/*.png``) gives its matches: image files,
       and the image files inside matching folders;
     - a path that does not exist and is not a glob is yielded too, so that it is
       reported as not found.
     """
-    from tlkit.data.images import IMAGE_EXTENSIONS
+    from tlkit.data.folders import IMAGE_EXTENSIONS, image_files
 
     seen: set[Path] = set()
 
@@ -239,7 +223,7 @@ def resolve_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
         text = os.path.expanduser(str(item))
         path = Path(text)
         if path.is_dir():
-            for found in _walk_images(path):
+            for found in image_files(path):
                 yield from once(found)
         elif path.exists():
             yield from once(path)
@@ -247,7 +231,7 @@ def resolve_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
             for match in sorted(glob.glob(text, recursive=True)):
                 matched = Path(match)
                 if matched.is_dir():
-                    for found in _walk_images(matched):
+                    for found in image_files(matched):
                         yield from once(found)
                 elif matched.suffix.lower() in IMAGE_EXTENSIONS and not matched.name.startswith("."):
                     yield from once(matched)
@@ -256,11 +240,11 @@ def resolve_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
 
 
 def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
-    from tlkit.data import images as data
+    from tlkit.data import decode
 
     try:
-        return data.load_image(path, size), None
-    except data.BadImageError as exc:
+        return decode.load_image(path, size), None
+    except decode.BadImageError as exc:
         return None, exc.reason
     except OSError as exc:  # e.g. a folder or a permission problem
         return None, exc.strerror or str(exc)
@@ -296,7 +280,7 @@ def decode_stream(
 ) -> Iterator[tuple[Path, np.ndarray | None, str | None]]:
     """``(path, pixels, error)`` for each path, in order; decoded ``lookahead`` ahead in threads.
 
-    ``pixels`` is a ``(size, size, 3)`` uint8 array from :func:`tlkit.data.images.load_image`
+    ``pixels`` is a ``(size, size, 3)`` uint8 array from :func:`tlkit.data.decode.load_image`
     (None if unreadable; ``error`` says why).  At most ``lookahead`` images are
     read ahead of what the consumer has taken, so a slow consumer holds back reading.
     """
@@ -378,7 +362,7 @@ def predict(
     batch_size: int = 32,
     model: Any = None,
     workers: int | None = None,
-    tta: str | int | None = None,
+    tta: str | int | TTA | None = None,
 ) -> Iterator[Prediction]:
     """Predict the top-``top_k`` classes of images; a generator of :class:`Prediction`, in input order.
 
@@ -419,7 +403,7 @@ def predict(
             f"no image files to predict: {shown or '(no paths given)'} matched nothing; pass image "
             f"files, folders or globs"
         )
-    from tlkit.evaluation.multilabel import run_thresholds
+    from tlkit.inference.thresholds import run_thresholds
 
     thresholds = run_thresholds(source)  # None: single-label
     return _stream(
@@ -465,9 +449,9 @@ def _stream(
                 labels, label_probs = [classes[i] for i in order], [float(row[i]) for i in order]
                 results.append(Prediction(path=str(path), labels=labels, probs=label_probs, multi_label=True))
                 continue
-            order = np.argsort(-row, kind="stable")[:top_k]
+            top = np.argsort(-row, kind="stable")[:top_k]
             results.append(
-                Prediction(path=str(path), labels=[classes[i] for i in order], probs=[float(row[i]) for i in order])
+                Prediction(path=str(path), labels=[classes[i] for i in top], probs=[float(row[i]) for i in top])
             )
         batch.clear()
         return results

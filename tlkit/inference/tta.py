@@ -80,7 +80,7 @@ class TTA:
         total: np.ndarray | None = None
         for _name, batch in self.iter_views(pixels):
             probs = np.asarray(run(batch), dtype=np.float64)
-            if plain is None:
+            if plain is None or total is None:
                 plain = probs
                 total = probs.copy()
             else:

@@ -56,7 +56,7 @@ class RunDir:
     EVALUATION = "evaluation"
     CHECKPOINTS = "checkpoints"
     LOGS = "logs"
-    #: ``tlkit export`` writes one folder per export in here (``tlkit.export.exporter`` owns its layout).
+    #: ``tlkit export`` writes one folder per export in here (``tlkit.exporting.exporter`` owns its layout).
     EXPORT = "export"
     #: Inside ``evaluation/``: the report's Grad-CAM overlays of the most confident mistakes, kept so
     #: that a later ``tlkit report`` shows them without loading the model (``tlkit.evaluation.report`` owns it).

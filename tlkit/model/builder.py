@@ -9,13 +9,11 @@ a user can never feed it the wrong preprocessing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
 from tlkit.registry.specs import AugmentationSpec, BaseSpec, HeadSpec
-from tlkit.weights.files import build_with_weight_file
-from tlkit.weights.local import keras_cache_dir
+from tlkit.weights.build import build_base
 
 
 @dataclass(frozen=True)
@@ -24,36 +22,6 @@ class AugmentationChoice:
 
     spec: AugmentationSpec
     params: dict[str, Any] = field(default_factory=dict)
-
-
-def _offline_message(base: BaseSpec, reason: str) -> str:
-    cache = keras_cache_dir()
-    return (
-        f"could not get ImageNet weights for base {base.name!r} ({reason}). "
-        f"To proceed: on a machine with internet run "
-        f"`tlkit train --base {base.name} --weights imagenet ...` (or build the Keras model once) "
-        f"and copy {base.weights_file or 'the weight file'} into {cache}/ here; "
-        f"or pass --weights PATH to a local .weights.h5/.h5 file; "
-        f"or use --weights none to start from random weights"
-    )
-
-
-def build_base(base: BaseSpec, image_size: int, weights: str | None):
-    """Build the headless base with ``weights``: ``"imagenet"``, ``None`` or a file path."""
-    input_shape = (image_size, image_size, 3)
-    if weights is None or weights == "none":
-        return base.build(input_shape, None)
-    if weights == "imagenet":
-        try:
-            return base.build(input_shape, "imagenet")
-        except TlkitError:
-            raise
-        except Exception as exc:  # Keras raises a bare Exception on download failure
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if len(reason) > 160:
-                reason = reason[:157] + "..."
-            raise TlkitError(_offline_message(base, reason)) from exc
-    return build_with_weight_file(base, input_shape, Path(weights))
 
 
 @dataclass
@@ -119,7 +87,7 @@ def assemble(
 
     ``head_params`` must already be resolved (every declared parameter
     present); :func:`tlkit.api.build_model` does that from user input.
-    ``multi_label`` turns the head's softmax into a sigmoid (:func:`tlkit.evaluation.multilabel.use_sigmoid`).
+    ``multi_label`` turns the head's softmax into a sigmoid (:func:`use_sigmoid`).
     """
     import keras
 
@@ -151,8 +119,6 @@ def assemble(
             feature_input, head.build(feature_input, num_classes, **(head_params or {})), name="head"
         )
         if multi_label:
-            from tlkit.evaluation.multilabel import use_sigmoid
-
             use_sigmoid(head_model)
     finally:
         keras.mixed_precision.set_global_policy(policy)
@@ -187,6 +153,31 @@ def assemble(
         parts.head_tail = keras.Model(pool.output, head_model.output, name="head_tail")
         parts.cached_model = keras.Model(pixels, pool(feature_model.output), name=f"{base.name}_pooled_features")
     return parts
+
+
+def use_sigmoid(head_model) -> None:
+    """Make ``head_model`` end in a sigmoid: its last layer's softmax activation becomes a sigmoid.
+
+    Works for every head whose output layer has an ``activation`` (a ``Dense``
+    with ``activation="softmax"``, as the built-in heads end, or an
+    ``Activation("softmax")`` layer); the change is in the layer's config, so
+    ``model.keras`` reloads with the sigmoid.
+
+    Raises:
+        TlkitError: the head ends otherwise (e.g. a ``Softmax`` layer).
+    """
+    import keras
+
+    history = getattr(head_model.outputs[0], "_keras_history", None)
+    layer = history.operation if history is not None else head_model.layers[-1]
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", "")
+    if activation is None or name not in ("softmax", "sigmoid"):
+        raise TlkitError(
+            f"--multi-label needs a head whose last layer has a softmax activation (Dense(..., "
+            f"activation='softmax')); this head ends in {type(layer).__name__} — use another --head"
+        )
+    layer.activation = keras.activations.get("sigmoid")
 
 
 def build_model(*args: Any, **kwargs: Any):

@@ -39,6 +39,7 @@ def unfreeze(backbone, spec: str) -> int:
     if kind == "all":
         start = 0
     elif kind == "top":
+        assert isinstance(value, int)  # parse_unfreeze returns ("top", K)
         if value > len(layers):
             raise TlkitError(
                 f"--unfreeze {value} is beyond the depth of base {backbone.name!r} ({len(layers)} layers); "
@@ -46,6 +47,7 @@ def unfreeze(backbone, spec: str) -> int:
             )
         start = len(layers) - value
     else:
+        assert isinstance(value, str)  # parse_unfreeze returns ("from", LAYER_NAME)
         names = [layer.name for layer in layers]
         if value not in names:
             raise TlkitError(

@@ -31,11 +31,11 @@ def register_bases(register: Callable) -> None:
     is one call::
 
         register(tlkit.keras_application_base(
-            "nasnet_mobile", "NASNetMobile", preprocessing=tlkit.registry.keras_applications.TF,
-            description="NASNet-Mobile, 74.0% ImageNet top-1", params=4_269_716,
+            "nasnet_mobile", "NASNetMobile", preprocessing=tlkit.bases.TF,
+            description="NASNet-Mobile, 74.0% ImageNet top-1", param_count=4_269_716,
             weights_file="nasnet_mobile_no_top.h5", feature_shape="7×7×1056 at 224 px"))
 
-    with one of the standard preprocessings ``tlkit.registry.keras_applications.CAFFE``, ``TF``,
+    with one of the standard preprocessings ``tlkit.bases.CAFFE``, ``TF``,
     ``TORCH`` or ``INTERNAL``.  Any other base is a ``tlkit.BaseSpec(...)``:
 
     - ``name``: what users type after ``--base`` (lowercase, unique across plugins).
@@ -48,13 +48,13 @@ def register_bases(register: Callable) -> None:
       ``tlkit.TlkitError`` with a message saying how to get them.
     - ``preprocess()``: returns a list of standard, serializable Keras layers
       mapping raw RGB pixels in 0–255 to the base's expected input (empty if
-      the base preprocesses itself), e.g. ``tlkit.registry.keras_applications.TORCH.layers``.  No
+      the base preprocesses itself), e.g. ``tlkit.bases.TORCH.layers``.  No
       ``Lambda`` layers: the saved model must load with plain
       ``keras.saving.load_model``.
     - ``description``, ``family``, ``default_size``, ``min_size``,
       ``weights_sizes`` (sizes that have ImageNet weights; empty means any),
-      ``params`` (parameter count), ``preprocessing`` (a human description,
-      e.g. ``tlkit.registry.keras_applications.TORCH.description``),
+      ``param_count`` (the number of weights), ``preprocessing`` (a human description,
+      e.g. ``tlkit.bases.TORCH.description``),
       ``weights_file`` (the ImageNet weight file name in Keras's cache),
       ``feature_shape`` (text such as ``"7×7×2048 at 224 px"``).
     - ``weight_file_suffixes``: suffixes (e.g. ``(".pth",)``) that ``build``
@@ -85,15 +85,16 @@ def register_heads(register: Callable) -> None:
     ``--head-param name=value``, declared once, in the signature::
 
         def build(features, num_classes, *,
-                  units: Annotated[int, tlkit.param("hidden width", min=1)] = 256,
+                  units: Annotated[int, tlkit.Param("hidden width", ge=1)] = 256,
                   pooling: Annotated[Literal["avg", "max"], "how to pool"] = "avg"):
 
     The default is the Python default; the type (``int``, ``float``, ``str``,
     ``bool``, ``Literal[...]``, ``tuple[int, ...]``, ``tuple[float, ...]``) and
-    ``tlkit.param(help, choices=, min=, max=)`` (or a help string) say how
-    tlkit parses and checks a value.  tlkit passes every parameter, resolved,
-    as a keyword argument.  (``HeadSpec(params=(tlkit.Param(...), ...))``
-    declares them explicitly instead.)
+    ``tlkit.Param(help, choices=, ge=, gt=, le=, lt=)`` (or a help string) say how
+    tlkit parses and checks a value; ``x: int = tlkit.param(256, ge=1, help=...)``
+    says the same in the default.  The bound names are those of the training
+    options.  tlkit passes every parameter, resolved, as a keyword argument.
+    (``HeadSpec(params=(tlkit.ParamSpec(...), ...))`` declares them explicitly instead.)
     """
 
 

@@ -12,7 +12,7 @@ Most ImageNet backbones are a Keras constructor taking ``include_top``,
     def register_bases(register):
         register(tlkit.keras_application_base(
             "nasnet_mobile", "NASNetMobile", preprocessing=TF,
-            description="NASNet-Mobile, 74.0% ImageNet top-1", params=4_269_716,
+            description="NASNet-Mobile, 74.0% ImageNet top-1", param_count=4_269_716,
             weights_file="nasnet_mobile_no_top.h5", feature_shape="7×7×1056 at 224 px",
         ))
 
@@ -183,7 +183,7 @@ def keras_application_base(
     *,
     preprocessing: Preprocessing | str,
     description: str,
-    params: int = 0,
+    param_count: int = 0,
     weights_file: str = "",
     feature_shape: str = "",
     family: str = "",
@@ -193,18 +193,30 @@ def keras_application_base(
     options: Mapping[str, Any] | None = None,
     quiet_size_warning: bool = False,
     explain_layer: str = "",
+    params: int | None = None,
 ) -> BaseSpec:
     """A :class:`tlkit.BaseSpec` for a ``keras.applications``-style constructor.
 
     ``constructor`` and ``options`` are as in :func:`keras_application` (e.g.
     ``options={"include_preprocessing": True}``); ``preprocessing`` is one of
     :data:`CAFFE`, :data:`TF`, :data:`TORCH`, :data:`INTERNAL` (or its name).
-    The other fields are the ``BaseSpec``'s: ``params`` is ``count_params()``
-    of the headless model, ``weights_file`` the ImageNet weight file's name in
+    The other fields are the ``BaseSpec``'s: ``param_count`` is ``count_params()``
+    of the headless model (``params=``, its old name, still works with a
+    DeprecationWarning), ``weights_file`` the ImageNet weight file's name in
     Keras's cache (``~/.keras/models/``), ``feature_shape`` a text such as
     ``"7×7×2048 at 224 px"``, ``explain_layer`` the layer whose feature map
     ``tlkit explain`` explains (default: the base's output).
     """
+    if params is not None:
+        warnings.warn(
+            "keras_application_base(params=...) is deprecated: the parameter count is param_count=, "
+            "as in BaseSpec (a head's params are its parameters)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if param_count:
+            raise TypeError("keras_application_base: give param_count (params is its deprecated name), not both")
+        param_count = params
     mode = _standard(preprocessing)
     return BaseSpec(
         name=name,
@@ -215,7 +227,7 @@ def keras_application_base(
         default_size=default_size,
         min_size=min_size,
         weights_sizes=tuple(weights_sizes),
-        params=params,
+        param_count=param_count,
         preprocessing=mode.description,
         weights_file=weights_file,
         feature_shape=feature_shape,

@@ -43,13 +43,14 @@ def _head_module(name: str) -> str:
 
         # The keyword-only arguments are the head's parameters (`tlkit info {name}`,
         # `--head-param units=256`): the default is the Python default, the type and
-        # tlkit.param(...) say how tlkit parses and checks a user's value.
+        # tlkit.Param(help, choices=, ge=, gt=, le=, lt=) say how tlkit parses and
+        # checks a user's value (bounds: >=, >, <=, <).
         def build_head(
             features,
             num_classes: int,
             *,
-            units: Annotated[int, tlkit.param("width of the hidden layer", min=1)] = 128,
-            dropout: Annotated[float, tlkit.param("dropout rate", min=0.0, max=0.99)] = 0.2,
+            units: Annotated[int, tlkit.Param("width of the hidden layer", ge=1)] = 128,
+            dropout: Annotated[float, tlkit.Param("dropout rate", ge=0.0, lt=1.0)] = 0.2,
         ):
             """Keras functional code on the frozen base's feature map; returns the softmax output."""
             from keras import layers  # import Keras here, not at the top: listing stays fast
@@ -85,7 +86,7 @@ def _base_module(name: str) -> str:
                     description="MobileNetV2 at width 0.35 (~60% ImageNet top-1): tiny and fast",
                     family="mobilenet",
                     weights_sizes=(96, 128, 160, 192, 224),  # input sizes that have ImageNet weights
-                    params=410_208,  # count_params() of the headless model (its test checks it)
+                    param_count=410_208,  # count_params() of the headless model (its test checks it)
                     weights_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5",
                     feature_shape="7×7×1280 at 224 px",
                 )
@@ -118,7 +119,7 @@ def _augmentation_module(name: str) -> str:
         def build_augmentation(
             seed: int,
             *,
-            stddev: Annotated[float, tlkit.param("noise standard deviation as a fraction of 0–255", min=0.0, max=1.0)] = 0.03,
+            stddev: Annotated[float, tlkit.Param("noise standard deviation as a fraction of 0–255", ge=0.0, le=1.0)] = 0.03,
         ):
             """One Keras layer: a batch of 0–255 pixels in, the same shape out; the identity at inference."""
             import keras  # import Keras here, not at the top: listing stays fast
@@ -161,7 +162,7 @@ import {module}
 def test_base_is_registered_and_builds_headless(tlkit_plugin):
     spec = tlkit_plugin({module}).bases["{name}"]
     model = spec.build((32, 32, 3), None)  # a tiny input and random weights: fast and offline
-    assert model.count_params() == spec.params
+    assert model.count_params() == spec.param_count
     x = np.full((1, 32, 32, 3), 128.0, dtype="float32")  # raw 0–255 pixels
     for layer in spec.preprocess():
         x = layer(x)

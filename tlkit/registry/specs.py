@@ -7,240 +7,17 @@ function does.  That keeps ``tlkit list-bases`` and friends fast.
 from __future__ import annotations
 
 import dataclasses
-import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import functools
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Any
 
 from tlkit.errors import TlkitError
+from tlkit.registry.params import MISSING, Param, ParamSpec, param, params_from_signature, resolve_params
 
-_PARAM_KINDS = ("int", "float", "str", "bool", "ints", "floats")
-
-
-@dataclass(frozen=True)
-class Param:
-    """One user-settable parameter of a head or augmentation.
-
-    ``kind`` is one of ``int``, ``float``, ``str``, ``bool``, ``ints`` or
-    ``floats`` (the last two are comma-separated lists on the command line,
-    e.g. ``units=512,256``).  ``choices`` restricts ``str`` values.
-    """
-
-    name: str
-    default: Any
-    help: str = ""
-    kind: str = ""
-    choices: tuple[str, ...] = ()
-    min: float | None = None
-    max: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.kind:
-            object.__setattr__(self, "kind", _infer_kind(self.default))
-        if self.kind not in _PARAM_KINDS:
-            raise ValueError(f"Param {self.name!r}: unknown kind {self.kind!r}")
-
-    def parse(self, text: str) -> Any:
-        """Convert a command-line string into a checked value of this parameter."""
-        try:
-            if self.kind == "int":
-                value: Any = int(text)
-            elif self.kind == "float":
-                value = float(text)
-            elif self.kind == "bool":
-                lowered = text.strip().lower()
-                if lowered not in {"true", "false", "1", "0", "yes", "no"}:
-                    raise ValueError(text)
-                value = lowered in {"true", "1", "yes"}
-            elif self.kind == "ints":
-                value = tuple(int(part) for part in text.split(",") if part.strip())
-            elif self.kind == "floats":
-                value = tuple(float(part) for part in text.split(",") if part.strip())
-            else:
-                value = text
-        except ValueError:
-            raise TlkitError(f"parameter {self.name}={text!r} is not a valid {self.kind}") from None
-        return self.check(value)
-
-    def check(self, value: Any) -> Any:
-        """Validate an already-typed value (e.g. one read from a config file)."""
-        if self.kind in ("ints", "floats"):
-            if isinstance(value, (int, float)):
-                value = (value,)
-            if not isinstance(value, (list, tuple)) or not value:
-                raise TlkitError(f"parameter {self.name} needs a non-empty list of numbers")
-            cast = int if self.kind == "ints" else float
-            value = tuple(cast(item) for item in value)
-            items = value
-        elif self.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-            items = (value,)
-        else:
-            expected = {"int": int, "float": float, "str": str, "bool": bool}[self.kind]
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise TlkitError(f"parameter {self.name}={value!r} is not a valid {self.kind}")
-            items = (value,)
-        if self.choices and value not in self.choices:
-            raise TlkitError(f"parameter {self.name}={value!r} must be one of: {', '.join(self.choices)}")
-        for item in items:
-            if self.min is not None and item < self.min:
-                raise TlkitError(f"parameter {self.name}={item!r} must be >= {self.min}")
-            if self.max is not None and item > self.max:
-                raise TlkitError(f"parameter {self.name}={item!r} must be <= {self.max}")
-        return value
-
-
-def _infer_kind(default: Any) -> str:
-    if isinstance(default, bool):
-        return "bool"
-    if isinstance(default, int):
-        return "int"
-    if isinstance(default, float):
-        return "float"
-    if isinstance(default, (tuple, list)):
-        return "floats" if any(isinstance(v, float) for v in default) else "ints"
-    return "str"
-
-
-@dataclass(frozen=True)
-class ParamInfo:
-    """Help and limits of a parameter declared in a ``build`` signature; made by :func:`param`."""
-
-    help: str = ""
-    kind: str = ""
-    choices: tuple[str, ...] = ()
-    min: float | None = None
-    max: float | None = None
-
-
-def param(
-    help: str = "",
-    *,
-    choices: Iterable[str] = (),
-    min: float | None = None,
-    max: float | None = None,
-    kind: str = "",
-) -> ParamInfo:
-    """Describe a head or augmentation parameter where its ``build`` function declares it.
-
-    Put it in the parameter's ``Annotated`` type; the Python default is the
-    parameter's default::
-
-        def build(features, num_classes, *,
-                  units: Annotated[int, tlkit.param("hidden width", min=1)] = 256,
-                  pooling: Annotated[Literal["avg", "max"], "how to pool"] = "avg"):
-
-    A plain string in ``Annotated`` is the help alone.  ``kind`` is needed only
-    when the type does not say it (see :func:`params_from_signature`).
-    """
-    return ParamInfo(help, kind, tuple(choices), min, max)
-
-
-_TYPE_KINDS: dict[Any, str] = {bool: "bool", int: "int", float: "float", str: "str"}
-_SEQUENCES = (tuple, list, Sequence)
-
-
-def params_from_signature(build: Callable[..., Any], what: str = "") -> tuple[Param, ...]:
-    """The parameters (:class:`Param`) that ``build`` declares as keyword-only arguments.
-
-    Each keyword-only argument (after ``*``) is one parameter: its default is
-    the Python default, its kind comes from the type (``int``, ``float``,
-    ``str``, ``bool``, ``Literal["a", "b"]`` (a ``str`` with those choices),
-    ``tuple[int, ...]`` or ``tuple[float, ...]``; unannotated: inferred from the
-    default), and its help and limits from a :func:`param` or a string in
-    ``Annotated[type, ...]``.  The default is checked against them, so a bad
-    declaration fails when the plugin registers, not when a user trains.
-    ``what`` names the owner in errors (e.g. ``"head 'mlp'"``).
-    """
-    try:
-        signature = inspect.signature(build)
-    except (TypeError, ValueError):  # a builtin or C callable: nothing to read
-        return ()
-    owner = what or getattr(build, "__name__", "build")
-    found = []
-    for arg in signature.parameters.values():
-        if arg.kind is not arg.KEYWORD_ONLY:
-            continue
-        if arg.default is arg.empty:
-            raise ValueError(f"{owner}: parameter {arg.name!r} of build() needs a default value")
-        try:
-            found.append(_param_from_argument(build, arg))
-        except (TlkitError, TypeError, ValueError, NameError, SyntaxError) as exc:
-            raise ValueError(f"{owner}: parameter {arg.name!r} of build(): {exc}") from None
-    return tuple(found)
-
-
-def _param_from_argument(build: Callable[..., Any], arg: inspect.Parameter) -> Param:
-    annotation = _evaluate(build, arg.annotation)
-    info = ParamInfo()
-    if get_origin(annotation) is Annotated:
-        annotation, *extras = get_args(annotation)
-        for extra in extras:
-            if isinstance(extra, ParamInfo):
-                info = extra
-            elif isinstance(extra, str):
-                info = dataclasses.replace(info, help=extra)
-    kind, choices = info.kind, info.choices
-    if not kind and annotation is not arg.empty:
-        kind, literal = _kind_of(annotation)
-        choices = choices or literal
-    declared = Param(arg.name, arg.default, info.help, kind, choices, info.min, info.max)
-    # Checking the default also normalises it (a list becomes a tuple, 0 for a float 0.0).
-    return dataclasses.replace(declared, default=declared.check(arg.default))
-
-
-def _evaluate(build: Callable[..., Any], annotation: Any) -> Any:
-    """A string annotation (``from __future__ import annotations``) as the type it names.
-
-    Evaluated one parameter at a time in the build function's module, as
-    ``typing.get_type_hints`` would do, so that an unrelated annotation (say
-    ``features: keras.KerasTensor`` under ``TYPE_CHECKING``) cannot break it.
-    """
-    if not isinstance(annotation, str):
-        return annotation
-    target = inspect.unwrap(getattr(build, "func", build))  # functools.partial → the function
-    return eval(annotation, dict(getattr(target, "__globals__", {})))
-
-
-def _kind_of(annotation: Any) -> tuple[str, tuple[str, ...]]:
-    """``(kind, choices)`` for a parameter's type."""
-    if annotation in _TYPE_KINDS:
-        return _TYPE_KINDS[annotation], ()
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Literal and args and all(isinstance(a, str) for a in args):
-        return "str", tuple(args)
-    if origin in _SEQUENCES and args and args[0] in (int, float) and all(a in (args[0], Ellipsis) for a in args):
-        return ("ints" if args[0] is int else "floats"), ()
-    raise ValueError(
-        f"type {annotation!r} is not supported; use int, float, str, bool, Literal['a', 'b'], "
-        f"tuple[int, ...] or tuple[float, ...]"
-    )
-
-
-def resolve_params(what: str, declared: tuple[Param, ...], given: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge user-given parameters over the declared defaults, checking each.
-
-    ``what`` names the owner in error messages (e.g. ``"head 'mlp'"``).
-    String values are parsed (they come from the command line); typed values
-    (from a TOML config or the Python API) are checked as they are.
-    """
-    by_name = {p.name: p for p in declared}
-    resolved = {p.name: p.default for p in declared}
-    for key, raw in given.items():
-        if key not in by_name:
-            from tlkit.suggest import closest
-
-            known = ", ".join(by_name) or "none"
-            raise TlkitError(f"{what} has no parameter {key!r}{closest(key, by_name)} (its parameters: {known})")
-        param = by_name[key]
-        try:
-            if isinstance(raw, str) and param.kind != "str":
-                resolved[key] = param.parse(raw)
-            else:
-                resolved[key] = param.check(raw)
-        except TlkitError as exc:
-            raise TlkitError(f"{what}: {exc}") from None
-    return resolved
+# The parameters of a head or augmentation (ParamSpec, and the Param marker that declares one)
+# live in tlkit.registry.params; they are imported here for the code that knew them from here.
 
 
 def parse_assignments(text: str, what: str) -> dict[str, str]:
@@ -302,6 +79,10 @@ class BaseSpec:
     offline (None otherwise); without it tlkit looks for ``weights_file`` in
     Keras's cache.
 
+    ``param_count`` is ``count_params()`` of the headless model (what
+    ``tlkit list-bases`` shows); the old keyword ``params=`` still sets it,
+    with a DeprecationWarning (a head's ``params`` are its parameters).
+
     ``explain_layer`` names the layer inside the base whose feature map
     ``tlkit explain`` (Grad-CAM) explains; empty (the default) means the base's
     output, which is the last convolutional block of a headless
@@ -317,7 +98,7 @@ class BaseSpec:
     default_size: int = 224
     min_size: int = 32
     weights_sizes: tuple[int, ...] = ()
-    params: int = 0
+    param_count: int = 0
     preprocessing: str = ""
     weights_file: str = ""
     feature_shape: str = ""
@@ -340,6 +121,36 @@ class BaseSpec:
                 f"(got --image-size {size}); pick one of those or use --weights none"
             )
 
+    @property
+    def params(self) -> int:
+        """Deprecated: the parameter count is :attr:`param_count`."""
+        warnings.warn(_PARAMS_RENAMED, DeprecationWarning, stacklevel=2)
+        return self.param_count
+
+
+_PARAMS_RENAMED = (
+    "BaseSpec.params (the parameter count) is now BaseSpec.param_count, so that it is not confused "
+    "with HeadSpec.params and AugmentationSpec.params (the parameters)"
+)
+
+
+def _accept_params_keyword(init: Callable[..., None]) -> Callable[..., None]:
+    """``BaseSpec(..., params=N)``, the old keyword of ``param_count``, still works, with a DeprecationWarning."""
+
+    @functools.wraps(init)
+    def __init__(self: BaseSpec, *args: Any, params: Any = MISSING, **kwargs: Any) -> None:
+        if params is not MISSING:
+            warnings.warn(_PARAMS_RENAMED, DeprecationWarning, stacklevel=2)
+            if "param_count" in kwargs:
+                raise TypeError("BaseSpec: give param_count (params is its deprecated name), not both")
+            kwargs["param_count"] = params
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+BaseSpec.__init__ = _accept_params_keyword(BaseSpec.__init__)  # type: ignore[method-assign]
+
 
 @dataclass(frozen=True)
 class HeadSpec:
@@ -349,20 +160,20 @@ class HeadSpec:
     tensor (a spatial feature map, shape ``(batch, h, w, c)``) and returns the
     softmax output tensor, using Keras functional code and standard layers.
 
-    ``params`` are read from ``build``'s keyword-only arguments (see
-    :func:`params_from_signature`) unless given explicitly; tlkit passes every
-    one of them, resolved and checked, as a keyword argument.
+    ``params`` (:class:`~tlkit.registry.params.ParamSpec` records) are read
+    from ``build``'s keyword-only arguments (see :func:`params_from_signature`)
+    unless given explicitly; tlkit passes every one of them, resolved and
+    checked, as a keyword argument.
     """
 
     name: str
     build: Callable[..., Any]
     description: str
-    params: tuple[Param, ...] = ()
+    params: tuple[ParamSpec, ...] = ()
     plugin: str = ""
 
     def __post_init__(self) -> None:
-        if not self.params:
-            object.__setattr__(self, "params", params_from_signature(self.build, f"head {self.name!r}"))
+        object.__setattr__(self, "params", _declared_params(self, f"head {self.name!r}"))
 
 
 @dataclass(frozen=True)
@@ -390,13 +201,25 @@ class AugmentationSpec:
     name: str
     build: Callable[..., Any]
     description: str
-    params: tuple[Param, ...] = ()
+    params: tuple[ParamSpec, ...] = ()
     plugin: str = ""
     mixes_batch: bool = False
 
     def __post_init__(self) -> None:
-        if not self.params:
-            object.__setattr__(self, "params", params_from_signature(self.build, f"augmentation {self.name!r}"))
+        object.__setattr__(self, "params", _declared_params(self, f"augmentation {self.name!r}"))
+
+
+def _declared_params(spec: HeadSpec | AugmentationSpec, what: str) -> tuple[ParamSpec, ...]:
+    """The spec's explicit ``params`` (which must be ParamSpec records), else those of its ``build`` signature."""
+    if not spec.params:
+        return params_from_signature(spec.build, what)
+    for declared in spec.params:
+        if not isinstance(declared, ParamSpec):
+            raise TypeError(
+                f"{what}: params holds {declared!r}; give tlkit.ParamSpec(name, default, ...) records "
+                "(tlkit.Param is the marker of a build() signature)"
+            )
+    return tuple(spec.params)
 
 
 Spec = BaseSpec | HeadSpec | AugmentationSpec
@@ -415,7 +238,7 @@ __all__ = [
     "BaseSpec",
     "HeadSpec",
     "Param",
-    "ParamInfo",
+    "ParamSpec",
     "param",
     "params_from_signature",
     "resolve_params",

@@ -148,16 +148,6 @@ def make_distribution(choice: str) -> Distribution:
     )
 
 
-def shard_by_data(dataset):
-    """Tell ``tf.distribute`` to shard ``dataset`` by its elements across workers (each worker keeps
-    its share of every global batch): tlkit's datasets have no files to shard by."""
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
-
-
 def prepare_for_fit(model: Any, distribution: Distribution) -> None:
     """Work around Keras 3's ``fit`` under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585).
 
@@ -254,5 +244,4 @@ __all__ = [
     "multi_worker_fit_fixes",
     "prepare_for_fit",
     "set_precision",
-    "shard_by_data",
 ]

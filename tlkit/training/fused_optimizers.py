@@ -46,7 +46,7 @@ class _FusedAdamStep:
         beta_2 = tf.constant(self.beta_2, tf.float32)  # type: ignore[attr-defined]
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle,
-            m=self._momentums[index].handle,
+            m=self._momentums[index].handle,  # type: ignore[attr-defined]
             v=self._velocities[index].handle,  # type: ignore[attr-defined]
             beta1_power=tf.pow(beta_1, step),
             beta2_power=tf.pow(beta_2, step),

@@ -76,7 +76,7 @@ class LRFindResult:
     plot: Path
     curve_json: Path
     curve_csv: Path
-    features: dict[str, Any] | None = None  # tlkit.features.store.RunFeatures.summary()
+    features: dict[str, Any] | None = None  # tlkit.features.plan.RunFeatures.summary()
 
     @property
     def suggested_lr_text(self) -> str:

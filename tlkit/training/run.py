@@ -5,10 +5,11 @@ the specs, the classes, the decoded splits, the model and its parts, the
 cached features and the checkpointed state — and does the work in clear steps::
 
     prepare()   scan the data, open or create the run directory, decode the images once,
-                build the model, check a resumed run's data and weights
+                build the model, check a resumed run's data and weights (tlkit.training.prepare)
     features()  run the frozen base once per image (cached), when the head trains on features
     fit()       the head stage, then the optional fine-tuning stage (tlkit.training.stages.StageRunner)
     finish()    model.keras, metrics.json, plots, report — then the run is marked done
+                (tlkit.training.finish)
 
 Everything the user should see goes to a :class:`~tlkit.observer.TrainingObserver`.
 """
@@ -20,46 +21,32 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tlkit.config.options import TrainConfig, load_config_file, to_toml
 from tlkit.errors import TlkitError
-from tlkit.io.files import atomic_path
 from tlkit.io.rundir import RunDir
 from tlkit.observer import TrainingObserver
 from tlkit.registry.manager import get_registry
+from tlkit.training import prepare as prep
+from tlkit.training.finish import FinishInputs, TrainResult, finish_run
+from tlkit.training.stages import HEAD, RunState, StageInputs
+
+if TYPE_CHECKING:
+    from tlkit.data.decode import DecodedSplit
+    from tlkit.data.folders import DatasetScan
+    from tlkit.features.plan import FeaturePlan, RunFeatures
+    from tlkit.model.builder import ModelParts
+    from tlkit.training.distribute import Distribution
 
 FEATURE_BATCH = 32  # images per feature-engine call: near-best throughput, bounded activation memory
 
-
-@dataclass
-class TrainResult:
-    """What ``tlkit.train`` produced: where the run went and how it did."""
-
-    run_dir: Path
-    config: TrainConfig
-    classes: list[str]
-    history: dict[str, list[float]]
-    metrics: dict[str, Any]
-    model_path: Path
-    plots: list[Path] = field(default_factory=list)
-    report: Path | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run_dir": str(self.run_dir),
-            "model": str(self.model_path),
-            "plots": [str(p) for p in self.plots],
-            "report": str(self.report) if self.report else None,
-            "classes": list(self.classes),
-            "metrics": self.metrics,
-            "config": self.config.to_dict(),
-        }
+#: How the head trains: on the frozen base's cached features, or end to end on pixels every epoch.
+Route = Literal["features", "end-to-end"]
 
 
-def training_path(config: TrainConfig) -> tuple[str, str]:
+def training_path(config: TrainConfig) -> tuple[Route, str]:
     """``("features" | "end-to-end", why)``: how the head will be trained, in words for the user."""
     if not config.feature_cache:
         return "end-to-end", "--no-feature-cache: the base runs on every image every epoch"
@@ -78,14 +65,6 @@ def training_path(config: TrainConfig) -> tuple[str, str]:
             f"epoch e trains on view e mod {config.aug_views}"
         )
     return "features", "the base is frozen: its features are computed once per image and cached"
-
-
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 class TrainingRun:
@@ -113,20 +92,24 @@ class TrainingRun:
         #: False: prepare() makes no run directory (``tlkit lr-find`` needs only the model and features).
         self.writes_run_dir = True
         self._saved_state = saved_state
-        self.path, self.path_reason = training_path(config)
-        # Filled in by the steps:
-        self.scan: Any = None
+        route, route_reason = training_path(config)
+        #: How the head trains ("features" or "end-to-end"), and why, in words for the user.
+        self.route: Route = route
+        self.route_reason: str = route_reason
+        # Filled in by the steps (None until then):
+        self.scan: DatasetScan | None = None
         self.classes: list[str] = []
-        self.train_px: Any = None
-        self.val_px: Any = None
-        self.parts: Any = None
-        self.state: Any = None
+        self.train_px: DecodedSplit | None = None  # pixels None until decoded (not when all features are cached)
+        self.val_px: DecodedSplit | None = None
+        self.parts: ModelParts | None = None
+        self.state: RunState | None = None
         self.class_weight: dict[int, float] | None = None
-        self.plan: Any = None  # tlkit.features.store.FeaturePlan: what keys this run's cached features
-        self.run_features: Any = None  # tlkit.features.store.RunFeatures, on the features path
+        self.plan: FeaturePlan | None = None  # what keys this run's cached features
+        self.run_features: RunFeatures | None = None  # on the features route, once found or computed
         self.train_time = 0.0
-        self.distribution: Any = None  # tlkit.training.distribute.Distribution, made when the model is built
+        self.distribution: Distribution | None = None  # made when the model is built
         self._worker_dir: RunDir | None = None  # a non-chief worker's temporary run directory
+        self._mixing_shown = False  # the batch-mixing message is shown once per run, not once per stage
         #: Seconds per phase (and per epoch), written to metrics.json for benchmarks and curious users.
         self.timings: dict[str, Any] = {}
 
@@ -152,11 +135,13 @@ class TrainingRun:
     @property
     def global_batch(self) -> int:
         """Images per training step across all replicas (``--batch-size`` × replicas unless ``--global-batch``)."""
+        assert self.distribution is not None, "prepare() first"
         return self.distribution.global_batch(self.config.batch_size, self.config.per_replica_batch)
 
     @property
     def steps(self) -> int:
         """Batches per training epoch."""
+        assert self.train_px is not None, "prepare() first"
         return -(-len(self.train_px.labels) // self.global_batch)
 
     @property
@@ -166,11 +151,12 @@ class TrainingRun:
 
     def head_datasets(self, first_pass: int):
         """(train, val) datasets of the head stage: cached features, or pixels end to end."""
-        if not self.head_on_features:
+        features = self.run_features
+        if features is None:  # not self.head_on_features
             return self.pixel_datasets(first_pass)
-        from tlkit.features.store import make_feature_dataset
+        from tlkit.features.dataset import make_feature_dataset
 
-        config, features, batch = self.config, self.run_features, self.global_batch
+        config, batch = self.config, self.global_batch
         train = make_feature_dataset(
             features.train,
             batch_size=batch,
@@ -186,8 +172,9 @@ class TrainingRun:
 
     def pixel_datasets(self, first_pass: int):
         """(train, val) datasets of decoded pixels, for end-to-end training and fine-tuning."""
-        from tlkit.data.images import make_dataset
+        from tlkit.data.pipelines import make_dataset
 
+        assert self.train_px is not None and self.val_px is not None, "prepare() first"
         config, batch = self.config, self.global_batch
         train = make_dataset(
             self.train_px,
@@ -209,7 +196,7 @@ class TrainingRun:
             return {}
         from tlkit.data.mixing import batch_mixing_names, class_weight_vector
 
-        if not getattr(self, "_mixing_shown", False):  # once per run, not once per stage
+        if not self._mixing_shown:
             self._mixing_shown = True
             names = ", ".join(batch_mixing_names(self.config.augmentations))
             self.observer.message(
@@ -282,30 +269,25 @@ class TrainingRun:
     # -- step 1: prepare -----------------------------------------------------
     def prepare(self, workdir: str | Path) -> None:
         """Scan and decode the data, open the run directory, build the model and the state."""
-        from tlkit.data import images as datamod
+        from tlkit.data import decode as datamod
         from tlkit.data.labels_csv import csv_fingerprint, scan_for_config
         from tlkit.io.tfenv import import_tensorflow
 
-        config = self.config
+        config, observer = self.config, self.observer
         scan = scan_for_config(config)  # class folders, or the --labels CSV
-        if len(scan.classes) < 2:
-            raise TlkitError(
-                f"{scan.root}/train holds only one class ({scan.classes[0]}); a classifier needs 2 or more"
-            )
-        if _inside(Path(config.output), scan.root):
-            raise TlkitError(
-                f"--output {config.output} is inside the data folder {scan.root}; "
-                f"tlkit never writes into the data folder — choose another --output"
-            )
+        prep.check_scan(scan, config)
         self.scan, self.classes = scan, list(scan.classes)
-        self._report_scan()
-        self._preflight_pixels(workdir)
+        prep.report_scan(scan, observer)
+        prep.preflight_pixels(scan, config, workdir, resuming=self.resuming)
         import_tensorflow()
         # The model is built before the run directory exists: a weights file that cannot be read
         # or does not fit the base (and every other refusal) leaves nothing behind.
         with self.timed("build_model"):
             self._build_model()
-        self._preflight_disk()
+        assert self.parts is not None and self.plan is not None
+        prep.preflight_disk(
+            scan, config, self.parts, self.plan, on_features=self.route == "features", resuming=self.resuming
+        )
         if self.writes_run_dir:
             self._open_run_dir()
             self.observer.message(f"Run directory: {self.run_dir}" + (" (resuming)" if self.resuming else ""))
@@ -313,10 +295,13 @@ class TrainingRun:
         self.train_px, self.val_px = (
             datamod.DecodedSplit(None, split.labels, list(split.files), []) for split in (scan.train, scan.val)
         )
-        if self._needs_pixels():
+        if self._features_may_all_be_cached():
+            self._look_up_cached_features()
+        if self.run_features is None:  # the images are needed: decode them
             with self.timed("decode"):
                 self.train_px, self.val_px = (
-                    self._decode(name, split, workdir) for name, split in (("train", scan.train), ("val", scan.val))
+                    prep.decode(name, split, config, workdir, observer)
+                    for name, split in (("train", scan.train), ("val", scan.val))
                 )
         with self.timed("hash_images"):
             fingerprints = {
@@ -325,79 +310,28 @@ class TrainingRun:
             }
             if config.labels:  # the CSV decides labels and split: part of what identifies the data
                 fingerprints["labels"] = csv_fingerprint(config.labels)
-        self.state = self._initial_state(fingerprints)
-        self.class_weight = self._class_balance()
+        self.state = prep.initial_state(self._saved_state, fingerprints, self.plan.weights_fp, self.run_dir)
+        self.class_weight = prep.class_balance(self.classes, self.train_px, self.val_px, config, observer)
 
-    def _needs_pixels(self) -> bool:
-        """False only when the head trains on features that are all in the cache, and nothing
-        else (end-to-end training, fine-tuning) needs the images."""
-        from tlkit.features.store import lookup_features
-        from tlkit.training.stages import HEAD
-
+    def _features_may_all_be_cached(self) -> bool:
+        """True when only the head stage's cached features may be needed: nothing else (end-to-end
+        training, fine-tuning) needs the images, so the cache is worth looking in before decoding."""
         saved_stage = (self._saved_state or {}).get("stage", HEAD)
-        if self.path != "features" or saved_stage != HEAD or self.config.fine_tune_epochs:
-            return True
+        return self.route == "features" and saved_stage == HEAD and not self.config.fine_tune_epochs
+
+    def _look_up_cached_features(self) -> None:
+        """Set :attr:`run_features` when the train and val features are all in the cache."""
+        from tlkit.features.plan import lookup_features
+
+        train, val, plan = self.train_px, self.val_px, self.plan
+        assert train is not None and val is not None and plan is not None
         with self.timed("hash_images"):
             self.run_features = lookup_features(
-                self.plan,
-                {"train": (self.train_px.files, self.train_px.labels), "val": (self.val_px.files, self.val_px.labels)},
-            )
-        return self.run_features is None
-
-    def _report_scan(self) -> None:
-        scan = self.scan
-        skipped = []
-        if scan.skipped_hidden:
-            skipped.append(f"{scan.skipped_hidden} hidden")
-        if scan.skipped_other:
-            skipped.append(f"{scan.skipped_other} non-image")
-        self.observer.message(
-            f"Data: {len(scan.classes)} classes, {len(scan.train.files)} train / {len(scan.val.files)} val "
-            f"images (validation: {scan.val_source})" + (f"; skipped {' and '.join(skipped)} files" if skipped else "")
-        )
-
-    def _preflight_pixels(self, workdir: str | Path) -> None:
-        """Refuse, before anything is decoded, an image size whose pixels or activations cannot fit."""
-        from tlkit.config import preflight
-
-        preflight.check_pixels(
-            len(self.scan.train.files) + len(self.scan.val.files),
-            self.config.image_size,
-            self.config.batch_size,
-            workdir=workdir,
-        )
-        if not self.resuming:  # the least a run directory needs (the model's size is known only once built)
-            preflight.check_run_dir_space(self.config.output, params=0, trainable=0)
-
-    def _preflight_disk(self) -> None:
-        """Refuse, before the run directory is made, a run whose files or features cannot fit on disk."""
-        import keras
-
-        from tlkit.config import preflight
-        from tlkit.features.store import cache_root
-
-        if not self.resuming:
-            preflight.check_output(self.config.output)
-            model = self.parts.model
-            preflight.check_run_dir_space(
-                self.config.output,
-                params=model.count_params(),
-                trainable=sum(int(keras.ops.size(w)) for w in model.trainable_weights),
-            )
-        try:
-            feature_shape = tuple(int(d) for d in self.parts.cached_model.output.shape[1:])
-        except (AttributeError, TypeError, ValueError):  # no static output shape: nothing to estimate
-            feature_shape = ()
-        if self.path == "features" and feature_shape:
-            views = max(self.config.aug_views, 1)
-            preflight.check_feature_space(
-                cache_root(),
-                num_images=len(self.scan.train.files) * views + len(self.scan.val.files),
-                views=1,
-                feature_shape=feature_shape,
+                plan, {"train": (train.files, train.labels), "val": (val.files, val.labels)}
             )
 
     def _open_run_dir(self) -> None:
+        assert self.distribution is not None
         if not self.distribution.is_chief:
             self._open_worker_dir()
             return
@@ -442,35 +376,12 @@ class TrainingRun:
         worker_dir.write_classes(self.classes)
         self.run_dir, self._worker_dir = worker_dir, worker_dir
 
-    def _decode(self, name: str, split: Any, workdir: str | Path):
-        from tlkit.data import images as datamod
-
-        task = f"decoding {name} images"
-        self.observer.task_started(task, len(split.files))
-        try:
-            result = datamod.decode_split(
-                split,
-                self.config.image_size,
-                workdir,
-                name=name,
-                skip_bad_images=self.config.skip_bad_images,
-                progress=lambda n: self.observer.task_advanced(task, n),
-            )
-        finally:
-            self.observer.task_finished(task)
-        if result.bad:
-            self.observer.message(
-                f"skipped {len(result.bad)} unreadable {name} image(s) (--skip-bad-images), "
-                f"e.g. {result.bad[0][0]}: {result.bad[0][1]}",
-                level="warning",
-            )
-        return result
-
     def _build_model(self) -> None:
         import keras
 
         from tlkit.config.resolve import resolve_augmentations
-        from tlkit.features import store as features
+        from tlkit.features.fingerprint import weights_fingerprint
+        from tlkit.features.plan import FeaturePlan
         from tlkit.model import builder
         from tlkit.training.distribute import make_distribution, set_precision
 
@@ -519,7 +430,7 @@ class TrainingRun:
             f"Model: {self.base.name} (frozen, weights {shown_weights}, {config.image_size} px) + "
             f"{self.head.name} head: {model.count_params():,} parameters, {trainable:,} trainable"
         )
-        self.plan = features.FeaturePlan(
+        self.plan = FeaturePlan(
             self.parts,
             base_name=self.base.name,
             image_size=config.image_size,
@@ -527,61 +438,19 @@ class TrainingRun:
             views=config.aug_views,
             augmentations=list(config.augmentations),
             seed=config.seed,
-            weights_fp=features.weights_fingerprint(self.parts.backbone),
+            weights_fp=weights_fingerprint(self.parts.backbone),
             shard=self.distribution.shard,
             dtype=config.feature_dtype,
         )
 
-    def _initial_state(self, fingerprints: dict[str, str]):
-        """A fresh RunState, or the saved one after checking the data and base are unchanged."""
-        from tlkit.training.stages import RunState
-
-        if self._saved_state is None:
-            return RunState(data=fingerprints, base_weights=self.plan.weights_fp)
-        state = RunState.from_dict(self._saved_state)
-        changed = [name for name in fingerprints if state.data.get(name) != fingerprints[name]]
-        if changed:
-            shown = " and ".join("labels CSV" if name == "labels" else f"{name} images" for name in changed)
-            raise TlkitError(
-                f"--resume {self.run_dir}: the {shown} changed since the run started; "
-                f"resuming needs the same data — start a new run instead"
-            )
-        if state.base_weights and state.base_weights != self.plan.weights_fp:
-            raise TlkitError(
-                f"--resume {self.run_dir}: the base's weights differ from the run's (the weights file "
-                f"changed?); start a new run instead"
-            )
-        state.status = "running"
-        return state
-
-    def _class_balance(self) -> dict[int, float] | None:
-        """Show the class distribution, warn on strong imbalance, return Keras class weights."""
-        from tlkit.data import imbalance
-
-        classes = self.classes
-        train_counts = imbalance.class_counts(self.train_px.labels, len(classes))
-        val_counts = imbalance.class_counts(self.val_px.labels, len(classes))
-        shown = ", ".join(f"{name} {t}/{v}" for name, t, v in zip(classes, train_counts, val_counts))
-        self.observer.message(f"Classes (train/val images): {shown}")
-        ratio = imbalance.imbalance_ratio(train_counts)
-        weights = imbalance.class_weights(self.config.class_weight, self.train_px.labels, classes)
-        if ratio >= imbalance.IMBALANCE_WARNING_RATIO:
-            advice = "" if weights or self.config.multi_label else "; consider --class-weight balanced"
-            self.observer.message(
-                f"the training classes are imbalanced (largest/smallest = {ratio:.1f}×){advice}", level="warning"
-            )
-        if weights:
-            self.observer.message("Class weights: " + ", ".join(f"{classes[i]} {w:.2f}" for i, w in weights.items()))
-        return weights
-
     # -- step 2: features ----------------------------------------------------
     def features(self) -> None:
         """Compute (or reuse) the frozen base's features when the head stage can train on them."""
-        from tlkit.features import store as features
-        from tlkit.training.stages import HEAD
+        from tlkit.features.plan import run_features
 
-        self.observer.message(f"Training path: {self.path} — {self.path_reason}")
-        if self.path != "features" or self.state.stage != HEAD:
+        assert self.state is not None and self.plan is not None, "prepare() first"
+        self.observer.message(f"Training path: {self.route} — {self.route_reason}")
+        if self.route != "features" or self.state.stage != HEAD:
             return
         observer = self.observer
 
@@ -593,7 +462,7 @@ class TrainingRun:
         result = self.run_features  # already found in the cache by prepare()
         if result is None:
             try:
-                result = features.run_features(
+                result = run_features(
                     self.plan, {"train": self.train_px, "val": self.val_px}, batch_size=FEATURE_BATCH, progress=progress
                 )
             finally:
@@ -619,151 +488,54 @@ class TrainingRun:
         from tlkit.training.stages import StageRunner
 
         started = time.perf_counter()
-        self.state = StageRunner(self).run_stages()
+        self.state = StageRunner(self.stage_inputs()).run_stages()
         self.train_time = time.perf_counter() - started
+
+    def stage_inputs(self) -> StageInputs:
+        """What the stages need of this (prepared) run."""
+        assert self.parts is not None and self.distribution is not None, "prepare() first"
+        assert self.run_dir is not None and self.state is not None
+        return StageInputs(
+            config=self.config,
+            parts=self.parts,
+            distribution=self.distribution,
+            run_dir=self.run_dir,
+            observer=self.observer,
+            state=self.state,
+            num_classes=self.num_classes,
+            steps=self.steps,
+            head_on_features=self.head_on_features,
+            head_datasets=self.head_datasets,
+            pixel_datasets=self.pixel_datasets,
+            class_weight=self.fit_class_weight,
+            timings=self.timings,
+        )
 
     # -- step 4: finish ------------------------------------------------------
     def finish(self) -> TrainResult:
         """Write model.keras and metrics.json, mark the run done, draw the plots, write the report."""
-        from tlkit.evaluation.figures import plot_history
-        from tlkit.training.history import history_from_rows
-
-        run_dir, state = self.run_dir, self.state
-        with self.timed("save_model"):
-            with atomic_path(run_dir.model_path, suffix=".keras") as tmp:
-                _portable(self.parts.model).save(tmp)
-        history = history_from_rows(state.rows)
-        with self.timed("plots"):
-            plots = plot_history(
-                history,
-                run_dir.plots_dir,
+        assert self.run_dir is not None and self.parts is not None and self.state is not None, "fit() first"
+        assert self.train_px is not None and self.val_px is not None
+        return finish_run(
+            FinishInputs(
+                config=self.config,
+                run_dir=self.run_dir,
+                parts=self.parts,
+                state=self.state,
+                classes=self.classes,
+                train_px=self.train_px,
+                val_px=self.val_px,
+                run_features=self.run_features,
+                route=self.route,
+                route_reason=self.route_reason,
                 title=f"{self.base.name} + {self.head.name}",
-                stages=[row["stage"] for row in state.rows],
-                best_epoch=state.best_epoch,
+                train_time=self.train_time,
+                timings=self.timings,
+                observer=self.observer,
+                timed=self.timed,
+                batch_size=FEATURE_BATCH,
             )
-        metrics = self._metrics(history)
-        run_dir.write_metrics(metrics)
-        self._write_thresholds()
-        state.status = "done"  # only now: a run killed before this point can still be resumed
-        run_dir.write_state(state.as_dict())
-        report = self._write_report()
-        return TrainResult(
-            run_dir=run_dir.path,
-            config=self.config,
-            classes=list(self.classes),
-            history=history,
-            metrics=metrics,
-            model_path=run_dir.model_path,
-            plots=plots,
-            report=report,
         )
 
-    def _metrics(self, history: dict[str, list[float]]) -> dict[str, Any]:
-        config, state = self.config, self.state
 
-        def at_best(key: str):
-            values = history.get(key)
-            return values[state.best_epoch - 1] if values and state.best_epoch else None
-
-        return {
-            "monitor": config.monitor,
-            "best_epoch": state.best_epoch,
-            "best_stage": state.best_stage,
-            "best_value": state.best_value,
-            "best_val_accuracy": at_best("val_accuracy"),
-            "best_val_loss": at_best("val_loss"),
-            "best_val_f1": at_best("val_f1"),
-            "final": {key: values[-1] for key, values in history.items()},
-            "epochs_run": state.epoch,
-            "head_epochs": state.head_epochs,
-            "fine_tune_epochs": state.epoch - state.head_epochs,
-            "stopped_early": state.stopped_early,
-            "train_time_s": round(self.train_time, 2),
-            "num_classes": self.num_classes,
-            "num_train": int(len(self.train_px.labels)),
-            "num_val": int(len(self.val_px.labels)),
-            "skipped_bad_images": [str(p) for p, _ in self.train_px.bad + self.val_px.bad],
-            "saved_model": f"best epoch by {config.monitor} (epoch {state.best_epoch}, {state.best_stage} stage)",
-            "training_path": self.path,
-            "training_path_reason": self.path_reason,
-            "features": self.run_features.summary() if self.run_features is not None else None,
-            "timings": self.timings,  # seconds; the report's own time is not in it (it comes after)
-        }
-
-    def _validation_probabilities(self) -> dict[str, Any] | None:
-        """The trained model's probabilities on the validation images, by path, from the cached
-        features and the head alone (equal to the model's own up to the engine's ~1e-6) — so the
-        end-of-training evaluation decodes no image and runs no base."""
-        from tlkit.features.store import head_probabilities
-
-        if self.run_features is None:
-            return None
-        probabilities = head_probabilities(self.parts.head_tail, self.run_features.val)
-        return {str(path): row for path, row in zip(self.val_px.files, probabilities)}
-
-    def _write_thresholds(self) -> None:
-        """``--multi-label``: each label's decision threshold, into the run directory (tuned on the
-        validation images with ``--threshold tuned``)."""
-        if not self.config.multi_label:
-            return
-        from tlkit.evaluation.multilabel import thresholds_for_run
-
-        tuned = self.config.threshold == "tuned"
-        probs = None
-        if tuned:
-            import numpy as np
-
-            from tlkit.features.store import head_probabilities
-            from tlkit.inference.prediction import Predictor
-
-            if self.run_features is not None:
-                probs = head_probabilities(self.parts.head_tail, self.run_features.val)
-            else:
-                run, pixels = Predictor(self.parts.model), self.val_px.pixels
-                probs = np.concatenate(
-                    [run(pixels[i : i + FEATURE_BATCH]) for i in range(0, len(pixels), FEATURE_BATCH)]
-                )
-        values = thresholds_for_run(self.config.threshold, probs, self.val_px.labels, self.num_classes)
-        source = "tuned: each label's F1 maximised on the validation images" if tuned else "--threshold"
-        self.run_dir.write_thresholds(dict(zip(self.classes, values.tolist())), source)
-        if tuned:
-            shown = ", ".join(f"{name} {value:.2f}" for name, value in zip(self.classes, values))
-            self.observer.message(f"Thresholds (tuned on validation): {shown}")
-
-    def _write_report(self) -> Path | None:
-        """The HTML report; a problem there never fails a finished training."""
-        from tlkit.evaluation.report import write_report
-
-        try:
-            with self.timed("evaluate_and_report"):
-                return write_report(
-                    self.run_dir.path, model=self.parts.model, probabilities=self._validation_probabilities()
-                )
-        except Exception as exc:  # noqa: BLE001 - reported, training already succeeded
-            self.observer.message(
-                f"could not write the report ({type(exc).__name__}: {exc}); try: tlkit report {self.run_dir}",
-                level="warning",
-            )
-            return None
-
-
-def _portable(model):
-    """An uncompiled copy of ``model`` with the same weights: no optimizer (and no tlkit-only
-    schedule) inside ``model.keras``, so it loads cleanly with plain Keras."""
-    import keras
-
-    def without_compile(obj):
-        # A nested model that was trained alone (the head on cached features)
-        # carries its compile config; drop it everywhere.
-        if isinstance(obj, dict):
-            return {k: without_compile(v) for k, v in obj.items() if k != "compile_config"}
-        if isinstance(obj, list):
-            return [without_compile(v) for v in obj]
-        return obj
-
-    fresh = keras.Model.from_config(without_compile(model.get_config()))
-    fresh.set_weights(model.get_weights())
-    return fresh
-
-
-__all__ = ["FEATURE_BATCH", "TrainResult", "TrainingRun", "training_path"]
+__all__ = ["FEATURE_BATCH", "Route", "TrainResult", "TrainingRun", "training_path"]

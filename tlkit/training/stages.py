@@ -21,11 +21,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import TlkitError
+from tlkit.evaluation.history import is_improvement, monitor_mode
 from tlkit.training import checkpoints
-from tlkit.training.history import is_improvement, monitor_mode
 
 if TYPE_CHECKING:
-    from tlkit.training.run import TrainingRun
+    from tlkit.config.options import TrainConfig
+    from tlkit.io.rundir import RunDir
+    from tlkit.model.builder import ModelParts
+    from tlkit.observer import TrainingObserver
+    from tlkit.training.distribute import Distribution
 
 HEAD, FINE_TUNE = "head", "fine_tune"
 
@@ -121,15 +125,35 @@ class RunState:
         return cls(**known)
 
 
+@dataclass
+class StageInputs:
+    """What the stages work with: a prepared run's model, data, settings and run directory
+    (made by :meth:`tlkit.training.run.TrainingRun.stage_inputs`)."""
+
+    config: TrainConfig
+    parts: ModelParts
+    distribution: Distribution
+    run_dir: RunDir
+    observer: TrainingObserver
+    state: RunState
+    num_classes: int
+    steps: int  # batches per training epoch
+    head_on_features: bool  # the head stage trains the head alone on cached features
+    head_datasets: Callable[[int], tuple[Any, Any]]  # first_pass -> (train, val) of the head stage
+    pixel_datasets: Callable[[int], tuple[Any, Any]]  # first_pass -> (train, val) of decoded pixels
+    class_weight: dict[int, float] | None  # Keras's class_weight for fit (None when batches are mixed)
+    timings: dict[str, Any]  # the run's timings, to which each epoch's is added
+
+
 class StageRunner:
-    """Runs a :class:`~tlkit.training.run.TrainingRun`'s head stage and fine-tuning stage,
+    """Runs a prepared run's head stage and fine-tuning stage (given as :class:`StageInputs`),
     checkpointing after every epoch into its run directory."""
 
-    def __init__(self, run: TrainingRun) -> None:
-        self.run = run
-        self.config = run.config
-        self.state: RunState = run.state
-        self._restore_pending = run.state.epoch > 0  # a resumed run continues from its checkpoint
+    def __init__(self, inputs: StageInputs) -> None:
+        self.inputs = inputs
+        self.config = inputs.config
+        self.state: RunState = inputs.state
+        self._restore_pending = inputs.state.epoch > 0  # a resumed run continues from its checkpoint
         self._writer = checkpoints.BackgroundWriter()
 
     # -- the stages --------------------------------------------------------
@@ -141,9 +165,9 @@ class StageRunner:
             self._writer.close()  # every checkpoint on disk before the run goes on (or stops)
 
     def _run_stages(self) -> RunState:
-        config, state, parts = self.config, self.state, self.run.parts
+        config, state, parts = self.config, self.state, self.inputs.parts
         if state.stage == HEAD:
-            on_features = self.run.head_on_features
+            on_features = self.inputs.head_on_features
             stage = Stage(
                 HEAD,
                 parts.head_tail if on_features else parts.model,
@@ -151,8 +175,8 @@ class StageRunner:
                 config.epochs,
                 config.lr,
                 config.warmup_epochs,
-                self.run.head_datasets,
-                self.run.steps,
+                self.inputs.head_datasets,
+                self.inputs.steps,
                 full_weights=not on_features,
             )
             self._fit(stage)
@@ -167,7 +191,7 @@ class StageRunner:
 
             count = unfreeze(parts.backbone, config.unfreeze)
             if state.epoch == state.head_epochs:
-                self.run.observer.message(
+                self.inputs.observer.message(
                     f"Fine-tuning: {count} layers of the base unfrozen ({config.unfreeze}; BatchNorm stays "
                     f"frozen), learning rate {config.fine_tune_lr:g}"
                 )
@@ -179,8 +203,8 @@ class StageRunner:
                 end,
                 config.fine_tune_lr,
                 0,
-                self.run.pixel_datasets,
-                self.run.steps,
+                self.inputs.pixel_datasets,
+                self.inputs.steps,
                 full_weights=True,
             )
             self._fit(stage)
@@ -194,7 +218,7 @@ class StageRunner:
 
         if stage.start >= stage.end:
             return
-        with self.run.distribution.strategy.scope():
+        with self.inputs.distribution.strategy.scope():
             compile_for_stage(
                 stage.model,
                 self.config,
@@ -202,8 +226,8 @@ class StageRunner:
                 steps_per_epoch=stage.steps,
                 epochs=stage.end - (self.state.head_epochs if stage.name == FINE_TUNE else 0),
                 warmup_epochs=stage.warmup_epochs,
-                num_classes=self.run.num_classes,
-                soft_labels=bool(self.run.parts.mixers),  # mixup/cutmix: training metrics on argmax labels
+                num_classes=self.inputs.num_classes,
+                soft_labels=bool(self.inputs.parts.mixers),  # mixup/cutmix: training metrics on argmax labels
                 steps_per_execution=self._steps_per_call(stage),
             )
         if self._restore_pending:
@@ -212,41 +236,41 @@ class StageRunner:
         else:
             self.state.since_best = 0
         train, val = stage.datasets(stage.start)
-        prepare_for_fit(stage.model, self.run.distribution)
+        prepare_for_fit(stage.model, self.inputs.distribution)
         callbacks = [
             EpochEnd(lambda epoch, logs, seconds: self.end_epoch(stage, epoch, logs, seconds)),
-            ObserverCallback(self.run.observer, stage.name, stage.end),
+            ObserverCallback(self.inputs.observer, stage.name, stage.end),
             *self._keras_callbacks(),
         ]
-        observer = self.run.observer
+        observer = self.inputs.observer
         observer.stage_started(stage.name, stage.start + 1, stage.end, stage.steps)
         try:
-            with multi_worker_fit_fixes(self.run.distribution):
+            with multi_worker_fit_fixes(self.inputs.distribution):
                 stage.model.fit(
                     train,
                     validation_data=val,
                     epochs=stage.end,
                     initial_epoch=stage.start,
                     callbacks=callbacks,
-                    class_weight=self.run.fit_class_weight,
+                    class_weight=self.inputs.class_weight,
                     shuffle=False,
                     verbose=0,
                 )
         except KeyboardInterrupt as stop:
             self._writer.wait()  # the last finished epoch's checkpoint completes first
             self.state.status = "interrupted"
-            self.run.run_dir.write_state(self.state.as_dict())
+            self.inputs.run_dir.write_state(self.state.as_dict())
             raise TrainingInterrupted.after(
                 stop,
                 f"; the checkpoint after epoch {self.state.epoch} is saved — resume with: "
-                f"tlkit train --resume {self.run.run_dir}",
+                f"tlkit train --resume {self.inputs.run_dir}",
             ) from None
         finally:
             observer.stage_finished(stage.name)
 
     def _steps_per_call(self, stage: Stage) -> int:
         """Steps per compiled call: a whole epoch (up to 64 steps) for the head on cached features."""
-        if stage.full_weights or self.run.distribution.name != "default":
+        if stage.full_weights or self.inputs.distribution.name != "default":
             # Whole-model steps are long (per-step progress, prompt Ctrl-C); under a tf.distribute
             # strategy Keras's multi-step loop failed (multi-worker, TF 2.21), so one step per call.
             return 1
@@ -260,7 +284,7 @@ class StageRunner:
         config = self.config
         callbacks = []
         if importlib.util.find_spec("tensorboard") is not None:  # Keras's callback needs it to write logs/
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.run.run_dir.logs_dir), write_graph=False))
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(self.inputs.run_dir.logs_dir), write_graph=False))
         if config.reduce_lr_patience:
             callbacks.append(
                 keras.callbacks.ReduceLROnPlateau(
@@ -297,7 +321,7 @@ class StageRunner:
                 stage.model.stop_training = True
                 state.stopped_early.append(stage.name)
         self._checkpoint(stage, best=better)
-        self.run.timings.setdefault("epochs", []).append(
+        self.inputs.timings.setdefault("epochs", []).append(
             {
                 "epoch": epoch + 1,
                 "stage": stage.name,
@@ -313,7 +337,7 @@ class StageRunner:
         if stage is None:
             self._writer.wait()
             state.checkpoint = f"whole-{state.epoch:04d}"
-            model, optimizer = self.run.parts.model, None
+            model, optimizer = self.inputs.parts.model, None
         else:
             state.checkpoint = f"{stage.name}-{state.epoch:04d}"
             if best:
@@ -321,7 +345,7 @@ class StageRunner:
             model, optimizer = stage.model, checkpoints.snapshot(stage.model.optimizer.variables)
         weights = checkpoints.snapshot(model.weights)
         checkpoint = checkpoints.EpochCheckpoint(
-            run=self.run.run_dir,
+            run=self.inputs.run_dir,
             weights=weights,
             optimizer=optimizer,
             best=weights if best else None,
@@ -336,7 +360,7 @@ class StageRunner:
     # -- restoring -----------------------------------------------------------
     def _restore_last(self, stage: Stage) -> None:
         """Load the last checkpoint: the head's weights in the head stage, the whole model's after."""
-        path, optimizer, _ = checkpoints.checkpoint_files(self.run.run_dir, self.state.as_dict())
+        path, optimizer, _ = checkpoints.checkpoint_files(self.inputs.run_dir, self.state.as_dict())
         if path.is_file():
             checkpoints.load_weights(stage.model, path)
         checkpoints.restore_optimizer(stage.model, optimizer)
@@ -344,13 +368,13 @@ class StageRunner:
     def _restore_best(self) -> None:
         """Load the best weights so far (by ``--monitor``) into the model."""
         self._writer.wait()
-        _, _, path = checkpoints.checkpoint_files(self.run.run_dir, self.state.as_dict())
+        _, _, path = checkpoints.checkpoint_files(self.inputs.run_dir, self.state.as_dict())
         if not path.is_file():
             return
         if self.state.best_weights == "full":
-            checkpoints.load_weights(self.run.parts.model, path)
+            checkpoints.load_weights(self.inputs.parts.model, path)
         elif self.state.best_weights == "head":
-            checkpoints.load_weights(self.run.parts.head_tail, path)
+            checkpoints.load_weights(self.inputs.parts.head_tail, path)
 
     def _switch_best_to_full(self) -> None:
         """Before the base changes, store the best model so far as whole-model weights."""
@@ -359,5 +383,5 @@ class StageRunner:
             # A new generation: the committed state keeps naming the head's best file until the
             # stage-boundary checkpoint names this one.
             generation = f"whole-{self.state.epoch:04d}"
-            checkpoints.save_weights(self.run.parts.model, self.run.run_dir.checkpoint_file("best", generation))
+            checkpoints.save_weights(self.inputs.parts.model, self.inputs.run_dir.checkpoint_file("best", generation))
             self.state.best_weights, self.state.best_checkpoint = "full", generation

@@ -1,11 +1,9 @@
-"""Where a base's ImageNet weights are on this machine, and fetching them.
+"""Where a base's ImageNet weights are on this machine (fetching them: :mod:`tlkit.weights.build`).
 
 A base's ImageNet weights are *local* when ``spec.locate_weights()`` returns a
 path (bases whose plugin knows where its weights live), or else when
 ``spec.weights_file`` is in Keras's cache (``$KERAS_HOME/models``, default
-``~/.keras/models``).  Nothing here imports TensorFlow except :func:`fetch`,
-which builds the base once with ``weights="imagenet"`` so that Keras downloads
-the file into its cache.
+``~/.keras/models``).  Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -118,14 +116,14 @@ def resolve_bases(names: Iterable[str]) -> list[BaseSpec]:
     return specs
 
 
-def _download_size(spec: BaseSpec) -> int:
+def download_size(spec: BaseSpec) -> int:
     """An input size at which the base's ImageNet weights file is the one in ``weights_file``."""
     if spec.weights_sizes and spec.default_size not in spec.weights_sizes:
         return spec.weights_sizes[-1]
     return spec.default_size
 
 
-def _keras_download_dirs() -> list[Path]:
+def keras_download_dirs() -> list[Path]:
     """Where Keras may really have put a download (it reads KERAS_HOME once, at import)."""
     dirs = [keras_cache_dir()]
     try:
@@ -136,44 +134,3 @@ def _keras_download_dirs() -> list[Path]:
         pass
     dirs.append(Path("/tmp/.keras/models"))  # Keras's fallback when home is not writable
     return dirs
-
-
-def fetch(spec: BaseSpec) -> Path:
-    """Make ``spec``'s ImageNet weights local and return their path.
-
-    Already local: no network, no TensorFlow.  Otherwise the base is built
-    once with ``weights="imagenet"`` so Keras downloads the file into its cache
-    (with its own progress bar); offline this raises the builder's TlkitError,
-    which says how to proceed.
-    """
-    found = locate(spec)
-    if found is not None:
-        return found
-    if not spec.weights_file and spec.locate_weights is None:
-        raise TlkitError(
-            f"base {spec.name!r} (plugin {spec.plugin or '?'}) does not say which file holds "
-            f"its ImageNet weights (no weights_file or locate_weights in its BaseSpec), so tlkit "
-            f"cannot download or bundle them; ask the plugin's author to declare one"
-        )
-    from tlkit.io.tfenv import import_tensorflow
-
-    import_tensorflow()
-    import keras
-
-    from tlkit.model.builder import build_base
-
-    build_base(spec, _download_size(spec), "imagenet")
-    keras.backend.clear_session()
-    found = locate(spec)
-    if found is None and spec.weights_file and spec.locate_weights is None:
-        found = next(
-            (d / spec.weights_file for d in _keras_download_dirs() if (d / spec.weights_file).is_file()),
-            None,
-        )
-    if found is None:
-        raise TlkitError(
-            f"base {spec.name!r} was built with ImageNet weights, but its weight file "
-            f"{spec.weights_file or '(unnamed)'} is not in {keras_cache_dir()}; if KERAS_HOME was "
-            f"changed while tlkit ran, set it before starting tlkit"
-        )
-    return found

@@ -17,7 +17,7 @@ ESPRESSO, CUP = 967, 968
 def test_headless_architecture_and_param_count():
     model = mobilenet_v2.build_features((224, 224, 3), None)
     assert model.output.shape == (None, 7, 7, 1280)
-    assert model.count_params() == tlkit_torchvision.PARAMS == tlkit_torchvision.TV_MOBILENET_V2.params
+    assert model.count_params() == tlkit_torchvision.PARAMS == tlkit_torchvision.TV_MOBILENET_V2.param_count
     names = {layer.name for layer in model.layers}
     assert {"features_0_0", "features_3_conv_1_0", "features_3_add", "features_18_2"} <= names
     # Symmetric padding everywhere, no "same" padding, torch's BN epsilon.

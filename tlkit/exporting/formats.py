@@ -146,10 +146,10 @@ def _write_tflite(model: Any, path: Path, size: int, quantize: str, calibration:
 
 
 def _write_onnx(model: Any, path: Path, size: int, quantize: str, calibration: Any = None) -> None:
-    """tf2onnx with captured constants folded (:func:`tlkit.features.store.export_onnx`), checked, output renamed."""
+    """tf2onnx with captured constants folded (:func:`tlkit.features.onnx_export.export_onnx`), checked, output renamed."""
     import onnx
 
-    from tlkit.features.store import export_onnx
+    from tlkit.features.onnx_export import export_onnx
 
     plain = path if quantize == "none" else path.with_name(f".float-{path.name}")
     try:

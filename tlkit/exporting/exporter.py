@@ -5,7 +5,7 @@
 
 Every artefact takes what ``model.keras`` takes — raw 0–255 RGB pixels,
 float32, ``(batch, size, size, 3)`` — and returns class probabilities: the
-preprocessing stays inside (the conversion itself is :mod:`tlkit.export.formats`).
+preprocessing stays inside (the conversion itself is :mod:`tlkit.exporting.formats`).
 
 Before an export is kept, the artefact is run — through the same loader
 ``tlkit predict`` uses — on the run's validation images next to
@@ -18,7 +18,8 @@ a ``README.md`` model card) is :mod:`tlkit.inference.artifacts`'s, which also lo
 exported artefacts for ``tlkit predict`` and ``tlkit evaluate``
 (:func:`locate_artifact`, :func:`load_artifact`; importable from here too).
 This module orchestrates: it checks the choice of format, converts, measures
-parity, writes ``export.json`` and the model card, and publishes the folder.
+parity, writes ``export.json`` and the model card (:mod:`tlkit.exporting.card`), and publishes
+the folder.
 It is built in a hidden temporary folder next to its final place and renamed
 into place, and never replaces an earlier export (a ``-2``, ``-3``… suffix is
 added).
@@ -40,14 +41,13 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import TlkitError
-from tlkit.export.formats import TITLES, WRITERS, inference_model
+from tlkit.exporting.card import export_info, model_card, pct
+from tlkit.exporting.formats import TITLES, WRITERS, inference_model
 from tlkit.inference.artifacts import (
     ARTIFACTS,
     EXPORT_JSON,
     FORMATS,
-    INPUT_NAME,
     MODEL_CARD,
-    OUTPUT_NAME,
     Artifact,
     load_artifact,
     locate_artifact,
@@ -55,7 +55,6 @@ from tlkit.inference.artifacts import (
 )
 from tlkit.inference.prediction import Predictor, decode_stream, decoded_batches, load_keras_model
 from tlkit.io.files import publish_folder, write_json, write_text
-from tlkit.io.hashing import sha256_file
 from tlkit.io.rundir import RunDir
 from tlkit.suggest import closest
 
@@ -86,16 +85,6 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
 MIN_AGREEMENT: dict[str, float] = {"none": 0.995, "float16": 0.99, "dynamic": 0.97, "int8": 0.97}
 DEFAULT_CALIBRATION_IMAGES = 100
 _MAX_DISAGREEMENTS = 20
-
-_QUANT_TEXT = {
-    ("tflite", "none"): "float32",
-    ("tflite", "float16"): "float16 weights (computed in float32 on CPU)",
-    ("tflite", "dynamic"): "dynamic range: int8 weights, float activations",
-    ("tflite", "int8"): "full integer int8 (weights and activations), float32 input/output",
-    ("onnx", "none"): "float32",
-    ("onnx", "dynamic"): "ONNX Runtime dynamic quantization: uint8 weights, activations quantized per call",
-    ("savedmodel", "none"): "float32",
-}
 
 
 # --------------------------------------------------------------------------- result
@@ -147,14 +136,6 @@ def check_choice(fmt: str, quantize: str) -> tuple[str, str]:
 
 def _default_name(fmt: str, quantize: str) -> str:
     return fmt if quantize == "none" else f"{fmt}-{quantize}"
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 # --------------------------------------------------------------------------- export
@@ -219,7 +200,7 @@ def export(
     data_root, scan = _parity_data(run, config, classes, data)
 
     explicit = output is not None
-    if explicit:
+    if output is not None:
         target = Path(output).expanduser()
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise TlkitError(
@@ -229,7 +210,7 @@ def export(
     else:
         target = run.export_dir / _default_name(fmt, quantize)
     for folder in {data_root, Path(config.get("data") or data_root)}:
-        if _inside(target, folder):
+        if target.resolve().is_relative_to(folder.resolve()):
             raise TlkitError(
                 f"--output {target} is inside the data folder {folder}; tlkit never writes there: pick another --output"
             )
@@ -283,14 +264,14 @@ def export(
         if not parity["passed"] and not force:
             raise TlkitError(
                 f"parity check failed for {fmt} {quantize}: top-1 agreement with {RunDir.MODEL} "
-                f"{_pct(parity['top1_agreement'])} ({parity['agreeing']} of {parity['images']} validation images) "
-                f"is below the required {_pct(threshold)}; max |Δprob| {parity['max_abs_prob_diff']:.4f}, "
-                f"accuracy {_pct(parity['accuracy_original'])} → {_pct(parity['accuracy_exported'])}. "
+                f"{pct(parity['top1_agreement'])} ({parity['agreeing']} of {parity['images']} validation images) "
+                f"is below the required {pct(threshold)}; max |Δprob| {parity['max_abs_prob_diff']:.4f}, "
+                f"accuracy {pct(parity['accuracy_original'])} → {pct(parity['accuracy_exported'])}. "
                 f"Nothing was written; rerun with --force to keep it anyway"
                 + (", or try a milder --quantize" if quantize != "none" else "")
             )
 
-        info = _export_info(
+        info = export_info(
             run=run,
             config=config,
             classes=classes,
@@ -307,7 +288,7 @@ def export(
         )
         write_json(tmp / RunDir.CLASSES, list(classes))
         write_json(tmp / EXPORT_JSON, info)
-        write_text(tmp / MODEL_CARD, _model_card(info, classes))
+        write_text(tmp / MODEL_CARD, model_card(info, classes))
         final = publish_folder(
             tmp,
             target,
@@ -323,10 +304,6 @@ def export(
                 target.parent.rmdir()  # only succeeds when empty: a failed first export leaves nothing
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f} %"
-
-
 def _image_size(model: Any, path: Path) -> int:
     shape = getattr(model, "input_shape", None)
     if not shape or isinstance(shape, list) or len(shape) != 4 or not shape[1] or shape[1] != shape[2] or shape[3] != 3:
@@ -339,7 +316,7 @@ def _image_size(model: Any, path: Path) -> int:
 
 def _parity_data(run: RunDir, config: dict[str, Any], classes: list[str], data: str | Path | None):
     """``(data root, scan)`` — the images parity and calibration use, labels as the model's output indices."""
-    from tlkit.data import images as datamod
+    from tlkit.data import folders as datamod
 
     if data is None:
         if not config.get("data"):
@@ -416,7 +393,10 @@ def _measure_parity(
 ) -> dict[str, Any]:
     """Run ``model`` and ``exported`` on the same decoded images (as predict decodes them) and compare."""
     original, other = Predictor(model), Predictor(exported)
-    want_parts, got_parts, kept, unreadable = [], [], [], []
+    want_parts: list[np.ndarray] = []
+    got_parts: list[np.ndarray] = []
+    kept: list[int] = []
+    unreadable: list[dict[str, str]] = []
     for indices, pixels in decoded_batches(files, size, batch_size, skipped=unreadable):
         want_parts.append(original(pixels))
         got_parts.append(other(pixels))
@@ -456,178 +436,3 @@ def _measure_parity(
         "skipped_unreadable": int(skipped),
         "disagreements": disagreements,
     }
-
-
-# --------------------------------------------------------------------------- export.json and the model card
-
-
-def _version(name: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
-
-
-def _export_info(
-    *,
-    run: RunDir,
-    config: dict[str, Any],
-    classes: list[str],
-    fmt: str,
-    quantize: str,
-    size: int,
-    artifact: Path,
-    engine: Any,
-    parity: dict[str, Any],
-    calibration: dict[str, Any] | None,
-    stripped: list[str],
-    model_path: Path,
-    seconds: float,
-) -> dict[str, Any]:
-    from tlkit.version import __version__
-
-    versions = {"tlkit": __version__, "tensorflow": _version("tensorflow"), "keras": _version("keras")}
-    if fmt == "onnx":
-        versions.update(onnx=_version("onnx"), tf2onnx=_version("tf2onnx"), onnxruntime=_version("onnxruntime"))
-    if fmt == "tflite" and engine.engine == "ai_edge_litert":
-        versions["ai-edge-litert"] = _version("ai-edge-litert")
-    metrics = run.read_metrics()
-    return {
-        "format": fmt,
-        "quantization": quantize,
-        "quantization_detail": _QUANT_TEXT[(fmt, quantize)],
-        "artifact": ARTIFACTS[fmt],
-        "artifact_bytes": _size(artifact),
-        "classes_file": RunDir.CLASSES,
-        "num_classes": len(classes),
-        "input": {
-            "name": INPUT_NAME,
-            "shape": [None, size, size, 3],
-            "dtype": "float32",
-            "layout": "NHWC",
-            "channels": "RGB",
-            "range": [0, 255],
-            "resize": f"bilinear to {size}x{size}, squashed (no crop), as tlkit.data.images.load_image",
-            "preprocessing": "inside the model: feed raw pixels",
-        },
-        "output": {
-            "name": OUTPUT_NAME,
-            "shape": [None, len(classes)],
-            "dtype": "float32",
-            "meaning": f"class probabilities (softmax); index i is the i-th name in {RunDir.CLASSES}",
-        },
-        "runtime": engine.engine,
-        "parity": parity,
-        "calibration": calibration,
-        "stripped_layers": stripped,
-        "source": {
-            "run_dir": str(run.path.resolve()),
-            "model": str(model_path.resolve()),
-            "model_sha256": sha256_file(model_path),
-            "base": config.get("base"),
-            "head": config.get("head"),
-            "image_size": size,
-            "best_val_accuracy": metrics.get("best_val_accuracy"),
-            "config": {
-                k: config[k]
-                for k in ("data", "val_split", "seed", "base", "head", "image_size", "augmentations")
-                if k in config
-            },
-        },
-        "versions": versions,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "seconds": round(seconds, 2),
-    }
-
-
-_LOADING = {
-    "tflite": """\
-from ai_edge_litert.interpreter import Interpreter   # or: Interpreter = tensorflow.lite.Interpreter
-interpreter = Interpreter(model_path="model.tflite"); interpreter.allocate_tensors()
-inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-interpreter.set_tensor(inp["index"], x); interpreter.invoke()
-probs = interpreter.get_tensor(out["index"])[0]""",
-    "onnx": """\
-import onnxruntime as ort
-session = ort.InferenceSession("model.onnx")
-probs = session.run(None, {"image": x})[0][0]""",
-    "savedmodel": """\
-import tensorflow as tf
-model = tf.saved_model.load("saved_model")
-probs = model.signatures["serving_default"](image=tf.constant(x))["probabilities"].numpy()[0]""",
-}
-
-
-def _model_card(info: dict[str, Any], classes: list[str]) -> str:
-    """The export folder's README.md: what it is, what goes in and out, how good it is, how to load it."""
-    fmt, size, parity, source = info["format"], info["input"]["shape"][1], info["parity"], info["source"]
-    shown = ", ".join(f"`{c}`" for c in classes[:30]) + (f" … ({len(classes)} in all)" if len(classes) > 30 else "")
-    calibration = info.get("calibration")
-    run_acc = source.get("best_val_accuracy")
-    lines = [
-        f"# {Path(source['run_dir']).name} — {TITLES[fmt]}, {info['quantization']}",
-        "",
-        f"Exported by tlkit {info['versions']['tlkit']} on {info['created']} from the run `{source['run_dir']}` "
-        f"(base `{source.get('base')}`, head `{source.get('head')}`).",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| artefact | `{info['artifact']}` ({info['artifact_bytes'] / 1e6:.1f} MB), {TITLES[fmt]} |",
-        f"| quantization | {info['quantization']}: {info['quantization_detail']}"
-        + (f"; calibrated on {calibration['images']} training images" if calibration else "")
-        + " |",
-        f"| input | `{INPUT_NAME}`: float32 `(batch, {size}, {size}, 3)`, RGB, **raw 0–255 pixels** (resize "
-        f"bilinearly to {size}×{size}, no crop); the preprocessing is inside the model |",
-        f"| output | `{OUTPUT_NAME}`: float32 `(batch, {len(classes)})`, softmax; index = position in "
-        f"`{RunDir.CLASSES}` |",
-        f"| classes | {shown} |",
-        f"| augmentation left out | {', '.join(f'`{n}`' for n in info['stripped_layers']) or '—'} "
-        f"(no-ops at inference) |",
-        "",
-        f"## Parity with `{RunDir.MODEL}`",
-        "",
-        f"Measured at export time on {parity['images']} {parity['data']}, with the same decoding as `tlkit predict`:",
-        "",
-        "| | value |",
-        "|---|---|",
-        f"| top-1 agreement | {_pct(parity['top1_agreement'])} ({parity['agreeing']} of {parity['images']}; "
-        f"required ≥ {_pct(parity['min_agreement'])}) |",
-        f"| max / mean \\|Δprob\\| | {parity['max_abs_prob_diff']:.4g} / {parity['mean_abs_prob_diff']:.3g} |",
-        f"| accuracy, `{RunDir.MODEL}` | {_pct(parity['accuracy_original'])} |",
-        f"| accuracy, this export | {_pct(parity['accuracy_exported'])} |",
-    ]
-    if run_acc is not None:
-        lines.append(f"| best validation accuracy during training | {_pct(float(run_acc))} |")
-    if parity.get("forced"):
-        lines += ["", "**Warning:** this export did *not* reach the required agreement and was kept with `--force`."]
-    lines += [
-        "",
-        "## Use it",
-        "",
-        "In Python, from inside this folder (nothing from tlkit needed):",
-        "",
-        "```python",
-        "import json, numpy as np",
-        "from PIL import Image",
-        f'classes = json.load(open("{RunDir.CLASSES}"))',
-        f'x = np.asarray(Image.open("photo.jpg").convert("RGB").resize(({size}, {size}), Image.BILINEAR), '
-        f"dtype=np.float32)[None]",
-        _LOADING[fmt],
-        "print(classes[int(probs.argmax())], float(probs.max()))",
-        "```",
-        "",
-        "or with tlkit, passing this folder: `tlkit predict EXPORT_DIR photos/`, "
-        "`tlkit evaluate EXPORT_DIR [--data DIR]`.",
-        "",
-        f"`{EXPORT_JSON}` holds all of the above (and the versions of the tools that made it) for scripts.",
-        "",
-    ]
-    return "\n".join(lines)

@@ -1,1 +1,0 @@
-"""Export: SavedModel / TFLite / ONNX conversion, parity checks, published export folders."""

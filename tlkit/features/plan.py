@@ -1,0 +1,221 @@
+"""A training run's features: what keys them (:class:`FeaturePlan`), and getting them from the store.
+
+:func:`lookup_features` finds a run's features from the images' content hashes alone (no
+decoding, no engine); :func:`run_features` gets them for decoded splits, computing each miss
+once (split over the workers of a multi-worker run, :mod:`tlkit.features.shards`).  The cache
+itself is :class:`~tlkit.features.store.FeatureStore`'s.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlkit.features import engines, shards
+from tlkit.features.fingerprint import entry_key, files_fingerprint, layers_fingerprint
+from tlkit.features.store import FeatureSet, FeatureStore
+from tlkit.version import __version__
+
+
+@dataclass
+class RunFeatures:
+    """The cached features a training run uses, and how they were obtained."""
+
+    train: FeatureSet
+    val: FeatureSet
+    engine: str  # engine name, or "cache" when both splits were cache hits
+    engine_reason: str
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"engine": self.engine, "engine_reason": self.engine_reason}
+        for name, fs in (("train", self.train), ("val", self.val)):
+            images = len(fs.labels) * fs.views
+            out[name] = {
+                "cache": "hit" if fs.hit else "computed",
+                "views": fs.views,
+                "entry": str(fs.path),
+                "seconds": round(fs.seconds, 2),
+                "images_per_s": round(images / fs.seconds, 1) if fs.seconds else None,
+            }
+        return out
+
+
+@dataclass
+class FeaturePlan:
+    """What keys a run's cached features: everything but the images, plus how to compute misses."""
+
+    parts: Any
+    base_name: str
+    image_size: int
+    engine_choice: str
+    views: int  # augmented views of the train split (0: one clean view)
+    augmentations: list[str]
+    seed: int
+    weights_fp: str
+    shard: tuple[int, int] = (0, 1)  # (this worker, workers): a multi-worker run splits the pass
+    dtype: str = "float32"  # how the entries store the features (float16: half the disk and RAM)
+    store: FeatureStore = field(default_factory=FeatureStore)  # where the features are cached
+    _hashes: dict[tuple[str, ...], str] = field(default_factory=dict, repr=False)
+
+    def files_fp(self, files: Sequence[str | Path]) -> str:
+        """:func:`files_fingerprint` of ``files``, computed once per list of files (hashing reads every image)."""
+        key = tuple(str(f) for f in files)
+        if key not in self._hashes:
+            self._hashes[key] = files_fingerprint(files)
+        return self._hashes[key]
+
+    def _common(self) -> dict[str, Any]:
+        common = {
+            "tlkit": __version__,
+            "base": self.base_name,
+            "image_size": self.image_size,
+            "weights": self.weights_fp,
+            "preprocess": layers_fingerprint(self.parts.preprocess_layers),
+        }
+        # Keys of float32 map entries stay as they were before these options existed.
+        if self.parts.pooling:  # the pooled vector, not the map
+            common["pooling"] = self.parts.pooling
+        if self.dtype != "float32":
+            common["dtype"] = self.dtype
+        return common
+
+    def split_plan(self, name: str, files: Sequence[str | Path]) -> dict[str, Any]:
+        """The key material of split ``name`` (its images' content hashes included)."""
+        augmented = name == "train" and self.views > 0
+        return dict(
+            self._common(),
+            split=name,
+            files=self.files_fp(files),
+            views=self.views if augmented else 1,
+            augmentations=self.augmentations if augmented else [],
+            seed=self.seed if augmented else None,
+        )
+
+    def expected_engine(self) -> str:
+        """The engine a miss would use (part of the key: engines differ by ~1e-6)."""
+        return engines.expected_engine(self.engine_choice)
+
+    @property
+    def onnx_path(self) -> Path:
+        """Where the store keeps this base exported to ONNX (the same file for every split and run)."""
+        preprocess = self._common()["preprocess"]
+        pooled = f"-{self.parts.pooling}pool" if self.parts.pooling else ""
+        return self.store.model_path(
+            f"{self.base_name}-{self.image_size}-{self.weights_fp[:16]}-{preprocess[:8]}{pooled}.onnx"
+        )
+
+    def cached(
+        self, name: str, files: Sequence[str | Path], engine: str, *, derive: bool = True
+    ) -> tuple[str, dict[str, Any], np.ndarray | None]:
+        """``(key, split plan, features or None)`` of split ``name`` computed with ``engine``, from the store.
+
+        With ``derive``, a pooling head's missing entry is made from the cached feature *map* of
+        the same images when there is one (pooling the map is what the head's own pooling layer
+        does), so a linear probe after a ``dense256`` run on the same images runs no base at all.
+        """
+        split_plan = self.split_plan(name, files)
+        key = entry_key({**split_plan, "engine": engine})
+        map_key = None
+        if derive and self.parts.pooling:
+            map_key = entry_key({**{k: v for k, v in split_plan.items() if k != "pooling"}, "engine": engine})
+        describe = {"engine": engine, "split": name, "base": self.base_name, "image_size": self.image_size}
+        found = self.store.lookup(key, pooled_from=map_key, pooling=self.parts.pooling, describe=describe)
+        return key, split_plan, found
+
+
+def lookup_features(plan: FeaturePlan, splits: dict[str, tuple[Sequence[Path], np.ndarray]]) -> RunFeatures | None:
+    """The run's features when every split is in the cache (``splits``: name → (files, labels)); else None.
+
+    Needs only the files' content hashes — no decoding, no engine — so a second
+    run on the same images skips both.
+    """
+    sets = {}
+    for name, (files, labels) in splits.items():
+        key, _, cached = plan.cached(name, files, plan.expected_engine())
+        if cached is None or cached.shape[1] != len(labels):
+            return None
+        sets[name] = FeatureSet(cached, labels, key, plan.store.entry_path(key), hit=True, seconds=0.0)
+    return RunFeatures(sets["train"], sets["val"], "cache", "all features were in the cache")
+
+
+def _augment_with(augmenter: Any) -> Callable[[np.ndarray, int], np.ndarray]:
+    """An ``augment(batch, view)`` callback running the model's augmentation layers in training mode."""
+
+    def augment(batch: np.ndarray, view: int) -> np.ndarray:
+        return np.asarray(augmenter(batch, training=True))
+
+    return augment
+
+
+def run_features(
+    plan: FeaturePlan,
+    splits: dict[str, Any],
+    *,
+    batch_size: int,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> RunFeatures:
+    """Features of the decoded ``splits`` (``{"train": DecodedSplit, "val": DecodedSplit}``), from the
+    cache or computed (and cached) on a miss.
+
+    ``plan.views`` ≥ 1 caches that many augmented views of the train split
+    (through ``plan.parts.augmenter``); 0 caches one clean view.
+    ``progress(label, total)`` returns a callback advanced by images done.  ``batch_size`` is
+    the images per engine call unless the engine has its own (ONNX Runtime on CPU: 8).
+    """
+    parts, store = plan.parts, plan.store
+    engine, reason, engine_name = None, "", "cache"
+    sets = {}
+    for name, decoded in splits.items():
+        # The engine is part of the key, so it is chosen before the lookup; exporting to
+        # ONNX (and checking it on two real images) happens only on a miss.
+        engine_key = engine.name if engine is not None else plan.expected_engine()
+        key, split_plan, cached = plan.cached(name, decoded.files, engine_key, derive=engine is None)
+        if cached is not None:
+            sets[name] = FeatureSet(cached, decoded.labels, key, store.entry_path(key), True, 0.0)
+            continue
+        if engine is None:
+            sample = np.asarray(decoded.pixels[:2], dtype=np.float32)
+            engine, reason = engines.make_engine(parts.cached_model, plan.engine_choice, plan.onnx_path, sample)
+            engine_name = engine.name
+            if engine.name != engine_key:  # fell back to TensorFlow: key by what really ran
+                key = entry_key({**split_plan, "engine": engine.name})
+        augment = _augment_with(parts.augmenter) if split_plan["augmentations"] else None
+        index, workers = plan.shard
+        share = len(range(index, len(decoded.labels), workers))  # this worker's images
+        callback = progress(f"{name} features", share * split_plan["views"]) if progress else None
+        common = dict(
+            key=key,
+            pixels=decoded.pixels,
+            feature_shape=tuple(parts.cached_model.output.shape[1:]),
+            engine=engine,
+            batch_size=getattr(engine, "batch_size", None) or batch_size,
+            views=split_plan["views"],
+            augment=augment,
+            progress=callback,
+        )
+        describe = {"base": plan.base_name, "image_size": plan.image_size, "split": name}
+        if workers > 1:
+            sets[name] = _computed_by_workers(plan, common, decoded.labels, describe)
+        else:
+            sets[name] = store.load_or_compute(labels=decoded.labels, describe=describe, dtype=plan.dtype, **common)
+    return RunFeatures(sets["train"], sets["val"], engine_name, reason or "all features were in the cache")
+
+
+def _computed_by_workers(
+    plan: FeaturePlan, common: dict[str, Any], labels: np.ndarray, describe: dict[str, Any]
+) -> FeatureSet:
+    """This worker's part of the split's features, then the whole (see :mod:`tlkit.features.shards`)."""
+    index, workers = plan.shard
+    started = time.perf_counter()
+    shards.compute_part(index=index, count=workers, describe=describe, dtype=plan.dtype, store=plan.store, **common)
+    whole = shards.assemble(key=common["key"], count=workers, total=len(labels), describe=describe, store=plan.store)
+    path = plan.store.entry_path(common["key"])
+    return FeatureSet(whole, labels, common["key"], path, hit=False, seconds=time.perf_counter() - started)
+
+
+__all__ = ["FeaturePlan", "RunFeatures", "lookup_features", "run_features"]
