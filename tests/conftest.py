@@ -1,19 +1,16 @@
-"""Shared fixtures: tiny generated image folders and throw-away plugin distributions."""
+"""Shared fixtures and the test environment (helpers: tests/support.py)."""
 
 from __future__ import annotations
 
 import atexit
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.support import CLASS_COLORS
 from tlkit.testing import write_images
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,13 +35,6 @@ def _isolated_feature_cache(tmp_path_factory):
     yield
 
 
-BIN = Path(sys.executable).parent
-TLKIT = str(BIN / "tlkit")
-
-
-CLASS_COLORS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fox": (40, 40, 200)}
-
-
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     """data/{train,val}/{cat,dog,fox}/*.png — 8 train and 3 val images per class."""
@@ -55,57 +45,30 @@ def tiny_data(tmp_path: Path) -> Path:
     return root
 
 
-def snapshot(folder: Path) -> dict[str, float]:
-    """Every file under ``folder`` with its mtime: to prove nothing was written there."""
-    return {str(p.relative_to(folder)): p.stat().st_mtime for p in sorted(folder.rglob("*"))}
+@pytest.fixture(scope="session")
+def calibrated_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(data folder, run directory) of one real ``tlkit.train`` run, shared by every test that only reads it.
 
-
-def make_plugin_dist(
-    root: Path, dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str]
-) -> Path:
-    """An installed-looking plugin distribution under ``root`` (put ``root`` on sys.path/PYTHONPATH)."""
-    root.mkdir(parents=True, exist_ok=True)
-    for name, source in modules.items():
-        (root / f"{name}.py").write_text(textwrap.dedent(source))
-    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    lines = ["[tlkit]"] + [f"{name} = {target}" for name, target in entry_points.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    return root
-
-
-def invoke_tlkit(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``tlkit ARGS`` in this process with Typer's CliRunner (no interpreter or TensorFlow
-    start-up), as a CompletedProcess like :func:`run_tlkit`'s.
-
-    Use it wherever a real process is not the point (signals, determinism across processes and
-    "does not import TensorFlow" checks need :func:`run_tlkit`).  Output is 200 columns wide
-    whatever the caller's terminal.
+    MobileNetV2 at 32 px with random weights whose BatchNorm statistics are calibrated on the
+    training images (so predictions differ per image), one epoch, the default head, a flip
+    augmentation; classes cat/dog/fox, 8 train and 6 val images each.  Tests must not write into it.
     """
-    from typer.testing import CliRunner
+    import tlkit
+    from tlkit.testing import calibrated_mobilenet_v2_weights, make_image_folder
 
-    from tlkit.cli import app
-
-    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", **(env or {})})
-    return subprocess.CompletedProcess([TLKIT, *map(str, args)], result.exit_code, result.stdout, result.stderr)
-
-
-def default_signals() -> None:
-    """``preexec_fn`` for a tlkit child that must react to SIGINT/SIGTERM.
-
-    A background job of a non-interactive shell inherits SIGINT as *ignored*, and Python
-    then installs no KeyboardInterrupt handler; the child gets the default back, so signal
-    tests pass from a terminal, a background job, nohup and CI alike.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def run_tlkit(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600
-) -> subprocess.CompletedProcess:
-    """Run the installed ``tlkit`` console script."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run([TLKIT, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
+    root = tmp_path_factory.mktemp("calibrated-run")
+    data = make_image_folder(root / "data", classes=tuple(CLASS_COLORS), per_class=8, val_per_class=6, size=40)
+    weights = calibrated_mobilenet_v2_weights(data / "train", 32, root / "mobilenet_v2_32.weights.h5")
+    result = tlkit.train(
+        data=str(data),
+        base="mobilenet_v2",
+        weights=str(weights),
+        image_size=32,
+        epochs=1,
+        batch_size=4,
+        augmentations=["flip_horizontal"],
+        engine="tensorflow",  # for a few images, cheaper than converting the base for ONNX Runtime
+        verbose=False,
+        output=str(root / "runs"),
+    )
+    return data, Path(result.run_dir)

@@ -1,10 +1,11 @@
-"""The architecture stays as docs/design.md says: one owner of the run directory's layout,
-every module on the map, imports running one way."""
+"""The architecture stays as docs/design.md says: packages by stage, imports running down the layer
+order written there (lazy imports included), no import cycle, one owner of the run directory's layout."""
 
 from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ from tlkit.io.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tlkit"
+DESIGN = ROOT / "docs" / "design.md"
+MAX_TOP_LEVEL_MODULES = 12
+MAX_MODULE_LINES = 600
 
 FILE_NAMES = (
     RunDir.CONFIG,
@@ -33,6 +37,17 @@ FOLDER_NAMES = (RunDir.PLOTS, RunDir.EVALUATION, RunDir.CHECKPOINTS, RunDir.LOGS
 
 def _modules() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _dotted(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_dotted(p): p for p in _modules()}
+
+
+# --------------------------------------------------------------------------- the run directory's layout
 
 
 def _docstring_nodes(tree: ast.AST) -> set[int]:
@@ -57,66 +72,189 @@ def _run_dir_literals(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             if any(name in node.value for name in FILE_NAMES):
-                hits.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value[:60]!r}")
+                hits.append(f"{path.name}:{node.lineno}: {node.value[:60]!r}")
         if (
             isinstance(node, ast.BinOp)
             and isinstance(node.op, ast.Div)
             and isinstance(node.right, ast.Constant)
             and node.right.value in FOLDER_NAMES
         ):
-            hits.append(f"{path.relative_to(ROOT)}:{node.lineno}: / {node.right.value!r}")
+            hits.append(f"{path.name}:{node.lineno}: / {node.right.value!r}")
     return hits
 
 
 def test_only_rundir_spells_the_run_directory_layout():
-    hits = [hit for path in _modules() if path.name != "rundir.py" for hit in _run_dir_literals(path)]
+    owner = PACKAGE / "io" / "rundir.py"
+    hits = [hit for path in _modules() if path != owner for hit in _run_dir_literals(path)]
     assert hits == [], "use RunDir's paths and names instead:\n" + "\n".join(hits)
 
 
 def test_the_literal_check_catches_a_spelled_name(tmp_path):
-    sample = PACKAGE / "_sample_for_test.py"
+    # Written outside the package: a sample inside it would race with the other xdist worker's scan.
+    sample = tmp_path / "sample.py"
     sample.write_text('"""metrics.json in a docstring is fine."""\nP = run / "plots"\nQ = f"{run}/model.keras"\n')
-    try:
-        assert len(_run_dir_literals(sample)) == 2
-    finally:
-        sample.unlink()
+    assert len(_run_dir_literals(sample)) == 2
 
 
-def _module_name(path: Path) -> str:
-    return path.relative_to(ROOT).as_posix()
+# --------------------------------------------------------------------------- imports: layers and cycles
 
 
-def test_every_module_is_on_the_design_map():
-    design = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
-    listed = set(re.findall(r"`(tlkit/[\w/]+\.py)`", design))
-    missing = [_module_name(p) for p in _modules() if _module_name(p) not in listed]
-    assert missing == [], f"add these modules to the module map in docs/design.md: {missing}"
-    gone = sorted(m for m in listed if not (ROOT / m).is_file())
-    assert gone == [], f"docs/design.md lists modules that no longer exist: {gone}"
-
-
-def _tlkit_imports(path: Path) -> set[str]:
+def _imports(path: Path) -> set[str]:
+    """The tlkit modules ``path`` imports, at the top or inside functions (lazy imports count)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    names = set()
+    found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tlkit"):
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and node.module.split(".")[0] == "tlkit"
+        ):
+            for alias in node.names:  # `from tlkit.data import folders` imports the module tlkit.data.folders
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in MODULES else node.module)
         elif isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names if alias.name.startswith("tlkit"))
-    return names
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "tlkit")
+    return {name for name in found if name in MODULES and name != _dotted(path)}
 
 
-# `python -m tlkit` (__main__.py) is an entry point like the console script: it may.
-@pytest.mark.parametrize(
-    "path",
-    [p for p in _modules() if "cli" not in p.relative_to(PACKAGE).parts and p.name != "__main__.py"],
-    ids=lambda p: _module_name(p),
-)
-def test_the_library_never_imports_the_cli(path):
-    assert not [name for name in _tlkit_imports(path) if name.startswith("tlkit.cli")]
+GRAPH = {name: _imports(path) for name, path in MODULES.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles_counting_lazy_imports():
+    cycles = _cycles(GRAPH)
+    assert cycles == [], f"break these import cycles (lazy imports count): {cycles}"
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _layers() -> list[list[str]]:
+    """The layer order of docs/design.md (the fenced block after '## Layers'), lowest first."""
+    text = DESIGN.read_text(encoding="utf-8")
+    block = re.search(r"^## Layers\b.*?^```\w*\n(.*?)^```", text, re.S | re.M)
+    assert block, "docs/design.md needs a '## Layers' section with the layer order in a fenced block"
+    rows = []
+    for line in block.group(1).splitlines():
+        names = line.split("#")[0].split()
+        if names:
+            rows.append(["tlkit" if n == "tlkit" else f"tlkit.{n.strip(',')}" for n in names])
+    return rows[::-1]  # written highest first, as a reader scans a stack
+
+
+LAYERS = _layers()
+
+
+def _layer_of(module: str) -> int:
+    best, rank = -1, -1
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            matches = module == name or (name != "tlkit" and module.startswith(name + "."))
+            if matches and len(name) > best:
+                best, rank = len(name), i
+    return rank
+
+
+def test_every_module_has_a_layer():
+    missing = sorted(m for m in MODULES if _layer_of(m) < 0)
+    assert missing == [], f"add these to the layer order in docs/design.md: {missing}"
+
+
+def test_imports_run_down_the_layer_order():
+    upward = sorted(f"{a} -> {b}" for a, targets in GRAPH.items() for b in targets if _layer_of(b) > _layer_of(a))
+    assert upward == [], "a lower layer imports a higher one (docs/design.md, Layers):\n" + "\n".join(upward)
+
+
+def test_the_library_never_imports_the_cli():
+    # `python -m tlkit` (__main__.py) is an entry point like the console script: it may.
+    offenders = sorted(
+        f"{a} -> {b}"
+        for a, targets in GRAPH.items()
+        if not a.startswith("tlkit.cli") and a != "tlkit.__main__"
+        for b in targets
+        if b.startswith("tlkit.cli")
+    )
+    assert offenders == []
+
+
+# --------------------------------------------------------------------------- shape of the package
+
+
+def test_packages_by_stage_and_few_top_level_modules():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, f"{len(top)} modules directly in tlkit/ ({top}): put them in a package"
+
+
+def test_no_module_is_too_long():
+    long = {
+        p.relative_to(ROOT).as_posix(): n for p in _modules() if (n := p.read_text().count("\n")) > MAX_MODULE_LINES
+    }
+    assert long == {}, f"split these modules (over {MAX_MODULE_LINES} lines): {long}"
+
+
+def test_every_package_is_on_the_design_map_and_in_pyproject():
+    design = DESIGN.read_text(encoding="utf-8")
+    packages = sorted(_dotted(p) for p in PACKAGE.rglob("__init__.py") if "__pycache__" not in p.parts)
+    listed = set(re.findall(r"`(tlkit/[\w/]*)`", design))
+    missing = [p for p in packages if p.replace(".", "/") + "/" not in listed and p != "tlkit"]
+    assert missing == [], f"add one line for each of these packages to docs/design.md: {missing}"
+    top = sorted(p.relative_to(ROOT).as_posix() for p in PACKAGE.glob("*.py"))
+    unlisted = [m for m in top if f"`{m}`" not in design]
+    assert unlisted == [], f"add these top-level modules to docs/design.md: {unlisted}"
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert [p for p in packages if p not in declared] == [], "list every package in pyproject.toml"
 
 
 def test_the_api_is_a_thin_facade():
     lines = (PACKAGE / "api.py").read_text(encoding="utf-8").count("\n")
     assert lines <= 200, f"tlkit/api.py has {lines} lines; move logic into the module that owns it"
+
+
+@pytest.mark.parametrize("public", ["tlkit", "tlkit.api", "tlkit.testing", "tlkit.bases", "tlkit.weights"])
+def test_the_public_modules_import(public):
+    __import__(public)
+
+
+def test_no_package_shadows_a_public_name():
+    # Importing tlkit.X.y sets the attribute tlkit.X to the package, hiding an API function of that name.
+    import tlkit
+
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    public = set(tlkit.__all__)
+    assert packages & public == set(), "rename these packages: they shadow tlkit's public names"

@@ -562,29 +562,41 @@ class _CountingEngine:
         return batch.reshape(len(batch), -1)[:, :4] / 255.0
 
 
+def _data(entry: Path) -> Path:
+    from tlkit.features.store import FeatureStore
+
+    return entry / FeatureStore.data_name("float32")
+
+
+def _meta(entry: Path) -> Path:
+    from tlkit.features.store import FeatureStore
+
+    return FeatureStore(entry.parent.parent).meta_path(entry.name)
+
+
 def _truncate(entry: Path) -> None:
-    with open(entry / "features.f32", "r+b") as fh:
+    with open(_data(entry), "r+b") as fh:
         fh.truncate(8)
 
 
 def _flip_a_byte(entry: Path) -> None:
-    raw = bytearray((entry / "features.f32").read_bytes())
+    raw = bytearray(_data(entry).read_bytes())
     raw[5] ^= 0xFF
-    _write(entry / "features.f32", bytes(raw))
+    _write(_data(entry), bytes(raw))
 
 
 DAMAGE = {
     "features-truncated": _truncate,
     "features-one-byte-flipped": _flip_a_byte,
-    "features-missing": lambda e: (e / "features.f32").unlink(),
-    "meta-not-json": lambda e: _write(e / "meta.json", "{\x00"),
-    "meta-a-list": lambda e: _write(e / "meta.json", "[1, 2]"),
+    "features-missing": lambda e: _data(e).unlink(),
+    "meta-not-json": lambda e: _write(_meta(e), "{\x00"),
+    "meta-a-list": lambda e: _write(_meta(e), "[1, 2]"),
     "meta-shape-garbage": lambda e: _write(
-        e / "meta.json", json.dumps({**json.loads((e / "meta.json").read_text()), "shape": ["a", None]})
+        _meta(e), json.dumps({**json.loads(_meta(e).read_text()), "shape": ["a", None]})
     ),
     "meta-no-checksum": lambda e: _write(
-        e / "meta.json",
-        json.dumps({k: v for k, v in json.loads((e / "meta.json").read_text()).items() if k != "sha256"}),
+        _meta(e),
+        json.dumps({k: v for k, v in json.loads(_meta(e).read_text()).items() if k != "sha256"}),
     ),
     "entry-is-a-file": lambda e: (shutil.rmtree(e), _write(e, b"junk")),
 }
@@ -592,9 +604,10 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", list(DAMAGE.values()), ids=list(DAMAGE))
 def test_a_damaged_cache_entry_is_recomputed_not_trusted(tmp_path, monkeypatch, damage):
-    from tlkit.features.store import load_or_compute
+    from tlkit.features.store import FeatureStore
 
     monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    load_or_compute = FeatureStore().load_or_compute
     pixels = np.random.default_rng(0).integers(0, 255, size=(6, 2, 2, 3), dtype=np.uint8)
     labels = np.arange(6) % 2
     engine = _CountingEngine()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tlkit import Param, TlkitError
+from tlkit import ParamSpec, TlkitError
 from tlkit.config.options import (
     OPTIONS,
     PANELS,
@@ -23,11 +23,11 @@ from tlkit.io.toml import read_toml
 from tlkit.registry.specs import format_choice, parse_assignments, parse_choice, resolve_params
 
 PARAMS = (
-    Param("units", (256,), kind="ints", min=1),
-    Param("dropout", 0.3, min=0.0, max=0.99),
-    Param("pooling", "avg", choices=("avg", "max")),
-    Param("batchnorm", False),
-    Param("depth", 2),
+    ParamSpec("units", (256,), kind="ints", ge=1),
+    ParamSpec("dropout", 0.3, ge=0.0, le=0.99),
+    ParamSpec("pooling", "avg", choices=("avg", "max")),
+    ParamSpec("batchnorm", False),
+    ParamSpec("depth", 2),
 )
 
 
@@ -40,18 +40,70 @@ def test_params_parse_text_and_check_typed_values():
 @pytest.mark.parametrize(
     "given, message",
     [
-        ({"unit": "3"}, "no parameter 'unit'; did you mean 'units'"),
-        ({"dropout": "abc"}, "not a valid float"),
-        ({"dropout": "1.5"}, "must be <= 0.99"),
-        ({"pooling": "min"}, "must be one of: avg, max"),
-        ({"units": "0"}, "must be >= 1"),
-        ({"batchnorm": "maybe"}, "not a valid bool"),
-        ({"depth": 2.5}, "not a valid int"),
+        (
+            {"unit": "3"},
+            "head 'x' has no parameter 'unit'; did you mean 'units'? "
+            "(its parameters: units, dropout, pooling, batchnorm, depth)",
+        ),
+        ({"dropout": "abc"}, "head 'x': dropout='abc' is not a valid float"),
+        ({"dropout": "1.5"}, "head 'x': dropout is out of range: 1.5 (must be <= 0.99)"),
+        ({"dropout": "nan"}, "head 'x': dropout is out of range: nan (must be finite)"),
+        ({"pooling": "mux"}, "head 'x': unknown pooling 'mux'; did you mean 'max'? (choose from avg, max)"),
+        ({"units": "64,0"}, "head 'x': units must be a positive integer, got 0"),
+        ({"units": [64, "x"]}, "head 'x': units=[64, 'x'] is not a valid ints"),
+        ({"batchnorm": "maybe"}, "head 'x': batchnorm='maybe' is not a valid bool"),
+        ({"depth": 2.5}, "head 'x': depth=2.5 is not a valid int"),
     ],
 )
 def test_bad_params_are_clear_errors(given, message):
-    with pytest.raises(TlkitError, match=message):
+    with pytest.raises(TlkitError) as caught:
         resolve_params("head 'x'", PARAMS, given)
+    assert str(caught.value) == message
+
+
+def test_an_option_and_a_plugin_param_share_one_rule_and_one_sentence():
+    """The same bounds (ge/gt/le/lt) mean the same thing, and are refused in the same words,
+    for a training option and a head's parameter (tlkit.registry.params.Rule)."""
+    from tlkit.registry.params import Rule
+
+    assert issubclass(Option, Rule) and issubclass(ParamSpec, Rule)
+    epochs, momentum = OPTIONS["epochs"], OPTIONS["momentum"]
+    units = ParamSpec("units", 8, ge=epochs.ge)  # epochs: ge=1
+    dropout = ParamSpec("dropout", 0.5, ge=momentum.ge, le=momentum.le)  # momentum: ge=0, le=1
+    cases = [
+        (epochs, units, 0, "must be a positive integer, got 0"),
+        (momentum, dropout, 2.0, "is out of range: 2.0 (must be <= 1)"),
+    ]
+    for option, spec, value, sentence in cases:
+        with pytest.raises(TlkitError) as by_option:
+            merge(TrainConfig(), {option.name: value}).validate()
+        with pytest.raises(TlkitError) as by_param:
+            resolve_params("head 'h'", (spec,), {spec.name: str(value)})
+        assert str(by_option.value) == f"{option.cli_flag} {sentence}"
+        assert str(by_param.value) == f"head 'h': {spec.name} {sentence}"
+    # and choices: the same "unknown …; did you mean …" sentence
+    pooling = ParamSpec("pooling", "avg", choices=("avg", "max"))
+    with pytest.raises(
+        TlkitError, match=r"^head 'h': unknown pooling 'mux'; did you mean 'max'\? \(choose from avg, max\)$"
+    ):
+        resolve_params("head 'h'", (pooling,), {"pooling": "mux"})
+    with pytest.raises(TlkitError, match=r"^unknown --schedule 'cosne'; did you mean 'cosine'\? \(choose from "):
+        merge(TrainConfig(), {"schedule": "cosne"}).validate()
+
+
+def test_old_param_spellings_warn_and_still_work():
+    import tlkit
+
+    with pytest.warns(DeprecationWarning, match="tlkit.ParamSpec"):
+        old = tlkit.Param("units", (256,), "widths", kind="ints", min=1)
+    assert old == ParamSpec("units", (256,), help="widths", kind="ints", ge=1)
+    with pytest.warns(DeprecationWarning, match="ge= .* and le="):
+        marker = tlkit.param("dropout rate", min=0.0, max=0.99)
+    assert marker == tlkit.Param("dropout rate", ge=0.0, le=0.99)
+    with pytest.warns(DeprecationWarning, match="ge= .* and le="):
+        assert tlkit.Param("rate", min=0, max=1) == tlkit.Param("rate", ge=0, le=1)
+    with pytest.raises(TypeError, match="not both"), pytest.warns(DeprecationWarning):
+        tlkit.Param("rate", min=0, ge=1)
 
 
 def test_choice_syntax_roundtrip():
@@ -148,17 +200,17 @@ def test_config_validation(change, message):
         ),
         ({"monitor": "loss"}, "unknown --monitor 'loss'"),
         ({"metrics": ["accuracy", "auc"]}, "unknown --metrics 'auc'"),
-        ({"fine_tune_lr": 0.0}, "--fine-tune-lr is out of range: 0.0"),
-        ({"weight_decay": -0.1}, "--weight-decay is out of range: -0.1"),
-        ({"weight_decay": math.inf}, "--weight-decay is out of range: inf"),
-        ({"momentum": 1.5}, "--momentum is out of range: 1.5"),
-        ({"momentum": -0.1}, "--momentum is out of range: -0.1"),
-        ({"label_smoothing": 1.01}, "--label-smoothing is out of range: 1.01"),
-        ({"decay_rate": 0.0}, "--decay-rate is out of range: 0.0"),
-        ({"reduce_lr_factor": 1.0}, "--reduce-lr-factor is out of range: 1.0"),
-        ({"reduce_lr_factor": 0.0}, "--reduce-lr-factor is out of range: 0.0"),
-        ({"fbeta": 0.0}, "--fbeta is out of range: 0.0"),
-        ({"focal_gamma": -1.0}, "--focal-gamma is out of range: -1.0"),
+        ({"fine_tune_lr": 0.0}, "--fine-tune-lr is out of range: 0.0 (must be > 0)"),
+        ({"weight_decay": -0.1}, "--weight-decay is out of range: -0.1 (must be >= 0)"),
+        ({"weight_decay": math.inf}, "--weight-decay is out of range: inf (must be finite)"),
+        ({"momentum": 1.5}, "--momentum is out of range: 1.5 (must be <= 1)"),
+        ({"momentum": -0.1}, "--momentum is out of range: -0.1 (must be >= 0)"),
+        ({"label_smoothing": 1.01}, "--label-smoothing is out of range: 1.01 (must be <= 1)"),
+        ({"decay_rate": 0.0}, "--decay-rate is out of range: 0.0 (must be > 0)"),
+        ({"reduce_lr_factor": 1.0}, "--reduce-lr-factor is out of range: 1.0 (must be < 1)"),
+        ({"reduce_lr_factor": 0.0}, "--reduce-lr-factor is out of range: 0.0 (must be > 0)"),
+        ({"fbeta": 0.0}, "--fbeta is out of range: 0.0 (must be > 0)"),
+        ({"focal_gamma": -1.0}, "--focal-gamma is out of range: -1.0 (must be >= 0)"),
         ({"monitor": "val_f1", "metrics": ["accuracy"]}, "--monitor val_f1 needs the f1 metric: add f1 to --metrics"),
         (
             {"reduce_lr_patience": 2, "schedule": "cosine"},

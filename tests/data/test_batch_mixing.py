@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASS_COLORS, invoke_tlkit, write_images
 
 import tlkit
+from tests import support
+from tests.support import CLASS_COLORS, invoke_tlkit, write_images
 from tlkit.errors import TlkitError
 from tlkit.registry.manager import get_registry
 
-FAST = ["--base", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--batch-size", "8", "--head", "linear"]
+FAST = [*support.CLI_FAST, "--head", "linear"]
 
 
 def _mixer(name: str, seed: int = 3, **params):
@@ -74,8 +75,9 @@ def test_cutmix_label_weight_is_the_pasted_box_area_fraction():
 
 
 def test_pipeline_mixes_training_batches_with_class_weights_and_resumes_the_same_mixes():
-    from tlkit.data.images import DecodedSplit, make_dataset
+    from tlkit.data.decode import DecodedSplit
     from tlkit.data.mixing import hard_label_metrics
+    from tlkit.data.pipelines import make_dataset
 
     rng = np.random.default_rng(0)
     decoded = DecodedSplit(rng.integers(0, 255, (12, 8, 8, 3), dtype=np.uint8), np.arange(12) % 3, [], [])
@@ -179,7 +181,7 @@ def mixed_run(tmp_path_factory) -> Path:
 def test_mixup_run_trains_end_to_end_and_saves_a_model_without_mixing(mixed_run):
     import keras
 
-    from tlkit.export.formats import inference_model
+    from tlkit.exporting.formats import inference_model
 
     metrics = json.loads((mixed_run / "metrics.json").read_text())
     assert metrics["training_path"] == "end-to-end" and "mixing" in metrics["training_path_reason"]

@@ -1,25 +1,17 @@
-"""Tests for tlkit.data.images: scanning, decoding every image format/mode, and the tf.data pipeline."""
+"""Tests for tlkit.data.folders, .decode and .pipelines: scanning, decoding every image format/mode, and the tf.data pipeline."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tlkit.data.images import (
-    IMAGE_EXTENSIONS,
-    BadImageError,
-    DecodedSplit,
-    Split,
-    decode_split,
-    load_image,
-    make_dataset,
-    scan_dataset,
-)
+from tlkit.data.decode import BadImageError, DecodedSplit, decode_split, load_image
+from tlkit.data.folders import IMAGE_EXTENSIONS, Split, image_files, scan_dataset
+from tlkit.data.pipelines import make_dataset
 from tlkit.errors import TlkitError
 
 RED = (255, 0, 0)
@@ -165,6 +157,29 @@ def test_hidden_and_non_image_files_are_skipped_and_counted(tmp_path):
     assert total == 2 + 4
 
 
+def symlink_or_skip(link: Path, target: Path) -> None:
+    try:
+        link.symlink_to(target, target_is_directory=True)
+    except (OSError, NotImplementedError):
+        pytest.skip("symbolic links cannot be made here")
+
+
+def test_a_symlink_loop_ends_and_each_image_is_found_once(tmp_path):
+    make_dataset_dir(tmp_path, {"cat": 2, "dog": 2})
+    train = tmp_path / "train"
+    write_image(train / "cat" / "sub" / "deep.png")
+    symlink_or_skip(train / "cat" / "sub" / "up", train / "cat")  # cat/sub/up/sub/up/... forever
+    scan = scan_dataset(tmp_path, val_split=0.5)
+    expected = ["cat/000.png", "cat/001.png", "cat/sub/deep.png", "dog/000.png", "dog/001.png"]
+    assert sorted(p.relative_to(train).as_posix() for p in [*scan.train.files, *scan.val.files]) == expected
+    assert [p.relative_to(train).as_posix() for p in image_files(train)] == expected  # lazily, sorted
+
+
+def test_an_unreadable_folder_is_named(tmp_path):
+    with pytest.raises(TlkitError, match="cannot read folder .*nowhere"):
+        list(image_files(tmp_path / "nowhere"))
+
+
 def test_image_extensions():
     assert {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"} == IMAGE_EXTENSIONS
 
@@ -177,11 +192,6 @@ def test_nothing_is_written_into_the_data_folder(tmp_path):
     decoded = decode_split(scan.train, 8, tmp_path / "work", name="train", skip_bad_images=True)
     assert len(decoded.bad) == 1
     assert listing(data) == before
-
-
-def test_importing_tlkit_data_does_not_import_tensorflow():
-    code = "import sys, tlkit.data.images; assert 'tensorflow' not in sys.modules, 'tf imported'"
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # --------------------------------------------------------------------------- load_image
@@ -472,3 +482,35 @@ def test_make_dataset_shuffle_is_seeded_and_differs_per_epoch():
     assert orders[1] == expected
     other = epoch_orders(make_dataset(decoded, batch_size=5, num_classes=3, shuffle=True, seed=8), 1)
     assert other[0] != orders[0]
+
+
+# --------------------------------------------------------------------------- class-weight files
+
+
+def test_a_class_weight_file_is_read_by_one_reader_with_one_set_of_messages(tmp_path):
+    import json
+
+    from tlkit.config.resolve import resolve_config
+    from tlkit.data.imbalance import class_weights, read_class_weights
+
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"b": 3, "a": 0.5}))
+    assert read_class_weights(path) == {"b": 3.0, "a": 0.5}
+    assert class_weights(str(path), np.array([0, 1, 2]), ["a", "b", "c"]) == {0: 0.5, 1: 3.0, 2: 1.0}
+    for text, message in [
+        ("[1, 2]", "must hold an object {class name: weight}"),
+        ("{", "is not readable JSON"),
+        ('{"a": -1}', "weight of 'a' must be a number >= 0"),
+        ('{"a": true}', "weight of 'a' must be a number >= 0"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(TlkitError, match=re.escape(message)):
+            read_class_weights(path)
+        with pytest.raises(TlkitError, match=re.escape(message)):  # before anything is scanned
+            resolve_config(data=str(tmp_path), output=str(tmp_path / "runs"), class_weight=str(path))
+    path.write_text('{"c": 1}')
+    with pytest.raises(TlkitError, match="names classes that are not in the data: c"):
+        read_class_weights(path, ["a", "b"])
+    missing = str(tmp_path / "none.json")
+    with pytest.raises(TlkitError, match="does not exist; pass an existing .json file"):
+        class_weights(missing, np.array([0, 1]), ["a", "b"])

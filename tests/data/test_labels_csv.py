@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASS_COLORS, invoke_tlkit, snapshot
 
+from tests.support import CLASS_COLORS, invoke_tlkit, snapshot
 from tlkit.config.options import TrainConfig
 from tlkit.data.labels_csv import read_labels_csv, scan_for_config, scan_labels_csv
 from tlkit.errors import TlkitError

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import invoke_tlkit
 from PIL import Image
 
 import tlkit
+from tests.support import invoke_tlkit
 from tlkit.errors import TlkitError
 
 CLASSES = ["cat", "dog", "fox"]  # red, green, blue

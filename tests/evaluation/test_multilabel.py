@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import invoke_tlkit
 
 import tlkit
+from tests.support import invoke_tlkit
 from tlkit.data.labels_csv import scan_labels_csv
 from tlkit.errors import TlkitError
 from tlkit.evaluation.multilabel import decide, multilabel_metrics, tune_thresholds
@@ -131,7 +131,7 @@ def ml_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def val_probs(ml_run):
     """model.keras's probabilities on the validation images, computed here by hand, and their truth."""
-    from tlkit.data.images import load_image
+    from tlkit.data.decode import load_image
     from tlkit.inference.prediction import load_keras_model
 
     run_dir, root, csv_path = ml_run

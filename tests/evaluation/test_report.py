@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_evaluate import make_data, make_run
 
+from tests.evaluation.test_evaluate import make_data, make_run
 from tlkit.errors import TlkitError
 
 CHROMIUM = "/usr/bin/chromium"

@@ -24,10 +24,7 @@ Timing (2 cores): about a minute and a half in all, most of it MobileNetV2.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import textwrap
 import types
 from pathlib import Path
@@ -38,11 +35,11 @@ from typer.testing import CliRunner
 
 import tlkit
 from tlkit.errors import TlkitError
-from tlkit.export.exporter import MIN_AGREEMENT, export
+from tlkit.exporting.exporter import MIN_AGREEMENT, export
 from tlkit.inference.artifacts import ARTIFACTS, locate_artifact
 from tlkit.inference.prediction import open_model, predict
 from tlkit.registry import manager as _registry
-from tlkit.testing import calibrated_mobilenet_v2_weights, make_image_folder, registry_with
+from tlkit.testing import make_image_folder, registry_with
 
 SIZE = 32
 CLASSES = ["cat", "dog", "fox"]
@@ -136,24 +133,9 @@ def fast(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mobile(tmp_path_factory):
-    """(data, run directory) of a tlkit.train run on MobileNetV2 with BatchNorm-calibrated random weights."""
-
-    root = tmp_path_factory.mktemp("export-mobile")
-    data = make_image_folder(root / "data", classes=CLASSES, per_class=8, val_per_class=6, size=40)
-    weights = calibrated_mobilenet_v2_weights(data / "train", SIZE, root / "mobilenet_v2_32.weights.h5")
-    result = tlkit.train(
-        data=str(data),
-        base="mobilenet_v2",
-        weights=str(weights),
-        image_size=SIZE,
-        epochs=1,
-        batch_size=4,
-        augmentations=["flip_horizontal"],
-        verbose=False,
-        output=str(root / "runs"),
-    )
-    return data, Path(result.run_dir)
+def mobile(calibrated_run):
+    """(data, run directory): the suite's shared calibrated MobileNetV2 run (conftest.calibrated_run)."""
+    return calibrated_run
 
 
 def _colour_model(size: int, extra_layer=None):
@@ -451,11 +433,3 @@ def test_locating_artefacts(fast, tmp_path):
     bogus.write_bytes(b"not onnx")
     with pytest.raises(TlkitError, match="ONNX Runtime cannot load"):
         predict(bogus, [run / "model.keras"])
-
-
-def test_importing_the_export_modules_does_not_import_tensorflow():
-    code = (
-        "import sys, tlkit.export.exporter, tlkit.cli.export\n"
-        "heavy = [m for m in ('tensorflow', 'keras', 'onnx') if m in sys.modules]\nassert not heavy, heavy"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})

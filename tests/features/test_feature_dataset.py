@@ -10,14 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tlkit.features.store import FeatureSet, make_feature_dataset
+from tlkit.features.dataset import make_feature_dataset
+from tlkit.features.store import FeatureSet
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_batches_read_from_the_file_equal_batches_held_in_memory(tmp_path, dtype):
     views, count, shape = 2, 11, (2, 2, 3)
     values = np.arange(views * count * 12, dtype=np.float32).reshape(views, count, *shape) / 7
-    path = tmp_path / "features.f32"
+    path = tmp_path / f"table.{dtype}"
     values.astype(dtype).tofile(path)
     table = np.memmap(path, dtype=dtype, mode="r", shape=values.shape)
     labels = np.arange(count, dtype=np.int32) % 3
@@ -29,7 +30,7 @@ def test_batches_read_from_the_file_equal_batches_held_in_memory(tmp_path, dtype
         )
         return [[(x.numpy(), y.numpy()) for x, y in dataset] for _ in range(3)]
 
-    from tlkit.features.store import _EntryRows, _row_reader
+    from tlkit.features.dataset import _EntryRows, _row_reader
 
     assert isinstance(_row_reader(table, views * count, shape), _EntryRows)  # read with preadv, not mapped
     in_memory, from_file = epochs(None), epochs(0)

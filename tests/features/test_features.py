@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_tlkit, write_images
 
 import tlkit
+from tests import support
+from tests.support import run_tlkit, write_images
 from tlkit import TlkitError
-from tlkit.features.store import cache_entries, cache_root, clear_cache, load_or_compute
+from tlkit.features.store import FeatureStore, cache_root
 
-FAST = dict(base="mobilenet_v2", weights="none", image_size=32, batch_size=8, epochs=1, verbose=False)
+FAST = {**support.FAST, "epochs": 1, "verbose": False}
 
 
 @pytest.fixture
@@ -32,7 +33,8 @@ def _train(data, tmp_path, **options):
 def test_onnxruntime_features_match_keras(base, tmp_path):
     pytest.importorskip("onnxruntime")
     from tlkit.api import resolve_head
-    from tlkit.features.store import OnnxRuntimeEngine, export_onnx
+    from tlkit.features.engines import OnnxRuntimeEngine
+    from tlkit.features.onnx_export import export_onnx
     from tlkit.model.builder import assemble
     from tlkit.registry.manager import get_registry
 
@@ -57,7 +59,7 @@ def test_second_run_with_another_head_reuses_the_cache(tiny_data, tmp_path, cach
     second = _train(tiny_data, tmp_path, head="linear", lr=0.01, epochs=2)
     assert second.metrics["features"]["train"]["cache"] == "hit"
     assert second.metrics["features"]["val"]["cache"] == "hit"
-    entries = {e["name"]: e for e in cache_entries() if e["kind"] == "features"}
+    entries = {e["name"]: e for e in FeatureStore().entries() if e["kind"] == "features"}
     pooled = entries[Path(second.metrics["features"]["train"]["entry"]).name]
     assert pooled["pooled_from"] == Path(features["train"]["entry"]).name
     channels = entries[pooled["pooled_from"]]["shape"][-1]
@@ -65,18 +67,18 @@ def test_second_run_with_another_head_reuses_the_cache(tiny_data, tmp_path, cach
     assert len(entries) == 4 and {e["split"] for e in entries.values()} == {"train", "val"}
     third = _train(tiny_data, tmp_path, head="linear", epochs=1)
     assert third.metrics["features"]["train"]["entry"] == second.metrics["features"]["train"]["entry"]
-    assert len([e for e in cache_entries() if e["kind"] == "features"]) == 4
+    assert len([e for e in FeatureStore().entries() if e["kind"] == "features"]) == 4
 
 
 def test_a_fully_cached_run_decodes_nothing_exports_nothing_and_evaluates_from_features(
     tiny_data, tmp_path, cache, monkeypatch
 ):
-    from tlkit.data import images as data
-    from tlkit.features import store as features
+    from tlkit.data import decode as data
+    from tlkit.features import engines
 
     first = _train(tiny_data, tmp_path)
     assert first.metrics["timings"]["decode"] > 0
-    onnx_files = {p: p.stat().st_mtime_ns for p in (cache / "onnx").iterdir()}
+    onnx_files = {p: p.stat().st_mtime_ns for p in FeatureStore().models_dir.iterdir()}
 
     def refuse(*args, **kwargs):
         raise AssertionError("a fully cached run must not do this")
@@ -84,11 +86,11 @@ def test_a_fully_cached_run_decodes_nothing_exports_nothing_and_evaluates_from_f
     # Neither decoding an image nor exporting/loading the base may happen now.
     monkeypatch.setattr(data, "decode_split", refuse)
     monkeypatch.setattr(data, "load_image", refuse)
-    monkeypatch.setattr(features, "make_engine", refuse)
+    monkeypatch.setattr(engines, "make_engine", refuse)
     second = _train(tiny_data, tmp_path, head="linear", lr=0.01, epochs=2)
     assert "decode" not in second.metrics["timings"]
     assert second.metrics["features"]["engine"] == "cache"
-    assert {p: p.stat().st_mtime_ns for p in (cache / "onnx").iterdir()} == onnx_files
+    assert {p: p.stat().st_mtime_ns for p in FeatureStore().models_dir.iterdir()} == onnx_files
     # the end-of-training evaluation (from the cached features and the head) agrees with training
     evaluation = json.loads((second.run_dir / "evaluation" / "metrics.json").read_text())
     best = second.metrics["best_epoch"]
@@ -111,14 +113,13 @@ def test_saved_model_equals_the_head_trained_on_cached_features(tiny_data, tmp_p
 
     result = _train(tiny_data, tmp_path, head="dense256", head_params={"units": 16}, epochs=2)  # caches the map
     model = keras.saving.load_model(result.model_path)
-    from tlkit.data.images import decode_split, scan_dataset
+    from tlkit.data.decode import decode_split
+    from tlkit.data.folders import scan_dataset
 
     scan = scan_dataset(tiny_data)
     val = decode_split(scan.val, 32, tmp_path / "px", name="val")
     end_to_end = model.predict(np.asarray(val.pixels, dtype="float32"), verbose=0)
-    entry = Path(result.metrics["features"]["val"]["entry"])
-    meta = json.loads((entry / "meta.json").read_text())
-    cached = np.memmap(entry / "features.f32", dtype=np.float32, mode="r", shape=tuple(meta["shape"]))
+    cached = FeatureStore().lookup(Path(result.metrics["features"]["val"]["entry"]).name)
     head_only = model.get_layer("head").predict(np.asarray(cached[0]), verbose=0)
     np.testing.assert_allclose(end_to_end, head_only, atol=1e-4)
     accuracy = float((end_to_end.argmax(1) == val.labels).mean())
@@ -128,13 +129,12 @@ def test_saved_model_equals_the_head_trained_on_cached_features(tiny_data, tmp_p
 def test_a_pooling_head_trains_on_pooled_vectors_and_equals_the_saved_model(tiny_data, tmp_path, cache):
     import keras
 
-    from tlkit.data.images import decode_split, scan_dataset
+    from tlkit.data.decode import decode_split
+    from tlkit.data.folders import scan_dataset
 
     result = _train(tiny_data, tmp_path, head="mlp", head_params={"units": (8,), "pooling": "max"}, epochs=2)
-    entry = Path(result.metrics["features"]["val"]["entry"])
-    meta = json.loads((entry / "meta.json").read_text())
-    assert len(meta["shape"]) == 3  # (views, images, C): the pooled vector was cached, not the map
-    cached = np.memmap(entry / "features.f32", dtype=np.float32, mode="r", shape=tuple(meta["shape"]))
+    cached = FeatureStore().lookup(Path(result.metrics["features"]["val"]["entry"]).name)
+    assert cached.ndim == 3  # (views, images, C): the pooled vector was cached, not the map
     model = keras.saving.load_model(result.model_path)
     val = decode_split(scan_dataset(tiny_data).val, 32, tmp_path / "px", name="val")
     end_to_end = model.predict(np.asarray(val.pixels, dtype="float32"), verbose=0)
@@ -147,11 +147,11 @@ def test_float16_entries_are_half_the_size_and_train_the_same_head(tiny_data, tm
     float32 = _train(tiny_data, tmp_path, head="dense256", head_params={"units": 8}, epochs=2)
     float16 = _train(tiny_data, tmp_path, head="dense256", head_params={"units": 8}, epochs=2, feature_dtype="float16")
     assert float16.metrics["features"]["train"]["cache"] == "computed"  # its own entry, keyed by dtype
-    entries = {}
+    entries, store = {}, FeatureStore()
     for result in (float32, float16):
-        entry = Path(result.metrics["features"]["train"]["entry"])
-        meta = json.loads((entry / "meta.json").read_text())
-        entries[meta.get("dtype", "float32")] = (meta, (entry / "features.f32").stat().st_size)
+        key = Path(result.metrics["features"]["train"]["entry"]).name
+        meta = store.meta(key)
+        entries[meta["dtype"]] = (meta, store.data_path(key, meta["dtype"]).stat().st_size)
     assert entries["float16"][0]["shape"] == entries["float32"][0]["shape"]
     assert entries["float16"][1] * 2 == entries["float32"][1]
     # Same seed, features equal to float16 rounding: the training follows the same path.
@@ -170,17 +170,18 @@ def test_half_written_entries_are_never_used(tmp_path, cache):
     pixels = np.arange(4 * 4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 4, 3)
     labels = np.arange(4, dtype=np.int32)
     kwargs = dict(key="k1", pixels=pixels, labels=labels, feature_shape=(2, 2, 3), engine=Engine(), batch_size=2)
+    store = FeatureStore()
     # A crashed run's leftovers: a temp folder and an entry without its completion mark.
-    (cache_root() / "features" / ".tmp-k1-crashed").mkdir(parents=True)
-    (cache_root() / "features" / "k1").mkdir()
-    (cache_root() / "features" / "k1" / "features.f32").write_bytes(b"\0" * 10)
-    first = load_or_compute(**kwargs)
+    (store.entries_dir / ".tmp-k1-crashed").mkdir(parents=True)
+    store.entry_path("k1").mkdir()
+    store.data_path("k1").write_bytes(b"\0" * 10)
+    first = store.load_or_compute(**kwargs)
     assert not first.hit and Engine.calls == 2
-    second = load_or_compute(**kwargs)
+    second = store.load_or_compute(**kwargs)
     assert second.hit and Engine.calls == 2
     np.testing.assert_array_equal(second.features[0, :, 0, 0, 0], pixels[:, 0, 0, 0])
-    entries, freed = clear_cache()
-    assert entries == 1 and freed > 0 and not any((cache_root() / "features").iterdir())
+    entries, freed = store.clear()
+    assert entries == 1 and freed > 0 and not any(store.entries_dir.iterdir())
 
 
 def test_augmentation_path_choice_and_aug_views(tiny_data, tmp_path, cache):
@@ -191,9 +192,7 @@ def test_augmentation_path_choice_and_aug_views(tiny_data, tmp_path, cache):
     views = _train(tiny_data, tmp_path, augmentations=["flip_horizontal"], aug_views=2, epochs=3)
     assert views.metrics["training_path"] == "features"
     assert views.metrics["features"]["train"]["views"] == 2 and views.metrics["features"]["val"]["views"] == 1
-    entry = Path(views.metrics["features"]["train"]["entry"])
-    meta = json.loads((entry / "meta.json").read_text())
-    stored = np.memmap(entry / "features.f32", dtype=np.float32, mode="r", shape=tuple(meta["shape"]))
+    stored = FeatureStore().lookup(Path(views.metrics["features"]["train"]["entry"]).name)
     difference = np.max(np.abs(np.asarray(stored[0]) - np.asarray(stored[1])))
     assert difference > 1e-3 * np.max(np.abs(stored[0])), "the two views are identical"
     off = _train(tiny_data, tmp_path, feature_cache=False)

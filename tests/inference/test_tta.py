@@ -11,52 +11,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASS_COLORS, invoke_tlkit
 
+from tests.support import CLASS_COLORS, invoke_tlkit
 from tlkit.errors import TlkitError
 from tlkit.inference.tta import CROP_FRACTION, MAX_VIEWS, VIEWS, parse_tta, resize_bilinear, view
-from tlkit.testing import calibrated_mobilenet_v2_weights, write_images
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(data folder, run directory, its loaded model, the validation files).
-
-    The base has random weights with BatchNorm statistics calibrated on the training images
-    (tlkit.testing.calibrated_mobilenet_v2_weights), so that its features, and the model's probabilities, depend on the image.
-    """
-
-    import tlkit
+def trained(calibrated_run):
+    """(data folder, run directory, its loaded model, the validation files) of the suite's shared
+    calibrated MobileNetV2 run (conftest.calibrated_run): its base's BatchNorm statistics are
+    calibrated on the training images, so that the model's probabilities depend on the image."""
     from tlkit.inference.prediction import load_keras_model
 
-    root = tmp_path_factory.mktemp("tta")
-    data = root / "data"
-    for k, (name, color) in enumerate(CLASS_COLORS.items()):
-        write_images(data / "train" / name, 4, color, size=SIZE, seed=k, noise=80)
-        write_images(data / "val" / name, 2, color, size=SIZE, seed=10 + k, noise=80)
-    weights = calibrated_mobilenet_v2_weights(data / "train", SIZE, root / "mobilenet_v2_32.weights.h5")
-    result = tlkit.train(
-        data=str(data),
-        base="mobilenet_v2",
-        weights=str(weights),
-        image_size=SIZE,
-        batch_size=8,
-        epochs=1,
-        head="linear",
-        engine="tensorflow",  # for 12 images, cheaper than converting the base for ONNX Runtime
-        output=str(root / "runs"),
-        verbose=False,
-    )
+    data, run = calibrated_run
     files = sorted((data / "val").rglob("*.png"))
-    return data, result.run_dir, load_keras_model(result.run_dir / "model.keras"), files
+    return data, run, load_keras_model(run / "model.keras"), files
 
 
 def _by_hand(model, files, views) -> np.ndarray:
     """The model's probabilities averaged over ``views`` (functions of a uint8 batch), computed directly."""
-    from tlkit.data.images import load_image
+    from tlkit.data.decode import load_image
 
     pixels = np.stack([load_image(f, SIZE) for f in files])
     runs = [np.asarray(model.predict_on_batch(v(pixels).astype("float32")), dtype=np.float64) for v in views]

@@ -126,7 +126,7 @@ def test_saved_model_reloads_without_tlkit_with_same_predictions(tmp_path):
 
 
 def test_weights_from_a_file_and_a_mismatching_file(tmp_path):
-    from tlkit.model.builder import build_base
+    from tlkit.weights.build import build_base
 
     spec = get_registry().base("mobilenet_v2")
     reference = build_base(spec, SIZE, None)
@@ -145,7 +145,7 @@ def test_weights_from_a_file_and_a_mismatching_file(tmp_path):
 def test_imagenet_download_failure_says_how_to_proceed(monkeypatch):
     import dataclasses
 
-    from tlkit.model.builder import build_base
+    from tlkit.weights.build import build_base
 
     spec = get_registry().base("mobilenet_v2")
 

@@ -7,15 +7,17 @@ import json
 import subprocess
 import sys
 import types
+import warnings
 from typing import Annotated, Literal
 
 import numpy as np
 import pytest
-from conftest import run_tlkit
 
 import tlkit
+from tests.support import run_tlkit
+from tlkit import TlkitError
 from tlkit.registry.scaffold import KINDS, new_plugin
-from tlkit.registry.specs import params_from_signature
+from tlkit.registry.specs import params_from_signature, resolve_params, with_plugin
 from tlkit.testing import registry_with
 
 SPEC_CLASSES = {"head": tlkit.HeadSpec, "base": tlkit.BaseSpec, "augmentation": tlkit.AugmentationSpec}
@@ -112,9 +114,9 @@ def _build_tiny(kind: str, spec):
     """Build what ``spec`` describes at a tiny size with random weights; return its output."""
     import keras
 
-    if kind == "base":  # BaseSpec.params is its parameter count
+    if kind == "base":
         model = spec.build((32, 32, 3), None)
-        assert model.count_params() == spec.params
+        assert model.count_params() == spec.param_count
         x = np.full((1, 32, 32, 3), 255.0, dtype="float32")
         for layer in spec.preprocess():
             x = layer(x)
@@ -175,9 +177,10 @@ def test_params_come_from_the_build_signature():
         features,
         num_classes,
         *,
-        units: Annotated[tuple[int, ...], tlkit.param("widths", min=1)] = [64, 32],
+        units: Annotated[tuple[int, ...], tlkit.Param("widths", ge=1)] = [64, 32],
         rate: Annotated[float, "a rate"] = 0,
-        mode: Annotated[Literal["a", "b"], tlkit.param("mode")] = "b",
+        mode: Annotated[Literal["a", "b"], tlkit.Param("mode")] = "b",
+        depth: int = tlkit.param(2, ge=1, le=8, help="layers"),
         flag: bool = True,
         plain=3,
     ):
@@ -185,33 +188,127 @@ def test_params_come_from_the_build_signature():
 
     spec = tlkit.HeadSpec("sig", build, "demo")
     params = {p.name: p for p in spec.params}
-    assert list(params) == ["units", "rate", "mode", "flag", "plain"]
-    assert params["units"] == tlkit.Param("units", (64, 32), "widths", kind="ints", min=1)
-    assert params["rate"] == tlkit.Param("rate", 0.0, "a rate", kind="float")  # the default is checked, normalised
-    assert params["mode"].choices == ("a", "b") and params["mode"].kind == "str"
+    assert list(params) == ["units", "rate", "mode", "depth", "flag", "plain"]
+    assert params["units"] == tlkit.ParamSpec("units", (64, 32), help="widths", kind="ints", ge=1)
+    assert params["rate"] == tlkit.ParamSpec("rate", 0.0, help="a rate", kind="float")  # checked, normalised
+    assert params["mode"].choices == ("a", "b") and params["mode"].kind == "str" and params["mode"].help == "mode"
+    assert params["depth"] == tlkit.ParamSpec("depth", 2, help="layers", kind="int", ge=1, le=8)
     assert params["flag"].kind == "bool" and params["plain"].kind == "int" and params["plain"].help == ""
     # explicit params still win (and stay the only declaration when given)
-    explicit = tlkit.HeadSpec("sig", build, "demo", params=(tlkit.Param("units", (8,)),))
+    explicit = tlkit.HeadSpec("sig", build, "demo", params=(tlkit.ParamSpec("units", (8,)),))
     assert [p.name for p in explicit.params] == ["units"]
+    with pytest.raises(TypeError, match="give tlkit.ParamSpec"):
+        tlkit.HeadSpec("sig", build, "demo", params=(tlkit.Param("a marker, not a record"),))
     # a build without keyword-only arguments has none
     assert tlkit.AugmentationSpec("noop", lambda seed: None, "demo").params == ()
 
 
+# A type alias that carries the rule (module level: this file's annotations are strings).
+Width = Annotated[int, tlkit.Param("width", ge=1, lt=1024)]
+
+
+def test_the_marker_in_annotated_and_as_a_default_is_one_marker():
+    """tlkit.Param in the type and tlkit.param(default, ...) as the default declare the same thing;
+    a type alias may carry the rule while tlkit.param carries only the default."""
+
+    def in_type(features, num_classes, *, units: Annotated[int, tlkit.Param("width", ge=1, lt=1024)] = 8):
+        return None
+
+    def as_default(features, num_classes, *, units: int = tlkit.param(8, ge=1, lt=1024, help="width")):
+        return None
+
+    def alias_and_default(features, num_classes, *, units: Width = tlkit.param(8)):
+        return None
+
+    expected = (tlkit.ParamSpec("units", 8, help="width", kind="int", ge=1, lt=1024),)
+    for build in (in_type, as_default, alias_and_default):
+        assert tlkit.HeadSpec("h", build, "demo").params == expected, build.__name__
+    with pytest.raises(TlkitError, match=r"^head 'h': units is out of range: 1024 \(must be < 1024\)$"):
+        resolve_params("head 'h'", expected, {"units": "1024"})
+
+
 @pytest.mark.parametrize(
-    "signature, message",
+    "signature, error, message",
     [
-        ("*, units", "parameter 'units' of build() needs a default value"),
-        ("*, units: dict = {}", "type <class 'dict'> is not supported"),
-        ("*, units: Annotated[int, tlkit.param(min=1)] = 0", "must be >= 1"),
-        ("*, mode: Literal['a', 'b'] = 'c'", "must be one of: a, b"),
+        ("*, units", ValueError, "parameter 'units' of build() needs a default value"),
+        ("*, units: int = tlkit.param(help='width')", ValueError, "needs a default value"),
+        ("*, units: dict = {}", ValueError, "type <class 'dict'> is not supported"),
+        (
+            "*, units: Annotated[int, tlkit.Param(ge=1)] = 0",
+            ValueError,
+            "parameter 'units' of build(): units must be a positive integer, got 0",
+        ),
+        ("*, mode: Literal['a', 'b'] = 'c'", ValueError, "unknown mode 'c' (choose from a, b)"),
+        (
+            "*, units: Annotated[int, tlkit.Param('width', minimum=1)] = 4",
+            TypeError,
+            "head 'bad': parameter 'units' of build(): tlkit.Param got an unknown keyword 'minimum'",
+        ),
+        ("*, units: int = tlkit.param(4, maximum=9)", TypeError, "parameter 'units' of build(): tlkit.Param got"),
+        (
+            "*, units: Annotated[int, tlkit.Param('w')] = tlkit.param(4, ge=1)",
+            TypeError,
+            "parameter 'units' of build(): it has a tlkit.Param in its type and a tlkit.param(...) default",
+        ),
+        ("*, units: Annotated[int, tlkit.param(4, ge=1)] = 4", TypeError, "tlkit.param(default, ...) goes after `=`"),
+        ("*, rate: Annotated[float, tlkit.Param(ge='0')] = 1.0", TypeError, "bound ge='0' is not a finite number"),
+        ("*, units: Annotated[int, tlkit.Param(kind='list')] = 1", ValueError, "unknown kind 'list'"),
     ],
 )
-def test_bad_param_declarations_fail_at_registration(signature, message):
+def test_bad_param_declarations_fail_at_registration(signature, error, message):
     namespace = {"Annotated": Annotated, "Literal": Literal, "tlkit": tlkit}
     exec(f"def build(features, num_classes, {signature}):\n    return None", namespace)
-    with pytest.raises(ValueError, match="head 'bad'") as caught:
+    with pytest.raises(error, match="head 'bad'") as caught:
         tlkit.HeadSpec("bad", namespace["build"], "demo")
     assert message in str(caught.value)
+
+
+def test_old_marker_spellings_warn_and_still_work():
+    """Third-party plugins wrote tlkit.param(help, min=, max=) in Annotated: it still declares the same."""
+
+    def build(
+        features,
+        num_classes,
+        *,
+        dropout: Annotated[float, tlkit.param("dropout rate", min=0.0, max=0.99)] = 0.2,
+        mode: Annotated[Literal["a", "b"], tlkit.param("the mode")] = "a",
+    ):
+        return None
+
+    # (this file's annotations are strings: they are evaluated, and warn, when the signature is read)
+    with pytest.warns(DeprecationWarning) as caught:
+        params = tlkit.HeadSpec("old", build, "demo").params
+    messages = [str(w.message) for w in caught]
+    assert any(
+        "tlkit.param(min=..., max=...) is deprecated: the bounds are ge= (>=) and le= (<=)" in m for m in messages
+    )
+    assert any("parameter 'mode': tlkit.param('the mode') inside Annotated is deprecated" in m for m in messages)
+    assert params == (
+        tlkit.ParamSpec("dropout", 0.2, help="dropout rate", kind="float", ge=0.0, le=0.99),
+        tlkit.ParamSpec("mode", "a", help="the mode", kind="str", choices=("a", "b")),
+    )
+
+
+def test_a_base_counts_its_parameters_in_param_count():
+    def build(input_shape, weights=None):
+        return None
+
+    spec = tlkit.BaseSpec("b", build, list, "demo", param_count=1234)
+    assert spec.param_count == 1234
+    with pytest.warns(DeprecationWarning, match="BaseSpec.params .* is now BaseSpec.param_count"):
+        old = tlkit.BaseSpec("b", build, list, "demo", params=1234)
+    assert old == spec
+    with pytest.warns(DeprecationWarning, match="param_count"):
+        assert old.params == 1234
+    with pytest.warns(DeprecationWarning, match="param_count="):
+        via_helper = tlkit.keras_application_base("b", build, preprocessing="tf", description="d", params=99)
+    assert via_helper.param_count == 99
+    with pytest.raises(TypeError, match="not both"), pytest.warns(DeprecationWarning):
+        tlkit.BaseSpec("b", build, list, "demo", params=1, param_count=2)
+    # with_plugin (dataclasses.replace) copies it without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert with_plugin(spec, "p").param_count == 1234
 
 
 def test_string_annotations_are_read_per_parameter(tmp_path, monkeypatch):
@@ -222,13 +319,13 @@ def test_string_annotations_are_read_per_parameter(tmp_path, monkeypatch):
         "import tlkit\n"
         "if TYPE_CHECKING:\n"
         "    import keras\n"
-        "Width = Annotated[int, tlkit.param('width', min=1)]\n"
+        "Width = Annotated[int, tlkit.Param('width', ge=1)]\n"
         "def build(features: keras.KerasTensor, num_classes: int, *, units: Width = 4):\n"
         "    return None\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("tlkit_future_demo")
-    assert params_from_signature(module.build) == (tlkit.Param("units", 4, "width", kind="int", min=1),)
+    assert params_from_signature(module.build) == (tlkit.ParamSpec("units", 4, help="width", kind="int", ge=1),)
     monkeypatch.delitem(sys.modules, "tlkit_future_demo")
 
 

@@ -10,17 +10,17 @@ import shlex
 import tomllib
 
 import pytest
-from conftest import CLASS_COLORS, invoke_tlkit, snapshot
 
 import tlkit
+from tests import support
+from tests.support import CLASS_COLORS, invoke_tlkit, snapshot
 from tlkit import TlkitError
 from tlkit.config.options import config_from_mapping, to_toml
 from tlkit.testing import write_images
 from tlkit.training.lr_finder import lr_text, suggest
 
-FAST = dict(base="mobilenet_v2", weights="none", image_size=32, batch_size=8, engine="tensorflow")
-CLI_FAST = ["--base", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
-CLI_FAST += ["--engine", "tensorflow"]
+FAST = {**support.FAST, "engine": "tensorflow"}
+CLI_FAST = [*support.CLI_FAST, "--engine", "tensorflow"]
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +113,8 @@ def test_the_printed_command_is_a_valid_train_invocation(swept, capsys):
 
 
 def test_a_second_sweep_from_the_cli_runs_no_base(swept, monkeypatch):
-    from tlkit.data import images as datamod
-    from tlkit.features import store as features
+    from tlkit.data import decode as datamod
+    from tlkit.features import engines
 
     data, before, output, first = swept
 
@@ -123,7 +123,7 @@ def test_a_second_sweep_from_the_cli_runs_no_base(swept, monkeypatch):
 
     monkeypatch.setattr(datamod, "decode_split", refuse)
     monkeypatch.setattr(datamod, "load_image", refuse)
-    monkeypatch.setattr(features, "make_engine", refuse)
+    monkeypatch.setattr(engines, "make_engine", refuse)
     proc = invoke_tlkit(
         "lr-find", "--data", data, "--head", "linear", *CLI_FAST, "--aug", "flip_horizontal", "--steps", "20",
         "--start-lr", "1e-5", "--output", output, "--json",

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TLKIT, default_signals
 
 import tlkit
+from tests.support import TLKIT, default_signals
 from tlkit import TlkitError
 from tlkit.testing import make_image_folder
 
@@ -81,7 +81,9 @@ def test_two_workers_on_localhost_train_one_run_directory(tmp_path):
     assert json.loads(results[0][0])["metrics"]["epochs_run"] == 2
     assert (run / "model.keras").is_file() and (run / "checkpoints" / "state.json").is_file()
     # The feature pass was split: the shared cache holds one whole entry per split, no parts left.
-    entries = [p.name for p in (tmp_path / "cache" / "features").iterdir() if not p.name.startswith(".")]
+    from tlkit.features.store import FeatureStore
+
+    entries = [e["name"] for e in FeatureStore(tmp_path / "cache").entries() if e["kind"] == "features"]
     assert len(entries) == 2 and not [name for name in entries if "-part" in name], entries
     # The worker's temporary run directory is gone.
     worker_dir = json.loads(results[1][0])["run_dir"]
@@ -147,16 +149,19 @@ def test_a_feature_pass_split_over_workers_equals_one_process(tmp_path, monkeypa
     from concurrent.futures import ThreadPoolExecutor
 
     from tlkit.features import shards as feature_shards
-    from tlkit.features.store import load_or_compute
+    from tlkit.features.store import FeatureStore
 
     monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
+    store = FeatureStore()
     pixels = np.random.default_rng(0).integers(0, 255, (11, 4, 4, 3), dtype=np.uint8)
     labels = np.arange(11) % 2
 
     def engine(batch: np.ndarray) -> np.ndarray:
         return batch.reshape(len(batch), -1)[:, :6] * 0.5 + 1.0
 
-    one = load_or_compute(key="single", pixels=pixels, labels=labels, feature_shape=(6,), engine=engine, batch_size=3)
+    one = store.load_or_compute(
+        key="single", pixels=pixels, labels=labels, feature_shape=(6,), engine=engine, batch_size=3
+    )
 
     def worker(index: int) -> np.ndarray:  # what each of 3 workers does, concurrently
         feature_shards.compute_part(
@@ -168,7 +173,7 @@ def test_a_feature_pass_split_over_workers_equals_one_process(tmp_path, monkeypa
         results = list(pool.map(worker, range(3)))
     for result in results:
         np.testing.assert_array_equal(result, np.asarray(one.features))
-    names = sorted(p.name for p in (tmp_path / "cache" / "features").iterdir() if not p.name.startswith("."))
+    names = sorted(e["name"] for e in store.entries())
     assert names == ["single", "split"]  # the parts were folded into the whole and removed
 
 
@@ -192,12 +197,13 @@ def test_a_missing_worker_part_is_named_after_the_timeout(tmp_path, monkeypatch)
 
 def test_assembling_replaces_a_damaged_whole_entry_in_the_way(tmp_path, monkeypatch):
     from tlkit.features import shards as feature_shards
+    from tlkit.features.store import FeatureStore
 
     monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "cache"))
     pixels = np.arange(4 * 2 * 2 * 3, dtype=np.uint8).reshape(4, 2, 2, 3)
-    stray = tmp_path / "cache" / "features" / "k"
-    stray.mkdir(parents=True)
-    (stray / "meta.json").write_text("not json")  # a damaged entry where the whole one goes
+    store = FeatureStore()
+    store.entry_path("k").mkdir(parents=True)
+    store.meta_path("k").write_text("not json")  # a damaged entry where the whole one goes
     for index in range(2):
         feature_shards.compute_part(
             key="k",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import invoke_tlkit
 
+from tests.support import invoke_tlkit
 from tlkit import TlkitError
 from tlkit.config.options import load_config_file
 from tlkit.config.resolve import resolve_head
@@ -17,7 +17,7 @@ from tlkit.registry.manager import get_registry
 
 keras = pytest.importorskip("keras")
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 DEFAULT_NORM = (
     "none"  # the classic recipe; what docs/training.md#stability-across-seeds, user-guide.md and `tlkit info` say
 )

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TLKIT, default_signals, invoke_tlkit, run_tlkit, write_images
 
 import tlkit
+from tests import support
+from tests.support import TLKIT, default_signals, invoke_tlkit, run_tlkit, write_images
 from tlkit import TlkitError
 
-FAST = dict(base="mobilenet_v2", weights="none", image_size=32, batch_size=8, verbose=False)
-CLI_FAST = ["--base", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--batch-size", "8"]
+FAST = {**support.FAST, "verbose": False}
+CLI_FAST = support.CLI_FAST
 
 
 def _train(data, tmp_path, **options):
@@ -42,8 +43,9 @@ def test_fine_tuning_stage_unfreezes_the_top_but_not_batchnorm(tiny_data, tmp_pa
 
     monkeypatch.setattr(objectives, "compile_for_stage", spy)
 
-    from tlkit.model.builder import base_layer, build_base
+    from tlkit.model.builder import base_layer
     from tlkit.registry.manager import get_registry
+    from tlkit.weights.build import build_base
 
     result = _train(
         tiny_data, tmp_path, epochs=2, fine_tune_epochs=2, unfreeze="10", fine_tune_lr=1e-3, metrics=["accuracy"]
@@ -188,7 +190,8 @@ def test_early_stopping_and_the_saved_model_is_the_best_epoch(tiny_data, tmp_pat
     best = _train(tiny_data, tmp_path, epochs=4, lr=0.05, monitor="val_loss", head="linear")
     epoch = best.metrics["best_epoch"]
     assert best.history["val_loss"][epoch - 1] == min(best.history["val_loss"])
-    from tlkit.data.images import decode_split, scan_dataset
+    from tlkit.data.decode import decode_split
+    from tlkit.data.folders import scan_dataset
 
     val = decode_split(scan_dataset(tiny_data).val, 32, tmp_path / "px", name="val")
     model = keras.saving.load_model(best.model_path)

