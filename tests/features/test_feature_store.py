@@ -1,7 +1,8 @@
 """The feature store: the one owner of the cache's layout, computing each entry once, trusting none blindly.
 
 Also pins down the shape of ``tlkit/features``: no module spells the cache's layout but
-``store.py``, the modules import each other one way, and every lazy import says why.
+``store.py``, and the modules import each other one way (that every lazy import says why is
+tests/test_architecture.py's, package-wide).
 """
 
 from __future__ import annotations
@@ -134,7 +135,9 @@ def _feature_imports(path: Path) -> set[str]:
 
 def test_the_feature_modules_import_each_other_without_a_cycle():
     graph = {f"tlkit.features.{p.stem}": _feature_imports(p) for p in (PACKAGE / "features").glob("*.py")}
-    assert graph["tlkit.features.store"] <= {"tlkit.features.memory"}, "the store depends on no other feature module"
+    helpers = {"tlkit.features.memory", "tlkit.features.rows"}  # array and memory helpers, no layout
+    assert graph["tlkit.features.store"] <= helpers, "the store depends on no other feature module"
+    assert all(graph[helper] == set() for helper in helpers), "the store's helpers import no feature module"
     done: set[str] = set()
 
     def visit(module: str, path: tuple[str, ...]) -> None:
@@ -146,23 +149,6 @@ def test_the_feature_modules_import_each_other_without_a_cycle():
 
     for module in sorted(graph):
         visit(module, ())
-
-
-def test_every_lazy_import_in_the_feature_modules_says_why():
-    missing = []
-    for path in sorted((PACKAGE / "features").glob("*.py")):
-        lines = path.read_text(encoding="utf-8").splitlines()
-        for function in ast.walk(ast.parse("\n".join(lines))):
-            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            for node in ast.walk(function):
-                if isinstance(node, (ast.Import, ast.ImportFrom)):
-                    first = node.lineno - 1  # the import group and its comment above
-                    while first > 0 and lines[first - 1].strip().startswith(("import ", "from ", "#")):
-                        first -= 1
-                    if not any("# lazy:" in line for line in lines[first : node.end_lineno]):
-                        missing.append(f"{_shown(path)}:{node.lineno}")
-    assert missing == [], "say why an import is inside a function (# lazy: ...):\n" + "\n".join(missing)
 
 
 # -- the store -------------------------------------------------------------------------------
@@ -317,3 +303,142 @@ def test_the_default_store_is_the_user_cache(tmp_path, monkeypatch):
     assert FeatureStore().root == cache_root() == tmp_path / "mine"
     assert FeatureStore(tmp_path / "other").entry_path("k").is_relative_to(tmp_path / "other")
     assert FeatureStore.part_key("k", 1, 3) != FeatureStore.part_key("k", 2, 3)
+
+
+# -- per-image reuse across entries --------------------------------------------------------
+
+
+def _hashes(files) -> list[str]:
+    from tlkit.features.fingerprint import file_hashes
+
+    return file_hashes(files)
+
+
+def _family_compute(store, model, files, pixels, engine, family="fam", **options):
+    hashes = _hashes(files)
+    return store.load_or_compute(
+        key=_key(model, files, **options.pop("extra", {})),
+        pixels=pixels,
+        labels=np.arange(len(files)) % 2,
+        feature_shape=tuple(model.output.shape[1:]),
+        engine=engine,
+        batch_size=4,
+        describe={"split": "train"},
+        family=family,
+        hashes=hashes,
+        **options,
+    )
+
+
+def test_an_entry_records_its_family_and_images_and_the_listing_leaves_the_hashes_out(base, tmp_path):
+    model, files, pixels = base
+    store = FeatureStore(tmp_path / "cache")
+    first = _family_compute(store, model, files, pixels, CountingEngine(model))
+    meta = store.meta(first.key)
+    assert meta["family"] == "fam" and meta["file_hashes"] == _hashes(files)
+    (listed,) = store.entries()
+    assert listed["family"] == "fam" and "file_hashes" not in listed
+    # an entry written before these fields existed takes no part, and is still a hit
+    store.publish("old", np.ones((1, 2, 3), np.float32), {"split": "val"})
+    assert store.lookup("new", family="fam", hashes=["x", "y"]) is None and store.verify("old")
+
+
+def test_a_missing_entry_is_assembled_from_the_rows_of_its_family(base, tmp_path):
+    model, files, pixels = base
+    store, engine = FeatureStore(tmp_path / "cache"), CountingEngine(model)
+    a = _family_compute(store, model, files[:4], pixels[:4], engine)
+    b = _family_compute(store, model, files[3:], pixels[3:], engine)
+    calls = engine.calls
+    wanted = [files[5], files[0], files[4], files[2]]  # from both, reordered, some left out
+    hashes = _hashes(wanted)
+    assert store.lookup("derived", family="other", hashes=hashes) is None  # another family never mixes
+    found = store.lookup("derived", family="fam", hashes=hashes, describe={"split": "val"})
+    assert engine.calls == calls and found.shape == (1, 4, *a.features.shape[2:])
+    expected = np.concatenate(
+        [np.asarray(b.features[0, [2]]), a.features[0, [0]], b.features[0, [1]], a.features[0, [2]]]
+    )
+    np.testing.assert_array_equal(np.asarray(found[0]), expected)
+    meta = store.meta("derived")
+    assert sorted(meta["derived_from"]) == sorted([a.key, b.key]) and meta["computed_images"] == 0
+    assert meta["file_hashes"] == hashes and meta["family"] == "fam" and meta["split"] == "val"
+    assert store.verify("derived")  # published like any entry, and in the family itself
+    assert store.lookup("missing-one", family="fam", hashes=[*hashes, "0" * 32]) is None
+
+
+def test_only_the_missing_images_go_through_the_base(base, tmp_path):
+    model, files, pixels = base
+    store, engine = FeatureStore(tmp_path / "cache"), CountingEngine(model)
+    whole = np.array(_family_compute(store, model, files, pixels, CountingEngine(model)).features)
+    store.clear()
+    first = _family_compute(store, model, files[:4], pixels[:4], engine)
+    assert first.computed_images is None and engine.calls == 1
+    done = []
+    grown = store.load_or_compute(
+        key="grown",
+        pixels=pixels,
+        labels=np.arange(6) % 2,
+        feature_shape=tuple(model.output.shape[1:]),
+        engine=engine,
+        batch_size=4,
+        progress=done.append,
+        family="fam",
+        hashes=_hashes(files),
+    )
+    assert not grown.hit and grown.computed_images == 2 and grown.derived_from == 1
+    assert engine.calls == 2 and sum(done) == 6  # one batch of the 2 new images; progress over all 6
+    np.testing.assert_array_equal(np.asarray(grown.features[0, :4]), np.asarray(first.features[0]))
+    np.testing.assert_allclose(np.asarray(grown.features), whole, rtol=1e-5, atol=1e-6)
+    assert store.meta("grown")["computed_images"] == 2 and store.verify("grown")
+
+
+def test_a_damaged_entry_is_never_used_to_assemble_another(base, tmp_path):
+    model, files, pixels = base
+    store, engine = FeatureStore(tmp_path / "cache"), CountingEngine(model)
+    first = _family_compute(store, model, files, pixels, engine)
+    expected = np.array(first.features)
+    del first
+    data = store.data_path(_key(model, files))
+    raw = bytearray(data.read_bytes())
+    raw[-1] ^= 0xFF  # the last image's features: same size, another SHA-256
+    data.write_bytes(bytes(raw))
+    hashes = _hashes(files[:3])
+    assert store.lookup("derived", family="fam", hashes=hashes) is None
+    assert not store.entry_path("derived").exists()
+    again = store.load_or_compute(
+        key="derived",
+        pixels=pixels[:3],
+        labels=np.arange(3),
+        feature_shape=expected.shape[2:],
+        engine=engine,
+        batch_size=4,
+        family="fam",
+        hashes=hashes,
+    )
+    assert not again.hit and again.computed_images is None and engine.calls == 3  # all computed again
+    np.testing.assert_allclose(np.asarray(again.features), expected[:, :3], rtol=1e-5, atol=1e-6)
+    assert "derived_from" not in store.meta("derived")
+
+
+def test_rows_of_another_dtype_or_shape_are_never_mixed(tmp_path):
+    store = FeatureStore(tmp_path)
+    store.publish("f16", np.ones((1, 2, 3), np.float16), FeatureStore.family_fields("fam", ["a", "b"]))
+    store.publish("wide", np.ones((1, 1, 4), np.float32), FeatureStore.family_fields("fam", ["c"]))
+    store.publish("two-views", np.ones((2, 1, 3), np.float32), FeatureStore.family_fields("fam", ["c"]))
+
+    class Engine:
+        name, calls = "fake", 0
+
+        def __call__(self, batch):
+            Engine.calls += len(batch)
+            return np.full((len(batch), 3), 7.0, np.float32)
+
+    got = store.load_or_compute(
+        key="k",
+        pixels=np.zeros((3, 2, 2, 3), np.uint8),
+        labels=np.arange(3),
+        feature_shape=(3,),
+        engine=Engine(),
+        family="fam",
+        hashes=["a", "b", "c"],
+    )
+    assert Engine.calls == 3 and np.all(np.asarray(got.features) == 7.0)  # float32 wanted: nothing reusable

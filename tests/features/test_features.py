@@ -218,3 +218,87 @@ def test_cache_dir_default_is_the_user_cache(monkeypatch):
     assert cache_root() == Path("/somewhere/tlkit")
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_root() == Path(os.path.expanduser("~/.cache/tlkit"))
+
+
+# -- per-image reuse across entries --------------------------------------------------------
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The images that go through the base (every engine made is wrapped to count them)."""
+    from tlkit.features import engines
+
+    seen = {"images": 0, "engines": 0}
+    make = engines.make_engine
+
+    def counting(*args, **kwargs):
+        engine, reason = make(*args, **kwargs)
+        seen["engines"] += 1
+
+        class Counting:
+            name, batch_size = engine.name, getattr(engine, "batch_size", None)
+
+            def __call__(self, batch):
+                seen["images"] += len(batch)
+                return engine(batch)
+
+        return Counting(), reason
+
+    monkeypatch.setattr(engines, "make_engine", counting)
+    return seen
+
+
+def _rows_by_image(result) -> dict[str, np.ndarray]:
+    """content hash → features row, over both splits' entries of a run."""
+    store, rows = FeatureStore(), {}
+    for name in ("train", "val"):
+        key = Path(result.metrics["features"][name]["entry"]).name
+        features = store.lookup(key)
+        rows.update((h, np.asarray(features[0, i])) for i, h in enumerate(store.meta(key)["file_hashes"]))
+    return rows
+
+
+def test_a_cleaned_labels_csv_reuses_every_image_without_running_the_base(tiny_data, tmp_path, cache, counted):
+    from tlkit.features.fingerprint import file_fingerprint
+
+    first = _train(tiny_data, tmp_path, engine="tensorflow")
+    assert counted["images"] == 24 + 9
+    before = _rows_by_image(first)
+    train = sorted((tiny_data / "train").rglob("*.png"))
+    val = sorted((tiny_data / "val").rglob("*.png"))
+    dropped, moved = {train[0], train[9]}, train[17]  # two duplicates dropped, one image moved to val
+    lines = ["path,label,split"]
+    lines += [f"{f.relative_to(tiny_data)},{f.parent.name},train" for f in train if f not in dropped and f != moved]
+    lines += [f"{f.relative_to(tiny_data)},{f.parent.name},val" for f in [*val, moved]]
+    (tiny_data / "labels.csv").write_text("\n".join(lines) + "\n")
+    second = _train(tiny_data, tmp_path, engine="tensorflow", labels=str(tiny_data / "labels.csv"))
+    assert counted == {"images": 24 + 9, "engines": 1}, "the base ran again"
+    features = second.metrics["features"]
+    assert features["engine"] == "cache" and "decode" not in second.metrics["timings"]
+    assert features["train"]["cache"] == "hit" and features["train"]["derived_from"] == 1
+    assert features["val"]["cache"] == "hit" and features["val"]["derived_from"] == 2  # old val + old train
+    after = _rows_by_image(second)
+    assert set(after) == {file_fingerprint(f) for f in [*train, *val] if f not in dropped}
+    for digest, row in after.items():
+        np.testing.assert_array_equal(row, before[digest])  # the very rows of the first run
+
+
+def test_new_images_are_the_only_ones_through_the_base(tiny_data, tmp_path, cache, counted):
+    _train(tiny_data, tmp_path, engine="tensorflow")
+    write_images(tiny_data / "train" / "cat", 2, (90, 90, 90), seed=5, prefix="new")
+    grown = _train(tiny_data, tmp_path, engine="tensorflow")
+    assert counted["images"] == 24 + 9 + 2
+    train = grown.metrics["features"]["train"]
+    assert train["cache"] == "computed" and train["computed_images"] == 2 and train["derived_from"] == 1
+    assert grown.metrics["features"]["val"]["cache"] == "hit"
+
+
+def test_another_size_or_weights_never_reuses_rows(tiny_data, tmp_path, cache, counted):
+    _train(tiny_data, tmp_path, engine="tensorflow")
+    bigger = _train(tiny_data, tmp_path, engine="tensorflow", image_size=40)
+    reseeded = _train(tiny_data, tmp_path, engine="tensorflow", seed=1)  # random weights: another seed, others
+    assert counted["images"] == 3 * (24 + 9)
+    for result in (bigger, reseeded):
+        for name in ("train", "val"):
+            info = result.metrics["features"][name]
+            assert info["cache"] == "computed" and "derived_from" not in info

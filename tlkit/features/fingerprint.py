@@ -27,11 +27,28 @@ def file_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def file_hashes(paths: Sequence[str | Path], workers: int | None = None) -> list[str]:
+    """:func:`file_fingerprint` of each of ``paths``, in order (hashed in parallel threads)."""
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        return list(pool.map(file_fingerprint, paths))
+
+
+def combined_fingerprint(hashes: Sequence[str]) -> str:
+    """One hash over an ordered list of content hashes (a split's images, in order)."""
+    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+
+
 def files_fingerprint(paths: Sequence[str | Path], workers: int | None = None) -> str:
     """One hash over the ordered content hashes of ``paths`` (hashed in parallel)."""
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        hashes = list(pool.map(file_fingerprint, paths))
-    return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+    return combined_fingerprint(file_hashes(paths, workers))
+
+
+def shared_copies(
+    train: Sequence[str | Path], train_hashes: Sequence[str], val: Sequence[str | Path], val_hashes: Sequence[str]
+) -> list[tuple[Path, Path]]:
+    """``(val file, train file)`` for every validation image whose exact bytes are also in train."""
+    in_train = dict(zip(train_hashes, train))
+    return [(Path(v), Path(in_train[h])) for v, h in zip(val, val_hashes) if h in in_train]
 
 
 def weights_fingerprint(model: Any) -> str:
@@ -57,4 +74,13 @@ def entry_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-__all__ = ["entry_key", "file_fingerprint", "files_fingerprint", "layers_fingerprint", "weights_fingerprint"]
+__all__ = [
+    "combined_fingerprint",
+    "entry_key",
+    "file_fingerprint",
+    "file_hashes",
+    "files_fingerprint",
+    "layers_fingerprint",
+    "shared_copies",
+    "weights_fingerprint",
+]

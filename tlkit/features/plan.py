@@ -4,6 +4,11 @@
 decoding, no engine); :func:`run_features` gets them for decoded splits, computing each miss
 once (split over the workers of a multi-worker run, :mod:`tlkit.features.shards`).  The cache
 itself is :class:`~tlkit.features.store.FeatureStore`'s.
+
+A split's key covers its exact, ordered images, so any change to the file list misses; but one
+clean view's entries also name their :meth:`FeaturePlan.family` (the key without the images)
+and their images' hashes, so a miss is assembled from the rows of same-family entries, and
+only images never seen under that family go through the base.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.features import engines, shards
-from tlkit.features.fingerprint import entry_key, files_fingerprint, layers_fingerprint
+from tlkit.features.fingerprint import combined_fingerprint, entry_key, file_hashes, layers_fingerprint
 from tlkit.features.store import FeatureSet, FeatureStore
 from tlkit.version import __version__
 
@@ -42,6 +47,10 @@ class RunFeatures:
                 "seconds": round(fs.seconds, 2),
                 "images_per_s": round(images / fs.seconds, 1) if fs.seconds else None,
             }
+            if fs.derived_from:  # assembled from other entries' rows (per-image reuse)
+                out[name]["derived_from"] = fs.derived_from
+            if fs.computed_images is not None:  # only these images went through the base
+                out[name]["computed_images"] = fs.computed_images
         return out
 
 
@@ -60,14 +69,18 @@ class FeaturePlan:
     shard: tuple[int, int] = (0, 1)  # (this worker, workers): a multi-worker run splits the pass
     dtype: str = "float32"  # how the entries store the features (float16: half the disk and RAM)
     store: FeatureStore = field(default_factory=FeatureStore)  # where the features are cached
-    _hashes: dict[tuple[str, ...], str] = field(default_factory=dict, repr=False)
+    _hashes: dict[str, str] = field(default_factory=dict, repr=False)  # file → content hash
+
+    def file_hashes(self, files: Sequence[str | Path]) -> list[str]:
+        """Each file's content hash, read once per file for the plan's life (hashing reads every image)."""
+        missing = [f for f in dict.fromkeys(str(f) for f in files) if f not in self._hashes]
+        if missing:
+            self._hashes.update(zip(missing, file_hashes(missing)))
+        return [self._hashes[str(f)] for f in files]
 
     def files_fp(self, files: Sequence[str | Path]) -> str:
-        """:func:`files_fingerprint` of ``files``, computed once per list of files (hashing reads every image)."""
-        key = tuple(str(f) for f in files)
-        if key not in self._hashes:
-            self._hashes[key] = files_fingerprint(files)
-        return self._hashes[key]
+        """:func:`~tlkit.features.fingerprint.files_fingerprint` of ``files``, from :meth:`file_hashes`."""
+        return combined_fingerprint(self.file_hashes(files))
 
     def _common(self) -> dict[str, Any]:
         common = {
@@ -96,6 +109,16 @@ class FeaturePlan:
             seed=self.seed if augmented else None,
         )
 
+    @staticmethod
+    def family(split_plan: dict[str, Any], engine: str) -> str | None:
+        """The key of what determines one image's features in split plan ``split_plan`` — all of it
+        but which images, in which order and in which split — or None for augmented views (their
+        features depend on the view and the seed: such entries are reused only whole)."""
+        if split_plan["views"] != 1 or split_plan["augmentations"]:
+            return None
+        per_image = {k: v for k, v in split_plan.items() if k not in ("split", "files")}
+        return entry_key({**per_image, "engine": engine, "rows": "per-image"})
+
     def expected_engine(self) -> str:
         """The engine a miss would use (part of the key: engines differ by ~1e-6)."""
         return engines.expected_engine(self.engine_choice)
@@ -117,6 +140,10 @@ class FeaturePlan:
         With ``derive``, a pooling head's missing entry is made from the cached feature *map* of
         the same images when there is one (pooling the map is what the head's own pooling layer
         does), so a linear probe after a ``dense256`` run on the same images runs no base at all.
+
+        A missing entry of one clean view whose images are all in cached entries of its
+        :meth:`family` (another file list, split or order of the same images) is assembled from
+        their rows: no base runs either.
         """
         split_plan = self.split_plan(name, files)
         key = entry_key({**split_plan, "engine": engine})
@@ -124,7 +151,14 @@ class FeaturePlan:
         if derive and self.parts.pooling:
             map_key = entry_key({**{k: v for k, v in split_plan.items() if k != "pooling"}, "engine": engine})
         describe = {"engine": engine, "split": name, "base": self.base_name, "image_size": self.image_size}
-        found = self.store.lookup(key, pooled_from=map_key, pooling=self.parts.pooling, describe=describe)
+        found = self.store.lookup(
+            key,
+            pooled_from=map_key,
+            pooling=self.parts.pooling,
+            describe=describe,
+            family=self.family(split_plan, engine),
+            hashes=self.file_hashes(files),
+        )
         return key, split_plan, found
 
 
@@ -139,8 +173,15 @@ def lookup_features(plan: FeaturePlan, splits: dict[str, tuple[Sequence[Path], n
         key, _, cached = plan.cached(name, files, plan.expected_engine())
         if cached is None or cached.shape[1] != len(labels):
             return None
-        sets[name] = FeatureSet(cached, labels, key, plan.store.entry_path(key), hit=True, seconds=0.0)
+        sets[name] = _hit(plan.store, key, cached, labels)
     return RunFeatures(sets["train"], sets["val"], "cache", "all features were in the cache")
+
+
+def _hit(store: FeatureStore, key: str, features: np.ndarray, labels: np.ndarray) -> FeatureSet:
+    """A cache hit of entry ``key``, saying how many entries it was assembled from (when it was)."""
+    derived = (store.meta(key) or {}).get("derived_from")
+    count = len(derived) if isinstance(derived, list) else 0
+    return FeatureSet(features, labels, key, store.entry_path(key), True, 0.0, derived_from=count)
 
 
 def _augment_with(augmenter: Any) -> Callable[[np.ndarray, int], np.ndarray]:
@@ -176,7 +217,7 @@ def run_features(
         engine_key = engine.name if engine is not None else plan.expected_engine()
         key, split_plan, cached = plan.cached(name, decoded.files, engine_key, derive=engine is None)
         if cached is not None:
-            sets[name] = FeatureSet(cached, decoded.labels, key, store.entry_path(key), True, 0.0)
+            sets[name] = _hit(store, key, cached, decoded.labels)
             continue
         if engine is None:
             sample = np.asarray(decoded.pixels[:2], dtype=np.float32)
@@ -199,23 +240,29 @@ def run_features(
             progress=callback,
         )
         describe = {"base": plan.base_name, "image_size": plan.image_size, "split": name}
-        if workers > 1:
-            sets[name] = _computed_by_workers(plan, common, decoded.labels, describe)
+        family = plan.family(split_plan, engine.name)
+        hashes = plan.file_hashes(decoded.files)
+        if workers > 1:  # each worker computes its share of every image (no per-image reuse)
+            whole = {**describe, **store.family_fields(family, hashes)}
+            sets[name] = _computed_by_workers(plan, common, decoded.labels, describe, whole)
         else:
-            sets[name] = store.load_or_compute(labels=decoded.labels, describe=describe, dtype=plan.dtype, **common)
+            sets[name] = store.load_or_compute(
+                labels=decoded.labels, describe=describe, dtype=plan.dtype, family=family, hashes=hashes, **common
+            )
     return RunFeatures(sets["train"], sets["val"], engine_name, reason or "all features were in the cache")
 
 
 def _computed_by_workers(
-    plan: FeaturePlan, common: dict[str, Any], labels: np.ndarray, describe: dict[str, Any]
+    plan: FeaturePlan, common: dict[str, Any], labels: np.ndarray, describe: dict[str, Any], whole: dict[str, Any]
 ) -> FeatureSet:
-    """This worker's part of the split's features, then the whole (see :mod:`tlkit.features.shards`)."""
+    """This worker's part of the split's features, then the whole (see :mod:`tlkit.features.shards`),
+    published with ``whole`` as its metadata (the parts get ``describe``)."""
     index, workers = plan.shard
     started = time.perf_counter()
     shards.compute_part(index=index, count=workers, describe=describe, dtype=plan.dtype, store=plan.store, **common)
-    whole = shards.assemble(key=common["key"], count=workers, total=len(labels), describe=describe, store=plan.store)
+    features = shards.assemble(key=common["key"], count=workers, total=len(labels), describe=whole, store=plan.store)
     path = plan.store.entry_path(common["key"])
-    return FeatureSet(whole, labels, common["key"], path, hit=False, seconds=time.perf_counter() - started)
+    return FeatureSet(features, labels, common["key"], path, hit=False, seconds=time.perf_counter() - started)
 
 
 __all__ = ["FeaturePlan", "RunFeatures", "lookup_features", "run_features"]

@@ -14,11 +14,18 @@ Entries are built in a temporary folder and renamed into place, so a crashed run
 a half entry in use; every open checks the features' size and SHA-256 against ``meta.json``,
 so a damaged entry is a miss (recomputed), never an error.  What keys an entry is
 :mod:`tlkit.features.fingerprint`'s and :mod:`tlkit.features.plan`'s business.
+
+Per-image reuse: an entry of one clean view records in ``meta.json`` its *family* (the key of
+everything that determines one image's features except which images: base, size, weights,
+preprocessing, pooling, dtype, engine, version) and its images' content hashes in row order
+(``file_hashes``).  A missing entry whose images are all in verified entries of its family is
+assembled from their rows (:meth:`FeatureStore.lookup`, no base pass); one whose images are
+partly there has only the others computed (:meth:`FeatureStore.load_or_compute`).  Entries
+from before these fields simply take no part.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -34,6 +41,7 @@ import numpy as np
 
 from tlkit.errors import TlkitError
 from tlkit.features.memory import release_pages
+from tlkit.features.rows import Sources, gather_into, run_engine_into
 from tlkit.io.hashing import sha256_file
 
 CACHE_ENV = "TLKIT_CACHE_DIR"
@@ -59,6 +67,8 @@ class FeatureSet:
     path: Path  # the entry's folder
     hit: bool  # True when read from the cache, False when computed now
     seconds: float  # time spent computing (0 on a hit)
+    derived_from: int = 0  # entries whose rows it was assembled from (0: computed whole, or an old entry)
+    computed_images: int | None = None  # images that went through the base now (None: all of them, or a hit)
 
     @property
     def views(self) -> int:
@@ -79,6 +89,11 @@ class FeatureStore:
     _META = "meta.json"
     _DATA_PREFIX = "features."  # + dtype name: features.float32, features.float16
     _TMP_PREFIX = ".tmp-"  # + key: entries being written (never listed, never opened)
+    _FAMILY = "family"  # meta: the key of what determines one image's features (not which images)
+    _HASHES = "file_hashes"  # meta: the images' content hashes, in row order
+    _DERIVED = "derived_from"  # meta: the entries whose rows were reused
+    _COMPUTED = "computed_images"  # meta: how many images went through the base for this entry
+    _GATHER_BYTES = 32 << 20  # rows copied per chunk when assembling an entry from others
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = cache_root() if root is None else Path(root).expanduser()
@@ -142,6 +157,8 @@ class FeatureStore:
         pooled_from: str | None = None,
         pooling: str | None = None,
         describe: dict[str, Any] | None = None,
+        family: str | None = None,
+        hashes: list[str] | None = None,
     ) -> np.ndarray | None:
         """Entry ``key``'s features (read-only memmap), or None when it is missing, incomplete or damaged.
 
@@ -154,17 +171,157 @@ class FeatureStore:
         ``key`` is missing and that map is cached, the entry is made from it — reduced over its
         h×w positions with ``pooling`` (``"avg"`` or ``"max"``, what a pooling head's own layer
         does) — published with ``describe`` as its metadata, and returned; no base runs.
+
+        ``family`` and ``hashes`` (the images' content hashes, in order): entry ``key`` holds one
+        clean view of these images, and images' features are the same in every entry of
+        ``family``.  Both are recorded in an entry made here, and when ``key`` is missing but
+        every image is in verified entries of ``family``, the entry is assembled from their rows
+        (chunk by chunk), published and returned; no base runs.
         """
         found = self._open(key, verify=verify)
-        if found is not None or pooled_from is None:
+        if found is not None:
             return found
-        feature_map = self._open(pooled_from)
-        if feature_map is None or feature_map.ndim != 5:
+        describe = {**(describe or {}), **self.family_fields(family, hashes)}
+        if pooled_from is not None:
+            feature_map = self._open(pooled_from)
+            if feature_map is not None and feature_map.ndim == 5:
+                reduce = np.mean if pooling == "avg" else np.max
+                pooled = np.stack([reduce(np.asarray(view, dtype=np.float32), axis=(1, 2)) for view in feature_map])
+                self.publish(key, pooled.astype(feature_map.dtype), {**describe, "pooled_from": pooled_from})
+                return self._open(key)
+        if family is None or not hashes:
             return None
-        reduce = np.mean if pooling == "avg" else np.max
-        pooled = np.stack([reduce(np.asarray(view, dtype=np.float32), axis=(1, 2)) for view in feature_map])
-        self.publish(key, pooled.astype(feature_map.dtype), {**(describe or {}), "pooled_from": pooled_from})
-        return self._open(key)
+        sources = self._family_rows(family, hashes)
+        if len(sources.found) < len(set(hashes)):
+            return None  # some images were never computed under this family: run_features computes them
+        self._assemble(key, hashes, sources, describe=describe)
+        return self._open(key, verify=False)  # just written and hashed
+
+    @classmethod
+    def family_fields(cls, family: str | None, hashes: list[str] | None) -> dict[str, Any]:
+        """The metadata that lets an entry's rows be reused by entries of the same ``family`` ({} without one)."""
+        if family is None or hashes is None:
+            return {}
+        return {cls._FAMILY: family, cls._HASHES: list(hashes)}
+
+    def _family_rows(
+        self,
+        family: str,
+        hashes: list[str],
+        *,
+        dtype: str | None = None,
+        feature_shape: tuple[int, ...] | None = None,
+    ) -> Sources:
+        """Where each of ``hashes`` is in verified entries of ``family``: ``hash → (entry, row)``.
+
+        Reads every entry's ``meta.json`` (cheap for hundreds of entries), then takes entries
+        greedily — the one holding most of the images still missing first — and verifies each
+        (size and SHA-256) before using it; a damaged one is skipped.  All rows found share one
+        dtype and feature shape (``dtype`` and ``feature_shape`` when given).
+        """
+        wanted = set(hashes)
+        candidates: dict[str, list[str]] = {}
+        if self.entries_dir.is_dir():
+            for path in self.entries_dir.iterdir():
+                if path.name.startswith(".") or not path.is_dir():
+                    continue
+                meta = self.meta(path.name)
+                if meta is None or meta.get(self._FAMILY) != family:
+                    continue
+                rows, shape = meta.get(self._HASHES), meta.get("shape")
+                if (
+                    isinstance(rows, list)
+                    and isinstance(shape, list)
+                    and len(shape) >= 2
+                    and shape[:2] == [1, len(rows)]
+                    and all(isinstance(h, str) for h in rows)
+                    and not wanted.isdisjoint(rows)
+                ):
+                    candidates[path.name] = rows
+        sources = Sources()
+        missing = set(wanted)
+        while missing and candidates:
+            name = max(sorted(candidates), key=lambda n: len(missing.intersection(candidates[n])))
+            rows = candidates.pop(name)
+            if missing.isdisjoint(rows):
+                break
+            data = self._open(name)
+            if data is None or data.ndim < 2 or data.shape[:2] != (1, len(rows)):
+                continue
+            if (dtype is not None and data.dtype != np.dtype(dtype)) or (
+                feature_shape is not None and tuple(data.shape[2:]) != tuple(feature_shape)
+            ):
+                continue
+            if sources.arrays and (data.dtype != sources.dtype or data.shape[2:] != sources.feature_shape):
+                continue
+            sources.arrays[name] = data
+            for row, digest in enumerate(rows):
+                if digest in missing:
+                    sources.found[digest] = (name, row)
+            missing.difference_update(rows)
+        return sources
+
+    def _assemble(
+        self,
+        key: str,
+        hashes: list[str],
+        sources: Sources,
+        *,
+        describe: dict[str, Any],
+        pixels: np.ndarray | None = None,
+        engine: Any = None,
+        batch_size: int = 32,
+        progress: Callable[[int], None] | None = None,
+        dtype: str | None = None,
+        feature_shape: tuple[int, ...] | None = None,
+    ) -> float:
+        """Publish entry ``key`` (one clean view of the images ``hashes``): rows found in ``sources``
+        are copied, the others computed by ``engine`` from their ``pixels``; return the seconds."""
+        dtype = dtype or sources.dtype.name
+        feature_shape = tuple(feature_shape if feature_shape is not None else sources.feature_shape)
+        shape = (1, len(hashes), *feature_shape)
+        tmp = self._new_tmp(key)
+        started = time.perf_counter()
+        try:
+            try:
+                with open(tmp / self.data_name(dtype), "wb") as out:
+                    digest, computed = gather_into(
+                        out,
+                        shape,
+                        dtype,
+                        hashes,
+                        sources,
+                        pixels=pixels,
+                        engine=engine,
+                        batch_size=batch_size,
+                        progress=progress,
+                        chunk=max(1, self._GATHER_BYTES // max(1, np.dtype(dtype).itemsize * math.prod(feature_shape))),
+                    )
+            except OSError as exc:
+                raise TlkitError(
+                    f"cannot write the feature cache in {self.entries_dir} ({exc.strerror or exc}); free some "
+                    f"space, set {CACHE_ENV} to another folder or train with --no-feature-cache"
+                ) from None
+            for array in sources.arrays.values():
+                release_pages(array)
+            if pixels is not None:
+                release_pages(pixels)
+            seconds = time.perf_counter() - started
+            meta = {
+                "shape": list(shape),
+                "dtype": dtype,
+                "seconds": round(seconds, 3),
+                **describe,
+                self._DERIVED: sorted({name for name, _ in sources.found.values()}),
+                self._COMPUTED: computed,
+            }
+            if engine is not None:
+                meta.setdefault("engine", getattr(engine, "name", "?"))
+            self._commit(tmp, key, meta, digest=digest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return seconds
 
     def verify(self, key: str) -> bool:
         """True when entry ``key`` is complete and its features match their SHA-256."""
@@ -209,6 +366,8 @@ class FeatureStore:
         progress: Callable[[int], None] | None = None,
         describe: dict[str, Any] | None = None,
         dtype: str = "float32",
+        family: str | None = None,
+        hashes: list[str] | None = None,
     ) -> FeatureSet:
         """The features of ``pixels`` under ``key``: from the store, or computed once and stored on a miss.
 
@@ -217,11 +376,37 @@ class FeatureStore:
         ``dtype`` (float32, or float16 at half the size).  With ``augment(batch, view)`` every
         view is an augmented copy (one per epoch in training); without it there is one clean
         view.  ``progress(n)`` is called with the number of images just done.
+
+        ``family`` and ``hashes`` (the images' content hashes, in order; one clean view only):
+        recorded in the entry, and on a miss the images already in verified entries of
+        ``family`` are copied from there — only the others go through ``engine``.
         """
         path = self.entry_path(key)
         cached = self._open(key)
         if cached is not None:
             return FeatureSet(cached, labels, key, path, hit=True, seconds=0.0)
+        describe = {**(describe or {}), **self.family_fields(family, hashes)}
+        if family is not None and hashes and views == 1 and augment is None and len(hashes) == len(pixels):
+            sources = self._family_rows(family, hashes, dtype=dtype, feature_shape=feature_shape)
+            if sources.found:
+                seconds = self._assemble(
+                    key,
+                    hashes,
+                    sources,
+                    describe=describe,
+                    pixels=pixels,
+                    engine=engine,
+                    batch_size=batch_size,
+                    progress=progress,
+                    dtype=dtype,
+                    feature_shape=feature_shape,
+                )
+                features = self._open(key, verify=False)
+                if features is None:  # pragma: no cover - the entry was removed under us
+                    raise TlkitError(f"feature cache entry {path} vanished while in use; rerun")
+                computed = len(hashes) - sum(1 for h in hashes if h in sources.found)
+                derived = len(set(name for name, _ in sources.found.values()))
+                return FeatureSet(features, labels, key, path, False, seconds, derived, computed)
         seconds = self.compute(
             key=key,
             pixels=pixels,
@@ -265,7 +450,7 @@ class FeatureStore:
         try:
             try:
                 with open(tmp / self.data_name(dtype), "wb") as out:
-                    digest = _run_engine_into(
+                    digest = run_engine_into(
                         out, shape, dtype, pixels, engine, batch_size=batch_size, augment=augment, progress=progress
                     )
             except OSError as exc:
@@ -355,7 +540,7 @@ class FeatureStore:
         """Every entry and exported base in the store: ``kind``, ``name``, ``path``, ``bytes`` and its metadata.
 
         Entries being written (or left by a crashed run) are not listed; a listed entry is not
-        verified (see :meth:`verify`).
+        verified (see :meth:`verify`); its images' hashes are left out (see :meth:`meta`).
         """
         found = []
         for kind, folder in self._folders():
@@ -365,6 +550,7 @@ class FeatureStore:
                 if path.name.startswith("."):
                     continue
                 meta = (self.meta(path.name) or {}) if kind == "features" and path.is_dir() else {}
+                meta.pop(self._HASHES, None)  # one hash per image: in meta.json, too long to list
                 found.append({"kind": kind, "name": path.name, "path": str(path), "bytes": _size(path), **meta})
         return found
 
@@ -388,43 +574,6 @@ class FeatureStore:
 def _size(path: Path) -> int:
     """Bytes of a file, or of the files under a folder."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-
-
-def _run_engine_into(
-    out: Any,
-    shape: tuple[int, ...],
-    dtype: str,
-    pixels: np.ndarray,
-    engine: Any,
-    *,
-    batch_size: int,
-    augment: Callable[[np.ndarray, int], np.ndarray] | None,
-    progress: Callable[[int], None] | None,
-) -> str:
-    """Write the engine's features of ``pixels`` (``shape`` = views, images, ...) to the binary
-    file ``out`` in order, and return their SHA-256.
-
-    Plain writes, not a memory map: the written features stay in the page cache, not in this
-    process's RSS, and a full disk is an ``OSError`` rather than a crash.  Hashing each batch
-    as it is written gives the file's digest without reading it back.
-    """
-    views, count = shape[:2]
-    digest = hashlib.sha256()
-    for view in range(views):
-        for start in range(0, count, batch_size):
-            batch = np.asarray(pixels[start : start + batch_size], dtype=np.float32)
-            if augment is not None:
-                batch = augment(batch, view)
-            rows = np.ascontiguousarray(engine(batch), dtype=dtype)
-            if rows.shape != (len(batch), *shape[2:]):
-                raise RuntimeError(
-                    f"the feature engine returned shape {rows.shape}, expected {(len(batch), *shape[2:])}"
-                )
-            out.write(rows.data)
-            digest.update(rows.data)
-            if progress is not None:
-                progress(len(batch))
-    return digest.hexdigest()
 
 
 __all__ = ["CACHE_ENV", "FEATURE_DTYPES", "FeatureSet", "FeatureStore", "cache_root"]
