@@ -213,6 +213,54 @@ def test_the_library_never_imports_the_cli():
     assert offenders == []
 
 
+# --------------------------------------------------------------------------- lazy imports say why
+
+
+def _silent_lazy_imports(path: Path) -> list[str]:
+    """Imports inside functions without a ``# lazy:`` reason in their group: on their line or above
+    it, through the import statements and comment lines right above (one reason covers a group)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    tree = ast.parse("\n".join(lines))
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    import_lines = {i for node in imports for i in range(node.lineno - 1, node.end_lineno)}
+    in_functions = {
+        id(node)
+        for function in ast.walk(tree)
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for node in ast.walk(function)
+    }
+    silent = []
+    for node in imports:
+        if id(node) not in in_functions:
+            continue  # a module-level import (`if TYPE_CHECKING:` blocks included)
+        first = node.lineno - 1
+        while first > 0 and (first - 1 in import_lines or lines[first - 1].strip().startswith("#")):
+            first -= 1
+        if not any("# lazy:" in line for line in lines[first : node.end_lineno]):
+            shown = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
+            silent.append(f"{shown}:{node.lineno}")
+    return silent
+
+
+def test_every_lazy_import_says_why():
+    silent = [hit for path in _modules() for hit in _silent_lazy_imports(path)]
+    assert silent == [], (
+        "import at the top of the module, or say what this keeps out of which light path "
+        "(# lazy: ..., on the import's line or the line above):\n" + "\n".join(silent)
+    )
+
+
+def test_the_lazy_import_check_catches_a_silent_one(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import os\n\n\n"
+        'def silent():\n    """A docstring line is no reason,\n    from here # lazy: either."""\n    import json\n\n\n'
+        "def grouped():\n    # lazy: one reason for the group\n    import keras\n    from keras import ops\n\n\n"
+        "def on_the_line():\n    import numpy  # lazy: a reason\n\n    import PIL\n"
+    )
+    assert _silent_lazy_imports(sample) == ["sample.py:7", "sample.py:19"]
+
+
 # --------------------------------------------------------------------------- shape of the package
 
 

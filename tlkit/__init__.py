@@ -7,6 +7,7 @@ built or trained.  Public names::
     tlkit.evaluate(...), tlkit.predict(...), tlkit.compare(...), tlkit.write_report(...), tlkit.export(...)
     tlkit.explain(...)                            # Grad-CAM heatmaps of images
     tlkit.lr_find(...)                            # a learning rate for tlkit.train, from one sweep
+    tlkit.audit(...)                              # wrong labels, duplicates, leaks, outliers before training
     tlkit.TrainingObserver                        # subclass it to follow a run (tlkit.train(observer=...))
     tlkit.RunDir                                  # a run directory's files, read and written safely
     tlkit.hookimpl                                # for plugin authors:
@@ -52,12 +53,14 @@ _API = {
     "LRFindResult",
     "explain",
     "ExplainResult",
+    "audit",
+    "AuditResult",
 }
 
 
 def __getattr__(name: str):
-    # The API is imported on first use so that `import tlkit` stays light.
     if name in _API:
+        # lazy: the API is imported on first use; it imports the whole library (numpy, PIL), `import tlkit` stays light
         from tlkit import api
 
         return getattr(api, name)

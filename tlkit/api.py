@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tlkit.auditing.result import AuditResult
 from tlkit.config.options import TrainConfig
 from tlkit.config.resolve import resolve_augmentations, resolve_config, resolve_head, resolve_weights
 from tlkit.errors import TlkitError
@@ -26,20 +27,14 @@ from tlkit.evaluation.report import write_report
 from tlkit.exporting.exporter import ExportResult, export
 from tlkit.inference.prediction import Prediction, predict
 from tlkit.io.rundir import RunDir
+from tlkit.io.tfenv import import_tensorflow
+from tlkit.model import builder
 from tlkit.observer import TrainingObserver
-from tlkit.registry.manager import KINDS, get_registry
+from tlkit.registry.manager import get_registry, list_specs
 from tlkit.registry.specs import BaseSpec
 from tlkit.training.finish import TrainResult
 from tlkit.training.lr_finder import DEFAULT_END_LR, DEFAULT_OUTPUT, DEFAULT_START_LR, LRFindResult, find_lr
 from tlkit.training.run import TrainingRun, training_path
-
-
-def list_specs(kind: str) -> list[Any]:
-    """All registered specs of ``kind`` (``"base"``, ``"head"`` or ``"augmentation"``), by name."""
-    if kind not in KINDS:
-        raise TlkitError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    specs = get_registry().specs[kind]
-    return [specs[name] for name in sorted(specs)]
 
 
 def build_model(
@@ -62,9 +57,6 @@ def build_model(
     left out here (training applies them to its batches).
     ``multi_label`` ends the head in a sigmoid (one independent probability per label).
     """
-    from tlkit.io.tfenv import import_tensorflow
-    from tlkit.model import builder
-
     import_tensorflow()
     base_spec: BaseSpec = get_registry().base(base)
     head_spec, params = resolve_head(head, head_params)
@@ -140,15 +132,37 @@ def lr_find(
     )
 
 
+def audit(
+    config: TrainConfig | None = None,
+    *,
+    output: str | Path | None = "audit",
+    observer: TrainingObserver | None = None,
+    console: Any = None,
+    verbose: bool = True,
+    **options: Any,
+) -> AuditResult:
+    """Audit a data set before training (:mod:`tlkit.auditing.run`): unreadable images, exact and near
+    duplicates, train/val leaks, likely label errors and outliers; written under ``output``.
+
+    Options are train's data and model options (``data``, ``labels``, ``base``, ``weights``,
+    ``image_size``, ...) and the audit's own (``folds``, ``relabel``, ``relabel_threshold``,
+    ``near_threshold``); the features come from, or go into, the same cache as training's.
+    """
+    from tlkit.auditing.run import audit as run_audit  # lazy: cleanlab, scikit-learn and pandas load only to audit
+
+    return run_audit(config, output=output, observer=observer or _default_observer(console, verbose), **options)
+
+
 def _default_observer(console: Any, verbose: bool) -> TrainingObserver:
     if not verbose:
         return TrainingObserver()
-    from tlkit.rich_observer import RichObserver
+    from tlkit.rich_observer import RichObserver  # lazy: rich only when the caller passes no observer of its own
 
     return RichObserver(console)
 
 
 __all__ = [
+    "AuditResult",
     "Comparison",
     "EvaluationResult",
     "ExplainResult",
@@ -158,6 +172,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingObserver",
+    "audit",
     "build_model",
     "compare",
     "evaluate",

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from tlkit.data.decode import load_image
 from tlkit.registry import manager as _registry
 
 __all__ = [
@@ -81,8 +83,6 @@ def write_images(
     Images of one colour are alike but not identical, so a class of them is
     learnable; ``rng`` (else a generator seeded with ``seed``) makes them reproducible.
     """
-    from PIL import Image
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = rng if rng is not None else np.random.default_rng(seed)
@@ -113,9 +113,7 @@ def calibrated_mobilenet_v2_weights(train_dir: str | Path, size: int, path: str 
     are the initial 0/1), so every image gets the same prediction; calibrated on the data,
     the random base gives features that differ per image.  Pass ``path`` as ``weights=``.
     """
-    import keras
-
-    from tlkit.data.decode import load_image
+    import keras  # lazy: Keras imports TensorFlow; only this fixture builds a model
 
     keras.utils.set_random_seed(0)
     base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(size, size, 3))

@@ -11,8 +11,9 @@ import os
 
 import typer
 
-from tlkit.cli import cache, evaluate, explain, export, listing, lr_find, new_plugin, train, weights
+from tlkit.cli import audit, cache, evaluate, explain, export, listing, lr_find, new_plugin, train, weights
 from tlkit.cli.common import _state, out
+from tlkit.version import __version__
 
 app = typer.Typer(
     name="tlkit",
@@ -28,8 +29,6 @@ app = typer.Typer(
 
 def _version_callback(value: bool) -> None:
     if value:
-        from tlkit.version import __version__
-
         out.print(f"tlkit {__version__}")
         raise typer.Exit()
 
@@ -45,7 +44,7 @@ def _main(
 
 
 # The order here is the order of `tlkit --help`.
-for _module in (listing, train, lr_find, evaluate, explain, export, weights, cache, new_plugin):
+for _module in (listing, audit, train, lr_find, evaluate, explain, export, weights, cache, new_plugin):
     _module.register(app)
 
 

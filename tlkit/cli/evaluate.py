@@ -5,6 +5,8 @@ This module does not import TensorFlow at import time; a command imports what it
 
 from __future__ import annotations
 
+import csv
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -12,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
 from rich.markup import escape
+from rich.table import Table
 
 from tlkit.cli.common import err, handles_errors, out, print_json
 from tlkit.errors import TlkitError
@@ -76,8 +80,10 @@ def evaluate_command(
     Writes RUN_DIR/evaluation/{metrics.json, confusion_matrix.png, mistakes.png};
     the run's training metrics.json is left as it is.
     """
+    # lazy: rich.progress adds ~3 ms to every `tlkit` start; only a command that shows a bar needs it
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    # lazy: evaluation, export and TTA load numpy; `tlkit --help` stays without it
     from tlkit.evaluation.evaluate import evaluate
     from tlkit.exporting.exporter import recorded_data
     from tlkit.inference.tta import parse_tta
@@ -111,8 +117,6 @@ def evaluate_command(
 
 def _print_multi_label_evaluation(out, result) -> None:
     """A multi-label run's evaluation: the summary, then per-label precision/recall/F1/support/threshold."""
-    from rich.table import Table
-
     m = result.metrics
     out.print(
         f"Evaluated [bold]{escape(str(result.run_dir or result.model))}[/bold] (multi-label) on {escape(str(result.split))}: "
@@ -155,8 +159,6 @@ def _print_multi_label_evaluation(out, result) -> None:
 
 
 def _print_evaluation(out, result) -> None:
-    from rich.table import Table
-
     out.print(
         f"Evaluated [bold]{escape(str(result.run_dir or result.model))}[/bold] on {escape(str(result.split))}: "
         f"{result.num_images} images in {result.seconds:.1f} s"
@@ -207,8 +209,6 @@ def _print_evaluation(out, result) -> None:
 
 def _print_tta_summary(out, result) -> None:
     """The headline metrics without and with test-time augmentation, side by side."""
-    from rich.table import Table
-
     tta = result.tta
     table = Table(title=f"Summary — test-time augmentation {escape(str(tta['setting']))}", title_justify="left")
     table.add_column("", style="bold", no_wrap=True)
@@ -231,9 +231,6 @@ def _print_tta_summary(out, result) -> None:
 
 def _print_confusion(out, result) -> None:
     """The confusion matrix as two compact tables: counts, then % of each true class (row)."""
-    from rich import box
-    from rich.table import Table
-
     n = len(result.classes)
     names = RunDir.EVALUATION_FILES
     if n > 20:
@@ -291,7 +288,7 @@ def predict_command(
     Unreadable files are reported on stderr and skipped; the exit status is 0
     unless no file at all could be read.
     """
-    from tlkit.inference.prediction import predict
+    from tlkit.inference.prediction import predict  # lazy: prediction loads numpy; `tlkit --help` stays without it
     from tlkit.inference.tta import parse_tta
 
     views = parse_tta(tta)
@@ -337,8 +334,6 @@ class _JsonWriter:
         self.stream = sys.stdout
 
     def write(self, prediction) -> None:
-        import json
-
         self.stream.write(json.dumps(prediction.as_dict()) + "\n")
         self.stream.flush()
 
@@ -348,8 +343,6 @@ class _JsonWriter:
 
 class _CsvWriter:
     def __init__(self, out, top_k: int) -> None:
-        import csv
-
         self.stream = sys.stdout
         self.top_k = top_k
         self.writer = csv.writer(self.stream, lineterminator="\n")
@@ -397,9 +390,6 @@ class _TableWriter:
         self.printed_header = False
 
     def _table(self, header: bool):
-        from rich import box
-        from rich.table import Table
-
         table = Table(box=box.SIMPLE_HEAD, show_header=header, show_edge=False, pad_edge=False, padding=(0, 1))
         table.add_column("path", width=self.widths["path"], overflow="fold")
         table.add_column("prediction", width=self.widths["label"], overflow="fold", style="bold")
@@ -445,6 +435,7 @@ def report_command(
     Images are inlined and there is no script and no network access, so the file
     can be opened anywhere or mailed as it is.
     """
+    # lazy: the report loads numpy and PIL; `tlkit --help` stays without it
     from tlkit.evaluation.report import write_report
 
     path = write_report(run_dir, evaluate=evaluate)
@@ -465,8 +456,7 @@ def compare_command(
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
 ) -> None:
     """Compare runs: base, head, augmentations, epochs, best val accuracy, val F1, train time — and their curves."""
-    from rich.table import Table
-
+    # lazy: compare loads its figures (numpy, PIL); `tlkit --help` stays without it
     from tlkit.evaluation.compare import compare
 
     result = compare(run_dirs, plot_path=None if no_plot else plot)

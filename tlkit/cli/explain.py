@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from tlkit.cli.common import err, handles_errors, out, print_json
 
@@ -49,9 +50,7 @@ def explain_command(
     own size, and an explanations.json index into the new --output folder.  Unreadable
     files are reported on stderr and skipped.
     """
-    from rich.table import Table
-
-    from tlkit.evaluation.gradcam import explain
+    from tlkit.evaluation.gradcam import explain  # lazy: Grad-CAM loads numpy and PIL; `tlkit --help` stays without it
 
     result = explain(run_or_model, images, output=output, class_name=class_name, layer=layer, batch_size=batch_size)
     for skipped in result.skipped:

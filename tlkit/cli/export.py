@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from tlkit.cli.common import err, handles_errors, out, print_json
 from tlkit.io.rundir import RunDir
@@ -66,7 +67,7 @@ def export_command(
     it).  The folder holds the artefact, classes.json, export.json and a README.md
     model card; `tlkit predict` and `tlkit evaluate` accept it.
     """
-    from tlkit.exporting.exporter import export
+    from tlkit.exporting.exporter import export  # lazy: the exporter loads numpy; `tlkit --help` stays without it
 
     with err.status("exporting", spinner="dots") as status:
         result = export(
@@ -87,9 +88,7 @@ def export_command(
 
 
 def _print_result(result) -> None:
-    from rich.table import Table
-
-    from tlkit.inference.artifacts import MODEL_CARD
+    from tlkit.inference.artifacts import MODEL_CARD  # lazy: artifacts loads numpy; `tlkit --help` stays without it
 
     info, parity = result.info, result.parity
     out.print(

@@ -13,6 +13,7 @@ from rich.table import Table
 from tlkit.cli.common import handles_errors, out, print_json
 from tlkit.errors import TlkitError
 from tlkit.registry.params import BOUNDS, Rule
+from tlkit.suggest import closest
 
 
 def _params_text(params) -> str:
@@ -40,7 +41,7 @@ def _param_line(p: dict[str, Any]) -> str:
 
 
 def _base_row(spec) -> dict[str, Any]:
-    from tlkit.weights import status
+    from tlkit.weights import status  # lazy: tlkit.weights (hashlib, logging) adds ~10 ms to every `tlkit` start
 
     try:
         weights = status(spec)
@@ -91,7 +92,7 @@ def _choice_row(spec) -> dict[str, Any]:
 @handles_errors
 def list_bases(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """List the base models (pretrained backbones) you can pass to --base."""
-    from tlkit.api import list_specs
+    from tlkit.registry.manager import list_specs  # lazy: ~2 ms that `tlkit --help` need not load
 
     rows = [_base_row(s) for s in list_specs("base")]
     if as_json:
@@ -118,7 +119,7 @@ def list_bases(as_json: bool = typer.Option(False, "--json", help="Print JSON fo
 
 def _list_choices(kind: str, title: str, as_json: bool) -> None:
     """The listing shared by heads and augmentations: name, parameters, description, plugin."""
-    from tlkit.api import list_specs
+    from tlkit.registry.manager import list_specs  # lazy: ~2 ms that `tlkit --help` need not load
 
     specs = list_specs(kind)
     if as_json:
@@ -150,7 +151,7 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON for s
 
     TLKIT_PLUGINS=name1,name2 restricts which third-party plugins load (empty: built-ins only).
     """
-    from tlkit.registry.manager import get_registry
+    from tlkit.registry.manager import get_registry  # lazy: ~2 ms that `tlkit --help` need not load
 
     infos = get_registry().plugins
     if as_json:
@@ -176,8 +177,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Show everything about one base, head or augmentation."""
-    from tlkit.registry.manager import get_registry
-    from tlkit.suggest import closest
+    from tlkit.registry.manager import get_registry  # lazy: ~2 ms that `tlkit --help` need not load
 
     registry = get_registry()
     found = registry.find(name)

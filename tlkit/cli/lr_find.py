@@ -19,7 +19,7 @@ from rich.table import Table
 
 from tlkit.cli.common import err, handles_errors, out, print_json
 from tlkit.cli.train import _head_params, config_parameters, config_value
-from tlkit.config.options import OPTIONS
+from tlkit.config.options import OPTIONS, load_config_file
 from tlkit.io.rundir import RunDir
 from tlkit.training.lr_finder import DEFAULT_END_LR, DEFAULT_OUTPUT, DEFAULT_START_LR, MIN_STEPS, RULES
 
@@ -80,8 +80,7 @@ def lr_find(
     **options: Any,
 ) -> None:
     """Find a learning rate: train a fresh head on the cached features with the rate growing every step, plot loss vs rate, suggest one (steepest descent) and print the `tlkit train` command with it."""
-    from tlkit import api
-    from tlkit.config.options import load_config_file
+    from tlkit import api  # lazy: tlkit.api loads numpy; `tlkit --help` stays without it
 
     base_config = load_config_file(config) if config else None
     overrides: dict[str, Any] = {

@@ -25,7 +25,7 @@ def new_plugin(
     directory: Path = typer.Option(Path("."), "--dir", help="Where to create tlkit-NAME/."),
 ) -> None:
     """Scaffold a working plugin package (pyproject with the entry point, a head, base or augmentation, a passing test)."""
-    from tlkit.registry.scaffold import new_plugin as scaffold
+    from tlkit.registry.scaffold import new_plugin as scaffold  # lazy: only this command needs it, not `tlkit --help`
 
     kind = kind.strip().lower()
     target = scaffold(name, directory, kind=kind)  # a bad kind: a one-line error naming the kinds

@@ -19,9 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from tlkit.cli.common import err, handles_errors, out, print_json
-from tlkit.config.options import OPTIONS, PANELS, Option, TrainConfig
+from tlkit.config.options import OPTIONS, PANELS, Option, TrainConfig, load_config_file, to_toml
 from tlkit.errors import TlkitError
 from tlkit.io.rundir import RunDir
+from tlkit.registry.specs import parse_assignments
 
 
 def option_help(meta: Option) -> str:
@@ -100,8 +101,6 @@ def _head_params(given: list[str] | None, head: str | None, base_config: TrainCo
     stays the same; a different head starts from its own defaults, because
     the file's parameters belong to another head.
     """
-    from tlkit.registry.specs import parse_assignments
-
     same_head = base_config is not None and (head is None or head == base_config.head)
     if given:
         params: dict[str, Any] = dict(base_config.head_params) if base_config and same_head else {}
@@ -141,8 +140,7 @@ def train(
     **options: Any,
 ) -> None:
     """Train a classifier: frozen pretrained base + a new head (+ optional fine-tuning), on DATA/train, validated on DATA/val."""
-    from tlkit import api
-    from tlkit.config.options import load_config_file, to_toml
+    from tlkit import api  # lazy: tlkit.api loads numpy; `tlkit --help` stays without it
 
     base_config = load_config_file(config) if config else None
     overrides: dict[str, Any] = {

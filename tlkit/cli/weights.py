@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from tlkit.cli.common import err, handles_errors, out, print_json
 
@@ -31,14 +33,8 @@ def _mb(n: int | None) -> str:
 
 
 def _progress(console, transient: bool = True):
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
+    # lazy: rich.progress adds ~3 ms to every `tlkit` start; only a download shows a bar
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     return Progress(
         TextColumn("{task.description}"),
@@ -59,9 +55,7 @@ def _progress(console, transient: bool = True):
 @handles_errors
 def list_weights(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Show which bases have their ImageNet weights on this machine, where, and how big."""
-    from rich.markup import escape
-    from rich.table import Table
-
+    # lazy: tlkit.weights (hashlib, logging) adds ~10 ms to every `tlkit` start
     from tlkit.weights import keras_cache_dir
     from tlkit.weights import list_weights as rows_of
 
@@ -121,7 +115,7 @@ def download(
 
     Weights already on this machine need no network; with --to they are only copied.
     """
-    from tlkit import weights
+    from tlkit import weights  # lazy: tlkit.weights (hashlib, logging) adds ~10 ms to every `tlkit` start
     from tlkit.weights import keras_cache_dir
 
     specs = weights.resolve_bases(bases)
@@ -191,9 +185,7 @@ def import_bundle(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts (progress goes to stderr)."),
 ) -> None:
     """Install a weights bundle into Keras's cache, after checking every file's SHA-256 and size."""
-    from rich.table import Table
-
-    from tlkit import weights
+    from tlkit import weights  # lazy: tlkit.weights (hashlib, logging) adds ~10 ms to every `tlkit` start
     from tlkit.weights import keras_cache_dir
 
     _manifest, entries = weights.read_manifest(directory)

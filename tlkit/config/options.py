@@ -405,6 +405,7 @@ class TrainConfig:
             )
         if self.class_weight not in ("none", "balanced") and not self.class_weight.endswith(".json"):
             raise TlkitError(f"--class-weight must be none, balanced or a .json file, got {self.class_weight!r}")
+        # lazy: labels_csv loads numpy; `tlkit --help` imports this module
         from tlkit.data.labels_csv import check_label_options
 
         check_label_options(self)

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from tlkit.data import folders as datamod
+from tlkit.data.folders import DatasetScan, Split, held_out
 from tlkit.errors import TlkitError
 
 __all__ = [
@@ -225,8 +227,6 @@ def scan_labels_csv(
         TlkitError: a bad row (see :func:`read_labels_csv`), fewer than 2 classes,
             a class with no training image, or data that cannot be split.
     """
-    from tlkit.data.folders import DatasetScan
-
     csv_path = Path(csv_path)
     rows, _ = read_labels_csv(csv_path, data_root, multi_label=multi_label, label_sep=label_sep)
     classes = sorted({name for row in rows for name in row.labels})
@@ -264,8 +264,6 @@ def scan_labels_csv(
         )
 
     def make_split(chosen: list[LabelRow]):
-        from tlkit.data.folders import Split
-
         if multi_label:
             labels = np.zeros((len(chosen), len(classes)), dtype=np.int32)
             for i, row in enumerate(chosen):
@@ -296,7 +294,6 @@ def _stratified_split(
             f"--labels {csv_path}: cannot hold out validation images of class(es) with fewer than 2 rows: "
             f"{', '.join(too_small)}; add rows or a split column"
         )
-    from tlkit.data.folders import held_out
 
     val_lines: set[int] = set()
     for chosen in by_class.values():
@@ -310,7 +307,6 @@ def _random_split(
     """Hold out ``val_split`` of all rows (multi-label rows have no single class to stratify by)."""
     if len(rows) < 2:
         raise TlkitError(f"--labels {csv_path}: one row cannot be split into train and val; add rows")
-    from tlkit.data.folders import held_out
 
     val_index = held_out(len(rows), val_split, seed)
     return (
@@ -325,8 +321,6 @@ def _random_split(
 def scan_for_config(config: Any):
     """The :class:`tlkit.data.folders.DatasetScan` of a configuration (a ``TrainConfig`` or a run's
     config.toml as a dict): the ``--labels`` CSV when it names one, else the class folders."""
-    from tlkit.data import folders as datamod
-
     if isinstance(config, Mapping):
         values = dict(config)
     else:

@@ -15,17 +15,17 @@ same way); training metrics compare against the argmax of the mixed label
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 
 from tlkit.errors import TlkitError
+from tlkit.registry.manager import get_registry
+from tlkit.registry.specs import parse_choice
 
 
 def batch_mixing_names(augmentations: Sequence[str]) -> list[str]:
     """The names of the batch-mixing augmentations among ``--aug`` strings (``NAME[:k=v,...]``;
     names no plugin registers are left to the caller's checks)."""
-    from tlkit.registry.manager import get_registry
-    from tlkit.registry.specs import parse_choice
-
     known = get_registry().augmentations
     names = [parse_choice(text, "--aug")[0] for text in augmentations]
     return [name for name in names if name in known and known[name].mixes_batch]
@@ -61,9 +61,7 @@ def mixed(
     The k-th batch of pass p gets the number ``p × steps + k`` (counted from ``first_pass``, so a
     resumed run numbers as an uninterrupted one), which seeds its mixing (:func:`mix_batches`).
     """
-    import itertools
-
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: TensorFlow only when batches are mixed; importing this module stays light
 
     passes = itertools.count(first_pass)
 
@@ -86,7 +84,7 @@ def mix_batches(mixers: Sequence[Callable], seed: int, class_weights: Sequence[f
     ``(seed, number)``.  With ``class_weights`` (one per class) it adds per-image sample
     weights ``soft_label · class_weights``.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: TensorFlow only when batches are mixed; importing this module stays light
 
     mixers = list(mixers)
     weights = None if class_weights is None else tf.constant(list(class_weights), tf.float32)
@@ -121,7 +119,7 @@ def hard_label_metrics(metrics: list) -> list:
     are; precision, recall, F1 and F-beta are wrapped.  On hard one-hot labels
     (validation) a wrapped metric equals the metric.
     """
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only compiling a run that mixes batches needs it
 
     argmax_already = (keras.metrics.CategoricalAccuracy, keras.metrics.TopKCategoricalAccuracy)
     return [m if isinstance(m, argmax_already) else _hard_label_class()(m) for m in metrics]
@@ -135,7 +133,7 @@ def _hard_label_class():
     global _HARD_LABEL_CLASS
     if _HARD_LABEL_CLASS is not None:
         return _HARD_LABEL_CLASS
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only compiling a run that mixes batches needs it
     from keras import ops
 
     class HardLabelMetric(keras.metrics.Metric):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tlkit.data.mixing import mixed
 from tlkit.errors import TlkitError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; keeps TensorFlow out of import time
@@ -50,7 +51,7 @@ def make_dataset(
     labels (soft labels; :mod:`tlkit.data.mixing`); with them, ``class_weights`` (one per class)
     become per-image sample weights, a third element of each batch.
     """
-    import tensorflow as tf  # here, not at the top: importing this module must stay light
+    import tensorflow as tf  # lazy: TensorFlow only when a tf.data pipeline is built; importing this module stays light
 
     if batch_size < 1:
         raise TlkitError(f"batch_size must be at least 1, got {batch_size}")
@@ -79,8 +80,6 @@ def make_dataset(
 
     dataset = dataset.map(to_model_inputs)  # a cast: not worth a thread pool
     if mixers:
-        from tlkit.data.mixing import mixed
-
         dataset = mixed(dataset, mixers, steps=steps, seed=seed, first_pass=first_pass, class_weights=class_weights)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     return shard_by_data(steady_pipeline(dataset.prefetch(2)))
@@ -95,7 +94,7 @@ def steady_pipeline(dataset: tf.data.Dataset) -> tf.data.Dataset:
     random. The maps here are a gather, a cast or a batch mix, and batches are prefetched, so
     tuning had nothing to gain (``bench/head_floor.py``).
     """
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: TensorFlow only when a tf.data pipeline is built; importing this module stays light
 
     options = tf.data.Options()
     options.autotune.enabled = False
@@ -105,7 +104,7 @@ def steady_pipeline(dataset: tf.data.Dataset) -> tf.data.Dataset:
 def shard_by_data(dataset):
     """Tell ``tf.distribute`` to shard ``dataset`` by its elements across workers (each worker keeps
     its share of every global batch): tlkit's datasets have no files to shard by."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: TensorFlow only when a tf.data pipeline is built; importing this module stays light
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
+from tlkit.evaluation.figures import plot_compare
 from tlkit.evaluation.history import best_epoch
 from tlkit.io.rundir import RunDir
 
@@ -177,8 +178,6 @@ def compare(run_dirs: Iterable[str | Path], *, plot_path: str | Path | None = No
     rows = [summary_row(run) for run in runs]
     plot = None
     if plot_path is not None:
-        from tlkit.evaluation.figures import plot_compare
-
         names = [run.name for run in runs]
         curves = []
         for run in runs:

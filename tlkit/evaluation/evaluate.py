@@ -21,17 +21,22 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from tlkit.data import decode
+from tlkit.data import folders as datamod
+from tlkit.data.labels_csv import scan_for_config
 from tlkit.errors import TlkitError
+from tlkit.evaluation.figures import plot_confusion, plot_mistakes
+from tlkit.evaluation.multilabel import MultiLabelEvaluation, map_multi_hot, multi_label_result
 from tlkit.inference.prediction import ModelSource, Predictor, decoded_batches, open_model
 from tlkit.inference.tta import TTA, parse_tta, summary
+from tlkit.io.files import write_json
 from tlkit.io.rundir import RunDir
-
-if TYPE_CHECKING:
-    from tlkit.evaluation.multilabel import MultiLabelEvaluation
+from tlkit.version import __version__
 
 __all__ = [
     "ClassMetrics",
@@ -197,8 +202,6 @@ class EvaluationResult:
     tta: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        from tlkit.version import __version__
-
         return {
             "model": self.model,
             "run_dir": self.run_dir,
@@ -258,8 +261,6 @@ def select_data(
       (``val`` as training splits it with the run's seed and val_split, ``train``, or ``all``);
     - ``data`` a folder of class sub-folders (``data/test``): all of its images.
     """
-    from tlkit.data import folders as datamod
-
     if split not in SPLITS:
         raise TlkitError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
     config = source.config
@@ -285,8 +286,6 @@ def select_data(
     csv_file = labels or (config.get("labels") if data is None else None)
     if csv_file or (root / "train").is_dir():
         if csv_file:  # a labels CSV (tlkit.data.labels_csv), e.g. the run's own --labels
-            from tlkit.data.labels_csv import scan_for_config
-
             scan = scan_for_config({**config, "data": str(root), "labels": str(csv_file)})
         else:
             scan = datamod.scan_dataset(
@@ -326,8 +325,6 @@ def _map_labels(source: ModelSource, data: EvalData) -> tuple[np.ndarray, list[s
     """Data labels as model output indices, checking that the classes match; also the class names."""
     model_classes = source.classes
     if data.labels.ndim == 2:  # multi-label (n, C) multi-hot: columns in the model's label order
-        from tlkit.evaluation.multilabel import map_multi_hot
-
         return map_multi_hot(data.labels, data.classes, model_classes, str(data.root)), list(model_classes)
     if not source.classes_known:
         if len(data.classes) != len(model_classes):
@@ -361,14 +358,10 @@ def _map_labels(source: ModelSource, data: EvalData) -> tuple[np.ndarray, list[s
 
 def thumbnail(path: str | Path, size: int = 160) -> np.ndarray:
     """An RGB uint8 thumbnail (aspect kept, longest side ``size``), decoded like training decodes."""
-    from PIL import Image
-
-    from tlkit.data import decode as datamod
-
     with Image.open(path) as img:
         img.draft("RGB", (size, size))
         img.load()
-        rgb = datamod._to_rgb(datamod._apply_exif_orientation(img))
+        rgb = decode._to_rgb(decode._apply_exif_orientation(img))
         rgb.thumbnail((size, size), Image.Resampling.BILINEAR)
         return np.asarray(rgb, dtype=np.uint8)
 
@@ -476,8 +469,6 @@ def evaluate(
     true = label_ids[kept]
     files = [chosen.files[i] for i in kept]
     if true.ndim == 2:  # multi-label (tlkit.evaluation.multilabel): per-label metrics at the run's thresholds
-        from tlkit.evaluation.multilabel import multi_label_result
-
         ml_result = multi_label_result(source, chosen, probs, true, files, classes, skipped)
         ml_result.seconds = time.perf_counter() - started
         if views is not None:  # averaged over the views; the side-by-side without/with TTA is single-label only
@@ -486,8 +477,6 @@ def evaluate(
             target = Path(output_dir) if output_dir else default_output_dir(source)
             ml_result.files = {"metrics": str(target / RunDir.EVALUATION_FILES["metrics"])}
             try:
-                from tlkit.io.files import write_json
-
                 write_json(target / RunDir.EVALUATION_FILES["metrics"], ml_result.as_dict())
             except OSError as exc:
                 raise TlkitError(
@@ -554,9 +543,6 @@ def evaluate(
 
 def write_evaluation(result: EvaluationResult, output_dir: str | Path, *, max_mistakes: int = 15) -> dict[str, str]:
     """Write ``metrics.json``, ``confusion_matrix.png`` and ``mistakes.png`` into ``output_dir``."""
-    from tlkit.evaluation.figures import plot_confusion, plot_mistakes
-    from tlkit.io.files import write_json
-
     FILES = RunDir.EVALUATION_FILES
     output_dir = Path(output_dir)
     title_source = Path(result.run_dir).name if result.run_dir else Path(result.model).name

@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from tlkit.evaluation.history import best_epoch as best_of
 from tlkit.io.files import atomic_path
 
@@ -68,10 +71,10 @@ _CURVES = (("accuracy", "Accuracy", max), ("loss", "Loss", min))
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is slow to import; only drawing a figure needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib is slow to import; only drawing a figure needs it
 
     return plt
 
@@ -215,8 +218,6 @@ def confusion_figure(counts, classes: Sequence[str], *, title: str = "Confusion 
 
     Rows are the true classes, columns the predicted ones.
     """
-    import numpy as np
-
     plt = _pyplot()
     counts = np.asarray(counts, dtype=np.int64)
     n = len(classes)
@@ -427,9 +428,7 @@ def heatmap_overlay(image, heatmap, *, alpha: float = 0.45, colormap: str = HEAT
 
     The heatmap is resized to the image bilinearly; ``alpha`` is the colour's weight.
     """
-    import numpy as np
-    from matplotlib import colormaps
-    from PIL import Image
+    from matplotlib import colormaps  # lazy: matplotlib only when an overlay is drawn
 
     image = np.asarray(image, dtype=np.uint8)
     height, width = image.shape[:2]

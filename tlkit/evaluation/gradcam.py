@@ -36,8 +36,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from tlkit.errors import TlkitError
+from tlkit.evaluation.evaluate import thumbnail
+from tlkit.evaluation.figures import heatmap_overlay
+from tlkit.inference.prediction import decoded_batches, open_model, resolve_paths
+from tlkit.io.files import publish_folder, write_json
+from tlkit.model.builder import base_layer
+from tlkit.registry.manager import get_registry
+from tlkit.suggest import closest
+from tlkit.version import __version__
 
 __all__ = ["INDEX", "ExplainResult", "Explanation", "GradCam", "explain", "explain_mistakes", "explanation_layer"]
 
@@ -97,8 +106,6 @@ class ExplainResult:
         return self.output / INDEX if self.output else None
 
     def as_dict(self) -> dict[str, Any]:
-        from tlkit.version import __version__
-
         return {
             "model": self.model,
             "run_dir": self.run_dir,
@@ -126,7 +133,6 @@ def explanation_layer(config: dict[str, Any]) -> tuple[str, str | None]:
     name = config.get("base")
     if not name:
         return "", None
-    from tlkit.registry.manager import get_registry
 
     try:
         return get_registry().base(str(name)).explain_layer, None
@@ -149,9 +155,7 @@ class GradCam:
     """
 
     def __init__(self, model: Any, layer: str = "", *, multi_label: bool = False) -> None:
-        import keras
-
-        from tlkit.model.builder import base_layer
+        import keras  # lazy: Keras imports TensorFlow; only running Grad-CAM needs it
 
         self.model = model
         self.backbone = base_layer(model)
@@ -172,8 +176,6 @@ class GradCam:
             try:
                 target = self.backbone.get_layer(layer)
             except ValueError:
-                from tlkit.suggest import closest
-
                 names = [lyr.name for lyr in self.backbone.layers]
                 raise TlkitError(
                     f"explain layer {layer!r} is not a layer of base {self.backbone.name!r}"
@@ -195,7 +197,7 @@ class GradCam:
         return f"{self.backbone.name}/{inner}"
 
     def __call__(self, pixels: np.ndarray, class_index: int | None = None) -> tuple[np.ndarray, ...]:
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: Keras imports TensorFlow; only running Grad-CAM needs it
 
         x = tf.convert_to_tensor(np.asarray(pixels, dtype=np.float32))
         with tf.GradientTape(watch_accessed_variables=False) as tape:  # only what is watched below
@@ -257,10 +259,8 @@ def _check_output(output: Path) -> None:
 
 
 def _open(run_or_model: str | Path, model: Any) -> Any:
-    from tlkit.inference.prediction import open_model
-
     source = open_model(run_or_model, model=model)
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only running Grad-CAM needs it
 
     if not isinstance(source.model, keras.Model):
         raise TlkitError(
@@ -275,7 +275,6 @@ def _class_index(classes: Sequence[str], class_name: str | None) -> int | None:
         return None
     if class_name in classes:
         return list(classes).index(class_name)
-    from tlkit.suggest import closest
 
     raise TlkitError(
         f"--class {class_name!r} is not one of the model's {len(classes)} classes"
@@ -286,8 +285,6 @@ def _class_index(classes: Sequence[str], class_name: str | None) -> int | None:
 
 def _original(path: Path, fallback: np.ndarray, size: int = MAX_OVERLAY_SIZE) -> np.ndarray:
     """The image as a person sees it (EXIF-oriented RGB, at most ``size`` px), else ``fallback``."""
-    from tlkit.evaluation.evaluate import thumbnail
-
     try:
         return thumbnail(path, size)
     except Exception:  # noqa: BLE001 - it was readable a moment ago; the model's view will do
@@ -306,8 +303,6 @@ def _file_name(path: Path, used: set[str]) -> str:
 
 def _publish(staging: Path, output: Path) -> None:
     """Rename the finished ``staging`` folder to ``output`` (an empty ``output`` is replaced)."""
-    from tlkit.io.files import publish_folder
-
     _check_output(output)  # again, for its messages: another process may have filled it meanwhile
     publish_folder(
         staging,
@@ -347,8 +342,6 @@ def explain(
         TlkitError: not a run or model, an exported model, an unknown class or
             layer, ``output`` not a new folder, no image found or none readable.
     """
-    from tlkit.inference.prediction import decoded_batches, resolve_paths
-
     started = time.perf_counter()
     if isinstance(images, (str, Path)):
         images = [images]
@@ -417,8 +410,6 @@ def explain(
             )
         result.seconds = time.perf_counter() - started
         if staging is not None and target is not None:
-            from tlkit.io.files import write_json
-
             write_json(staging / INDEX, result.as_dict())
             _publish(staging, target)
             staging = None
@@ -430,10 +421,6 @@ def explain(
 
 
 def _write_overlay(path: Path, image: np.ndarray, heatmap: np.ndarray) -> None:
-    from PIL import Image
-
-    from tlkit.evaluation.figures import heatmap_overlay
-
     Image.fromarray(heatmap_overlay(image, heatmap)).save(path, format="PNG")
 
 
@@ -448,8 +435,6 @@ def explain_mistakes(
     wrongly predicted class.  Each item is the mistake's dict plus ``overlay``, a uint8 RGB array
     (at most 160 px), ``layer`` and ``flat`` (True: an all-zero heatmap, no evidence found).  With no items, ``note`` says why (no images here, a 1×1 feature map, …).
     """
-    from tlkit.evaluation.figures import heatmap_overlay
-
     chosen = [m for m in mistakes if Path(str(m.get("path", ""))).is_file()][:limit]
     if not chosen:
         return [], "the images of the mistakes are not available here"

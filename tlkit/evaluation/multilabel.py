@@ -30,6 +30,7 @@ import numpy as np
 from tlkit.errors import TlkitError
 from tlkit.inference.thresholds import is_multi_label, run_thresholds
 from tlkit.model.builder import use_sigmoid
+from tlkit.version import __version__
 
 __all__ = [
     "MultiLabelEvaluation",
@@ -224,8 +225,6 @@ class MultiLabelEvaluation:
         return self.metrics["weighted_avg"]
 
     def as_dict(self) -> dict[str, Any]:
-        from tlkit.version import __version__
-
         return {
             "model": self.model,
             "run_dir": self.run_dir,

@@ -16,16 +16,29 @@ training metrics only.
 from __future__ import annotations
 
 import base64
-import html
 import io
+import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from tlkit.data.labels_csv import scan_for_config
 from tlkit.errors import TlkitError
+from tlkit.evaluation import evaluate as evaluation
 from tlkit.evaluation.compare import RunInfo, read_run
+from tlkit.evaluation.figures import confusion_figure, figure_png, history_figure
+from tlkit.evaluation.gradcam import explain_mistakes
+from tlkit.evaluation.html import PAGE_CSS as _CSS
+from tlkit.evaluation.html import data_uri as _png_uri
+from tlkit.evaluation.html import escape as _e
+from tlkit.evaluation.html import jpeg_thumbnail as _jpeg_thumb
+from tlkit.inference.prediction import load_keras_model
+from tlkit.io.files import write_json
 from tlkit.io.rundir import RunDir
+from tlkit.version import __version__
 
 __all__ = ["SECTIONS", "write_report"]
 
@@ -34,61 +47,7 @@ SECTIONS = ("config", "dataset", "curves", "metrics", "confusion", "mistakes")
 
 _SAMPLES_PER_CLASS = 8
 _MAX_SAMPLE_CLASSES = 40
-_THUMB = 96
 _EXPLAINED_MISTAKES = 6
-
-_CSS = """
-:root { --fg:#1d2330; --muted:#5b6475; --line:#e3e6ec; --bg:#f6f7f9; --card:#fff;
-        --train:#1f77b4; --val:#d62728; --good:#2ca02c; --bad:#b2182b; }
-* { box-sizing: border-box; }
-body { margin:0; background:var(--bg); color:var(--fg);
-       font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Liberation Sans", "DejaVu Sans", sans-serif; }
-header { background:#1d2330; color:#fff; padding:22px 32px 16px; }
-header h1 { margin:0 0 4px; font-size:22px; font-weight:650; }
-header .sub { color:#c3c9d6; font-size:13px; }
-nav { margin-top:12px; display:flex; gap:18px; flex-wrap:wrap; }
-nav a { color:#9ecbff; text-decoration:none; font-size:13px; }
-main { max-width:1160px; margin:0 auto; padding:18px 32px 40px; }
-section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:16px 22px 18px;
-          margin:16px 0; }
-h2 { font-size:17px; margin:0 0 10px; }
-h3 { font-size:14px; margin:14px 0 6px; color:var(--muted); }
-.cards { display:grid; grid-template-columns:repeat(auto-fit, minmax(170px, 1fr)); gap:12px; margin-top:6px; }
-.card { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:10px 14px; }
-.card .v { font-size:22px; font-weight:650; }
-.card .k { color:var(--muted); font-size:12px; }
-table { border-collapse:collapse; font-size:13px; }
-th, td { padding:4px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
-th { color:var(--muted); font-weight:600; }
-td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
-tr.avg td { font-weight:600; background:#fafbfc; }
-.kv { display:grid; grid-template-columns:repeat(auto-fit, minmax(320px, 1fr)); column-gap:24px; }
-.kv table { width:100%; }
-.kv td:first-child { color:var(--muted); white-space:nowrap; width:40%; }
-code, .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size:12.5px; }
-.note { color:var(--muted); font-size:13px; }
-.warn { color:var(--bad); }
-.bar { display:inline-block; height:9px; background:var(--train); border-radius:2px; vertical-align:middle; }
-.bar.f1 { background:var(--good); }
-.figs { display:grid; grid-template-columns:repeat(auto-fit, minmax(440px, 1fr)); gap:14px; }
-img.fig { width:100%; height:auto; border:1px solid var(--line); border-radius:6px; }
-img.wide { max-width:100%; height:auto; border:1px solid var(--line); border-radius:6px; }
-table.dataset td { vertical-align:middle; }
-table.dataset td.cls { font-weight:600; overflow-wrap:anywhere; }
-td.samples { padding:3px 10px; white-space:nowrap; }
-td.samples img { width:48px; height:48px; object-fit:contain; background:#eef0f3; border-radius:4px;
-                 margin-right:4px; vertical-align:middle; }
-details summary { cursor:pointer; color:var(--muted); margin:8px 0; }
-.gradcam { display:flex; flex-wrap:wrap; gap:12px; }
-.gradcam figure { margin:0; width:150px; }
-.gradcam img { width:150px; height:150px; object-fit:contain; background:#eef0f3; border-radius:4px; }
-.gradcam figcaption { font-size:12px; color:var(--bad); line-height:1.35; overflow-wrap:anywhere; }
-footer { color:var(--muted); font-size:12px; text-align:center; padding:10px; }
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -116,26 +75,8 @@ def _config_value(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _png_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
 def _img(data: bytes, alt: str, cls: str = "fig", mime: str = "image/png") -> str:
     return f'<img class="{cls}" alt="{_e(alt)}" src="{_png_uri(data, mime)}">'
-
-
-def _jpeg_thumb(path: Path) -> bytes | None:
-    from PIL import Image
-
-    from tlkit.evaluation.evaluate import thumbnail
-
-    try:
-        pixels = thumbnail(path, _THUMB)
-    except Exception:  # noqa: BLE001 - an unreadable sample is simply not shown
-        return None
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------- sections
@@ -182,8 +123,6 @@ def _config_section(run: RunInfo) -> str:
 
 
 def _dataset_section(run: RunInfo) -> str:
-    from tlkit.data.labels_csv import scan_for_config
-
     parts = ['<section id="dataset"><h2>Dataset</h2>']
     root = run.config.get("data")
     scan = None
@@ -246,8 +185,6 @@ def _dataset_section(run: RunInfo) -> str:
 
 
 def _curves_section(run: RunInfo) -> str:
-    from tlkit.evaluation.figures import figure_png, history_figure
-
     parts = ['<section id="curves"><h2>Training curves</h2>']
     if not run.history:
         return "".join(parts) + f'<p class="note">No {RunDir.HISTORY}: the run recorded no epochs.</p></section>'
@@ -367,8 +304,6 @@ def _confusion_section(run: RunInfo) -> str:
         return "".join(parts) + f'<p class="note">{note}</p></section>'
     data = _eval_image(run, "confusion_matrix")
     if data is None and ev and ev.get("confusion_matrix"):
-        from tlkit.evaluation.figures import confusion_figure, figure_png
-
         cm = ev["confusion_matrix"]
         data = figure_png(confusion_figure(cm["counts"], cm["labels"]))
     if data is None:
@@ -446,8 +381,6 @@ def render_report(
 
     ``explanations`` is :func:`tlkit.evaluation.gradcam.explain_mistakes`'s ``(items, note)``, shown under the mistakes.
     """
-    from tlkit.version import __version__
-
     title = f"{run.config.get('base', '?')} + {run.config.get('head', '?')}"
     nav = "".join(f'<a href="#{s}">{s}</a>' for s in SECTIONS)
     body = "".join(
@@ -498,14 +431,10 @@ def write_report(
         elif not RunDir(run.run_dir).has_model():
             eval_note = f"No {RunDir.MODEL} (the run did not finish), so it was not evaluated."
         else:
-            from tlkit.evaluation.evaluate import evaluate as run_evaluation
-
             try:
                 if model is None and explain:  # loaded once, for the evaluation and the explanations
-                    from tlkit.inference.prediction import load_keras_model
-
                     model = load_keras_model(RunDir(run.run_dir).model_path)
-                run_evaluation(run.run_dir, model=model, probabilities=probabilities)
+                evaluation.evaluate(run.run_dir, model=model, probabilities=probabilities)
                 run = read_run(run.run_dir)
             except TlkitError as exc:
                 eval_note = f"Evaluation failed: {exc}"
@@ -519,10 +448,6 @@ def _explain_mistakes(run: RunInfo, model: Any) -> tuple[list[dict[str, Any]], s
     Kept in ``evaluation/explained_mistakes.json``, keyed by the evaluation, so a later report
     shows them without loading the model; a model passed in (training's) is always explained afresh.
     """
-    import json
-
-    from tlkit.io.files import write_json
-
     ev = run.evaluation or {}
     mistakes = ev.get("mistakes") or []
     if not mistakes or ev.get("multi_label"):
@@ -539,9 +464,6 @@ def _explain_mistakes(run: RunInfo, model: Any) -> tuple[list[dict[str, Any]], s
             pass  # unreadable: explain again
     if not run_dir.has_model():
         return [], f"no {RunDir.MODEL}"
-    from PIL import Image
-
-    from tlkit.evaluation.gradcam import explain_mistakes
 
     found, note = explain_mistakes(run.run_dir, mistakes, limit=_EXPLAINED_MISTAKES, model=model)
     items = []

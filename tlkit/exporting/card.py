@@ -8,6 +8,7 @@ the source run, tool versions); :func:`model_card` renders them for people.  Cal
 from __future__ import annotations
 
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from tlkit.exporting.formats import TITLES
 from tlkit.inference.artifacts import ARTIFACTS, EXPORT_JSON, INPUT_NAME, OUTPUT_NAME
 from tlkit.io.hashing import sha256_file
 from tlkit.io.rundir import RunDir
+from tlkit.version import __version__
 
 __all__ = ["export_info", "model_card", "pct"]
 
@@ -35,8 +37,6 @@ def pct(value: float) -> str:
 
 
 def _version(name: str) -> str | None:
-    from importlib import metadata
-
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -65,8 +65,6 @@ def export_info(
     model_path: Path,
     seconds: float,
 ) -> dict[str, Any]:
-    from tlkit.version import __version__
-
     versions = {"tlkit": __version__, "tensorflow": _version("tensorflow"), "keras": _version("keras")}
     if fmt == "onnx":
         versions.update(onnx=_version("onnx"), tf2onnx=_version("tf2onnx"), onnxruntime=_version("onnxruntime"))

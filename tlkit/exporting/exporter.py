@@ -40,6 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from tlkit.data import folders as datamod
+from tlkit.data.labels_csv import scan_for_config
+from tlkit.data.mixing import batch_mixing_names
 from tlkit.errors import TlkitError
 from tlkit.exporting.card import export_info, model_card, pct
 from tlkit.exporting.formats import TITLES, WRITERS, inference_model
@@ -221,8 +224,7 @@ def export(
     augmentations = list(config.get("augmentations") or [])
     val_files, val_labels = _subset(scan.val.files, scan.val.labels, parity_images, int(config.get("seed", 0)))
     sample = _decode_some(val_files[:8], size)
-    from tlkit.data.mixing import batch_mixing_names  # mixup/cutmix are not layers of the model
-
+    # mixup/cutmix are not layers of the model
     in_model = len(augmentations) - len(batch_mixing_names(augmentations))
     inference, stripped = inference_model(model, in_model, sample)
 
@@ -316,8 +318,6 @@ def _image_size(model: Any, path: Path) -> int:
 
 def _parity_data(run: RunDir, config: dict[str, Any], classes: list[str], data: str | Path | None):
     """``(data root, scan)`` — the images parity and calibration use, labels as the model's output indices."""
-    from tlkit.data import folders as datamod
-
     if data is None:
         if not config.get("data"):
             raise TlkitError(
@@ -335,8 +335,6 @@ def _parity_data(run: RunDir, config: dict[str, Any], classes: list[str], data: 
         if not root.is_dir():
             raise TlkitError(f"--data {root} is not a folder")
     if data is None and config.get("labels"):  # the run's --labels CSV (tlkit.data.labels_csv)
-        from tlkit.data.labels_csv import scan_for_config
-
         scan = scan_for_config(config)
     else:
         scan = datamod.scan_dataset(

@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import TlkitError
+from tlkit.features.onnx_export import export_onnx
 from tlkit.inference.artifacts import FORMATS, INPUT_NAME, OUTPUT_NAME, first_line
 from tlkit.io.native import quiet_native
+from tlkit.io.tfenv import import_tensorflow
 
 __all__ = ["TITLES", "WRITERS", "inference_model"]
 
@@ -55,7 +57,7 @@ def inference_model(model: Any, augmentations: int, sample: np.ndarray | None = 
     result is checked against ``model`` to prove it.  Returns the model and the
     names of the layers left out.
     """
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only an export needs it
 
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     if augmentations >= len(layers):
@@ -92,8 +94,6 @@ def _write_savedmodel(model: Any, path: Path, size: int, quantize: str = "none",
     wrapper, once per raw variable its traced endpoint captures — doubling the
     folder and the memory of whoever loads it (keras-team/keras#23553).
     """
-    from tlkit.io.tfenv import import_tensorflow
-
     tf = import_tensorflow()
     module = tf.Module()
     # The traced function captures these very tf.Variables, so each is saved once.
@@ -109,8 +109,6 @@ def _write_savedmodel(model: Any, path: Path, size: int, quantize: str = "none",
 
 def _write_tflite(model: Any, path: Path, size: int, quantize: str, calibration: np.ndarray | None) -> None:
     """Convert through a temporary SavedModel (Keras 3 models convert reliably only that way)."""
-    from tlkit.io.tfenv import import_tensorflow
-
     tf = import_tensorflow()
     if not hasattr(tf, "lite") or not hasattr(tf.lite, "TFLiteConverter"):
         raise TlkitError(
@@ -147,9 +145,7 @@ def _write_tflite(model: Any, path: Path, size: int, quantize: str, calibration:
 
 def _write_onnx(model: Any, path: Path, size: int, quantize: str, calibration: Any = None) -> None:
     """tf2onnx with captured constants folded (:func:`tlkit.features.onnx_export.export_onnx`), checked, output renamed."""
-    import onnx
-
-    from tlkit.features.onnx_export import export_onnx
+    import onnx  # lazy: onnx only for an ONNX export
 
     plain = path if quantize == "none" else path.with_name(f".float-{path.name}")
     try:
@@ -164,6 +160,7 @@ def _write_onnx(model: Any, path: Path, size: int, quantize: str, calibration: A
     _rename_output(proto, OUTPUT_NAME)
     onnx.save(proto, str(plain))
     if quantize == "dynamic":
+        # lazy: onnxruntime only for a quantized ONNX export
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         try:
@@ -210,7 +207,7 @@ def _rename_output(proto: Any, name: str) -> None:
 
 def _check_onnx_ops(proto: Any, model: Any) -> None:
     """Refuse a graph holding ops ONNX does not define (tf2onnx leaves untranslatable TF ops in as they were)."""
-    import onnx.defs
+    import onnx.defs  # lazy: onnx only for an ONNX export
 
     bad = [
         (node.op_type, node.name)

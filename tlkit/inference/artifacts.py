@@ -37,6 +37,7 @@ import numpy as np
 from tlkit.errors import TlkitError
 from tlkit.io.native import quiet_native
 from tlkit.io.rundir import RunDir, read_classes_file
+from tlkit.io.tfenv import import_tensorflow
 
 __all__ = [
     "ARTIFACTS",
@@ -217,12 +218,11 @@ class TFLiteModel:
 def _tflite_interpreter() -> tuple[Any, str]:
     """The TFLite ``Interpreter`` class: LiteRT's when installed, else TensorFlow's (deprecated there)."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # lazy: LiteRT (optional) only to run a .tflite artifact
 
         return Interpreter, "ai_edge_litert"
     except ImportError:
         pass
-    from tlkit.io.tfenv import import_tensorflow
 
     tf = import_tensorflow()
     interpreter = getattr(getattr(tf, "lite", None), "Interpreter", None)
@@ -244,7 +244,7 @@ class OnnxModel:
 
     def __init__(self, path: Path) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # lazy: onnxruntime (optional, slow to import) only to run an ONNX artifact
         except ImportError as exc:
             raise TlkitError("running a .onnx model needs ONNX Runtime: pip install onnxruntime") from exc
         options = ort.SessionOptions()
@@ -270,8 +270,6 @@ class SavedModelModel:
     engine = "tensorflow"
 
     def __init__(self, path: Path) -> None:
-        from tlkit.io.tfenv import import_tensorflow
-
         tf = import_tensorflow()
         self._tf = tf
         try:

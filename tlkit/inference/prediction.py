@@ -31,10 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from tlkit.data import decode
+from tlkit.data.folders import IMAGE_EXTENSIONS, image_files
 from tlkit.errors import TlkitError
 from tlkit.inference.artifacts import locate_artifact
+from tlkit.inference.thresholds import run_thresholds
 from tlkit.inference.tta import TTA, parse_tta
 from tlkit.io.rundir import RunDir, read_classes_file
+from tlkit.io.tfenv import import_tensorflow
 
 __all__ = [
     "ModelSource",
@@ -151,10 +155,8 @@ def open_model(run_or_model: str | Path, *, model: Any = None) -> ModelSource:
 
 def load_keras_model(path: str | Path):
     """``keras.saving.load_model(path)`` with TensorFlow's start-up quiet and errors in one line."""
-    from tlkit.io.tfenv import import_tensorflow
-
     import_tensorflow()
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only loading a Keras model needs it
 
     try:
         return keras.saving.load_model(str(path), compile=False)
@@ -209,8 +211,6 @@ def resolve_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
     - a path that does not exist and is not a glob is yielded too, so that it is
       reported as not found.
     """
-    from tlkit.data.folders import IMAGE_EXTENSIONS, image_files
-
     seen: set[Path] = set()
 
     def once(path: Path) -> Iterator[Path]:
@@ -240,8 +240,6 @@ def resolve_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
 
 
 def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str | None]:
-    from tlkit.data import decode
-
     try:
         return decode.load_image(path, size), None
     except decode.BadImageError as exc:
@@ -403,7 +401,6 @@ def predict(
             f"no image files to predict: {shown or '(no paths given)'} matched nothing; pass image "
             f"files, folders or globs"
         )
-    from tlkit.inference.thresholds import run_thresholds
 
     thresholds = run_thresholds(source)  # None: single-label
     return _stream(

@@ -20,12 +20,13 @@ def import_tensorflow():
         return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if logs_wanted():
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: this function is where TensorFlow is imported (quietly, on first need)
 
         return tf
     failure: BaseException | None = None
     with captured_stderr() as capture:
         try:
+            # lazy: this function is where TensorFlow is imported (quietly, on first need)
             import keras  # noqa: F401  pylint: disable=unused-import  (imports TensorFlow as its backend)
             import tensorflow as tf
 

@@ -55,7 +55,7 @@ class ModelParts:
 
 def _leading_pool(head_model) -> Any | None:
     """The head's global pooling layer when it is the one thing the head does with the feature map."""
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only building a model needs it
 
     consumers = [
         layer
@@ -89,7 +89,7 @@ def assemble(
     present); :func:`tlkit.api.build_model` does that from user input.
     ``multi_label`` turns the head's softmax into a sigmoid (:func:`use_sigmoid`).
     """
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only building a model needs it
 
     if num_classes < 2:
         raise TlkitError(f"a classifier needs at least 2 classes, got {num_classes}")
@@ -166,7 +166,7 @@ def use_sigmoid(head_model) -> None:
     Raises:
         TlkitError: the head ends otherwise (e.g. a ``Softmax`` layer).
     """
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only building a model needs it
 
     history = getattr(head_model.outputs[0], "_keras_history", None)
     layer = history.operation if history is not None else head_model.layers[-1]
@@ -187,7 +187,7 @@ def build_model(*args: Any, **kwargs: Any):
 
 def base_layer(model):
     """The nested base (backbone) model inside an end-to-end tlkit model (also a reloaded one)."""
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only building a model needs it
 
     nested = [
         layer

@@ -32,7 +32,7 @@ def parse_unfreeze(text: str) -> tuple[str, int | str | None]:
 
 def unfreeze(backbone, spec: str) -> int:
     """Make the selected top layers of ``backbone`` trainable (BatchNorm excluded); return how many."""
-    from keras import layers as keras_layers
+    from keras import layers as keras_layers  # lazy: Keras imports TensorFlow; only fine-tuning needs it
 
     kind, value = parse_unfreeze(spec)
     layers = backbone.layers

@@ -79,7 +79,7 @@ class Preprocessing:
         """
         if self.name == "internal":
             return []
-        import keras
+        import keras  # lazy: Keras imports TensorFlow; `import tlkit` declares bases without it
 
         name = name or f"preprocess_{self.name}"
         if self.name == "tf":
@@ -94,7 +94,7 @@ class Preprocessing:
 
 
 def _caffe_layer(name: str) -> Any:
-    import keras
+    import keras  # lazy: Keras (TensorFlow) and numpy stay out of `import tlkit`; only building the base needs them
     import numpy as np
 
     layer = keras.layers.Conv2D(
@@ -170,7 +170,7 @@ def _resolve(constructor: str | Callable[..., Any]) -> Callable[..., Any]:
     if callable(constructor):
         return constructor
     if "." not in constructor:
-        import keras
+        import keras  # lazy: Keras imports TensorFlow; `import tlkit` declares bases without it
 
         return getattr(keras.applications, constructor)
     module, _, attribute = constructor.rpartition(".")

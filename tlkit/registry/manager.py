@@ -224,3 +224,11 @@ def get_registry() -> Registry:
     if _REGISTRY is None:
         _REGISTRY = Registry()
     return _REGISTRY
+
+
+def list_specs(kind: str) -> list[Any]:
+    """All registered specs of ``kind`` (``"base"``, ``"head"`` or ``"augmentation"``), by name."""
+    if kind not in KINDS:
+        raise TlkitError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    specs = get_registry().specs[kind]
+    return [specs[name] for name in sorted(specs)]

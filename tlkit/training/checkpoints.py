@@ -77,7 +77,7 @@ def _host_value(variable: Any) -> np.ndarray:
     try:
         return variable.value.numpy()
     except (AttributeError, ValueError, NotImplementedError):
-        import keras
+        import keras  # lazy: Keras imports TensorFlow; only a running fit gets here
 
         return keras.ops.convert_to_numpy(variable)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ def _in_slurm_job() -> bool:
 
 def _resolver():
     """The cluster resolver: TF_CONFIG first, else Slurm's environment."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: TensorFlow only when training starts; importing this module stays light
 
     tf_config = _tf_config()
     if tf_config is not None:
@@ -112,7 +113,7 @@ def _resolver():
 
 def make_distribution(choice: str) -> Distribution:
     """The strategy for ``--strategy choice`` (create it before any other TensorFlow work)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: TensorFlow only when training starts; importing this module stays light
 
     if choice == "auto":
         if _cluster_size(_tf_config()) > 1 or _in_slurm_job():
@@ -158,7 +159,7 @@ def prepare_for_fit(model: Any, distribution: Distribution) -> None:
     """
     if distribution.name != "multi-worker":
         return
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: TensorFlow only when training starts; importing this module stays light
 
     def build_from_local_batch(iterator=None, data_batch=None):
         if iterator is not None:
@@ -189,12 +190,13 @@ def multi_worker_fit_fixes(distribution: Distribution) -> Iterator[None]:
     if distribution.name != "multi-worker":
         yield
         return
+    # lazy: Keras internals and TensorFlow, only for a multi-worker fit
     from keras.src.backend.tensorflow import trainer as trainer_module
 
     original = trainer_module.reduce_per_replica
 
     def reduce_per_replica(values, strategy, reduction):
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: Keras internals and TensorFlow, only for a multi-worker fit
 
         def reduce_one(value):
             # With one replica per worker a step's outputs are plain tensors, not PerReplica.
@@ -219,8 +221,6 @@ def precision_policy_kept() -> Iterator[None]:
     Keras is not imported here when it is not loaded yet: importing it (and TensorFlow) before
     the data scan would delay every early refusal by seconds.
     """
-    import sys
-
     keras = sys.modules.get("keras")
     policy = keras.mixed_precision.global_policy().name if keras is not None else "float32"
     try:
@@ -233,7 +233,7 @@ def precision_policy_kept() -> Iterator[None]:
 
 def set_precision(policy: str) -> None:
     """Make ``policy`` (float32, mixed_float16, mixed_bfloat16) Keras's global dtype policy."""
-    import keras
+    import keras  # lazy: TensorFlow only when training starts; importing this module stays light
 
     keras.mixed_precision.set_global_policy(policy)
 

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from tlkit.config.options import TrainConfig
+from tlkit.evaluation.figures import plot_history
+from tlkit.evaluation.history import history_from_rows
+from tlkit.evaluation.multilabel import thresholds_for_run
+from tlkit.evaluation.report import write_report
+from tlkit.features.dataset import head_probabilities
+from tlkit.inference.prediction import Predictor
 from tlkit.io.files import atomic_path
 
 if TYPE_CHECKING:
@@ -74,9 +82,6 @@ class FinishInputs:
 
 def finish_run(run: FinishInputs) -> TrainResult:
     """Write model.keras and metrics.json, mark the run done, draw the plots, write the report."""
-    from tlkit.evaluation.figures import plot_history
-    from tlkit.evaluation.history import history_from_rows
-
     run_dir, state = run.run_dir, run.state
     with run.timed("save_model"):
         with atomic_path(run_dir.model_path, suffix=".keras") as tmp:
@@ -145,8 +150,6 @@ def _validation_probabilities(run: FinishInputs) -> dict[str, Any] | None:
     """The trained model's probabilities on the validation images, by path, from the cached
     features and the head alone (equal to the model's own up to the engine's ~1e-6) — so the
     end-of-training evaluation decodes no image and runs no base."""
-    from tlkit.features.dataset import head_probabilities
-
     if run.run_features is None:
         return None
     probabilities = head_probabilities(run.parts.head_tail, run.run_features.val)
@@ -158,16 +161,10 @@ def _write_thresholds(run: FinishInputs) -> None:
     validation images with ``--threshold tuned``)."""
     if not run.config.multi_label:
         return
-    from tlkit.evaluation.multilabel import thresholds_for_run
 
     tuned = run.config.threshold == "tuned"
     probs = None
     if tuned:
-        import numpy as np
-
-        from tlkit.features.dataset import head_probabilities
-        from tlkit.inference.prediction import Predictor
-
         if run.run_features is not None:
             probs = head_probabilities(run.parts.head_tail, run.run_features.val)
         else:
@@ -184,8 +181,6 @@ def _write_thresholds(run: FinishInputs) -> None:
 
 def _write_report(run: FinishInputs) -> Path | None:
     """The HTML report; a problem there never fails a finished training."""
-    from tlkit.evaluation.report import write_report
-
     try:
         with run.timed("evaluate_and_report"):
             return write_report(run.run_dir.path, model=run.parts.model, probabilities=_validation_probabilities(run))
@@ -200,7 +195,7 @@ def _write_report(run: FinishInputs) -> Path | None:
 def _portable(model):
     """An uncompiled copy of ``model`` with the same weights: no optimizer (and no tlkit-only
     schedule) inside ``model.keras``, so it loads cleanly with plain Keras."""
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only saving the trained model needs it
 
     def without_compile(obj):
         # A nested model that was trained alone (the head on cached features)

@@ -21,7 +21,9 @@ the ``tlkit train`` command that uses it) and :data:`CURVE_CSV`.  This module ow
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import math
 import shlex
 import tempfile
@@ -32,6 +34,8 @@ from typing import Any
 
 from tlkit.config.options import OPTIONS, TrainConfig
 from tlkit.errors import TlkitError
+from tlkit.io.files import write_json, write_text
+from tlkit.io.rundir import RunDir
 from tlkit.observer import TrainingObserver
 
 DEFAULT_START_LR = 1e-7
@@ -194,6 +198,7 @@ def train_command(config: TrainConfig, lr: float) -> str:
     """``tlkit train …`` for ``config`` (a resolved one) with ``--lr lr``: ``--data``, ``--base`` and
     ``--head``, then every option that differs from its default (head parameters that differ
     from the head's defaults, the image size when it is not the base's default)."""
+    # lazy: `tlkit --help` imports this module (its defaults), not the sweep's modules (config.resolve loads numpy)
     from tlkit.config.resolve import resolve_head
     from tlkit.registry.manager import get_registry
 
@@ -270,6 +275,7 @@ def find_lr(
     observer: TrainingObserver | None = None,
 ) -> LRFindResult:
     """Sweep the head's learning rate for ``config`` (a resolved :class:`TrainConfig`); see the module."""
+    # lazy: `tlkit --help` imports this module (its defaults), not the sweep's modules (training.run loads numpy)
     from tlkit.config.preflight import check_output
     from tlkit.training.distribute import precision_policy_kept
     from tlkit.training.run import TrainingRun
@@ -299,7 +305,6 @@ def find_lr(
             f"the base's weights, or widen the sweep",
             level="warning",
         )
-    from tlkit.io.rundir import RunDir
 
     folder = RunDir.create(run.config.output, config.base, config.head).path
     result = LRFindResult(
@@ -351,8 +356,10 @@ def _sweep(run: Any, start_lr: float, end_lr: float, steps: int | None) -> tuple
 
     Returns ``(lrs, losses, why_it_stopped, steps_planned)``.
     """
+    # lazy: `tlkit --help` imports this module (its defaults), and no numpy
     import numpy as np
 
+    # lazy: `tlkit --help` imports this module (its defaults), not the sweep's modules
     from tlkit.training.objectives import make_loss, make_optimizer
 
     observer, per_epoch = run.observer, run.steps
@@ -409,11 +416,8 @@ def _sweep(run: Any, start_lr: float, end_lr: float, steps: int | None) -> tuple
 
 def _write(result: LRFindResult, *, title: str) -> None:
     """The plot, the curve as JSON and CSV, each written atomically into the new folder."""
-    import csv
-    import io
-
+    # lazy: `tlkit --help` imports this module (its defaults), not the sweep's modules (figures loads numpy and PIL)
     from tlkit.evaluation.figures import plot_lr_find
-    from tlkit.io.files import write_json, write_text
 
     plot_lr_find(
         result.lrs,

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from tlkit.config.options import TrainConfig
+from tlkit.data.mixing import hard_label_metrics
 
 # The allowed schedules, losses and metrics are declared once, on TrainConfig's fields.
 
@@ -41,7 +42,7 @@ def _learning_rate_class():
     global _LR_CLASS
     if _LR_CLASS is not None:
         return _LR_CLASS
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only compiling a model needs it
     from keras import ops
 
     class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
@@ -101,8 +102,9 @@ def make_optimizer(config: TrainConfig, learning_rate: Any):
     TensorFlow kernel (:mod:`tlkit.training.fused_optimizers`: same formulas, several
     times fewer passes over the head's weights per step).
     """
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only compiling a model needs it
 
+    # lazy: fused_optimizers subclasses Keras optimizers at import
     from tlkit.training.fused_optimizers import FusedAdam, FusedAdamW, FusedSGD
 
     decay = config.weight_decay or None
@@ -117,7 +119,7 @@ def make_optimizer(config: TrainConfig, learning_rate: Any):
 
 def make_loss(config: TrainConfig):
     """The configured Keras loss object (``--multi-label``: the binary form of cross-entropy and focal)."""
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only compiling a model needs it
 
     if config.multi_label and config.loss != "mean_squared_error":
         if config.loss == "focal":
@@ -136,7 +138,7 @@ def make_loss(config: TrainConfig):
 
 def make_metrics(config: TrainConfig, num_classes: int) -> list:
     """Keras metric objects, named so logs read ``accuracy``, ``top_5_accuracy``, ``f1``, ``fbeta``…"""
-    import keras
+    import keras  # lazy: Keras imports TensorFlow; only compiling a model needs it
 
     metrics: list = []
     # --multi-label: each output is its own yes/no decision at the threshold (0.5 while --threshold is tuned).
@@ -191,8 +193,6 @@ def compile_for_stage(
     )
     metrics = make_metrics(config, num_classes)
     if soft_labels:
-        from tlkit.data.mixing import hard_label_metrics
-
         metrics = hard_label_metrics(metrics)
     model.compile(
         optimizer=make_optimizer(config, schedule),

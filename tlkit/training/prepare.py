@@ -10,6 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tlkit.config import preflight
+from tlkit.data import decode as datamod
+from tlkit.data import imbalance
 from tlkit.errors import TlkitError
 from tlkit.training.stages import RunState
 
@@ -48,8 +51,6 @@ def report_scan(scan: DatasetScan, observer: TrainingObserver) -> None:
 
 def preflight_pixels(scan: DatasetScan, config: TrainConfig, workdir: str | Path, *, resuming: bool) -> None:
     """Refuse, before anything is decoded, an image size whose pixels or activations cannot fit."""
-    from tlkit.config import preflight
-
     preflight.check_pixels(
         len(scan.train.files) + len(scan.val.files),
         config.image_size,
@@ -70,9 +71,7 @@ def preflight_disk(
     resuming: bool,
 ) -> None:
     """Refuse, before the run directory is made, a run whose files or features cannot fit on disk."""
-    import keras
-
-    from tlkit.config import preflight
+    import keras  # lazy: Keras imports TensorFlow; only the disk preflight of a built model needs it
 
     if not resuming:
         preflight.check_output(config.output)
@@ -101,8 +100,6 @@ def decode(
 ) -> DecodedSplit:
     """The decoded split (a :class:`tlkit.data.decode.DecodedSplit`), with progress and a warning
     about skipped unreadable images."""
-    from tlkit.data import decode as datamod
-
     task = f"decoding {name} images"
     observer.task_started(task, len(split.files))
     try:
@@ -152,8 +149,6 @@ def class_balance(
     classes: list[str], train: DecodedSplit, val: DecodedSplit, config: TrainConfig, observer: TrainingObserver
 ) -> dict[int, float] | None:
     """Show the class distribution, warn on strong imbalance, return Keras class weights."""
-    from tlkit.data import imbalance
-
     train_counts = imbalance.class_counts(train.labels, len(classes))
     val_counts = imbalance.class_counts(val.labels, len(classes))
     shown = ", ".join(f"{name} {t}/{v}" for name, t, v in zip(classes, train_counts, val_counts))
@@ -179,3 +174,19 @@ __all__ = [
     "preflight_pixels",
     "report_scan",
 ]
+
+
+def warn_shared_copies(copies: list[tuple[Path, Path]], config: TrainConfig, observer: TrainingObserver) -> None:
+    """One warning line when validation images have byte-identical copies in train (the hashes are
+    already computed for the feature cache): validation accuracy would be flattered."""
+    if not copies:
+        return
+    val, train = copies[0]
+    root = Path(config.data)
+    show = [p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in (val, train)]
+    observer.message(
+        f"{len(copies)} validation image(s) are exact copies of training images (e.g. {show[0]} = {show[1]}), "
+        f"so validation accuracy is flattered; `tlkit audit --data {config.data}` lists them and writes a cleaned "
+        f"labels CSV",
+        level="warning",
+    )

@@ -25,18 +25,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tlkit.config.options import TrainConfig, load_config_file, to_toml
+from tlkit.config.resolve import resolve_augmentations
+from tlkit.data import decode as datamod
+from tlkit.data.labels_csv import csv_fingerprint, scan_for_config
+from tlkit.data.mixing import batch_mixing_names, class_weight_vector
+from tlkit.data.pipelines import make_dataset
 from tlkit.errors import TlkitError
+from tlkit.features.dataset import make_feature_dataset
+from tlkit.features.fingerprint import shared_copies, weights_fingerprint
+from tlkit.features.plan import FeaturePlan, RunFeatures, lookup_features, run_features
 from tlkit.io.rundir import RunDir
+from tlkit.io.tfenv import import_tensorflow
+from tlkit.model import builder
 from tlkit.observer import TrainingObserver
 from tlkit.registry.manager import get_registry
 from tlkit.training import prepare as prep
+from tlkit.training.distribute import make_distribution, precision_policy_kept, set_precision
 from tlkit.training.finish import FinishInputs, TrainResult, finish_run
-from tlkit.training.stages import HEAD, RunState, StageInputs
+from tlkit.training.stages import HEAD, RunState, StageInputs, StageRunner, TrainingInterrupted, sigterm_stops_training
+from tlkit.version import __version__
 
 if TYPE_CHECKING:
     from tlkit.data.decode import DecodedSplit
     from tlkit.data.folders import DatasetScan
-    from tlkit.features.plan import FeaturePlan, RunFeatures
     from tlkit.model.builder import ModelParts
     from tlkit.training.distribute import Distribution
 
@@ -51,8 +62,6 @@ def training_path(config: TrainConfig) -> tuple[Route, str]:
     if not config.feature_cache:
         return "end-to-end", "--no-feature-cache: the base runs on every image every epoch"
     if config.augmentations and config.aug_views == 0:
-        from tlkit.data.mixing import batch_mixing_names
-
         if batch_mixing_names(config.augmentations):
             return "end-to-end", "batch mixing (mixup, cutmix) gives the base new mixed images every step"
         return "end-to-end", (
@@ -91,6 +100,8 @@ class TrainingRun:
         self.resuming = run_dir is not None
         #: False: prepare() makes no run directory (``tlkit lr-find`` needs only the model and features).
         self.writes_run_dir = True
+        #: Warn when validation images are byte-identical copies of training images (an audit lists them instead).
+        self.warns_of_shared_copies = True
         self._saved_state = saved_state
         route, route_reason = training_path(config)
         #: How the head trains ("features" or "end-to-end"), and why, in words for the user.
@@ -154,7 +165,6 @@ class TrainingRun:
         features = self.run_features
         if features is None:  # not self.head_on_features
             return self.pixel_datasets(first_pass)
-        from tlkit.features.dataset import make_feature_dataset
 
         config, batch = self.config, self.global_batch
         train = make_feature_dataset(
@@ -172,8 +182,6 @@ class TrainingRun:
 
     def pixel_datasets(self, first_pass: int):
         """(train, val) datasets of decoded pixels, for end-to-end training and fine-tuning."""
-        from tlkit.data.pipelines import make_dataset
-
         assert self.train_px is not None and self.val_px is not None, "prepare() first"
         config, batch = self.config, self.global_batch
         train = make_dataset(
@@ -194,7 +202,6 @@ class TrainingRun:
         mixers = self.parts.mixers if self.parts is not None else []
         if not mixers:
             return {}
-        from tlkit.data.mixing import batch_mixing_names, class_weight_vector
 
         if not self._mixing_shown:
             self._mixing_shown = True
@@ -213,8 +220,6 @@ class TrainingRun:
     # -- the whole run -------------------------------------------------------
     def execute(self) -> TrainResult:
         """prepare → features → fit → finish, with the decoded pixels in a temporary folder."""
-        from tlkit.training.stages import TrainingInterrupted, sigterm_stops_training
-
         with (
             tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir,
             sigterm_stops_training(),
@@ -248,8 +253,6 @@ class TrainingRun:
     def _process_state(self) -> Iterator[None]:
         """Leave the process as it was: Keras's global dtype policy back, a worker's temporary
         run directory removed."""
-        from tlkit.training.distribute import precision_policy_kept
-
         try:
             with precision_policy_kept():
                 yield
@@ -269,10 +272,6 @@ class TrainingRun:
     # -- step 1: prepare -----------------------------------------------------
     def prepare(self, workdir: str | Path) -> None:
         """Scan and decode the data, open the run directory, build the model and the state."""
-        from tlkit.data import decode as datamod
-        from tlkit.data.labels_csv import csv_fingerprint, scan_for_config
-        from tlkit.io.tfenv import import_tensorflow
-
         config, observer = self.config, self.observer
         scan = scan_for_config(config)  # class folders, or the --labels CSV
         prep.check_scan(scan, config)
@@ -310,6 +309,12 @@ class TrainingRun:
             }
             if config.labels:  # the CSV decides labels and split: part of what identifies the data
                 fingerprints["labels"] = csv_fingerprint(config.labels)
+            train_files, val_files = self.train_px.files, self.val_px.files
+            copies = shared_copies(
+                train_files, self.plan.file_hashes(train_files), val_files, self.plan.file_hashes(val_files)
+            )
+        if self.warns_of_shared_copies:
+            prep.warn_shared_copies(copies, config, observer)
         self.state = prep.initial_state(self._saved_state, fingerprints, self.plan.weights_fp, self.run_dir)
         self.class_weight = prep.class_balance(self.classes, self.train_px, self.val_px, config, observer)
 
@@ -321,8 +326,6 @@ class TrainingRun:
 
     def _look_up_cached_features(self) -> None:
         """Set :attr:`run_features` when the train and val features are all in the cache."""
-        from tlkit.features.plan import lookup_features
-
         train, val, plan = self.train_px, self.val_px, self.plan
         assert train is not None and val is not None and plan is not None
         with self.timed("hash_images"):
@@ -336,8 +339,6 @@ class TrainingRun:
             self._open_worker_dir()
             return
         if self.run_dir is None:
-            from tlkit.version import __version__
-
             try:
                 self.run_dir = RunDir.create(self.config.output, self.config.base, self.config.head)
             except OSError as exc:  # e.g. a read-only mount, a full disk, a race with another user
@@ -377,13 +378,7 @@ class TrainingRun:
         self.run_dir, self._worker_dir = worker_dir, worker_dir
 
     def _build_model(self) -> None:
-        import keras
-
-        from tlkit.config.resolve import resolve_augmentations
-        from tlkit.features.fingerprint import weights_fingerprint
-        from tlkit.features.plan import FeaturePlan
-        from tlkit.model import builder
-        from tlkit.training.distribute import make_distribution, set_precision
+        import keras  # lazy: Keras and TensorFlow only when the model is built
 
         config = self.config
         # The strategy first: a multi-worker strategy must exist before other TensorFlow work.
@@ -392,7 +387,7 @@ class TrainingRun:
         set_precision(config.precision)
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
-            import tensorflow as tf
+            import tensorflow as tf  # lazy: Keras and TensorFlow only when the model is built
 
             tf.config.experimental.enable_op_determinism()
         weights = None if config.weights == "none" else config.weights
@@ -446,8 +441,6 @@ class TrainingRun:
     # -- step 2: features ----------------------------------------------------
     def features(self) -> None:
         """Compute (or reuse) the frozen base's features when the head stage can train on them."""
-        from tlkit.features.plan import run_features
-
         assert self.state is not None and self.plan is not None, "prepare() first"
         self.observer.message(f"Training path: {self.route} — {self.route_reason}")
         if self.route != "features" or self.state.stage != HEAD:
@@ -485,8 +478,6 @@ class TrainingRun:
     # -- step 3: fit ---------------------------------------------------------
     def fit(self) -> None:
         """Train the remaining stages (checkpointed every epoch); the best weights end in the model."""
-        from tlkit.training.stages import StageRunner
-
         started = time.perf_counter()
         self.state = StageRunner(self.stage_inputs()).run_stages()
         self.train_time = time.perf_counter() - started

@@ -12,6 +12,7 @@ interrupted run resumes where it was.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import signal
 import threading
 import time
@@ -22,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from tlkit.errors import TlkitError
 from tlkit.evaluation.history import is_improvement, monitor_mode
-from tlkit.training import checkpoints
+from tlkit.model.finetune import unfreeze
+from tlkit.training import checkpoints, objectives
+from tlkit.training.distribute import multi_worker_fit_fixes, prepare_for_fit
 
 if TYPE_CHECKING:
     from tlkit.config.options import TrainConfig
@@ -187,8 +190,6 @@ class StageRunner:
                 state.stage = FINE_TUNE
                 self._checkpoint(None)  # the fine-tuning stage starts from here
         if state.stage == FINE_TUNE and config.fine_tune_epochs:
-            from tlkit.model.finetune import unfreeze
-
             count = unfreeze(parts.backbone, config.unfreeze)
             if state.epoch == state.head_epochs:
                 self.inputs.observer.message(
@@ -212,14 +213,13 @@ class StageRunner:
         return state  # the run is marked done once model.keras and metrics are written
 
     def _fit(self, stage: Stage) -> None:
+        # lazy: callbacks subclasses keras.callbacks.Callback at import
         from tlkit.training.callbacks import EpochEnd, ObserverCallback
-        from tlkit.training.distribute import multi_worker_fit_fixes, prepare_for_fit
-        from tlkit.training.objectives import compile_for_stage
 
         if stage.start >= stage.end:
             return
         with self.inputs.distribution.strategy.scope():
-            compile_for_stage(
+            objectives.compile_for_stage(
                 stage.model,
                 self.config,
                 lr=stage.lr,
@@ -277,9 +277,7 @@ class StageRunner:
         return min(stage.steps, HEAD_STEPS_PER_CALL)
 
     def _keras_callbacks(self) -> list:
-        import importlib.util
-
-        import keras
+        import keras  # lazy: Keras imports TensorFlow; only a running fit needs it
 
         config = self.config
         callbacks = []
@@ -300,7 +298,7 @@ class StageRunner:
     # -- per epoch -----------------------------------------------------------
     def end_epoch(self, stage: Stage, epoch: int, logs: dict[str, Any], seconds: float = 0.0) -> None:
         """Record epoch ``epoch`` (0-based), track the best model, stop early, checkpoint."""
-        import keras
+        import keras  # lazy: Keras imports TensorFlow; only a running fit needs it
 
         started = time.perf_counter()
         state, config = self.state, self.config

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
+from tlkit.io.files import atomic_path, write_json
 from tlkit.io.hashing import sha256_file
 from tlkit.registry.specs import BaseSpec
+from tlkit.version import __version__
 from tlkit.weights.local import keras_cache_dir
 
 MANIFEST_NAME = "tlkit-weights.json"
@@ -46,8 +48,6 @@ def _copy_atomically(
 
     With ``expected`` (a SHA-256), a copy with other content never replaces ``target``.
     """
-    from tlkit.io.files import atomic_path
-
     digest = hashlib.sha256()
     size = 0
     with atomic_path(target, suffix=".part") as tmp:
@@ -159,9 +159,6 @@ def write_bundle(
     An existing manifest in ``directory`` keeps its other entries (re-running
     with more bases adds them).  Returns the manifest's entries after the merge.
     """
-    from tlkit.io.files import write_json
-    from tlkit.version import __version__
-
     directory = Path(directory)
     items = list(items)
     if directory.exists() and not directory.is_dir():

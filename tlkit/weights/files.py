@@ -8,6 +8,10 @@ that does not fit, naming the first mismatching layer and both shapes.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +95,7 @@ def _first_line(exc: BaseException | str) -> str:
 
 def _weight_file_layout(path: Path, label: str) -> str:
     """``"keras3"`` (``model.save_weights``'s ``.weights.h5``) or ``"legacy"`` (Keras 2 ``.h5``)."""
-    import h5py
+    import h5py  # lazy: h5py only when a .h5 weight file is inspected
 
     try:
         with h5py.File(path, "r") as f:
@@ -130,8 +134,6 @@ def _is_graph_model(layer) -> bool:
 
 def _snake_case(name: str) -> str:
     # keras.src.utils.naming.to_snake_case: how .weights.h5 names container entries.
-    import re
-
     name = re.sub(r"\W+", "", name)
     name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
     name = re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
@@ -157,7 +159,7 @@ def _compare_layer(layer, what: str, model_vars: list, file_shapes: list[tuple])
 
 def _weight_file_mismatch(model, path: Path, layout: str) -> str | None:
     """Why the file at ``path`` does not fit ``model`` (first mismatch), or None if it fits."""
-    import h5py
+    import h5py  # lazy: h5py only when a .h5 weight file is inspected
 
     with h5py.File(path, "r") as f:
         if layout == "legacy":
@@ -265,9 +267,6 @@ def _legacy_mismatch(model, f) -> str | None:
 
 def _load_weights_strictly(model, path: Path, layout: str, refusal: str) -> None:
     """``model.load_weights`` with Keras's loading warnings turned into a TlkitError."""
-    import tempfile
-    import warnings
-
     # Keras picks the reader from the suffix; a file whose content is the other
     # format is loaded through a link with the right suffix.
     wanted = ".weights.h5" if layout == "keras3" else ".h5"
@@ -279,8 +278,6 @@ def _load_weights_strictly(model, path: Path, layout: str, refusal: str) -> None
             try:
                 os.symlink(path.resolve(), source)
             except OSError:
-                import shutil
-
                 shutil.copyfile(path, source)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
+from tlkit.registry.manager import get_registry
 from tlkit.registry.specs import BaseSpec
 
 
@@ -81,8 +82,6 @@ def status(spec: BaseSpec) -> WeightsStatus:
 
 def list_weights() -> list[WeightsStatus]:
     """:class:`WeightsStatus` of every registered base, by name."""
-    from tlkit.registry.manager import get_registry
-
     bases = get_registry().bases
     rows = []
     for name in sorted(bases):
@@ -96,8 +95,6 @@ def list_weights() -> list[WeightsStatus]:
 
 def resolve_bases(names: Iterable[str]) -> list[BaseSpec]:
     """The specs for ``names`` (duplicates dropped); every unknown name is reported at once."""
-    from tlkit.registry.manager import get_registry
-
     registry = get_registry()
     specs: list[BaseSpec] = []
     problems: list[str] = []
@@ -127,6 +124,7 @@ def keras_download_dirs() -> list[Path]:
     """Where Keras may really have put a download (it reads KERAS_HOME once, at import)."""
     dirs = [keras_cache_dir()]
     try:
+        # lazy: keras.src imports TensorFlow; `tlkit weights list` stays without it
         from keras.src.backend.config import keras_home
 
         dirs.append(Path(os.path.expanduser(keras_home())) / "models")
