@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         timings["near_groups"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    probs = labels.out_of_fold_probabilities(x, noisy, args.classes)
+    probs = labels.out_of_fold_probabilities(x, noisy, args.classes, neighbours=neighbours)
     timings["out_of_fold_probabilities"] = time.perf_counter() - start
 
     start = time.perf_counter()

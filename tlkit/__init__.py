@@ -8,6 +8,7 @@ built or trained.  Public names::
     tlkit.explain(...)                            # Grad-CAM heatmaps of images
     tlkit.lr_find(...)                            # a learning rate for tlkit.train, from one sweep
     tlkit.audit(...)                              # wrong labels, duplicates, leaks, outliers before training
+    tlkit.tune(...)                               # an Optuna search of head, base and recipe on cached features
     tlkit.TrainingObserver                        # subclass it to follow a run (tlkit.train(observer=...))
     tlkit.RunDir                                  # a run directory's files, read and written safely
     tlkit.hookimpl                                # for plugin authors:
@@ -55,6 +56,8 @@ _API = {
     "ExplainResult",
     "audit",
     "AuditResult",
+    "tune",
+    "TuneResult",
 }
 
 

@@ -35,6 +35,7 @@ from tlkit.registry.specs import BaseSpec
 from tlkit.training.finish import TrainResult
 from tlkit.training.lr_finder import DEFAULT_END_LR, DEFAULT_OUTPUT, DEFAULT_START_LR, LRFindResult, find_lr
 from tlkit.training.run import TrainingRun, training_path
+from tlkit.tuning.result import TuneResult
 
 
 def build_model(
@@ -51,10 +52,8 @@ def build_model(
 ):
     """Build the end-to-end ``keras.Model`` (raw 0–255 pixels in, class probabilities out).
 
-    ``weights`` is ``"imagenet"``, ``"none"``/None or a path to a weights file.
-    Augmentations are ``"name"`` or ``"name:key=value,..."`` strings; batch-mixing ones
-    (``mixup``, ``cutmix``) mix images *and labels*, so they are never model layers and are
-    left out here (training applies them to its batches).
+    ``weights``: ``"imagenet"``, ``"none"``/None or a weights file.  Augmentations are ``"name"`` or
+    ``"name:key=value,..."``; batch-mixing ones (mixup, cutmix) are left out (they mix labels too).
     ``multi_label`` ends the head in a sigmoid (one independent probability per label).
     """
     import_tensorflow()
@@ -84,15 +83,12 @@ def train(
 ) -> TrainResult:
     """Train a classifier and write a complete run directory; return a :class:`TrainResult`.
 
-    Options are the fields of :class:`tlkit.config.options.TrainConfig` (``data``,
-    ``base``, ``head``, ``epochs``, ``batch_size``, ``lr``, ...), given as a
-    config object, keyword arguments, or both (keywords win).  ``resume=RUN_DIR``
-    continues an interrupted run from its last checkpoint, with that run's
-    configuration.
+    Options are the fields of :class:`tlkit.config.options.TrainConfig` (``data``, ``base``, ``head``,
+    ``epochs``, ``lr``, ...), as a config object, keywords, or both (keywords win).  ``resume=RUN_DIR``
+    continues an interrupted run from its last checkpoint, with that run's configuration.
 
-    Progress and messages go to ``observer`` (a :class:`tlkit.TrainingObserver`);
-    without one, they are drawn with rich on ``console`` (stderr by default)
-    when ``verbose`` is true, and nothing is printed when it is false.
+    Progress goes to ``observer`` (a :class:`tlkit.TrainingObserver`); without one, it is drawn with
+    rich on ``console`` (stderr by default) when ``verbose`` is true, else nothing is printed.
     """
     if observer is None:
         observer = _default_observer(console, verbose)
@@ -117,11 +113,8 @@ def lr_find(
     verbose: bool = True,
     **options: Any,
 ) -> LRFindResult:
-    """Sweep the head's learning rate on cached features and suggest one (:mod:`tlkit.training.lr_finder`).
-
-    Options are :func:`train`'s (but ``output`` is where the sweep's folder goes); the result
-    holds the curve, the suggestion, the plot's path and the ``tlkit train`` command using it.
-    """
+    """Sweep the head's learning rate on cached features and suggest one (:mod:`tlkit.training.lr_finder`);
+    options are :func:`train`'s (``output``: where the sweep's folder goes)."""
     return find_lr(
         resolve_config(config, **options),
         output=output,
@@ -141,16 +134,30 @@ def audit(
     verbose: bool = True,
     **options: Any,
 ) -> AuditResult:
-    """Audit a data set before training (:mod:`tlkit.auditing.run`): unreadable images, exact and near
-    duplicates, train/val leaks, likely label errors and outliers; written under ``output``.
-
-    Options are train's data and model options (``data``, ``labels``, ``base``, ``weights``,
-    ``image_size``, ...) and the audit's own (``folds``, ``relabel``, ``relabel_threshold``,
-    ``near_threshold``); the features come from, or go into, the same cache as training's.
-    """
+    """Audit a data set before training (:mod:`tlkit.auditing.run`): label errors, duplicates, leaks,
+    outliers, unreadable images; ``options``: train's data and model options and the audit's own."""
     from tlkit.auditing.run import audit as run_audit  # lazy: cleanlab, scikit-learn and pandas load only to audit
 
     return run_audit(config, output=output, observer=observer or _default_observer(console, verbose), **options)
+
+
+def tune(
+    config: TrainConfig | None = None,
+    *,
+    train_best: bool = False,
+    observer: TrainingObserver | None = None,
+    console: Any = None,
+    verbose: bool = True,
+    **options: Any,
+) -> TuneResult:
+    """Search head, base and recipe on cached features with Optuna (options: :func:`tlkit.tuning.study.tune`'s
+    and train's); ``train_best`` then trains the best configuration as a normal run."""
+    from tlkit.tuning.study import tune as run_tune  # lazy: Optuna and SQLAlchemy load only to tune
+
+    result = run_tune(config, observer=(observer := observer or _default_observer(console, verbose)), **options)
+    if train_best and result.best_config is not None:
+        result.best_run = train(result.best_config, observer=observer).run_dir
+    return result
 
 
 def _default_observer(console: Any, verbose: bool) -> TrainingObserver:
@@ -172,6 +179,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingObserver",
+    "TuneResult",
     "audit",
     "build_model",
     "compare",
@@ -187,5 +195,6 @@ __all__ = [
     "resolve_weights",
     "train",
     "training_path",
+    "tune",
     "write_report",
 ]

@@ -20,12 +20,13 @@ Every method does nothing by default: override only what you need.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 LEVELS = ("info", "warning")
 
 
 class TrainingObserver:
-    """Receives a training run's messages, long tasks and epochs (all no-ops here)."""
+    """Receives a training run's (or a study's) messages, long tasks, epochs and trials (all no-ops here)."""
 
     def message(self, text: str, level: str = "info") -> None:
         """A line for the user: what the run found or decided (``level``: info or warning)."""
@@ -57,6 +58,10 @@ class TrainingObserver:
 
     def stage_finished(self, stage: str) -> None:
         """The stage's last epoch (or early stop) is behind it."""
+
+    def trial_finished(self, trial: Any, best: Any) -> None:
+        """A trial of ``tlkit tune`` ended (a :class:`tlkit.tuning.result.TrialRecord`: complete,
+        pruned or failed); ``best`` is the best complete trial so far (None before the first)."""
 
 
 __all__ = ["LEVELS", "TrainingObserver"]

@@ -2,7 +2,8 @@
 
 Messages are printed as lines; long tasks (decoding, features) get a transient
 progress bar with a rate; each epoch gets a live bar (batches, ETA, running
-loss/accuracy) that leaves one summary line behind when the epoch ends.
+loss/accuracy) that leaves one summary line behind when the epoch ends.  A study (``tlkit tune``)
+prints one row of a trials table per finished trial, a new best marked.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 from tlkit.observer import TrainingObserver
 
 _SHOWN_METRICS = ("loss", "accuracy", "f1")
+_TRIAL_STATES = {"complete": "green", "pruned": "dim", "failed": "red", "running": "default"}
+_TRIAL_COLUMNS = (("trial", 5, "right"), ("state", 8, "left"), ("hold-out", 9, "right"), ("seconds", 8, "right"))
 
 
 def format_metrics(logs: Mapping[str, Any], prefix: str = "") -> str:
@@ -51,6 +55,7 @@ class RichObserver(TrainingObserver):
         self._epoch_task: TaskID | None = None
         self._steps = 0
         self._label = "epoch"
+        self._trial_header = False
 
     # -- messages ------------------------------------------------------------
     def message(self, text: str, level: str = "info") -> None:
@@ -149,5 +154,44 @@ class RichObserver(TrainingObserver):
             self._epochs = None
             self._epoch_task = None
 
+    # -- trials (tlkit tune) -------------------------------------------------
+    def trial_finished(self, trial: Any, best: Any) -> None:
+        """One row of the trials table (the header before the first): number, state, hold-out value
+        (a pruned trial's last value seen, in brackets), seconds and the values it tried."""
+        table = Table(box=None, show_header=not self._trial_header, header_style="bold", pad_edge=False)
+        for name, width, justify in _TRIAL_COLUMNS:
+            table.add_column(name, width=width, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        table.add_column("parameters", overflow="fold", ratio=1)
+        self._trial_header = True
+        value = "—"
+        if trial.value is not None:
+            value = f"{trial.value:.4f}"
+        elif trial.state == "pruned" and trial.intermediate:
+            value = f"({trial.intermediate[-1]:.4f})"
+        params = format_params(trial.params)
+        is_best = best is not None and trial.state == "complete" and best.number == trial.number
+        if is_best:
+            params = f"[bold green]★ new best[/bold green]  {escape(params)}"
+        else:
+            params = escape(params)
+        style = _TRIAL_STATES.get(trial.state, "default")
+        table.add_row(
+            str(trial.number),
+            f"[{style}]{escape(trial.state)}[/{style}]",
+            f"[bold]{value}[/bold]" if is_best else value,
+            f"{trial.seconds:.1f}",
+            params,
+        )
+        self._live_console().print(table, highlight=False)
 
-__all__ = ["RichObserver", "format_metrics"]
+
+def format_params(params: Mapping[str, Any]) -> str:
+    """``lr=0.00123 head=mlp head.dropout=0.21``: a trial's values, compactly."""
+    parts = []
+    for name, value in params.items():
+        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        parts.append(f"{name}={shown}")
+    return " ".join(parts)
+
+
+__all__ = ["RichObserver", "format_metrics", "format_params"]

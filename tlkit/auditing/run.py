@@ -229,7 +229,9 @@ def _checks(
         result.leaks = duplicates.leaks(split_of, result.duplicates, result.near_duplicates)
     with _timed(timings, "labels"):
         if len(classes) >= 2:
-            probs = labels.out_of_fold_probabilities(embeddings, label_ids, len(classes), folds=folds, seed=config.seed)
+            probs = labels.out_of_fold_probabilities(
+                embeddings, label_ids, len(classes), folds=folds, seed=config.seed, neighbours=neighbours
+            )
             result.label_issues = labels.label_issues(paths, label_ids, probs, classes, split_of)
         else:
             result.notes.append("one class only: label issues need two classes or more")
