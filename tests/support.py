@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
@@ -12,11 +13,15 @@ from pathlib import Path
 from tlkit.testing import write_images
 
 __all__ = [
+    "CHROMIUM",
     "CLASS_COLORS",
+    "NEEDS_CHROMIUM",
+    "chromium",
     "CLI_FAST",
     "FAST",
     "TLKIT",
     "default_signals",
+    "docstring_nodes",
     "invoke_tlkit",
     "make_plugin_dist",
     "run_tlkit",
@@ -90,3 +95,42 @@ def run_tlkit(
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run([TLKIT, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+
+CHROMIUM = "/usr/bin/chromium"
+#: Skip a test that needs the real browser where Debian's chromium is not installed.
+NEEDS_CHROMIUM = "needs Debian's chromium for the headless-browser check: apt-get install -y chromium"
+
+
+def chromium(*args: str, tmp: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run headless Chromium (no network, a fresh profile under ``tmp``) with ``args``."""
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def docstring_nodes(tree: ast.AST) -> set[int]:
+    """``id()`` of every docstring constant in ``tree`` (the AST layout checks pass over docstrings)."""
+    found = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+        ):
+            found.add(id(body[0].value))
+    return found

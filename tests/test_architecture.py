@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import docstring_nodes
 from tlkit.io.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,24 +51,10 @@ MODULES = {_dotted(p): p for p in _modules()}
 # --------------------------------------------------------------------------- the run directory's layout
 
 
-def _docstring_nodes(tree: ast.AST) -> set[int]:
-    found = set()
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-        ):
-            found.add(id(body[0].value))
-    return found
-
-
 def _run_dir_literals(path: Path) -> list[str]:
     """String literals (docstrings aside) that spell a run-directory file, or join a run-directory folder."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    docstrings = _docstring_nodes(tree)
+    docstrings = docstring_nodes(tree)
     hits = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tlkit.auditing.options import DEFAULT_OUTPUT as AUDIT_OUTPUT
 from tlkit.auditing.result import AuditResult
 from tlkit.config.options import TrainConfig
 from tlkit.config.resolve import resolve_augmentations, resolve_config, resolve_head, resolve_weights
@@ -128,14 +129,13 @@ def lr_find(
 def audit(
     config: TrainConfig | None = None,
     *,
-    output: str | Path | None = "audit",
+    output: str | Path | None = AUDIT_OUTPUT,
     observer: TrainingObserver | None = None,
     console: Any = None,
     verbose: bool = True,
     **options: Any,
 ) -> AuditResult:
-    """Audit a data set before training (:mod:`tlkit.auditing.run`): label errors, duplicates, leaks,
-    outliers, unreadable images; ``options``: train's data and model options and the audit's own."""
+    """Audit a data set before training: label errors, duplicates, leaks, outliers (:mod:`tlkit.auditing.run`)."""
     from tlkit.auditing.run import audit as run_audit  # lazy: cleanlab, scikit-learn and pandas load only to audit
 
     return run_audit(config, output=output, observer=observer or _default_observer(console, verbose), **options)

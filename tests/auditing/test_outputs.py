@@ -12,13 +12,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.support import snapshot
+from tests.support import CHROMIUM, NEEDS_CHROMIUM, chromium, snapshot
 from tlkit.auditing import outputs
 from tlkit.auditing.outputs import (
     AUDIT_FILES,
@@ -41,7 +40,6 @@ from tlkit.auditing.result import (
 from tlkit.errors import TlkitError
 from tlkit.testing import write_images
 
-CHROMIUM = "/usr/bin/chromium"
 RED, GREEN, BLUE = (220, 40, 40), (40, 200, 40), (40, 40, 220)
 
 # The findings planted in the folder, by path.
@@ -371,41 +369,23 @@ def test_each_section_shows_at_most_max_shown(tmp_path):
     assert "None found." in text  # the empty sections say so
 
 
-def _chromium(*args: str, tmp: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    command = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        f"--user-data-dir={tmp / 'chromium-profile'}",
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
-    reason="needs Debian's chromium for the headless-browser check: apt-get install -y chromium",
+    reason=NEEDS_CHROMIUM,
 )
 def test_report_renders_in_a_headless_browser(result, tmp_path):
     from PIL import Image
 
     folder = write_audit_folder(result, tmp_path / "audit" / "run")
     url = (folder / "report.html").resolve().as_uri()
-    dom = _chromium("--dump-dom", url, tmp=tmp_path)
+    dom = chromium("--dump-dom", url, tmp=tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
     for section in SECTIONS:
         assert re.search(rf'<section id="{section}">', dom.stdout), f"section {section} missing in the DOM"
     assert "Label issues (3)" in dom.stdout and "Train/val leaks (1)" in dom.stdout
 
     png = tmp_path / "report.png"
-    shot = _chromium(f"--screenshot={png}", "--window-size=1200,2400", url, tmp=tmp_path)
+    shot = chromium(f"--screenshot={png}", "--window-size=1200,2400", url, tmp=tmp_path)
     assert shot.returncode == 0 and png.is_file(), shot.stderr[-2000:]
     with Image.open(png) as image:
         pixels = np.asarray(image.convert("RGB")).astype(int)

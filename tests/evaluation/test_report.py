@@ -10,15 +10,14 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.evaluation.test_evaluate import make_data, make_run
+from tests.support import CHROMIUM, NEEDS_CHROMIUM, chromium
 from tlkit.errors import TlkitError
 
-CHROMIUM = "/usr/bin/chromium"
 SECTIONS = ["config", "dataset", "curves", "metrics", "confusion", "mistakes"]
 
 
@@ -34,24 +33,6 @@ def report(run_dir) -> Path:
     from tlkit.evaluation.report import write_report
 
     return write_report(run_dir)
-
-
-def _chromium(*args: str, tmp: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    command = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        f"--user-data-dir={tmp / 'chromium-profile'}",
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
 def test_report_is_self_contained_with_every_section(report, run_dir):
@@ -109,18 +90,18 @@ def test_report_without_evaluation_or_data(run_dir, tmp_path):
 
 @pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
-    reason="needs Debian's chromium for the headless-browser check: apt-get install -y chromium",
+    reason=NEEDS_CHROMIUM,
 )
 def test_report_renders_in_a_headless_browser(report, tmp_path):
     url = report.resolve().as_uri()
-    dom = _chromium("--dump-dom", url, tmp=tmp_path)
+    dom = chromium("--dump-dom", url, tmp=tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
     for section in SECTIONS:
         assert re.search(rf'<section id="{section}">', dom.stdout), f"section {section} missing in the DOM"
     assert "Training curves" in dom.stdout and "Confusion matrix" in dom.stdout
 
     png = tmp_path / "report.png"
-    shot = _chromium(f"--screenshot={png}", "--window-size=1200,2400", url, tmp=tmp_path)
+    shot = chromium(f"--screenshot={png}", "--window-size=1200,2400", url, tmp=tmp_path)
     assert shot.returncode == 0 and png.is_file(), shot.stderr[-2000:]
     from PIL import Image
 

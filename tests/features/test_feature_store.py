@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support import docstring_nodes
 from tlkit.features.store import FEATURE_DTYPES, FeatureStore, cache_root
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,24 +43,10 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
 
 
-def _docstring_nodes(tree: ast.AST) -> set[int]:
-    found = set()
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-        ):
-            found.add(id(body[0].value))
-    return found
-
-
 def _store_layout_literals(path: Path) -> list[str]:
     """String literals (docstrings aside) that spell a feature-store file, or the entries folder in a path."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    docstrings = _docstring_nodes(tree)
+    docstrings = docstring_nodes(tree)
     hits = []
 
     def hit(node: ast.AST, what: str) -> None:

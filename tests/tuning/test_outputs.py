@@ -13,14 +13,13 @@ import dataclasses
 import importlib.util
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tlkit.api
-from tests.support import invoke_tlkit
+from tests.support import CHROMIUM, NEEDS_CHROMIUM, chromium, invoke_tlkit
 from tlkit.config.options import TrainConfig, load_config_file
 from tlkit.io.toml import read_toml
 from tlkit.tuning.outputs import (
@@ -34,7 +33,6 @@ from tlkit.tuning.outputs import (
 )
 from tlkit.tuning.result import TrialRecord, TuneResult
 
-CHROMIUM = "/usr/bin/chromium"
 SPACE = ["lr=1e-4..1e-2:log", "head=dense256,mlp,linear", "head.dropout=0..0.6"]
 PARAMS = ["lr", "head", "head.dropout"]
 # The bad-search test needs the engine: its parser (tlkit/tuning/space.py) and the API function it runs behind.
@@ -190,40 +188,22 @@ def test_storage_passwords_are_masked():
     assert display_storage("sqlite:////tmp/x/study.db") == "sqlite:////tmp/x/study.db"
 
 
-def _chromium(*args: str, tmp: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    command = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        f"--user-data-dir={tmp / 'chromium-profile'}",
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.mark.skipif(
     not os.path.exists(CHROMIUM),
-    reason="needs Debian's chromium for the headless-browser check: apt-get install -y chromium",
+    reason=NEEDS_CHROMIUM,
 )
 def test_report_renders_in_a_headless_browser(written, tmp_path):
     from PIL import Image
 
     url = written.files["report"].resolve().as_uri()
-    dom = _chromium("--dump-dom", url, tmp=tmp_path)
+    dom = chromium("--dump-dom", url, tmp=tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
     for section in SECTIONS:
         assert re.search(rf'<section id="{section}">', dom.stdout), f"section {section} missing in the DOM"
     assert "All trials (4)" in dom.stdout
 
     png = tmp_path / "report.png"
-    shot = _chromium(f"--screenshot={png}", "--window-size=1200,2600", url, tmp=tmp_path)
+    shot = chromium(f"--screenshot={png}", "--window-size=1200,2600", url, tmp=tmp_path)
     assert shot.returncode == 0 and png.is_file(), shot.stderr[-2000:]
     with Image.open(png) as image:
         pixels = np.asarray(image.convert("RGB")).astype(int)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.auditing import duplicates, images, labels
+from tlkit.auditing.options import AUDIT_OPTIONS, DEFAULT_OUTPUT, check_audit_options
 from tlkit.auditing.outputs import DEFAULT_RELABEL_THRESHOLD, write_audit_folder
 from tlkit.auditing.result import AuditResult, Unreadable
 from tlkit.config.options import TrainConfig
@@ -38,31 +39,7 @@ from tlkit.training.distribute import precision_policy_kept
 from tlkit.training.run import TrainingRun
 from tlkit.training.stages import sigterm_stops_training
 
-DEFAULT_OUTPUT = "audit"
 POOL_CHUNK = 256  # images pooled at a time: a chunk of 7×7×2048 float32 maps is ~100 MB
-# The train options an audit takes (the rest do not change what is audited).
-AUDIT_OPTIONS = (
-    "data",
-    "labels",
-    "multi_label",
-    "base",
-    "weights",
-    "image_size",
-    "val_split",
-    "seed",
-    "engine",
-    "feature_dtype",
-)
-
-
-def check_audit_options(*, folds: int, relabel_threshold: float, near_threshold: float | None) -> None:
-    """The audit's own options, checked before any work (one line each)."""
-    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
-        raise TlkitError(f"--folds must be an integer >= 2, got {folds!r}")
-    if not 0 < relabel_threshold <= 1:
-        raise TlkitError(f"--relabel-threshold must be in (0, 1], got {relabel_threshold!r}")
-    if near_threshold is not None and not 0 < near_threshold < 1:
-        raise TlkitError(f"--near-threshold must be in (0, 1), got {near_threshold!r}")
 
 
 def audit_config(config: TrainConfig | None = None, **options: Any) -> TrainConfig:
@@ -258,4 +235,4 @@ def summary_line(result: AuditResult) -> str:
     return f"Audited {n} image(s) in {len(result.classes)} class(es): " + ", ".join(parts)
 
 
-__all__ = ["AUDIT_OPTIONS", "DEFAULT_OUTPUT", "audit", "audit_config", "pooled", "summary_line"]
+__all__ = ["audit", "audit_config", "pooled", "summary_line"]

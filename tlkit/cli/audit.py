@@ -7,7 +7,6 @@ so the audit sees the data, the split and the features a training run with them 
 
 from __future__ import annotations
 
-import inspect
 import shlex
 import sys
 from pathlib import Path
@@ -18,41 +17,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tlkit.auditing.options import AUDIT_OPTIONS, DEFAULT_OUTPUT
 from tlkit.cli.common import err, handles_errors, out, print_json
-from tlkit.cli.train import config_parameters, config_value
+from tlkit.cli.train import config_value, with_some_config_options
 from tlkit.config.options import OPTIONS
 
 PANEL = "Audit"
-# Train's options that decide what is audited (tlkit.auditing.run.AUDIT_OPTIONS; kept literal here so
-# that `tlkit --help` does not import the audit's libraries).
-AUDIT_OPTIONS = (
-    "data",
-    "labels",
-    "multi_label",
-    "base",
-    "weights",
-    "image_size",
-    "val_split",
-    "seed",
-    "engine",
-    "feature_dtype",
-)
 
 
-def _with_audit_options(command: Any) -> Any:
-    """Give ``command`` train's generated options for :data:`AUDIT_OPTIONS`, passed in ``**options``."""
-    own = [
-        p
-        for p in inspect.signature(command, eval_str=True).parameters.values()
-        if p.kind is not inspect.Parameter.VAR_KEYWORD
-    ]
-    params = [p for p in config_parameters() if p.name in AUDIT_OPTIONS] + own
-    command.__signature__ = inspect.Signature(params)
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    return command
-
-
-@_with_audit_options
+@with_some_config_options(only=AUDIT_OPTIONS)
 @handles_errors
 def audit(
     *,
@@ -60,7 +33,7 @@ def audit(
         5, "--folds", help="Out-of-fold heads that score every label (K-fold).", rich_help_panel=PANEL
     ),
     output: Path = typer.Option(
-        Path("audit"),
+        Path(DEFAULT_OUTPUT),
         "--output",
         help="Where the audit's folder (<timestamp>-<base>/) is created; never inside the data folder.",
         rich_help_panel=PANEL,

@@ -7,9 +7,7 @@ goes.  The work is :func:`tlkit.lr_find` (:mod:`tlkit.training.lr_finder`).
 
 from __future__ import annotations
 
-import inspect
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tlkit.cli.common import err, handles_errors, out, print_json
-from tlkit.cli.train import _head_params, config_parameters, config_value
+from tlkit.cli.train import _head_params, config_value, with_some_config_options
 from tlkit.config.options import OPTIONS, load_config_file
 from tlkit.io.rundir import RunDir
 from tlkit.training.lr_finder import DEFAULT_END_LR, DEFAULT_OUTPUT, DEFAULT_START_LR, MIN_STEPS, RULES
@@ -27,21 +25,7 @@ PANEL = "Learning-rate finder"
 _NOT_SWEPT = ("output",)  # TrainConfig fields without a flag here: --output is the sweep's own
 
 
-def _with_train_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give ``command`` train's generated options (less :data:`_NOT_SWEPT`) in ``**options``
-    (as :func:`tlkit.cli.train.with_config_options` does for train)."""
-    own = [
-        p
-        for p in inspect.signature(command, eval_str=True).parameters.values()
-        if p.kind is not inspect.Parameter.VAR_KEYWORD
-    ]
-    params = [p for p in config_parameters() if p.name not in _NOT_SWEPT] + own
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    return command
-
-
-@_with_train_options
+@with_some_config_options(without=_NOT_SWEPT)
 @handles_errors
 def lr_find(
     *,

@@ -83,6 +83,27 @@ def with_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def with_some_config_options(
+    *, only: tuple[str, ...] | None = None, without: tuple[str, ...] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Like :func:`with_config_options`, for commands that take some of train's options (``only``
+    these, or all ``without`` these): lr-find, tune and audit, whose ``--output`` is their own."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = [
+            p
+            for p in inspect.signature(command, eval_str=True).parameters.values()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD
+        ]
+        generated = [p for p in config_parameters() if (only is None or p.name in only) and p.name not in without]
+        params = generated + own
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
 def config_value(meta: Option, value: Any) -> Any:
     """A parsed flag value as the configuration holds it (``None``: the flag was not given)."""
     if value is None:

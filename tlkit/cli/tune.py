@@ -8,10 +8,9 @@ The work is :func:`tlkit.tune` (:mod:`tlkit.tuning`), imported only when the com
 
 from __future__ import annotations
 
-import inspect
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tlkit.cli.common import err, handles_errors, out, print_json
-from tlkit.cli.train import _head_params, config_parameters, config_value
+from tlkit.cli.train import _head_params, config_value, with_some_config_options
 from tlkit.config.options import OPTIONS, TrainConfig, config_from_mapping
 from tlkit.errors import TlkitError
 from tlkit.io.toml import read_toml
@@ -95,21 +94,7 @@ def _merge_search(from_file: list[str], flags: list[str]) -> list[str]:
     return list(merged.values())
 
 
-def _with_train_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give ``command`` train's generated options (less :data:`_NOT_TUNED`) in ``**options``
-    (as :func:`tlkit.cli.train.with_config_options` does for train)."""
-    own = [
-        p
-        for p in inspect.signature(command, eval_str=True).parameters.values()
-        if p.kind is not inspect.Parameter.VAR_KEYWORD
-    ]
-    params = [p for p in config_parameters() if p.name not in _NOT_TUNED] + own
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    return command
-
-
-@_with_train_options
+@with_some_config_options(without=_NOT_TUNED)
 @handles_errors
 def tune(
     *,
