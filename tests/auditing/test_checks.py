@@ -210,6 +210,24 @@ def test_perceptual_distance_separates_copies_from_other_photos(tmp_path):
     assert duplicates.perceptual_distance(tmp_path / "a.png", tmp_path / "d.png") is None
 
 
+@pytest.mark.parametrize("size", [None, 28])
+def test_perceptual_distance_confirms_a_one_pixel_top_left_crop(tmp_path, size):
+    """A real photo (and a 28-px thumbnail of it, Fashion-MNIST's size) cropped by 1 px at the top
+    and left edges: the copy is 1 px smaller, so only a sub-pixel crop aligns the two (whole-pixel
+    boxes missed the thumbnail at 36 bits)."""
+    original = photo("coffee")
+    if size is not None:
+        original = original.resize((size, size), Image.Resampling.LANCZOS)
+    w, h = original.size
+    original.save(tmp_path / "a.png")
+    original.crop((1, 1, w, h)).save(tmp_path / "b.png")
+    photo("astronaut").resize(original.size, Image.Resampling.LANCZOS).save(tmp_path / "c.png")
+    copy = duplicates.perceptual_distance(tmp_path / "a.png", tmp_path / "b.png")
+    other = duplicates.perceptual_distance(tmp_path / "a.png", tmp_path / "c.png")
+    assert copy is not None and other is not None
+    assert copy <= duplicates.DEFAULT_HASH_DISTANCE < other
+
+
 # -- leaks ------------------------------------------------------------------------------------------
 
 
