@@ -84,8 +84,18 @@ def test_saved_model_loads_without_tlkit(tmp_path):
     result = _run(
         f"""
         import sys
-        for name in ("tlkit", "tlkit_torchvision", "tlkit_builtins", "torch"):
-            sys.modules[name] = None  # importing any of them now fails
+
+        # Importing any of these fails, and they stay absent from sys.modules: a None entry there
+        # breaks libraries that probe for torch (SciPy's array-API helpers, imported by Keras).
+        class Blocked:
+            names = ("tlkit", "tlkit_torchvision", "tlkit_builtins", "torch")
+
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in self.names:
+                    raise ImportError(name + " is blocked in this test")
+                return None
+
+        sys.meta_path.insert(0, Blocked())
         import numpy as np, keras
         model = keras.saving.load_model({str(tmp_path / "model.keras")!r}, safe_mode=True)
         out = model(np.load({str(tmp_path / "pixels.npy")!r}), training=False)
