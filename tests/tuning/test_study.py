@@ -45,6 +45,22 @@ def data(tmp_path, monkeypatch) -> Path:
     return root
 
 
+def test_a_base_search_tries_every_base_once_first(data, tmp_path, monkeypatch):
+    passes = []
+    compute = trial_module.compute_features
+    monkeypatch.setattr(study_module, "compute_features", lambda *a: passes.append(a[0].base) or compute(*a))
+    result = tlkit.tune(
+        data=str(data),
+        search=["base=mobilenet_v2,mobilenet", "lr=1e-3..1e-2:log"],
+        trials=2,
+        output=str(tmp_path / "tune"),
+        verbose=False,
+        **{**FAST, "epochs": 1},
+    )
+    assert [t.params["base"] for t in result.trials] == ["mobilenet_v2", "mobilenet"]
+    assert sorted(passes) == ["mobilenet", "mobilenet_v2"], "each base's features once"
+
+
 def finished(storage: str, name: str) -> list:
     import optuna
 

@@ -251,6 +251,8 @@ def tune(
         sampler=optuna.samplers.TPESampler(seed=seed % 2**32),
         pruner=make_pruner(pruner, config.epochs),
     )
+    if existing == 0:
+        _try_every_base_first(the_study, space)
     result = TuneResult(study_name=name, storage=url, config=config, space=[d.text for d in space], folder=folder)
     result.objective = f"accuracy on a {holdout:.0%} hold-out of train (stratified, seed {config.seed}), best epoch"
     cache: dict[tuple[Any, ...], StudyFeatures] = {}
@@ -356,6 +358,17 @@ def _read_study(folder: Path) -> dict[str, Any]:
     if not isinstance(saved, dict) or not {"study", "storage", "config", "space"} <= set(saved):
         raise TlkitError(f"--resume {folder}: {STUDY_JSON} is not a study's; pass a folder made by tlkit tune")
     return saved
+
+
+def _try_every_base_first(study: Any, space: Sequence[Dimension]) -> None:
+    """Queue one trial per searched base (and image size) ahead of the sampler: a base search then
+    tries, and computes the features of, every base it names, instead of leaving one undrawn in a
+    short study.  The other values of these trials are sampled as usual; ``skip_if_exists`` keeps
+    processes that start a shared study together from queueing them twice."""
+    for dimension in space:
+        if dimension.name in ("base", "image_size") and dimension.choices:
+            for choice in dimension.choices:
+                study.enqueue_trial({dimension.name: choice}, skip_if_exists=True)
 
 
 def _write_outputs(result: TuneResult, study: Any, observer: TrainingObserver) -> None:
