@@ -44,6 +44,7 @@ def test_audit_finds_each_problem_and_writes_its_folder(tmp_path, cache):
     proc = invoke_tlkit("audit", "--data", data, *AUDIT_FAST, "--folds", "3", "--output", tmp_path / "audits", "--json")
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
+    assert "Training path" not in proc.stderr and "trainable" not in proc.stderr  # no head is trained here
     assert set(found) == {
         "label_issues",
         "duplicates",

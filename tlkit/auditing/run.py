@@ -133,6 +133,7 @@ def audit(
     run = TrainingRun.start(config, observer)
     run.writes_run_dir = False
     run.warns_of_shared_copies = False  # the audit lists them itself
+    run.describes_training = False  # no head is trained: only the base's features are used
     with (
         tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir,
         sigterm_stops_training(),

@@ -102,6 +102,9 @@ class TrainingRun:
         self.writes_run_dir = True
         #: Warn when validation images are byte-identical copies of training images (an audit lists them instead).
         self.warns_of_shared_copies = True
+        #: Describe the training (strategy, model and head, training path): False when a run is prepared
+        #: only for its features (``tlkit audit``, ``tlkit tune``), where those lines would mislead.
+        self.describes_training = True
         self._saved_state = saved_state
         route, route_reason = training_path(config)
         #: How the head trains ("features" or "end-to-end"), and why, in words for the user.
@@ -383,7 +386,8 @@ class TrainingRun:
         config = self.config
         # The strategy first: a multi-worker strategy must exist before other TensorFlow work.
         self.distribution = make_distribution(config.strategy)
-        self.observer.message(self.distribution.describe(config.batch_size, config.per_replica_batch, config.lr))
+        if self.describes_training:
+            self.observer.message(self.distribution.describe(config.batch_size, config.per_replica_batch, config.lr))
         set_precision(config.precision)
         keras.utils.set_random_seed(config.seed)
         if config.deterministic:
@@ -421,10 +425,13 @@ class TrainingRun:
         model = self.parts.model
         trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
         shown_weights = "ImageNet" if weights == "imagenet" else config.weights
-        self.observer.message(
-            f"Model: {self.base.name} (frozen, weights {shown_weights}, {config.image_size} px) + "
-            f"{self.head.name} head: {model.count_params():,} parameters, {trainable:,} trainable"
-        )
+        if self.describes_training:
+            self.observer.message(
+                f"Model: {self.base.name} (frozen, weights {shown_weights}, {config.image_size} px) + "
+                f"{self.head.name} head: {model.count_params():,} parameters, {trainable:,} trainable"
+            )
+        else:
+            self.observer.message(f"Base: {self.base.name} (frozen, weights {shown_weights}, {config.image_size} px)")
         self.plan = FeaturePlan(
             self.parts,
             base_name=self.base.name,
@@ -442,7 +449,8 @@ class TrainingRun:
     def features(self) -> None:
         """Compute (or reuse) the frozen base's features when the head stage can train on them."""
         assert self.state is not None and self.plan is not None, "prepare() first"
-        self.observer.message(f"Training path: {self.route} — {self.route_reason}")
+        if self.describes_training:
+            self.observer.message(f"Training path: {self.route} — {self.route_reason}")
         if self.route != "features" or self.state.stage != HEAD:
             return
         observer = self.observer

@@ -82,6 +82,7 @@ def compute_features(config: TrainConfig, observer: TrainingObserver) -> StudyFe
     started = time.perf_counter()
     run = _MapFeaturesRun.start(features_config(config), observer)
     run.writes_run_dir = False
+    run.describes_training = False  # each trial builds and describes its own head
     with tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir, precision_policy_kept():
         run.prepare(workdir)
         run.features()
