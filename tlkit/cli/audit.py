@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from tlkit.auditing.options import AUDIT_OPTIONS, DEFAULT_OUTPUT
-from tlkit.cli.common import err, handles_errors, out, print_json
+from tlkit.cli.common import handles_errors, out, print_json, progress_console
 from tlkit.cli.train import config_value, with_some_config_options
 from tlkit.config.options import OPTIONS
 
@@ -68,7 +67,7 @@ def audit(
     from tlkit import api  # lazy: the audit loads TensorFlow, cleanlab and scikit-learn; --help must not
 
     given = {name: config_value(OPTIONS[name], options.get(name)) for name in AUDIT_OPTIONS}
-    console = Console(stderr=True, quiet=quiet, highlight=False) if (as_json or quiet) else err
+    console = progress_console(quiet=quiet, as_json=as_json)
     own: dict[str, Any] = {"relabel_threshold": relabel_threshold} if relabel_threshold is not None else {}
     result = api.audit(
         output=output,

@@ -22,6 +22,12 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
+def progress_console(*, quiet: bool, as_json: bool) -> Console:
+    """Where a long command draws its progress: stderr, silenced by ``--quiet``; a console of its
+    own under ``--json`` or ``--quiet``, so stdout carries only the result."""
+    return Console(stderr=True, quiet=quiet, highlight=False) if (as_json or quiet) else err
+
+
 def fail(message: str, code: int = 1) -> None:
     err.print(f"[bold red]Error:[/bold red] {message}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)

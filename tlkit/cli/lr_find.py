@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from tlkit.cli.common import err, handles_errors, out, print_json
-from tlkit.cli.train import _head_params, config_value, with_some_config_options
-from tlkit.config.options import OPTIONS, load_config_file
+from tlkit.cli.common import handles_errors, out, print_json, progress_console
+from tlkit.cli.train import config_overrides, with_some_config_options
+from tlkit.config.options import load_config_file
 from tlkit.io.rundir import RunDir
 from tlkit.training.lr_finder import DEFAULT_END_LR, DEFAULT_OUTPUT, DEFAULT_START_LR, MIN_STEPS, RULES
 
@@ -67,15 +66,8 @@ def lr_find(
     from tlkit import api  # lazy: tlkit.api loads numpy; `tlkit --help` stays without it
 
     base_config = load_config_file(config) if config else None
-    overrides: dict[str, Any] = {
-        name: config_value(meta, options.get(name))
-        for name, meta in OPTIONS.items()
-        if name != "head_params" and name not in _NOT_SWEPT
-    }
-    head_params = _head_params(options.get("head_params"), overrides["head"], base_config)
-    if head_params is not None:
-        overrides["head_params"] = head_params
-    console = Console(stderr=True, quiet=quiet, highlight=False) if (as_json or quiet) else err
+    overrides = config_overrides(options, base_config, without=_NOT_SWEPT)
+    console = progress_console(quiet=quiet, as_json=as_json)
     result = api.lr_find(
         base_config,
         output=output,

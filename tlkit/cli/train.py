@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from tlkit.cli.common import err, handles_errors, out, print_json
+from tlkit.cli.common import handles_errors, out, print_json, progress_console
 from tlkit.config.options import OPTIONS, PANELS, Option, TrainConfig, load_config_file, to_toml
 from tlkit.errors import TlkitError
 from tlkit.io.rundir import RunDir
@@ -133,6 +132,22 @@ def _head_params(given: list[str] | None, head: str | None, base_config: TrainCo
     return None
 
 
+def config_overrides(
+    options: dict[str, Any], base_config: TrainConfig | None, *, without: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Train's generated flags as configuration values (``None``: not given), ``head_params`` merged
+    with the ``--config`` file's as :func:`_head_params` says; ``without`` names flags the command lacks."""
+    overrides: dict[str, Any] = {
+        name: config_value(meta, options.get(name))
+        for name, meta in OPTIONS.items()
+        if name != "head_params" and name not in without
+    }
+    head_params = _head_params(options.get("head_params"), overrides["head"], base_config)
+    if head_params is not None:
+        overrides["head_params"] = head_params
+    return overrides
+
+
 @with_config_options
 @handles_errors
 def train(
@@ -164,13 +179,8 @@ def train(
     from tlkit import api  # lazy: tlkit.api loads numpy; `tlkit --help` stays without it
 
     base_config = load_config_file(config) if config else None
-    overrides: dict[str, Any] = {
-        name: config_value(meta, options.get(name)) for name, meta in OPTIONS.items() if name != "head_params"
-    }
-    head_params = _head_params(options.get("head_params"), overrides["head"], base_config)
-    if head_params is not None:
-        overrides["head_params"] = head_params
-    console = Console(stderr=True, quiet=quiet, highlight=False) if (as_json or quiet) else err
+    overrides = config_overrides(options, base_config)
+    console = progress_console(quiet=quiet, as_json=as_json)
     if resume is not None:
         given = [key for key, value in overrides.items() if value is not None]
         if given or config or print_config:

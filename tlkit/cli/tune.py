@@ -15,18 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tlkit.cli.common import err, handles_errors, out, print_json
-from tlkit.cli.train import _head_params, config_value, with_some_config_options
-from tlkit.config.options import OPTIONS, TrainConfig, config_from_mapping
+from tlkit.cli.common import handles_errors, out, print_json, progress_console
+from tlkit.cli.train import config_overrides, with_some_config_options
+from tlkit.config.options import TrainConfig, config_from_mapping
 from tlkit.errors import TlkitError
 from tlkit.io.toml import read_toml
 
 PANEL = "Search"
-PRUNERS = ("median", "hyperband", "none")
 DEFAULT_OUTPUT = "tune"
 DEFAULT_TRIALS = 20
 _NOT_TUNED = ("output",)  # TrainConfig fields without a flag here: --output is the study's own
@@ -175,26 +173,16 @@ def tune(
     **options: Any,
 ) -> None:
     """Search hyperparameters and bases with Optuna: each trial trains a head on the cached features and is scored on a hold-out carved from train; the best configuration is then scored once on val next to the default recipe, written as best.toml, and its `tlkit train` command printed."""
+    # --trials and --pruner are checked by the engine (tlkit.tuning.study.check_tune_options), before any work.
     seconds = parse_duration(timeout) if timeout is not None else None
-    if trials < 1:
-        raise TlkitError(f"--trials must be at least 1, got {trials}")
-    if pruner not in PRUNERS:
-        raise TlkitError(f"--pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
     base_config, from_file = read_tune_config(config) if config else (None, [])
     space = _merge_search(from_file, list(search or []))
-    overrides: dict[str, Any] = {
-        name: config_value(meta, options.get(name))
-        for name, meta in OPTIONS.items()
-        if name != "head_params" and name not in _NOT_TUNED
-    }
-    head_params = _head_params(options.get("head_params"), overrides["head"], base_config)
-    if head_params is not None:
-        overrides["head_params"] = head_params
+    overrides = config_overrides(options, base_config, without=_NOT_TUNED)
     overrides = {key: value for key, value in overrides.items() if value is not None}  # only what was given
 
     from tlkit import api  # lazy: tlkit.api (and the engine, Optuna) load only to tune; `tlkit --help` stays light
 
-    console = Console(stderr=True, quiet=quiet, highlight=False) if (as_json or quiet) else err
+    console = progress_console(quiet=quiet, as_json=as_json)
     result = api.tune(
         base_config,
         search=space or None,

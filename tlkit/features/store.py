@@ -401,9 +401,7 @@ class FeatureStore:
                     dtype=dtype,
                     feature_shape=feature_shape,
                 )
-                features = self._open(key, verify=False)
-                if features is None:  # pragma: no cover - the entry was removed under us
-                    raise TlkitError(f"feature cache entry {path} vanished while in use; rerun")
+                features = self._just_written(key)
                 computed = len(hashes) - sum(1 for h in hashes if h in sources.found)
                 derived = len(set(name for name, _ in sources.found.values()))
                 return FeatureSet(features, labels, key, path, False, seconds, derived, computed)
@@ -419,10 +417,14 @@ class FeatureStore:
             describe=describe,
             dtype=dtype,
         )
-        features = self._open(key, verify=False)  # just written and checked
+        return FeatureSet(self._just_written(key), labels, key, path, hit=False, seconds=seconds)
+
+    def _just_written(self, key: str) -> np.ndarray:
+        """Entry ``key``'s features, just published (and checked) by this process."""
+        features = self._open(key, verify=False)
         if features is None:  # pragma: no cover - the entry was removed under us
-            raise TlkitError(f"feature cache entry {path} vanished while in use; rerun")
-        return FeatureSet(features, labels, key, path, hit=False, seconds=seconds)
+            raise TlkitError(f"feature cache entry {self.entry_path(key)} vanished while in use; rerun")
+        return features
 
     def compute(
         self,
