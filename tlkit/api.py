@@ -4,9 +4,8 @@
 >>> result = tlkit.train(data="data", base="mobilenet_v2", head="dense256", epochs=5)
 >>> result.run_dir, result.metrics["best_val_accuracy"]
 
-A thin façade: training is :class:`tlkit.training.run.TrainingRun`, name
-resolution :mod:`tlkit.config.resolve`, evaluation :mod:`tlkit.evaluation.evaluate`.
-TensorFlow is imported inside the functions that need it, never at import.
+A thin façade over the packages (training, config, evaluation, ...); TensorFlow is imported
+inside the functions that need it, never at import.
 """
 
 from __future__ import annotations
@@ -116,14 +115,9 @@ def lr_find(
 ) -> LRFindResult:
     """Sweep the head's learning rate on cached features and suggest one (:mod:`tlkit.training.lr_finder`);
     options are :func:`train`'s (``output``: where the sweep's folder goes)."""
-    return find_lr(
-        resolve_config(config, **options),
-        output=output,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        steps=steps,
-        observer=observer or _default_observer(console, verbose),
-    )
+    observer = observer or _default_observer(console, verbose)
+    config = resolve_config(config, **options)
+    return find_lr(config, output=output, start_lr=start_lr, end_lr=end_lr, steps=steps, observer=observer)
 
 
 def audit(
