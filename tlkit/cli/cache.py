@@ -1,4 +1,4 @@
-"""``tlkit cache info`` and ``tlkit cache clear``: the frozen-base feature cache."""
+"""``tlkit cache info``, ``tlkit cache verify`` and ``tlkit cache clear``: the frozen-base feature cache."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rich.table import Table
 from tlkit.cli.common import handles_errors, out, print_json
 from tlkit.errors import TlkitError
 
-cache_app = typer.Typer(help="Inspect or clear the frozen-base feature cache.", no_args_is_help=True)
+cache_app = typer.Typer(help="Inspect, verify or clear the frozen-base feature cache.", no_args_is_help=True)
 
 
 def _checked_store():
@@ -51,6 +51,33 @@ def cache_info(as_json: bool = typer.Option(False, "--json", help="Print JSON fo
 
 
 @handles_errors
+def cache_verify(
+    remove: bool = typer.Option(False, "--remove", help="Delete the damaged entries (they are recomputed on demand)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Check every feature entry's whole SHA-256 (a run's hit checks only size, mtime and sampled chunks).
+
+    Exits with 1 when an entry is damaged (and kept); damaged entries are never used either way.
+    """
+    store = _checked_store()
+    names = [e["name"] for e in store.entries() if e["kind"] == "features"]
+    damaged = [name for name in names if not store.verify(name)]
+    if remove:
+        for name in damaged:
+            store.remove(name)
+    if as_json:
+        print_json({"root": str(store.root), "checked": len(names), "damaged": damaged, "removed": remove})
+    else:
+        out.print(f"Checked {len(names)} feature entries in {store.root}: {len(damaged)} damaged")
+        for name in damaged:
+            out.print(f"  damaged: {store.entry_path(name)}" + (" (removed)" if remove else ""))
+        if damaged and not remove:
+            out.print("Damaged entries are never used (a run recomputes them); delete them with --remove.")
+    if damaged and not remove:
+        raise typer.Exit(1)
+
+
+@handles_errors
 def cache_clear(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Delete every cached feature set and exported ONNX model (they are rebuilt on demand)."""
     store = _checked_store()
@@ -63,5 +90,6 @@ def cache_clear(as_json: bool = typer.Option(False, "--json", help="Print JSON f
 def register(app: typer.Typer) -> None:
     """Add the ``cache`` command group to ``app``."""
     cache_app.command("info", epilog="Example: tlkit cache info --json")(cache_info)
+    cache_app.command("verify", epilog="Example: tlkit cache verify --remove")(cache_verify)
     cache_app.command("clear", epilog="Example: tlkit cache clear")(cache_clear)
     app.add_typer(cache_app, name="cache")

@@ -11,8 +11,10 @@ that knows the cache's layout::
     <root>/onnx/<name>.onnx                 frozen bases exported for ONNX Runtime
 
 Entries are built in a temporary folder and renamed into place, so a crashed run never leaves
-a half entry in use; every open checks the features' size and SHA-256 against ``meta.json``,
-so a damaged entry is a miss (recomputed), never an error.  What keys an entry is
+a half entry in use; every open checks the features' size, mtime and a sample of their chunks
+against ``meta.json`` (:mod:`tlkit.features.integrity`; the whole SHA-256 with
+:meth:`FeatureStore.verify`, ``tlkit cache verify``, and on the first hit after a reboot), so a
+damaged entry is a miss (recomputed), never an error.  What keys an entry is
 :mod:`tlkit.features.fingerprint`'s and :mod:`tlkit.features.plan`'s business.
 
 Per-image reuse: an entry of one clean view records in ``meta.json`` its *family* (the key of
@@ -40,9 +42,9 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import TlkitError
+from tlkit.features.integrity import full_ok, quick_ok, seal
 from tlkit.features.memory import release_pages
 from tlkit.features.rows import Sources, gather_into, run_engine_into
-from tlkit.io.hashing import sha256_file
 
 CACHE_ENV = "TLKIT_CACHE_DIR"
 FEATURE_DTYPES = ("float32", "float16")  # how cache entries may store features
@@ -162,10 +164,10 @@ class FeatureStore:
     ) -> np.ndarray | None:
         """Entry ``key``'s features (read-only memmap), or None when it is missing, incomplete or damaged.
 
-        A truncated or edited features file (size or SHA-256 not those in its metadata), metadata
-        that is not the JSON tlkit wrote, or an entry from before checksums: all are misses, never
-        errors — the cache is a cache.  ``verify=False`` skips the checksum for an entry this
-        process has just written.
+        A truncated or edited features file (size, mtime or sampled chunks not those in its
+        metadata; :func:`tlkit.features.integrity.quick_ok`), metadata that is not the JSON tlkit
+        wrote, or an entry from before checksums: all are misses, never errors — the cache is a
+        cache.  ``verify=False`` skips the check for an entry this process has just written.
 
         ``pooled_from``: the key of the same images' feature *map* (views, N, h, w, C).  When
         ``key`` is missing and that map is cached, the entry is made from it — reduced over its
@@ -324,10 +326,11 @@ class FeatureStore:
         return seconds
 
     def verify(self, key: str) -> bool:
-        """True when entry ``key`` is complete and its features match their SHA-256."""
-        return self._open(key) is not None
+        """True when entry ``key`` is complete and its whole features file matches its SHA-256."""
+        return self._open(key, verify="full") is not None
 
-    def _open(self, key: str, *, verify: bool = True) -> np.ndarray | None:
+    def _open(self, key: str, *, verify: bool | str = True) -> np.ndarray | None:
+        """Entry ``key``'s features, checked ``verify``: True (quick), ``"full"`` or False (just written)."""
         meta_path = self.meta_path(key)
         if not meta_path.is_file():
             return None
@@ -344,7 +347,7 @@ class FeatureStore:
             data = self.data_path(key, dtype)
             if data.stat().st_size != dtype.itemsize * math.prod(shape):
                 return None
-            if verify and meta.get("sha256") != sha256_file(data):
+            if verify and not (full_ok(data, meta) if verify == "full" else quick_ok(data, meta)):
                 return None
             return np.memmap(data, dtype=dtype, mode="r", shape=shape)
         except (OSError, ValueError, KeyError, TypeError):
@@ -460,7 +463,8 @@ class FeatureStore:
                     f"cannot write the feature cache in {root} ({exc.strerror or exc}); free some space, set "
                     f"{CACHE_ENV} to another folder or train with --no-feature-cache"
                 ) from None
-            # No fsync: every later open checks the SHA-256, so an entry torn by a crash is a miss.
+            # No fsync: the first hit after a reboot checks the whole SHA-256, so an entry torn by a
+            # machine crash is a miss.
             release_pages(pixels)
             seconds = time.perf_counter() - started
             meta = {
@@ -506,7 +510,7 @@ class FeatureStore:
             ) from None
 
     def _commit(self, tmp: Path, key: str, meta: dict[str, Any], *, digest: str | None = None) -> None:
-        """Finish the entry built in ``tmp`` (its metadata, with the features' SHA-256) and rename it into place.
+        """Finish the entry built in ``tmp`` (its metadata, with the features' seal) and rename it into place.
 
         ``meta`` must name the features' ``dtype``.  ``digest`` is the features' SHA-256 when the
         writer hashed them as it went (else the file is read back and hashed).  The rename is
@@ -514,8 +518,8 @@ class FeatureStore:
         published first) that one stays; a damaged entry or a stray file in the way is replaced.
         """
         path = self.entry_path(key)
-        digest = digest or sha256_file(tmp / self.data_name(meta["dtype"]))
-        meta = {**meta, "key": key, "complete": True, "created": time.time(), "sha256": digest}
+        sealed = seal(tmp / self.data_name(meta["dtype"]), digest)
+        meta = {**meta, "key": key, "complete": True, "created": time.time(), **sealed}
         (tmp / self._META).write_text(json.dumps(meta, indent=2))
         try:
             os.rename(tmp, path)
