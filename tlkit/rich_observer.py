@@ -8,6 +8,7 @@ prints one row of a trials table per finished trial, a new best marked.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +33,20 @@ _TRIAL_STATES = {"complete": "green", "pruned": "dim", "failed": "red", "running
 _TRIAL_COLUMNS = (("trial", 5, "right"), ("state", 8, "left"), ("hold-out", 9, "right"), ("seconds", 8, "right"))
 
 
+#: The width of output that is not a terminal (a log file, ``| tee``, CI): wide enough that no line
+#: or table cell wraps (a run directory's path must stay copyable), never used to pad lines.
+PLAIN_WIDTH = 1000
+
+
+def make_console(*, stderr: bool = False, quiet: bool = False) -> Console:
+    """A console for tlkit's output: in a terminal, the terminal's width; elsewhere (a pipe, a log
+    file) lines are never wrapped, unless ``COLUMNS`` says how wide the reader is."""
+    console = Console(stderr=stderr, quiet=quiet, highlight=False)
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        return console
+    return Console(stderr=stderr, quiet=quiet, highlight=False, width=PLAIN_WIDTH, soft_wrap=True)
+
+
 def format_metrics(logs: Mapping[str, Any], prefix: str = "") -> str:
     """``loss 0.1234  accuracy 0.9000 ...`` for the metrics worth a glance."""
     parts = []
@@ -46,7 +61,7 @@ class RichObserver(TrainingObserver):
     """A :class:`TrainingObserver` that draws on a rich ``Console`` (stderr by default)."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or make_console(stderr=True)
         self._tasks: Progress | None = None
         self._task_ids: dict[str, TaskID] = {}
         self._task_started: dict[str, float] = {}
@@ -194,4 +209,4 @@ def format_params(params: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-__all__ = ["RichObserver", "format_metrics", "format_params"]
+__all__ = ["PLAIN_WIDTH", "RichObserver", "make_console", "format_metrics", "format_params"]

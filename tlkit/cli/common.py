@@ -16,16 +16,17 @@ import typer
 from rich.console import Console
 
 from tlkit.errors import TlkitError
+from tlkit.rich_observer import make_console
 
 _state = {"debug": False}
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = make_console()  # never wraps lines in a pipe or a log file (COLUMNS decides there)
+err = make_console(stderr=True)
 
 
 def progress_console(*, quiet: bool, as_json: bool) -> Console:
     """Where a long command draws its progress: stderr, silenced by ``--quiet``; a console of its
     own under ``--json`` or ``--quiet``, so stdout carries only the result."""
-    return Console(stderr=True, quiet=quiet, highlight=False) if (as_json or quiet) else err
+    return make_console(stderr=True, quiet=quiet) if (as_json or quiet) else err
 
 
 def fail(message: str, code: int = 1) -> None:

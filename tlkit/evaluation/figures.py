@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tlkit.evaluation.fonts import quiet_glyphs, text_fonts
 from tlkit.evaluation.history import best_epoch as best_of
 from tlkit.io.files import atomic_path
 
@@ -81,7 +82,7 @@ def _pyplot():
 
 def _save(fig, path: Path) -> Path:
     plt = _pyplot()
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, quiet_glyphs():
         fig.savefig(tmp, format="png", bbox_inches="tight")
     plt.close(fig)
     return path
@@ -91,7 +92,8 @@ def figure_png(fig) -> bytes:
     """The figure as PNG bytes (and closed): for inlining into HTML."""
     plt = _pyplot()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
+    with quiet_glyphs():
+        fig.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
 
@@ -224,7 +226,9 @@ def confusion_figure(counts, classes: Sequence[str], *, title: str = "Confusion 
     totals = counts.sum(axis=1, keepdims=True)
     norm = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
     side = min(max(4.5, 0.55 * n + 2.5), 24)
-    with plt.rc_context({**STYLE, "axes.grid": False}):
+    fonts, shown = text_fonts(classes, STYLE)
+    classes = [shown(name) for name in classes]
+    with plt.rc_context({**STYLE, "axes.grid": False, **fonts}), quiet_glyphs():
         fig, ax = plt.subplots(figsize=(side + 1.2, side))
         image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
         colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -265,7 +269,8 @@ def mistakes_figure(items: Sequence[dict[str, Any]], *, title: str = "Most confi
     ``predicted`` and ``probability``.  With no items, a figure saying so.
     """
     plt = _pyplot()
-    with plt.rc_context({**STYLE, "axes.grid": False}):
+    fonts, shown = text_fonts([str(item[key]) for item in items for key in ("true", "predicted")], STYLE)
+    with plt.rc_context({**STYLE, "axes.grid": False, **fonts}), quiet_glyphs():
         if not items:
             fig, ax = plt.subplots(figsize=(6, 1.6))
             ax.axis("off")
@@ -289,7 +294,8 @@ def mistakes_figure(items: Sequence[dict[str, Any]], *, title: str = "Most confi
         for ax, item in zip(axes.flat, items):
             ax.imshow(item["image"])
             ax.set_title(
-                f"true: {item['true']}\npredicted: {item['predicted']}\np = {item['probability']:.2f}",
+                f"true: {shown(str(item['true']))}\npredicted: {shown(str(item['predicted']))}\n"
+                f"p = {item['probability']:.2f}",
                 fontsize=8.5,
                 fontweight="normal",
                 color=COLORS["mistake"],
@@ -317,7 +323,8 @@ def compare_figure(runs: Sequence[dict[str, Any]], *, title: str = "Validation c
     (lists; either may be empty) and optionally ``best_epoch``.
     """
     plt = _pyplot()
-    with plt.rc_context(STYLE):
+    fonts, shown = text_fonts([str(run["label"]) for run in runs], STYLE)
+    with plt.rc_context({**STYLE, **fonts}), quiet_glyphs():
         fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(12, 4.6))
         for i, run in enumerate(runs):
             color = RUN_COLORS[i % len(RUN_COLORS)]
@@ -327,7 +334,7 @@ def compare_figure(runs: Sequence[dict[str, Any]], *, title: str = "Validation c
                 if not values:
                     continue
                 xs = epochs if len(epochs) == len(values) else list(range(1, len(values) + 1))
-                ax.plot(xs, values, marker="o", color=color, label=run["label"])
+                ax.plot(xs, values, marker="o", color=color, label=shown(str(run["label"])))
                 best = run.get("best_epoch")
                 if best and best in xs:
                     k = xs.index(best)
