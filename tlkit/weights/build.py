@@ -24,7 +24,8 @@ def _offline_message(base: BaseSpec, reason: str) -> str:
 
 
 def build_base(base: BaseSpec, image_size: int, weights: str | None):
-    """Build the headless base with ``weights``: ``"imagenet"``, ``None`` or a file path."""
+    """Build the headless base with ``weights``: ``"imagenet"``, ``None``, a file path, or a folder or
+    hub handle the base reads itself."""
     input_shape = (image_size, image_size, 3)
     if weights is None or weights == "none":
         return base.build(input_shape, None)
@@ -38,6 +39,10 @@ def build_base(base: BaseSpec, image_size: int, weights: str | None):
             if len(reason) > 160:
                 reason = reason[:157] + "..."
             raise TlkitError(_offline_message(base, reason)) from exc
+    if "://" in weights or Path(weights).is_dir():
+        # A hub handle or a weights folder, which config.resolve let through only for a base that
+        # declares it reads them (BaseSpec.weight_schemes / weight_folders): the plugin reads it.
+        return base.build(input_shape, weights)
     return build_with_weight_file(base, input_shape, Path(weights))
 
 
