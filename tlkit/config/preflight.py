@@ -100,6 +100,18 @@ def check_output(output: str | Path) -> None:
         raise TlkitError(f"--output {output}: {anchor} is not writable; pass a folder you can write to as --output")
 
 
+def check_cache_dir(cache_dir: str | Path) -> None:
+    """The feature cache must be a folder (or a path where one can be made) that this process can write."""
+    cache_dir = Path(cache_dir)
+    anchor = existing_ancestor(cache_dir)
+    where = f"the feature cache {cache_dir}" + (" (TLKIT_CACHE_DIR)" if os.environ.get("TLKIT_CACHE_DIR") else "")
+    advice = "set TLKIT_CACHE_DIR to a writable folder or train with --no-feature-cache"
+    if not anchor.is_dir():
+        raise TlkitError(f"{where}: {anchor} is a file, not a folder; {advice}")
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        raise TlkitError(f"{where}: {anchor} is not writable; {advice}")
+
+
 def _fits(what: str, needed: int, limit: int | None, where: str, advice: str) -> None:
     if limit is not None and needed > limit:
         raise TlkitError(f"{what} needs about {human_bytes(needed)} but only {human_bytes(limit)} {where}; {advice}")
@@ -167,6 +179,7 @@ def check_feature_space(
 
 __all__ = [
     "available_memory",
+    "check_cache_dir",
     "check_feature_space",
     "check_output",
     "check_pixels",

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tlkit.data.decode import none_readable_message
 from tlkit.errors import TlkitError
 from tlkit.evaluation.evaluate import thumbnail
 from tlkit.evaluation.figures import heatmap_overlay
@@ -395,7 +396,7 @@ def explain(
                     item.file = str(target / name)
                 result.explanations.append(item)
         if not result.explanations:
-            raise TlkitError(f"none of the {len(paths)} image file(s) could be read; nothing to explain")
+            raise TlkitError(none_readable_message(result.skipped, len(paths), "image file(s)", "nothing to explain"))
         if result.skipped:
             result.notes.append(f"{len(result.skipped)} unreadable image(s) skipped")
         flat = sum(1 for e in result.explanations if not e.heatmap.any())

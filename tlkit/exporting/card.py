@@ -18,7 +18,7 @@ from tlkit.io.hashing import sha256_file
 from tlkit.io.rundir import RunDir
 from tlkit.version import __version__
 
-__all__ = ["export_info", "model_card", "pct"]
+__all__ = ["export_info", "model_card", "model_packages", "pct"]
 
 _QUANT_TEXT = {
     ("tflite", "none"): "float32",
@@ -26,7 +26,8 @@ _QUANT_TEXT = {
     ("tflite", "dynamic"): "dynamic range: int8 weights, float activations",
     ("tflite", "int8"): "full integer int8 (weights and activations), float32 input/output",
     ("onnx", "none"): "float32",
-    ("onnx", "dynamic"): "ONNX Runtime dynamic quantization: uint8 weights, activations quantized per call",
+    ("onnx", "dynamic"): "ONNX Runtime dynamic quantization of the dense layers (MatMul/Gemm): uint8 weights, "
+    "their inputs quantized per call; the convolutions stay float32",
     ("savedmodel", "none"): "float32",
 }
 
@@ -34,6 +35,20 @@ _QUANT_TEXT = {
 def pct(value: float) -> str:
     """A fraction as a percentage with one decimal: ``0.9876`` → ``"98.8 %"``."""
     return f"{100 * value:.1f} %"
+
+
+def model_packages(model: Any) -> list[str]:
+    """The Python packages other than Keras that define layers of ``model`` (e.g. ``keras_hub`` for a
+    KerasHub base): loading its ``.keras`` file needs them installed.  Nested models included."""
+    found: set[str] = set()
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        package = (type(layer).__module__ or "").split(".")[0]
+        if package and package not in ("keras", "tensorflow", "tf_keras", "builtins"):
+            found.add(package)
+        stack.extend(getattr(layer, "layers", None) or [])
+    return sorted(found)
 
 
 def _version(name: str) -> str | None:
@@ -64,7 +79,10 @@ def export_info(
     stripped: list[str],
     model_path: Path,
     seconds: float,
+    keras_packages: list[str] | None = None,
 ) -> dict[str, Any]:
+    """The facts of an export (``export.json``).  ``keras_packages``: what loading the run's
+    ``model.keras`` needs besides Keras (:func:`model_packages`)."""
     versions = {"tlkit": __version__, "tensorflow": _version("tensorflow"), "keras": _version("keras")}
     if fmt == "onnx":
         versions.update(onnx=_version("onnx"), tf2onnx=_version("tf2onnx"), onnxruntime=_version("onnxruntime"))
@@ -103,6 +121,7 @@ def export_info(
             "run_dir": str(run.path.resolve()),
             "model": str(model_path.resolve()),
             "model_sha256": sha256_file(model_path),
+            "model_needs": list(keras_packages or []),
             "base": config.get("base"),
             "head": config.get("head"),
             "image_size": size,
@@ -137,6 +156,18 @@ probs = model.signatures["serving_default"](image=tf.constant(x))["probabilities
 }
 
 
+def _needs_row(packages: list[str], fmt: str) -> list[str]:
+    """The card's row saying what loading the run's ``model.keras`` needs besides Keras (none: no row)."""
+    if not packages:
+        return []
+    listed = ", ".join(f"`{p}`" for p in packages)
+    return [
+        f"| `{RunDir.MODEL}` of the run | loads with plain `keras.saving.load_model` once {listed} "
+        f"{'is' if len(packages) == 1 else 'are'} installed (the base's layers come from there); "
+        f"this {TITLES[fmt]} artefact needs none of them |"
+    ]
+
+
 def model_card(info: dict[str, Any], classes: list[str]) -> str:
     """The export folder's README.md: what it is, what goes in and out, how good it is, how to load it."""
     fmt, size, parity, source = info["format"], info["input"]["shape"][1], info["parity"], info["source"]
@@ -160,6 +191,7 @@ def model_card(info: dict[str, Any], classes: list[str]) -> str:
         f"| output | `{OUTPUT_NAME}`: float32 `(batch, {len(classes)})`, softmax; index = position in "
         f"`{RunDir.CLASSES}` |",
         f"| classes | {shown} |",
+        *_needs_row(source.get("model_needs") or [], fmt),
         f"| augmentation left out | {', '.join(f'`{n}`' for n in info['stripped_layers']) or '—'} "
         f"(no-ops at inference) |",
         "",

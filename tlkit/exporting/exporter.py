@@ -44,7 +44,7 @@ from tlkit.data import folders as datamod
 from tlkit.data.labels_csv import scan_for_config
 from tlkit.data.mixing import batch_mixing_names
 from tlkit.errors import TlkitError
-from tlkit.exporting.card import export_info, model_card, pct
+from tlkit.exporting.card import export_info, model_card, model_packages, pct
 from tlkit.exporting.formats import TITLES, WRITERS, inference_model
 from tlkit.inference.artifacts import (
     ARTIFACTS,
@@ -88,6 +88,16 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
 MIN_AGREEMENT: dict[str, float] = {"none": 0.995, "float16": 0.99, "dynamic": 0.97, "int8": 0.97}
 DEFAULT_CALIBRATION_IMAGES = 100
 _MAX_DISAGREEMENTS = 20
+#: The end of a failed parity check's message: what to try instead.
+_MILDER = {
+    ("tflite", "float16"): ", or try --quantize none",
+    ("tflite", "dynamic"): ", or try --quantize float16",
+    ("onnx", "dynamic"): ", or try --quantize none",
+    # Full-integer int8 also rounds every activation to 8 bits (per tensor); on some models the error
+    # adds up layer after layer (docs/export.md, "When int8 fails").  dynamic keeps activations float.
+    ("tflite", "int8"): ", or use --quantize dynamic (8-bit weights, float activations: the same size; "
+    "docs/export.md, 'When int8 fails')",
+}
 
 
 # --------------------------------------------------------------------------- result
@@ -269,8 +279,7 @@ def export(
                 f"{pct(parity['top1_agreement'])} ({parity['agreeing']} of {parity['images']} validation images) "
                 f"is below the required {pct(threshold)}; max |Δprob| {parity['max_abs_prob_diff']:.4f}, "
                 f"accuracy {pct(parity['accuracy_original'])} → {pct(parity['accuracy_exported'])}. "
-                f"Nothing was written; rerun with --force to keep it anyway"
-                + (", or try a milder --quantize" if quantize != "none" else "")
+                f"Nothing was written; rerun with --force to keep it anyway" + _MILDER.get((fmt, quantize), "")
             )
 
         info = export_info(
@@ -287,6 +296,7 @@ def export(
             stripped=stripped,
             model_path=model_path,
             seconds=time.perf_counter() - started,
+            keras_packages=model_packages(model),
         )
         write_json(tmp / RunDir.CLASSES, list(classes))
         write_json(tmp / EXPORT_JSON, info)

@@ -30,10 +30,12 @@ from tlkit.inference.artifacts import FORMATS, INPUT_NAME, OUTPUT_NAME, first_li
 from tlkit.io.native import quiet_native
 from tlkit.io.tfenv import import_tensorflow
 
-__all__ = ["TITLES", "WRITERS", "inference_model"]
+__all__ = ["ONNX_DYNAMIC_OPS", "TITLES", "WRITERS", "inference_model"]
 
 #: Each format's name for people (messages, the model card).
 TITLES = {"savedmodel": "TensorFlow SavedModel", "tflite": "TFLite", "onnx": "ONNX"}
+#: The ONNX ops ``--format onnx --quantize dynamic`` quantizes: the dense layers; convolutions stay float32.
+ONNX_DYNAMIC_OPS = ("MatMul", "Gemm")
 _STRIP_TOLERANCE = 1e-4  # max |Δprob| allowed between model.keras and its augmentation-free graph
 
 
@@ -163,11 +165,22 @@ def _write_onnx(model: Any, path: Path, size: int, quantize: str, calibration: A
         # lazy: onnxruntime only for a quantized ONNX export
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        dense = sum(node.op_type in ONNX_DYNAMIC_OPS for node in proto.graph.node)
+        if not dense:
+            plain.unlink(missing_ok=True)
+            raise TlkitError(
+                f"--format onnx --quantize dynamic quantizes the dense layers ({'/'.join(ONNX_DYNAMIC_OPS)}) and "
+                f"this model has none; export --format onnx --quantize none, or --format tflite --quantize dynamic"
+            )
         try:
             with quiet_native():
-                # uint8 weights: ONNX Runtime's CPU ConvInteger kernel is implemented for uint8
-                # weights in every version tlkit supports (int8 weights only in recent ones).
-                quantize_dynamic(str(plain), str(path), weight_type=QuantType.QUInt8)
+                # Only the dense layers (the head: for dense256 most of the bytes).  Quantizing the
+                # convolutions too (ConvInteger, activations quantized per call and per tensor) cost the
+                # demo run 14 points of top-1 agreement and made it 10x slower (bench/README.md).
+                # uint8 weights: MatMulInteger's combination that every ONNX Runtime version runs.
+                quantize_dynamic(
+                    str(plain), str(path), weight_type=QuantType.QUInt8, op_types_to_quantize=list(ONNX_DYNAMIC_OPS)
+                )
         except Exception as exc:  # noqa: BLE001
             raise TlkitError(
                 f"ONNX Runtime could not quantize the model ({first_line(str(exc))}); "

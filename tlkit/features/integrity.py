@@ -64,6 +64,8 @@ def quick_ok(path: Path, meta: dict[str, Any]) -> bool:
     An entry from before these fields, or the first hit after a reboot, is checked fully instead
     (and stamped, so the next hit is quick again).
     """
+    if not meta.get("sha256"):
+        return False  # an entry from before checksums: never trusted
     stat = path.stat()
     sealed = meta.get("sample_sha256") and meta.get("data_mtime_ns") == stat.st_mtime_ns
     if not sealed:

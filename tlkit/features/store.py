@@ -11,10 +11,12 @@ that knows the cache's layout::
     <root>/onnx/<name>.onnx                 frozen bases exported for ONNX Runtime
 
 Entries are built in a temporary folder and renamed into place, so a crashed run never leaves
-a half entry in use; every open checks the features' size, mtime and a sample of their chunks
-against ``meta.json`` (:mod:`tlkit.features.integrity`; the whole SHA-256 with
-:meth:`FeatureStore.verify`, ``tlkit cache verify``, and on the first hit after a reboot), so a
-damaged entry is a miss (recomputed), never an error.  What keys an entry is
+a half entry in use; the writer holds a lock on that folder, so a later write removes what a
+killed run left there (:func:`tlkit.io.files.remove_abandoned`, after ten minutes unchanged).  Every open checks the
+features' size, mtime and a sample of their chunks against ``meta.json``
+(:mod:`tlkit.features.integrity`; the whole SHA-256 with :meth:`FeatureStore.verify`,
+``tlkit cache verify``, and on the first hit after a reboot), so a damaged entry is a miss
+(recomputed), never an error.  What keys an entry is
 :mod:`tlkit.features.fingerprint`'s and :mod:`tlkit.features.plan`'s business.
 
 Per-image reuse: an entry of one clean view records in ``meta.json`` its *family* (the key of
@@ -32,9 +34,9 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from tlkit.errors import TlkitError
 from tlkit.features.integrity import full_ok, quick_ok, seal
 from tlkit.features.memory import release_pages
 from tlkit.features.rows import Sources, gather_into, run_engine_into
+from tlkit.io.files import building_folder, remove_abandoned
 
 CACHE_ENV = "TLKIT_CACHE_DIR"
 FEATURE_DTYPES = ("float32", "float16")  # how cache entries may store features
@@ -96,6 +99,7 @@ class FeatureStore:
     _DERIVED = "derived_from"  # meta: the entries whose rows were reused
     _COMPUTED = "computed_images"  # meta: how many images went through the base for this entry
     _GATHER_BYTES = 32 << 20  # rows copied per chunk when assembling an entry from others
+    _ABANDONED_AFTER = 600.0  # seconds unchanged before an unlocked .tmp- folder is a killed writer's leftover
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = cache_root() if root is None else Path(root).expanduser()
@@ -282,9 +286,8 @@ class FeatureStore:
         dtype = dtype or sources.dtype.name
         feature_shape = tuple(feature_shape if feature_shape is not None else sources.feature_shape)
         shape = (1, len(hashes), *feature_shape)
-        tmp = self._new_tmp(key)
-        started = time.perf_counter()
-        try:
+        with self._building(key) as tmp:
+            started = time.perf_counter()
             try:
                 with open(tmp / self.data_name(dtype), "wb") as out:
                     digest, computed = gather_into(
@@ -320,9 +323,6 @@ class FeatureStore:
             if engine is not None:
                 meta.setdefault("engine", getattr(engine, "name", "?"))
             self._commit(tmp, key, meta, digest=digest)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         return seconds
 
     def verify(self, key: str) -> bool:
@@ -450,9 +450,8 @@ class FeatureStore:
         """
         root = self.entries_dir
         shape = (views, len(pixels), *feature_shape)
-        tmp = self._new_tmp(key)
-        started = time.perf_counter()
-        try:
+        with self._building(key) as tmp:
+            started = time.perf_counter()
             try:
                 with open(tmp / self.data_name(dtype), "wb") as out:
                     digest = run_engine_into(
@@ -475,9 +474,6 @@ class FeatureStore:
                 **(describe or {}),
             }
             self._commit(tmp, key, meta, digest=digest)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         return seconds
 
     def publish(self, key: str, features: np.ndarray, meta: dict[str, Any]) -> None:
@@ -485,29 +481,33 @@ class FeatureStore:
 
         Atomic like every entry: see :meth:`_commit`.
         """
-        root = self.entries_dir
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{self._TMP_PREFIX}{key}-", dir=root))
-        try:
+        with self._building(key) as tmp:
             out = np.memmap(tmp / self.data_name(features.dtype), dtype=features.dtype, mode="w+", shape=features.shape)
             out[:] = features
             out.flush()
             del out
             self._commit(tmp, key, {**meta, "shape": list(features.shape), "dtype": features.dtype.name})
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
-    def _new_tmp(self, key: str) -> Path:
-        """A new private folder in which entry ``key`` is built."""
+    @contextmanager
+    def _building(self, key: str) -> Iterator[Path]:
+        """A new private folder in which entry ``key`` is built (removed unless :meth:`_commit` renamed it).
+
+        Leftovers of writers that were killed (``.tmp-*`` folders no process holds any more,
+        unchanged for ten minutes) are removed first: a killed feature pass may have left
+        gigabytes there.
+        """
         root = self.entries_dir
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            return Path(tempfile.mkdtemp(prefix=f"{self._TMP_PREFIX}{key}-", dir=root))
-        except OSError as exc:
-            raise TlkitError(
-                f"cannot write the feature cache in {root} ({exc.strerror or exc}); set {CACHE_ENV} to a "
-                f"writable folder or train with --no-feature-cache"
-            ) from None
+        with ExitStack() as stack:
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                remove_abandoned(root, self._TMP_PREFIX, idle=self._ABANDONED_AFTER)
+                tmp = stack.enter_context(building_folder(root, f"{self._TMP_PREFIX}{key}-"))
+            except OSError as exc:
+                raise TlkitError(
+                    f"cannot write the feature cache in {root} ({exc.strerror or exc}); set {CACHE_ENV} to a "
+                    f"writable folder or train with --no-feature-cache"
+                ) from None
+            yield tmp
 
     def _commit(self, tmp: Path, key: str, meta: dict[str, Any], *, digest: str | None = None) -> None:
         """Finish the entry built in ``tmp`` (its metadata, with the features' seal) and rename it into place.

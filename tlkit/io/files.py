@@ -1,16 +1,28 @@
-"""Atomic writes: a file appears whole or not at all, a folder is published complete, never over earlier output."""
+"""Atomic writes: a file appears whole or not at all, a folder is published complete, never over earlier output.
+
+A folder built before it is renamed into place (:func:`building_folder`) is locked by its writer, so
+a killed writer's leftover can be told from one still being written and removed
+(:func:`remove_abandoned`).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tlkit.errors import TlkitError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock; leftovers wait for an explicit clean-up
+    fcntl = None  # type: ignore[assignment]
 
 
 @contextmanager
@@ -68,6 +80,84 @@ def publish_folder(tmp: Path, target: Path, *, numbered: bool, taken: str) -> Pa
     raise TlkitError(taken)
 
 
+@contextmanager
+def building_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new private folder ``parent/<prefix>*`` to build output in; removed on exit unless renamed away.
+
+    The process holds an exclusive ``flock`` on the folder while it exists (the kernel drops it
+    however the process ends, SIGKILL included), which is how :func:`remove_abandoned` tells a
+    folder being written from a dead writer's leftover.  Where the file system has no such locks
+    the folder is simply not locked (and never removed as abandoned).
+    """
+    while True:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        held = _hold(tmp, wait=True)
+        if tmp.is_dir():
+            break
+        if held is not None:  # removed as abandoned between mkdtemp and the lock: make another
+            os.close(held)
+    try:
+        yield tmp
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if held is not None:
+            os.close(held)
+
+
+def remove_abandoned(parent: Path, prefix: str, *, idle: float = 0.0) -> int:
+    """Delete the folders ``parent/<prefix>*`` that no living process holds (see :func:`building_folder`)
+    and in which nothing changed for ``idle`` seconds: what a killed or crashed writer left.
+
+    ``idle`` guards a folder shared between machines whose locks are local to each (an NFS
+    mount with ``local_lock=flock`` or ``nolock``): a live writer there keeps its files changing.
+    Return how many folders were removed.
+    """
+    try:
+        leftovers = [p for p in parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return 0
+    removed = 0
+    now = time.time()
+    for path in leftovers:
+        if path.is_symlink() or not path.is_dir() or now - _last_change(path) < idle:
+            continue
+        held = _hold(path, wait=False)
+        if held is None:  # being written (or a file system without locks)
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+        finally:
+            os.close(held)
+    return removed
+
+
+def _last_change(folder: Path) -> float:
+    """The newest mtime of ``folder`` and the files in it (now, when it cannot be read)."""
+    try:
+        return max([folder.stat().st_mtime] + [p.stat().st_mtime for p in folder.iterdir()])
+    except OSError:
+        return time.time()
+
+
+def _hold(folder: Path, *, wait: bool) -> int | None:
+    """An open descriptor of ``folder`` holding its exclusive lock; None when it is gone, locked
+    by another process (``wait=False``) or the file system has no locks."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def read_json_object(path: Path) -> dict[str, Any] | None:
     """A JSON object from ``path``; None when the file is absent or holds something else."""
     if not path.is_file():
@@ -79,4 +169,12 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-__all__ = ["atomic_path", "publish_folder", "read_json_object", "write_json", "write_text"]
+__all__ = [
+    "atomic_path",
+    "building_folder",
+    "publish_folder",
+    "read_json_object",
+    "remove_abandoned",
+    "write_json",
+    "write_text",
+]

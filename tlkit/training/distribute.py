@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -214,6 +215,20 @@ def multi_worker_fit_fixes(distribution: Distribution) -> Iterator[None]:
         trainer_module.reduce_per_replica = original
 
 
+def lost_workers(exc: BaseException, distribution: Distribution) -> str | None:
+    """``"worker 1"`` (``"a worker"`` when unnamed) when ``exc`` is TensorFlow's report that another
+    worker of this multi-worker run stopped (killed, pre-empted, unreachable); else None."""
+    if distribution.workers < 2 or "tensorflow" not in sys.modules:
+        return None
+    import tensorflow as tf  # lazy: already loaded (checked above); a multi-worker fit failed
+
+    if not isinstance(exc, tf.errors.UnavailableError):
+        return None
+    tasks = {int(n) for n in re.findall(r"/job:worker/(?:replica:\d+/)?task:(\d+)", str(exc))}
+    others = sorted(tasks - {distribution.index})
+    return f"worker {', '.join(map(str, others))}" if others else "a worker"
+
+
 @contextmanager
 def precision_policy_kept() -> Iterator[None]:
     """Leave Keras's global dtype policy as it was (a run sets ``--precision``'s).
@@ -240,6 +255,7 @@ def set_precision(policy: str) -> None:
 
 __all__ = [
     "Distribution",
+    "lost_workers",
     "make_distribution",
     "multi_worker_fit_fixes",
     "prepare_for_fit",

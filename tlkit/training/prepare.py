@@ -1,7 +1,8 @@
 """The checks and messages of a run's prepare step (:meth:`tlkit.training.run.TrainingRun.prepare`).
 
-Refusals before anything is written (one class, ``--output`` inside the data, pixels or files
-that cannot fit), the data summary and the class balance, decoding a split with progress, and
+Refusals before anything is built or written (one class, ``--output`` inside the data, a class
+weights file naming unknown classes, unreadable image headers, an ``--unfreeze`` the base cannot
+do, a feature cache that cannot be written, pixels or files that cannot fit), the data summary and the class balance, decoding a split with progress, and
 a resumed run's checkpointed state checked against the data and the base's weights.
 """
 
@@ -13,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from tlkit.config import preflight
 from tlkit.data import decode as datamod
 from tlkit.data import imbalance
+from tlkit.data.headers import check_headers
 from tlkit.errors import TlkitError
+from tlkit.model.finetune import unfreeze_start
 from tlkit.training.stages import RunState
 
 if TYPE_CHECKING:
@@ -35,6 +38,23 @@ def check_scan(scan: DatasetScan, config: TrainConfig) -> None:
             f"--output {config.output} is inside the data folder {scan.root}; "
             f"tlkit never writes into the data folder — choose another --output"
         )
+
+
+def check_inputs(scan: DatasetScan, config: TrainConfig) -> None:
+    """Refuse, before anything is built, decoded or written: a ``--class-weight`` file naming classes
+    the data does not have, and (without ``--skip-bad-images``) image files whose header cannot be
+    read (:func:`tlkit.data.headers.check_headers`; truncated pixels are found by the decoding)."""
+    if config.class_weight not in ("none", "balanced"):
+        imbalance.read_class_weights(config.class_weight, scan.classes)
+    if not config.skip_bad_images:
+        check_headers([("train", scan.train.files), ("val", scan.val.files)])
+
+
+def check_fine_tuning(parts: ModelParts, config: TrainConfig, base_name: str) -> None:
+    """Refuse an ``--unfreeze`` the built base cannot do (a layer it does not have, more layers than
+    it has) before the head stage trains, not after."""
+    if config.fine_tune_epochs:
+        unfreeze_start(parts.backbone, config.unfreeze, base_name)
 
 
 def report_scan(scan: DatasetScan, observer: TrainingObserver) -> None:
@@ -81,6 +101,8 @@ def preflight_disk(
             params=model.count_params(),
             trainable=sum(int(keras.ops.size(w)) for w in model.trainable_weights),
         )
+    if on_features:
+        preflight.check_cache_dir(plan.store.root)
     try:
         feature_shape = tuple(int(d) for d in parts.cached_model.output.shape[1:])
     except (AttributeError, TypeError, ValueError):  # no static output shape: nothing to estimate
@@ -166,6 +188,8 @@ def class_balance(
 
 
 __all__ = [
+    "check_fine_tuning",
+    "check_inputs",
     "check_scan",
     "class_balance",
     "decode",

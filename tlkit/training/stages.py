@@ -25,7 +25,7 @@ from tlkit.errors import TlkitError
 from tlkit.evaluation.history import is_improvement, monitor_mode
 from tlkit.model.finetune import unfreeze
 from tlkit.training import checkpoints, objectives
-from tlkit.training.distribute import multi_worker_fit_fixes, prepare_for_fit
+from tlkit.training.distribute import lost_workers, multi_worker_fit_fixes, prepare_for_fit
 
 if TYPE_CHECKING:
     from tlkit.config.options import TrainConfig
@@ -231,7 +231,8 @@ class StageRunner:
                 steps_per_execution=self._steps_per_call(stage),
             )
         if self._restore_pending:
-            self._restore_last(stage)
+            with self.inputs.distribution.strategy.scope():  # the optimizer's variables are made in it
+                self._restore_last(stage)
             self._restore_pending = False
         else:
             self.state.since_best = 0
@@ -258,12 +259,26 @@ class StageRunner:
                 )
         except KeyboardInterrupt as stop:
             self._writer.wait()  # the last finished epoch's checkpoint completes first
+            if not self.inputs.run_dir.state_path.exists():  # no epoch saved: the new run leaves nothing
+                raise TrainingInterrupted.after(stop, " before the first epoch finished; nothing was saved") from None
             self.state.status = "interrupted"
             self.inputs.run_dir.write_state(self.state.as_dict())
             raise TrainingInterrupted.after(
                 stop,
                 f"; the checkpoint after epoch {self.state.epoch} is saved — resume with: "
                 f"tlkit train --resume {self.inputs.run_dir}",
+            ) from None
+        except Exception as exc:
+            lost = lost_workers(exc, self.inputs.distribution)
+            if lost is None:
+                raise
+            self._writer.wait()  # the last finished epoch's checkpoint completes first
+            where = self.inputs.run_dir if self.inputs.distribution.is_chief else "<the chief's run directory>"
+            epoch = self.state.epoch
+            saved = f"the checkpoint after epoch {epoch} is saved" if epoch else "no epoch was saved"
+            raise TlkitError(
+                f"{lost} of this multi-worker run stopped (killed, pre-empted or unreachable); {saved} — "
+                f"restart every worker with: tlkit train --resume {where}"
             ) from None
         finally:
             observer.stage_finished(stage.name)
