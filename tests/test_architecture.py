@@ -31,6 +31,7 @@ FILE_NAMES = (
     RunDir.LAST_WEIGHTS,
     RunDir.BEST_WEIGHTS,
     RunDir.OPTIMIZER,
+    RunDir.TRACKING,
     *RunDir.EVALUATION_FILES.values(),
 )
 FOLDER_NAMES = (RunDir.PLOTS, RunDir.EVALUATION, RunDir.CHECKPOINTS, RunDir.LOGS)

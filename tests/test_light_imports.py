@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-HEAVY = ("tensorflow", "keras", "matplotlib", "onnx", "h5py")
+HEAVY = ("tensorflow", "keras", "matplotlib", "onnx", "h5py", "mlflow", "keras_hub")
 
 CASES = {
     "import tlkit": "import tlkit",
@@ -29,7 +29,10 @@ CASES = {
     "listing commands": """
         from typer.testing import CliRunner
         from tlkit.cli import app
-        for args in (["list-bases"], ["list-heads"], ["list-augmentations"], ["plugins"], ["info", "resnet50"]):
+        for args in (
+            ["list-bases"], ["list-heads"], ["list-augmentations"], ["list-trackers"], ["plugins"],
+            ["info", "resnet50"], ["info", "mlflow"],
+        ):
             res = CliRunner().invoke(app, args)
             assert res.exit_code == 0, res.output
     """,
@@ -39,10 +42,25 @@ CASES = {
         res = CliRunner().invoke(app, ["weights", "list", "--json"])
         assert res.exit_code == 0, res.output
     """,
+    "serve --help and the API without the server": """
+        import sys
+        from typer.testing import CliRunner
+        from tlkit.cli import app
+        import tlkit.api
+        res = CliRunner().invoke(app, ["serve", "--help"])
+        assert res.exit_code == 0 and "--max-wait-ms" in res.output, res.output
+        loaded = {"fastapi", "uvicorn", "starlette", "python_multipart"} & set(sys.modules)
+        assert not loaded, f"imported {loaded}"
+    """,
     "resolving a config": """
         from tlkit.api import resolve_config
         from tlkit.config.options import TrainConfig
         resolve_config(TrainConfig(data=".", base="mobilenet_v2", weights="none"))
+    """,
+    "resolving a tracked config (MLflow is imported only once the run starts)": """
+        from tlkit.api import resolve_config
+        from tlkit.config.options import TrainConfig
+        resolve_config(TrainConfig(data=".", base="mobilenet_v2", weights="none", track=["mlflow"]))
     """,
 }
 

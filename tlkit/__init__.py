@@ -12,7 +12,7 @@ built or trained.  Public names::
     tlkit.TrainingObserver                        # subclass it to follow a run (tlkit.train(observer=...))
     tlkit.RunDir                                  # a run directory's files, read and written safely
     tlkit.hookimpl                                # for plugin authors:
-    tlkit.BaseSpec, tlkit.HeadSpec, tlkit.AugmentationSpec
+    tlkit.BaseSpec, tlkit.HeadSpec, tlkit.AugmentationSpec, tlkit.TrackerSpec
     tlkit.Param, tlkit.param                      # a build() parameter's help, choices and bounds (ge, gt,
                                                   # le, lt, as for training options), in its type or default:
                                                   # Annotated[int, tlkit.Param("width", ge=1)] = 256
@@ -20,6 +20,7 @@ built or trained.  Public names::
     tlkit.ParamSpec                               # a declared parameter as tlkit reads it (HeadSpec.params)
     tlkit.keras_application_base                  # a keras.applications-style base in one call
     tlkit.bases.CAFFE, TF, TORCH, INTERNAL        # the standard preprocessings (tlkit.Preprocessing)
+    tlkit.Tracker, tlkit.TrackedRun               # an experiment tracker (tlkit train --track NAME)
     tlkit.TlkitError
 """
 
@@ -32,7 +33,8 @@ from tlkit.observer import TrainingObserver
 from tlkit.registry.hookspecs import hookimpl
 from tlkit.registry.keras_applications import Preprocessing, keras_application_base
 from tlkit.registry.params import Param, ParamSpec, param
-from tlkit.registry.specs import AugmentationSpec, BaseSpec, HeadSpec
+from tlkit.registry.specs import AugmentationSpec, BaseSpec, HeadSpec, TrackerSpec
+from tlkit.tracking.tracker import TrackedRun, Tracker
 from tlkit.version import __version__
 
 _API = {
@@ -58,6 +60,7 @@ _API = {
     "AuditResult",
     "tune",
     "TuneResult",
+    "serve",
 }
 
 
@@ -79,6 +82,9 @@ __all__ = [
     "Preprocessing",
     "RunDir",
     "TlkitError",
+    "TrackedRun",
+    "Tracker",
+    "TrackerSpec",
     "TrainingObserver",
     "bases",
     "hookimpl",

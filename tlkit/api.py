@@ -32,6 +32,7 @@ from tlkit.model import builder
 from tlkit.observer import TrainingObserver
 from tlkit.registry.manager import get_registry, list_specs
 from tlkit.registry.specs import BaseSpec
+from tlkit.serving.server import serve as serve_model
 from tlkit.training.finish import TrainResult
 from tlkit.training.lr_finder import DEFAULT_END_LR, DEFAULT_OUTPUT, DEFAULT_START_LR, LRFindResult, find_lr
 from tlkit.training.run import TrainingRun, training_path
@@ -64,7 +65,7 @@ def build_model(
         head_spec,
         num_classes,
         image_size=image_size,
-        weights=resolve_weights(weights),
+        weights=resolve_weights(weights, base_spec),
         head_params=params,
         augmentations=resolve_augmentations(augmentations),
         seed=seed,
@@ -152,6 +153,11 @@ def tune(
     if train_best and result.best_config is not None:
         result.best_run = train(result.best_config, observer=observer).run_dir
     return result
+
+
+def serve(source: str | Path, *, observer: Any = None, console: Any = None, verbose: bool = True, **options: Any):
+    """Serve a run or an exported model over HTTP until stopped (:func:`tlkit.serving.server.serve`, its options)."""
+    serve_model(source, observer=observer or _default_observer(console, verbose), **options)
 
 
 def _default_observer(console: Any, verbose: bool) -> TrainingObserver:

@@ -15,7 +15,8 @@ HEADER = """# Hook reference
 
 tlkit calls these hooks once per process, when the registry is first used. Implement any of
 them in a module registered under the `tlkit` entry-point group, decorated with
-`@tlkit.hookimpl`. Spec classes: `tlkit.BaseSpec`, `tlkit.HeadSpec`, `tlkit.AugmentationSpec`;
+`@tlkit.hookimpl`. Spec classes: `tlkit.BaseSpec`, `tlkit.HeadSpec`, `tlkit.AugmentationSpec`,
+`tlkit.TrackerSpec` (whose `build` returns a `tlkit.Tracker`);
 parameters: `tlkit.Param` in a build function's signature (or `tlkit.param` as its default); bases in one call:
 `tlkit.keras_application_base` with a standard preprocessing from `tlkit.bases`
 (`CAFFE`, `TF`, `TORCH`, `INTERNAL`).

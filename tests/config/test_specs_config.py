@@ -319,6 +319,10 @@ TRAIN_FLAGS = {
     "--no-multi-label",
     "--label-sep",
     "--threshold",
+    # experiment tracking (docs/tracking.md)
+    "--track",
+    "--track-uri",
+    "--register-model",
 }
 
 

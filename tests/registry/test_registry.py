@@ -77,7 +77,7 @@ def _entry_points(root: Path) -> list[metadata.EntryPoint]:
 def test_builtins_are_found_through_entry_points():
     registry = Registry()
     builtin = {p.name: p for p in registry.plugins if p.builtin}
-    assert set(builtin) == {"builtin_bases", "builtin_heads", "builtin_augmentations"}
+    assert set(builtin) == {"builtin_bases", "builtin_heads", "builtin_augmentations", "builtin_trackers"}
     for info in builtin.values():
         assert info.distribution == "tlkit" and info.version and not info.errors
     assert {"dense256", "linear", "mlp"} <= set(registry.heads)

@@ -35,6 +35,7 @@ from tlkit.config.preflight import check_output
 from tlkit.config.resolve import resolve_config
 from tlkit.errors import TlkitError
 from tlkit.observer import TrainingObserver
+from tlkit.registry.specs import safe_name
 from tlkit.training.distribute import precision_policy_kept
 from tlkit.training.run import TrainingRun
 from tlkit.training.stages import sigterm_stops_training
@@ -148,7 +149,7 @@ def audit(
     result.timings = timings
     if output is not None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = Path(output).expanduser().resolve() / f"{stamp}-{config.base}"
+        target = Path(output).expanduser().resolve() / f"{stamp}-{safe_name(config.base)}"
         with _timed(timings, "write"):
             write_audit_folder(result, target, relabel=relabel, relabel_threshold=relabel_threshold, explicit=False)
     return result

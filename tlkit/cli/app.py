@@ -11,7 +11,20 @@ import os
 
 import typer
 
-from tlkit.cli import audit, cache, evaluate, explain, export, listing, lr_find, new_plugin, train, tune, weights
+from tlkit.cli import (
+    audit,
+    cache,
+    evaluate,
+    explain,
+    export,
+    listing,
+    lr_find,
+    new_plugin,
+    serve,
+    train,
+    tune,
+    weights,
+)
 from tlkit.cli.common import _state, out
 from tlkit.version import __version__
 
@@ -44,7 +57,7 @@ def _main(
 
 
 # The order here is the order of `tlkit --help`.
-for _module in (listing, audit, train, lr_find, tune, evaluate, explain, export, weights, cache, new_plugin):
+for _module in (listing, audit, train, lr_find, tune, evaluate, explain, export, serve, weights, cache, new_plugin):
     _module.register(app)
 
 

@@ -74,6 +74,12 @@ def evaluate_command(
         help="A labels CSV (path,label[,split]; path,labels for a multi-label run), paths relative to "
         "--data (default: the run's data folder); --split picks its rows. (default: the run's own --labels)",
     ),
+    track: bool | None = typer.Option(
+        None,
+        "--track/--no-track",
+        help="Add the metrics and files to the run's tracked experiment run (tlkit train --track), or not; "
+        "--track fails for a run that was not tracked. (default: when the run was tracked)",
+    ),
 ) -> None:
     """Measure a trained model: accuracy, top-k, per-class precision/recall/F1, confusion matrix, mistakes.
 
@@ -107,6 +113,7 @@ def evaluate_command(
             progress=lambda n: progress.advance(task, n),
             tta=views,
             labels=labels,
+            track=track,
         )
     if as_json:
         return print_json(result.as_dict())

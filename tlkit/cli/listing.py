@@ -1,4 +1,4 @@
-"""``tlkit list-bases``, ``list-heads``, ``list-augmentations``, ``plugins`` and ``info``.
+"""``tlkit list-bases``, ``list-heads``, ``list-augmentations``, ``list-trackers``, ``plugins`` and ``info``.
 
 None of these imports TensorFlow: specs are metadata, so listing answers at once.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tlkit.cli.common import handles_errors, out, print_json
@@ -60,11 +61,19 @@ def _base_row(spec) -> dict[str, Any]:
         "feature_shape": spec.feature_shape,
         "explain_layer": spec.explain_layer or None,  # None: tlkit explain uses the base's output
         "weights_file": spec.weights_file,
+        "weights_source": spec.weights_source or None,  # where the imagenet weights come from (a hub handle...)
+        "other_weights": _other_weights(spec),  # None: --weights takes only imagenet, none or a file
         "imagenet_weights_cached": cached,
         "weights_path": where,
         "description": spec.description,
         "plugin": spec.plugin,
     }
+
+
+def _other_weights(spec) -> str | None:
+    """What ``--weights`` takes for ``spec`` besides imagenet, none and a file (folders, hub handles)."""
+    kinds = (["a weights folder"] if spec.weight_folders else []) + [f"{s}://…" for s in spec.weight_schemes]
+    return ", ".join(kinds) or None
 
 
 def _choice_row(spec) -> dict[str, Any]:
@@ -145,6 +154,36 @@ def list_augmentations(as_json: bool = typer.Option(False, "--json", help="Print
     _list_choices("augmentation", "augmentations (active only while training)", as_json)
 
 
+def _tracker_row(spec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "requires": spec.requires or None,
+        "install": spec.install or spec.requires or None,
+        "available": spec.available,  # its library is installed (checked without importing it)
+        "plugin": spec.plugin,
+    }
+
+
+@handles_errors
+def list_trackers(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
+    """List the experiment trackers you can pass to --track (train, tune; evaluate adds to their runs)."""
+    from tlkit.registry.manager import list_specs  # lazy: ~2 ms that `tlkit --help` need not load
+
+    rows = [_tracker_row(s) for s in list_specs("tracker")]
+    if as_json:
+        return print_json(rows)
+    table = Table(title=f"{len(rows)} trackers", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    for column in ("description", "installed", "plugin"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        installed = "yes" if r["available"] else f'no: pip install "{r["install"]}"'
+        table.add_row(r["name"], escape(r["description"]), escape(installed), r["plugin"])
+    out.print(table)
+    out.print("Use: tlkit train ... --track NAME [--track-uri URI]; see docs/tracking.md.")
+
+
 @handles_errors
 def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """List loaded plugins: version, hooks, what each registered, and load errors.
@@ -173,18 +212,18 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON for s
 
 @handles_errors
 def info(
-    name: str = typer.Argument(..., help="A base, head or augmentation name."),
+    name: str = typer.Argument(..., help="A base, head, augmentation or tracker name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
-    """Show everything about one base, head or augmentation."""
+    """Show everything about one base, head, augmentation or tracker."""
     from tlkit.registry.manager import get_registry  # lazy: ~2 ms that `tlkit --help` need not load
 
     registry = get_registry()
     found = registry.find(name)
     if not found:
         every = [n for specs in registry.specs.values() for n in specs]
-        raise TlkitError(f"no base, head or augmentation is called {name!r}{closest(name, every)}")
-    rows = [{"kind": kind, **(_base_row(spec) if kind == "base" else _choice_row(spec))} for kind, spec in found]
+        raise TlkitError(f"no base, head, augmentation or tracker is called {name!r}{closest(name, every)}")
+    rows = [{"kind": kind, **_ROWS.get(kind, _choice_row)(spec)} for kind, spec in found]
     if as_json:
         return print_json(rows)
     for row in rows:
@@ -196,12 +235,17 @@ def info(
                 continue  # a base's "params" repeats its param_count
             if key == "weights_sizes" and not value:
                 value = "any size"
+            if key in ("weights_source", "other_weights") and not value:
+                continue
             if key == "explain_layer" and not value:
                 value = "the base's output"
             if key == "params" and isinstance(value, list):
                 value = "\n".join(_param_line(p) for p in value) or "—"
-            table.add_row(key, _fmt_value(value) if not isinstance(value, str) else value)
+            table.add_row(key, _fmt_value(value) if not isinstance(value, str) else escape(value))
         out.print(table)
+
+
+_ROWS = {"base": _base_row, "tracker": _tracker_row}
 
 
 def register(app: typer.Typer) -> None:
@@ -209,6 +253,7 @@ def register(app: typer.Typer) -> None:
     app.command("list-bases", epilog="Example: tlkit list-bases --json")(list_bases)
     app.command("list-heads", epilog="Example: tlkit list-heads --json")(list_heads)
     app.command("list-augmentations", epilog="Example: tlkit list-augmentations --json")(list_augmentations)
+    app.command("list-trackers", epilog="Example: tlkit list-trackers --json")(list_trackers)
     app.command(
         "plugins", epilog="Example: tlkit plugins --json   (and TLKIT_PLUGINS= tlkit plugins for built-ins only)"
     )(plugins)

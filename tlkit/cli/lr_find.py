@@ -21,7 +21,8 @@ from tlkit.io.rundir import RunDir
 from tlkit.training.lr_finder import DEFAULT_END_LR, DEFAULT_OUTPUT, DEFAULT_START_LR, MIN_STEPS, RULES
 
 PANEL = "Learning-rate finder"
-_NOT_SWEPT = ("output",)  # TrainConfig fields without a flag here: --output is the sweep's own
+# TrainConfig fields without a flag here: --output is the sweep's own; a sweep is never tracked.
+_NOT_SWEPT = ("output", "track", "track_uri", "register_model")
 
 
 @with_some_config_options(without=_NOT_SWEPT)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tlkit.cli.common import handles_errors, out, print_json, progress_console
@@ -224,6 +225,10 @@ def _print_summary(result) -> None:
     table.add_row("training time", f"{m['train_time_s']:.1f} s")
     table.add_row("images", f"{m['num_train']} train / {m['num_val']} val, {m['num_classes']} classes")
     table.add_row("run directory", str(result.run_dir))
+    for name, status in (m.get("trackers") or {}).items():  # --track: where the run went, or why not
+        where = f"run {status['run_id']} at {status.get('uri', '?')}" if status.get("run_id") else "ok"
+        shown = where if status.get("status") == "ok" else f"failed ({status.get('error', '')})"
+        table.add_row(f"tracker {name}", escape(shown))
     table.add_row("model", str(result.model_path))
     table.add_row("plots", "\n".join(str(p) for p in result.plots))
     if result.report:

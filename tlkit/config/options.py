@@ -234,7 +234,12 @@ class TrainConfig:
         # kept from before the rules were generated (0 is allowed)
         error="{flag} must be a positive integer, got {value!r}",
     )
-    weights: str = option("imagenet", panel="Model", help="imagenet, none, or a weights file of the base.")
+    weights: str = option(
+        "imagenet",
+        panel="Model",
+        help="imagenet, none, a weights file of the base, or a weights folder or hub handle "
+        "for bases that read them (tlkit info BASE).",
+    )
     seed: int = option(
         0,
         ge=0,
@@ -388,6 +393,22 @@ class TrainConfig:
         help="Keras mixed-precision policy of the base (the head, its softmax and the "
         "optimizer's variables stay float32; float16 uses loss scaling).",
     )
+    # experiment tracking: see docs/tracking.md (none of these changes what is trained or cached)
+    track: list[str] = option(
+        [],
+        flag="--track",
+        panel="Run",
+        help="Report the run to this experiment tracker, e.g. mlflow (tlkit list-trackers).",
+    )
+    track_uri: str = option(
+        "",
+        panel="Run",
+        help="Where the trackers report (MLflow: a tracking URI; default: MLFLOW_TRACKING_URI, else "
+        "sqlite:///mlflow.db in the current folder).",
+    )
+    register_model: str = option(
+        "", panel="Run", help="With --track mlflow: register the trained model under this name in the model registry."
+    )
 
     def validate(self) -> None:
         """Check every value against its option's rule, then the rules that tie options together.
@@ -403,6 +424,9 @@ class TrainConfig:
                 "--reduce-lr-patience works with --schedule constant and no warm-up; "
                 f"got --schedule {self.schedule} --warmup-epochs {self.warmup_epochs}"
             )
+        for name in ("track_uri", "register_model"):
+            if getattr(self, name) and not self.track:
+                raise TlkitError(f"{OPTIONS[name].cli_flag} needs a tracker: add --track mlflow (tlkit list-trackers)")
         if self.class_weight not in ("none", "balanced") and not self.class_weight.endswith(".json"):
             raise TlkitError(f"--class-weight must be none, balanced or a .json file, got {self.class_weight!r}")
         # lazy: labels_csv loads numpy; `tlkit --help` imports this module

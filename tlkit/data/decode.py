@@ -1,7 +1,8 @@
 """Decoding images: one file into RGB pixels, and a whole split once into an on-disk memmap.
 
 :func:`load_image` decodes one file as training, evaluation and prediction all do
-(EXIF orientation, every PIL mode to 8-bit RGB, a bilinear squash to the size).
+(EXIF orientation, every PIL mode to 8-bit RGB, a bilinear squash to the size);
+:func:`decode_image_bytes` does the same for an image in memory (``tlkit serve``'s uploads).
 :func:`decode_split` decodes every image of a :class:`~tlkit.data.folders.Split`
 once, in parallel, into a uint8 ``np.memmap`` in a work folder, so a dataset larger
 than RAM still trains and later epochs cost no decoding.  No TensorFlow here.
@@ -9,12 +10,14 @@ than RAM still trains and later epochs cost no decoding.  No TensorFlow here.
 
 from __future__ import annotations
 
+import io
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,12 +27,16 @@ from tlkit.errors import TlkitError
 
 __all__ = [
     "BadImageError",
+    "bad_images_message",
+    "none_readable_message",
     "DecodedSplit",
+    "decode_image_bytes",
     "decode_split",
     "load_image",
 ]
 
 _MAX_LISTED_BAD = 20
+_MAX_LISTED_NONE = 5  # a command with no readable image at all: the first few say why
 
 
 class BadImageError(Exception):
@@ -56,9 +63,31 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
     Raises:
         BadImageError: the file is missing, truncated, corrupt or not an image.
     """
-    path = Path(path)
+    return _load(path, Path(path), size)
+
+
+def decode_image_bytes(data: bytes, size: int, *, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image held in memory (an upload) exactly as :func:`load_image` decodes a file.
+
+    ``name`` is what errors call it; an image of more than ``max_pixels`` pixels
+    (width × height, read from its header before any pixel is decoded) is refused
+    as a likely decompression bomb.
+
+    Raises:
+        BadImageError: truncated, corrupt, not an image, or over ``max_pixels``.
+    """
+    return _load(io.BytesIO(data), Path(name), size, max_pixels)
+
+
+def _load(source: str | Path | IO[bytes], path: Path, size: int, max_pixels: int | None = None) -> np.ndarray:
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise BadImageError(
+                    path,
+                    f"{img.width}x{img.height} is {img.width * img.height:,} pixels, over the limit of "
+                    f"{max_pixels:,} (a decompression bomb?)",
+                )
             # Let the JPEG decoder downscale by 1/2, 1/4 or 1/8 while decoding (never
             # below `size`): a large photo decodes several times faster, and the
             # bilinear resize below produces the final size anyway.
@@ -208,7 +237,7 @@ def decode_split(
     if bad and (not skip_bad_images or len(bad) == count):
         del pixels
         _remove_quietly(path)  # a half-filled cache is of no use to anyone
-        raise TlkitError(_bad_images_message(bad, count, name, skip_bad_images))
+        raise TlkitError(bad_images_message(bad, count, name, skip_bad_images))
 
     good = [i for i in range(count) if i not in failures]
     if bad:
@@ -277,7 +306,21 @@ def _compact_rows(pixels: np.ndarray, keep: list[int]) -> None:
             pixels[target] = pixels[source]
 
 
-def _bad_images_message(bad: list[tuple[Path, str]], total: int, name: str, skipping: bool) -> str:
+def none_readable_message(skipped: Sequence[Mapping[str, str]], total: int, what: str, consequence: str) -> str:
+    """``none of the N <what> could be read; <consequence>:`` and, one per line, which file and why
+    (the first few, then "… and N more"): for a command that found no readable image at all.
+
+    ``skipped`` holds ``{"path": ..., "reason": ...}`` records (what :func:`tlkit.inference.prediction.decoded_batches`
+    collects).
+    """
+    lines = [f"none of the {total} {what} could be read; {consequence}:"]
+    lines += [f"  {item['path']}: {item['reason']}" for item in skipped[:_MAX_LISTED_NONE]]
+    if len(skipped) > _MAX_LISTED_NONE:
+        lines.append(f"  … and {len(skipped) - _MAX_LISTED_NONE} more")
+    return "\n".join(lines)
+
+
+def bad_images_message(bad: list[tuple[Path, str]], total: int, name: str, skipping: bool) -> str:
     """The TlkitError text listing unreadable images (at most 20 of them)."""
     if skipping:  # skipping was asked for, but nothing would be left
         first = f"all {total} image(s) in {name} could not be read; fix or replace them:"

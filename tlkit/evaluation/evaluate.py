@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
@@ -36,6 +36,7 @@ from tlkit.inference.prediction import ModelSource, Predictor, decoded_batches, 
 from tlkit.inference.tta import TTA, parse_tta, summary
 from tlkit.io.files import write_json
 from tlkit.io.rundir import RunDir
+from tlkit.tracking.runs import check_evaluation, track_evaluation
 from tlkit.version import __version__
 
 __all__ = [
@@ -356,8 +357,9 @@ def _map_labels(source: ModelSource, data: EvalData) -> tuple[np.ndarray, list[s
 # --------------------------------------------------------------------------- evaluate
 
 
-def thumbnail(path: str | Path, size: int = 160) -> np.ndarray:
-    """An RGB uint8 thumbnail (aspect kept, longest side ``size``), decoded like training decodes."""
+def thumbnail(path: str | Path | IO[bytes], size: int = 160) -> np.ndarray:
+    """An RGB uint8 thumbnail (aspect kept, longest side ``size``) of a file or an open binary stream,
+    decoded like training decodes."""
     with Image.open(path) as img:
         img.draft("RGB", (size, size))
         img.load()
@@ -387,6 +389,7 @@ def evaluate(
     probabilities: Mapping[str, np.ndarray] | None = None,
     tta: str | int | TTA | None = None,
     labels: str | Path | None = None,
+    track: bool | None = None,
 ) -> EvaluationResult | MultiLabelEvaluation:
     """Evaluate a run's model (or a ``.keras`` file) on labelled images; return an :class:`EvaluationResult`.
 
@@ -412,6 +415,8 @@ def evaluate(
             holds the headline metrics without and with TTA side by side.
         labels: a labels CSV to evaluate on (see :func:`select_data`); a multi-label
             run returns a :class:`tlkit.evaluation.multilabel.MultiLabelEvaluation`.
+        track: add the metrics and files to the run's tracked run (``tlkit train --track``): None
+            when it was tracked, False never, True or a TlkitError; a tracker's failure is a note.
 
     Unreadable images are skipped and listed in ``skipped``.
 
@@ -428,6 +433,7 @@ def evaluate(
     if views is not None and probabilities:
         raise TlkitError("probabilities= are the plain model's, tta= must run every view of every image: pass one")
     source = open_model(run_or_model, model=model)
+    check_evaluation(source.run_dir, track)
     chosen = select_data(source, data, split, labels)
     if chosen.labels.ndim == 1 and source.config.get("multi_label"):
         raise TlkitError(
@@ -463,7 +469,11 @@ def evaluate(
                 progress(len(indices))
     kept = sorted(by_index)
     if not kept:
-        raise TlkitError(f"none of the {len(chosen.files)} images in {chosen.description} could be read")
+        raise TlkitError(
+            decode.none_readable_message(
+                skipped, len(chosen.files), f"images in {chosen.description}", "nothing to evaluate"
+            )
+        )
 
     probs = np.stack([by_index[i] for i in kept])
     true = label_ids[kept]
@@ -482,6 +492,7 @@ def evaluate(
                 raise TlkitError(
                     f"cannot write the evaluation into {target}: {exc.strerror or exc}; pass --output DIR"
                 ) from exc
+            ml_result.notes += track_evaluation(source.run_dir, ml_result.as_dict(), ml_result.files, track)
         return ml_result
     metrics = compute_metrics(probs, true, classes, top_k=top_k)
 
@@ -538,6 +549,7 @@ def evaluate(
             raise TlkitError(
                 f"cannot write the evaluation into {target}: {exc.strerror or exc}; pass --output DIR"
             ) from exc
+        result.notes += track_evaluation(source.run_dir, result.as_dict(), result.files, track)
     return result
 
 

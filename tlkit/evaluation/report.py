@@ -434,7 +434,7 @@ def write_report(
             try:
                 if model is None and explain:  # loaded once, for the evaluation and the explanations
                     model = load_keras_model(RunDir(run.run_dir).model_path)
-                evaluation.evaluate(run.run_dir, model=model, probabilities=probabilities)
+                evaluation.evaluate(run.run_dir, model=model, probabilities=probabilities, track=False)
                 run = read_run(run.run_dir)
             except TlkitError as exc:
                 eval_note = f"Evaluation failed: {exc}"

@@ -48,6 +48,7 @@ __all__ = [
     "decoded_batches",
     "open_model",
     "predict",
+    "ranked",
     "resolve_paths",
 ]
 
@@ -352,6 +353,18 @@ class Prediction:
         }
 
 
+def ranked(
+    path: str, row: np.ndarray, classes: Sequence[str], top_k: int, thresholds: np.ndarray | None = None
+) -> Prediction:
+    """The :class:`Prediction` of one image from its probability ``row``: the ``top_k`` classes, best first,
+    or for a multi-label model (``thresholds`` given) every label at or above its threshold."""
+    if thresholds is not None:
+        order = [i for i in np.argsort(-row, kind="stable") if row[i] >= thresholds[i]]
+        return Prediction(path, [classes[i] for i in order], [float(row[i]) for i in order], multi_label=True)
+    top = np.argsort(-row, kind="stable")[:top_k]
+    return Prediction(path, [classes[i] for i in top], [float(row[i]) for i in top])
+
+
 def predict(
     run_or_model: str | Path,
     paths: Iterable[str | Path] | str | Path,
@@ -439,17 +452,8 @@ def _stream(
             if pixels is None:
                 results.append(Prediction(path=str(path), error=error or "unreadable"))
                 continue
-            row = probs[k]
+            results.append(ranked(str(path), probs[k], classes, top_k, thresholds))
             k += 1
-            if thresholds is not None:  # multi-label: every label at or above its threshold
-                order = [i for i in np.argsort(-row, kind="stable") if row[i] >= thresholds[i]]
-                labels, label_probs = [classes[i] for i in order], [float(row[i]) for i in order]
-                results.append(Prediction(path=str(path), labels=labels, probs=label_probs, multi_label=True))
-                continue
-            top = np.argsort(-row, kind="stable")[:top_k]
-            results.append(
-                Prediction(path=str(path), labels=[classes[i] for i in top], probs=[float(row[i]) for i in top])
-            )
         batch.clear()
         return results
 

@@ -5,6 +5,7 @@ A run directory is what ``tlkit train`` leaves behind::
     runs/<YYYYmmdd-HHMMSS>-<base>-<head>[-N]/
       config.toml   classes.json   model.keras   history.csv   metrics.json
       report.html   plots/   evaluation/   checkpoints/   logs/   export/
+      tracking.json (runs trained with --track)
 
 Every module that reads or writes one goes through :class:`RunDir` — no other
 module spells these file names.  A run directory is never reused: its name
@@ -56,6 +57,9 @@ class RunDir:
     EVALUATION = "evaluation"
     CHECKPOINTS = "checkpoints"
     LOGS = "logs"
+    #: Runs trained with ``--track``: each tracker's state for this run (e.g. its MLflow run id), so that
+    #: ``--resume`` and ``tlkit evaluate`` report to the same tracked run (:mod:`tlkit.tracking`).
+    TRACKING = "tracking.json"
     #: ``tlkit export`` writes one folder per export in here (``tlkit.exporting.exporter`` owns its layout).
     EXPORT = "export"
     #: Inside ``evaluation/``: the report's Grad-CAM overlays of the most confident mistakes, kept so
@@ -166,6 +170,10 @@ class RunDir:
         return self.path / self.THRESHOLDS
 
     @property
+    def tracking_path(self) -> Path:
+        return self.path / self.TRACKING
+
+    @property
     def plots_dir(self) -> Path:
         return self.path / self.PLOTS
 
@@ -262,6 +270,11 @@ class RunDir:
             raise TlkitError(f'{self.thresholds_path} must hold {{"thresholds": {{label: number in 0..1}}}}')
         return {str(k): float(v) for k, v in thresholds.items()}
 
+    def read_tracking(self) -> dict[str, dict[str, Any]]:
+        """``{tracker: state}`` of a run trained with ``--track`` ({} when it was not tracked)."""
+        value = read_json_object(self.tracking_path) or {}
+        return {str(name): dict(state) for name, state in value.items() if isinstance(state, dict)}
+
     def read_state(self) -> dict[str, Any] | None:
         """The checkpoint state (None before the first epoch)."""
         if not self.state_path.is_file():
@@ -288,6 +301,10 @@ class RunDir:
     def write_state(self, state: Mapping[str, Any]) -> None:
         """The checkpoint state; written last after an epoch, it commits that epoch."""
         write_json(self.state_path, dict(state))
+
+    def write_tracking(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """Each tracker's state for this run (what its ``run_started`` returned), by tracker name."""
+        write_json(self.tracking_path, {name: dict(state) for name, state in states.items()})
 
     def write_thresholds(self, thresholds: Mapping[str, float], source: str) -> None:
         """A multi-label run's thresholds, ``{label: threshold}``, and how they were chosen."""

@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import pluggy
 
+from tlkit.registry.specs import BaseSpec
+
 hookspec = pluggy.HookspecMarker("tlkit")
 hookimpl = pluggy.HookimplMarker("tlkit")
 
@@ -66,9 +68,44 @@ def register_bases(register: Callable) -> None:
       base's output.  Set it when the base ends in something other than its
       last convolutional block, e.g. ``"block5_conv3"`` for VGG16, whose
       headless model ends in a max-pooling.
+    - Weights that are not one file (a model hub's checkpoints):
+      ``weight_folders=True`` lets ``--weights DIR`` through to ``build``
+      (which reads the folder itself); ``weight_schemes`` (e.g.
+      ``("kaggle", "hf")``) lets handles such as ``--weights hf://org/model``
+      through; other bases refuse both in one line before any work.
+      ``check_weights(weights)``, when given, is called with every
+      ``--weights`` value but ``imagenet``/``none`` as the configuration is
+      resolved (no TensorFlow: read a config file, not the model) and raises
+      ``tlkit.TlkitError`` when they do not fit the base (e.g. a folder
+      holding another architecture).  ``weights_source`` says where the
+      ``imagenet`` weights come from (a hub handle, a URL); ``tlkit info``
+      shows it.
 
     Registering a name that another plugin already registered is an error
     reported against both plugins; the first registration stays usable.
+    """
+
+
+@hookspec(firstresult=True)
+def resolve_base(name: str) -> BaseSpec | None:
+    """Make the base for a ``--base`` name that no plugin registered, or return None.
+
+    For a *family* of names too large to register one by one, such as
+    ``hub:<preset>`` for any checkpoint of a model hub.  tlkit asks each plugin
+    implementing this hook, in turn, only when ``name`` is not registered
+    (``--base``, ``tlkit info``, ``tlkit weights download``, a run's saved
+    configuration); the first ``tlkit.BaseSpec`` returned is used, and kept for
+    the rest of the process.  Return None for names that are not yours.
+
+    The spec's ``name`` must be ``name`` exactly (it is written to the run's
+    ``config.toml``, which resolves it again later).  Such names may hold
+    characters such as ``:`` and ``/``; tlkit makes them safe where it uses a
+    base's name in a file or layer name.  Like ``register_bases``, resolving a
+    name must not import TensorFlow or Keras (``build`` does that).  Raise
+    ``tlkit.TlkitError`` for a name of your family that is malformed; any other
+    exception is reported as one line naming your plugin.  Dynamic bases are
+    not listed by ``tlkit list-bases``: document the family (and register a few
+    curated names with ``register_bases``).
     """
 
 
@@ -119,4 +156,49 @@ def register_augmentations(register: Callable) -> None:
     tensor for ``tf.random.stateless_*`` ops (new for every batch).  tlkit
     applies it to the training batches of end-to-end training only; it is
     never part of the saved model.
+    """
+
+
+@hookspec
+def register_trackers(register: Callable) -> None:
+    """Register experiment trackers: where ``--track NAME`` reports runs, studies and evaluations.
+
+    Call ``register(tlkit.TrackerSpec(name, build, description, requires=..., install=...))``:
+
+    - ``name``: what users type after ``--track`` (``track = [...]`` in TOML, ``track=[...]`` in
+      ``tlkit.train``); ``tlkit list-trackers`` lists it.
+    - ``build(*, uri, register_model, **options)``: returns a ``tlkit.Tracker``, one per run.
+      ``uri`` is ``--track-uri`` and ``register_model`` is ``--register-model`` (``""`` when not
+      given; accept ``**options`` for keywords added later).  Import your tracker's library
+      here, not at the top of the module, so that listing stays fast.
+    - ``requires``: the module ``build`` imports (e.g. ``"mlflow"``); ``install``: what to
+      ``pip install`` when it is missing.  tlkit checks it (without importing it) before any
+      work and refuses the run with ``--track NAME needs MODULE: pip install "INSTALL"``.
+
+    A tracker subclasses ``tlkit.Tracker``, itself a ``tlkit.TrainingObserver``, and overrides
+    what it records; every method does nothing by default.  For ``tlkit train --track NAME``::
+
+        run_started(run)                 once the run directory exists (run.kind == "train")
+        stage_started, epoch_ended, ...  every TrainingObserver event of the run
+        model_saved(path, example)       model.keras written; example: float32 (n, size, size, 3)
+        artifacts_written(paths, folder) config.toml, classes.json, history.csv, report.html,
+                                         plots/*.png, then metrics.json
+        run_ended(status, metrics)       "finished", "killed" (Ctrl-C, SIGTERM) or "failed"
+
+    ``run`` (a ``tlkit.TrackedRun``) holds the run's ``name`` and ``path`` (the run directory),
+    its resolved ``config`` (a dict, as in ``config.toml``), ``tags`` (``tlkit.base``,
+    ``tlkit.head``, ``tlkit.version``, ``tlkit.data_fingerprint``, ...), ``resumed``, ``state``
+    and ``say(text)`` (one info line for the user).  What ``run_started`` returns (a small
+    JSON-serialisable dict such as ``{"run_id": ...}``) is kept in the run directory and comes
+    back as ``run.state`` when ``--resume`` continues the run and when ``tlkit evaluate`` calls
+    ``evaluation_finished(run, metrics, files)`` on it.  ``epoch_ended(stage, epoch,
+    last_epoch, logs)`` numbers epochs globally across the head and fine-tuning stages.
+    ``tlkit tune --track NAME`` calls ``run_started`` with ``run.kind == "study"``, then
+    ``trial_finished(trial, best)`` once per trial, ``artifacts_written`` and ``run_ended``.
+
+    Only the chief worker of a multi-worker run tracks.  A tracker never stops a run: whatever
+    it raises is caught, the user sees one warning naming the tracker and the reason, the
+    tracker is not called again during that run, and ``metrics.json`` records
+    ``"trackers": {NAME: {"status": "failed", "error": ..., "during": ...}}`` (``"ok"`` otherwise).
+    Keep remote calls quick to fail (short timeouts, few retries).
     """

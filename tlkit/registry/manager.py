@@ -18,7 +18,7 @@ import pluggy
 
 from tlkit.errors import TlkitError
 from tlkit.registry import hookspecs
-from tlkit.registry.specs import AugmentationSpec, BaseSpec, HeadSpec, with_plugin
+from tlkit.registry.specs import AugmentationSpec, BaseSpec, HeadSpec, TrackerSpec, with_plugin
 from tlkit.suggest import closest
 
 ENTRY_POINT_GROUP = "tlkit"
@@ -30,6 +30,7 @@ KINDS: dict[str, tuple[type, str, str]] = {
     "base": (BaseSpec, "register_bases", "--base"),
     "head": (HeadSpec, "register_heads", "--head"),
     "augmentation": (AugmentationSpec, "register_augmentations", "--aug"),
+    "tracker": (TrackerSpec, "register_trackers", "--track"),
 }
 
 
@@ -88,6 +89,8 @@ class Registry:
         self.specs: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
         self._owner: dict[tuple[str, str], PluginInfo] = {}
         self.conflicts: dict[tuple[str, str], list[str]] = {}
+        self._loaded: dict[str, PluginInfo] = {}  # entry-point name -> info, of the plugins registered
+        self._resolved: dict[str, BaseSpec] = {}  # bases made on demand by the resolve_base hook
         self._pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self._pm.add_hookspecs(hookspecs)
         if entry_points is None:
@@ -122,6 +125,7 @@ class Registry:
                 info.errors.append(f"could not be registered: {exc}")
                 continue
             infos[ep.name] = info
+            self._loaded[ep.name] = info
             info.hooks = sorted(impl.name for impl in self._pm.get_hookcallers(module) or [])
         for kind, (spec_cls, hook_name, _flag) in KINDS.items():
             caller = getattr(self._pm.hook, hook_name)
@@ -151,7 +155,10 @@ class Registry:
         )
 
     def _registrar(
-        self, kind: str, spec_cls: type[BaseSpec] | type[HeadSpec] | type[AugmentationSpec], info: PluginInfo
+        self,
+        kind: str,
+        spec_cls: type[BaseSpec] | type[HeadSpec] | type[AugmentationSpec] | type[TrackerSpec],
+        info: PluginInfo,
     ):
         def register(spec: Any) -> None:
             if not isinstance(spec, spec_cls):
@@ -187,11 +194,19 @@ class Registry:
     def augmentations(self) -> dict[str, AugmentationSpec]:
         return self.specs["augmentation"]
 
+    @property
+    def trackers(self) -> dict[str, TrackerSpec]:
+        return self.specs["tracker"]
+
     def get(self, kind: str, name: str) -> Any:
         """The spec of ``kind`` called ``name``; a TlkitError with suggestions otherwise."""
         specs = self.specs[kind]
         if name in specs:
             return specs[name]
+        if kind == "base":
+            resolved = self._resolve_base(name)
+            if resolved is not None:
+                return resolved
         flag = KINDS[kind][2]
         list_cmd = "list-augmentations" if kind == "augmentation" else f"list-{kind}s"
         raise TlkitError(
@@ -207,12 +222,49 @@ class Registry:
     def augmentation(self, name: str) -> AugmentationSpec:
         return self.get("augmentation", name)
 
+    def tracker(self, name: str) -> TrackerSpec:
+        return self.get("tracker", name)
+
     def plugin(self, name: str) -> PluginInfo | None:
         return next((p for p in self.plugins if p.name == name), None)
 
     def find(self, name: str) -> list[tuple[str, Any]]:
-        """Every ``(kind, spec)`` registered under ``name``, in any kind."""
-        return [(kind, specs[name]) for kind, specs in self.specs.items() if name in specs]
+        """Every ``(kind, spec)`` registered under ``name``, in any kind (a base a plugin resolves too)."""
+        found = [(kind, specs[name]) for kind, specs in self.specs.items() if name in specs]
+        if name not in self.specs["base"]:
+            resolved = self._resolve_base(name)
+            if resolved is not None:
+                found.insert(0, ("base", resolved))
+        return found
+
+    def _resolve_base(self, name: str) -> BaseSpec | None:
+        """The base a plugin's ``resolve_base`` hook makes for ``name`` (the first one, kept), or None."""
+        if name in self._resolved:
+            return self._resolved[name]
+        # One by one (pluggy's order), so the spec is stamped with the plugin that made it.
+        for impl in self._pm.hook.resolve_base.get_hookimpls()[::-1]:
+            info = self._loaded[impl.plugin_name]
+            try:
+                spec = impl.function(name=name)
+            except TlkitError:
+                raise
+            except Exception as exc:  # a plugin bug: say whose, in one line
+                raise TlkitError(
+                    f"plugin {info.label} failed to resolve base {name!r}: {type(exc).__name__}: {exc}"
+                ) from exc
+            if spec is None:
+                continue
+            if not isinstance(spec, BaseSpec) or spec.name != name:
+                got = spec.name if isinstance(spec, BaseSpec) else type(spec).__name__
+                raise TlkitError(
+                    f"plugin {info.label}: resolve_base({name!r}) must return a tlkit.BaseSpec named "
+                    f"{name!r} or None, got {got!r}; report this to the plugin's author"
+                )
+            resolved = with_plugin(spec, info.name)
+            assert isinstance(resolved, BaseSpec)
+            self._resolved[name] = resolved
+            return resolved
+        return None
 
 
 _REGISTRY: Registry | None = None
@@ -227,7 +279,7 @@ def get_registry() -> Registry:
 
 
 def list_specs(kind: str) -> list[Any]:
-    """All registered specs of ``kind`` (``"base"``, ``"head"`` or ``"augmentation"``), by name."""
+    """All registered specs of ``kind`` (``"base"``, ``"head"``, ``"augmentation"`` or ``"tracker"``), by name."""
     if kind not in KINDS:
         raise TlkitError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     specs = get_registry().specs[kind]

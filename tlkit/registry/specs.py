@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -88,6 +90,16 @@ class BaseSpec:
     output, which is the last convolutional block of a headless
     ``keras.applications`` model.  Set it when the base ends in something else
     (a pooling, a projection) or a larger, earlier map explains better.
+
+    Weights that are not one file (a model hub's checkpoints): ``weight_folders``
+    says ``build`` reads a weights *folder* itself (``--weights DIR``);
+    ``weight_schemes`` lists the handle schemes it reads (``("kaggle", "hf")``
+    for ``--weights kaggle://…`` or ``hf://…``).  ``check_weights(weights)``, when
+    given, is called with every ``--weights`` value but ``imagenet`` and
+    ``none`` while the configuration is resolved (before any work; it must not
+    import TensorFlow) and raises :class:`TlkitError` when they do not fit the
+    base.  ``weights_source`` says where the pretrained (``imagenet``) weights
+    come from, e.g. a hub handle (``tlkit info`` shows it).
     """
 
     name: str
@@ -105,6 +117,10 @@ class BaseSpec:
     weight_file_suffixes: tuple[str, ...] = ()
     locate_weights: Callable[[], Any] | None = None
     explain_layer: str = ""
+    weight_folders: bool = False
+    weight_schemes: tuple[str, ...] = ()
+    check_weights: Callable[[str], None] | None = None
+    weights_source: str = ""
     plugin: str = ""
 
     def check_size(self, size: int, weights: str | None) -> None:
@@ -209,6 +225,45 @@ class AugmentationSpec:
         object.__setattr__(self, "params", _declared_params(self, f"augmentation {self.name!r}"))
 
 
+@dataclass(frozen=True)
+class TrackerSpec:
+    """An experiment tracker: where ``--track NAME`` reports a run, a study's trials and evaluations.
+
+    ``build(*, uri, register_model, **options)`` returns a :class:`tlkit.Tracker` (an observer of
+    the run's events); ``uri`` is ``--track-uri`` and ``register_model`` is ``--register-model``
+    (``""`` when not given).  It imports the tracker's library itself, so listing trackers stays
+    light.
+
+    ``requires`` names the module ``build`` imports (e.g. ``"mlflow"``); ``install`` is what to
+    ``pip install`` when it is missing (e.g. ``"tlkit[mlflow]"``).  A run asking for a tracker
+    whose module is not installed is refused before any work, with that command.
+    """
+
+    name: str
+    build: Callable[..., Any]
+    description: str
+    requires: str = ""
+    install: str = ""
+    plugin: str = ""
+
+    @property
+    def available(self) -> bool:
+        """True when ``requires`` is importable (checked without importing it)."""
+        if not self.requires:
+            return True
+        try:
+            return importlib.util.find_spec(self.requires) is not None
+        except (ImportError, ValueError):
+            return False
+
+    def check_available(self) -> None:
+        """A one-line TlkitError saying what to install when ``requires`` is missing."""
+        if not self.available:
+            raise TlkitError(
+                f'--track {self.name} needs {self.requires}: pip install "{self.install or self.requires}"'
+            )
+
+
 def _declared_params(spec: HeadSpec | AugmentationSpec, what: str) -> tuple[ParamSpec, ...]:
     """The spec's explicit ``params`` (which must be ParamSpec records), else those of its ``build`` signature."""
     if not spec.params:
@@ -222,7 +277,14 @@ def _declared_params(spec: HeadSpec | AugmentationSpec, what: str) -> tuple[Para
     return tuple(spec.params)
 
 
-Spec = BaseSpec | HeadSpec | AugmentationSpec
+Spec = BaseSpec | HeadSpec | AugmentationSpec | TrackerSpec
+
+
+def safe_name(name: str) -> str:
+    """``name`` with every run of characters other than ``A-Za-z0-9_.-`` replaced by ``_``: usable in a
+    file name and a Keras layer name (a base a plugin resolves, such as ``hub:kaggle://…``, holds ``:``
+    and ``/``).  Registered names come back unchanged."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def with_plugin(spec: Spec, plugin: str) -> Spec:
@@ -242,5 +304,7 @@ __all__ = [
     "param",
     "params_from_signature",
     "resolve_params",
+    "safe_name",
+    "TrackerSpec",
     "with_plugin",
 ]

@@ -39,6 +39,7 @@ from tlkit.io.tfenv import import_tensorflow
 from tlkit.model import builder
 from tlkit.observer import TrainingObserver
 from tlkit.registry.manager import get_registry
+from tlkit.tracking import runs as tracking
 from tlkit.training import prepare as prep
 from tlkit.training.distribute import make_distribution, precision_policy_kept, set_precision
 from tlkit.training.finish import FinishInputs, TrainResult, finish_run
@@ -222,35 +223,61 @@ class TrainingRun:
 
     # -- the whole run -------------------------------------------------------
     def execute(self) -> TrainResult:
-        """prepare → features → fit → finish, with the decoded pixels in a temporary folder."""
+        """prepare → features → fit → finish, with the decoded pixels in a temporary folder; reported
+        to the ``--track`` trackers (:mod:`tlkit.tracking`) once the run directory exists."""
+        stopped = (KeyboardInterrupt, TrainingInterrupted)  # the tracked run ends "killed", not "failed"
         with (
             tempfile.TemporaryDirectory(prefix="tlkit-pixels-") as workdir,
             sigterm_stops_training(),
             self._process_state(),
+            tracking.tracked(self.config, self.observer, interrupted=stopped) as tracks,
         ):
+            self.observer = tracks.observer  # the run's own observer, then the trackers
             try:
                 with self.timed("prepare"):
-                    try:
-                        self.prepare(workdir)
-                    except TlkitError:
-                        self._discard_unstarted_run_dir()
-                        raise
+                    self.prepare(workdir)
+                assert self.run_dir is not None and self.state is not None and self.distribution is not None
+                chief, data = self.distribution.is_chief, self.state.data
+                tracking.start_training(tracks, self.run_dir, self.config, data, resumed=self.resuming, chief=chief)
                 with self.timed("features"):
                     self.features()
                 with self.timed("fit"):
                     self.fit()
-                return self.finish()
+                try:
+                    result = self.finish()
+                except BaseException as exc:
+                    self._mark_failed(exc)
+                    raise
+                return tracking.finish_training(tracks, result, self.val_px.files if self.val_px else [])
             except KeyboardInterrupt as stop:
+                self._discard_unstarted_run_dir()
                 where = f"resume with: tlkit train --resume {self.run_dir}" if self.run_dir else "nothing was saved"
                 raise TrainingInterrupted.after(stop, f" before the first epoch finished; {where}") from None
+            except BaseException:
+                self._discard_unstarted_run_dir()
+                raise
 
     def _discard_unstarted_run_dir(self) -> None:
-        """Remove the run directory this (new) run made when it fails before training started
-        (e.g. unreadable images found while decoding): a run that fails to start leaves nothing."""
+        """Remove the run directory this (new) run made when it fails before its first checkpoint (a
+        decode, disk or memory failure, a signal, a bug): a run that never saved an epoch leaves
+        nothing that ``tlkit compare``/``report``/``--resume`` could take for a run."""
         if self.resuming or self.run_dir is None or self.run_dir.state_path.exists():
             return
         shutil.rmtree(self.run_dir.path, ignore_errors=True)
         self.run_dir = None
+
+    def _mark_failed(self, exc: BaseException) -> None:
+        """A run that trained but could not finish (a full disk while saving model.keras, a signal):
+        its state says ``failed`` and why, so no command takes it for a finished run; ``--resume``
+        finishes it from the last checkpoint."""
+        if self.run_dir is None or self._worker_dir is not None:
+            return
+        try:
+            state = self.run_dir.read_state() or {}
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self.run_dir.write_state({**state, "status": "failed", "error": f"{type(exc).__name__}: {reason}"})
+        except (OSError, TlkitError):  # the disk that failed the finish may fail this too: the state stays "running"
+            pass
 
     @contextmanager
     def _process_state(self) -> Iterator[None]:
@@ -280,6 +307,7 @@ class TrainingRun:
         prep.check_scan(scan, config)
         self.scan, self.classes = scan, list(scan.classes)
         prep.report_scan(scan, observer)
+        prep.check_inputs(scan, config)
         prep.preflight_pixels(scan, config, workdir, resuming=self.resuming)
         import_tensorflow()
         # The model is built before the run directory exists: a weights file that cannot be read
@@ -287,12 +315,13 @@ class TrainingRun:
         with self.timed("build_model"):
             self._build_model()
         assert self.parts is not None and self.plan is not None
+        prep.check_fine_tuning(self.parts, config, self.base.name)
         prep.preflight_disk(
             scan, config, self.parts, self.plan, on_features=self.route == "features", resuming=self.resuming
         )
-        if self.writes_run_dir:
+        if self.writes_run_dir and self.resuming:  # a resumed run's classes are checked before decoding
             self._open_run_dir()
-            self.observer.message(f"Run directory: {self.run_dir}" + (" (resuming)" if self.resuming else ""))
+            self.observer.message(f"Run directory: {self.run_dir} (resuming)")
         # Not decoded yet: a run whose features are all cached never decodes an image.
         self.train_px, self.val_px = (
             datamod.DecodedSplit(None, split.labels, list(split.files), []) for split in (scan.train, scan.val)
@@ -318,6 +347,10 @@ class TrainingRun:
             )
         if self.warns_of_shared_copies:
             prep.warn_shared_copies(copies, config, observer)
+        if self.writes_run_dir and not self.resuming:
+            # Last: everything above may refuse or fail (decoding included) and a new run leaves nothing.
+            self._open_run_dir()
+            self.observer.message(f"Run directory: {self.run_dir}")
         self.state = prep.initial_state(self._saved_state, fingerprints, self.plan.weights_fp, self.run_dir)
         self.class_weight = prep.class_balance(self.classes, self.train_px, self.val_px, config, observer)
 

@@ -31,6 +31,7 @@ from tlkit.config.resolve import resolve_config
 from tlkit.errors import TlkitError
 from tlkit.io.files import write_json
 from tlkit.observer import TrainingObserver
+from tlkit.tracking.runs import finish_study, start_study, tracked
 from tlkit.training.stages import sigterm_stops_training
 from tlkit.tuning.result import TrialRecord, TuneResult
 from tlkit.tuning.space import Dimension, config_for, parse_search, sample, space_from_table
@@ -204,6 +205,7 @@ def tune(
         space = parse_search(saved["space"], config)
         name, url, holdout = saved["study"], saved["storage"], float(saved.get("holdout", holdout))
         storage = url if saved.get("shared") else None
+        tracked_before = dict(saved.get("tracking") or {})  # the trackers' parent runs, continued
     else:
         config = resolve_config(config, **options)
         if config.multi_label:
@@ -217,6 +219,7 @@ def tune(
         if storage is not None:
             check_storage(storage)
         name = study or f"{config.base}-{config.head}"
+        tracked_before = {}
         folder = _new_folder(target, name)
         url = storage or f"sqlite:///{folder / STUDY_DB}"
         write_json(
@@ -231,92 +234,105 @@ def tune(
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         )
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    started = time.perf_counter()
-    opened = make_storage(url)
-    existing = 0
-    try:
-        existing = len(optuna.load_study(study_name=name, storage=opened).trials)
-    except KeyError:
-        pass
-    if resume is not None and storage is None:  # the folder's own storage: its earlier process is gone
-        _fail_running(opened, name)
-    # Seeded from --seed; a resumed or shared study draws on from where the storage is, not anew.
-    seed = config.seed + existing + (os.getpid() if storage is not None else 0)
-    the_study = optuna.create_study(
-        study_name=name,
-        storage=opened,
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed % 2**32),
-        pruner=make_pruner(pruner, config.epochs),
-    )
-    if existing == 0:
-        _try_every_base_first(the_study, space)
-    result = TuneResult(study_name=name, storage=url, config=config, space=[d.text for d in space], folder=folder)
-    result.objective = f"accuracy on a {holdout:.0%} hold-out of train (stratified, seed {config.seed}), best epoch"
-    cache: dict[tuple[Any, ...], StudyFeatures] = {}
-
-    def features_of(trial_config: TrainConfig) -> StudyFeatures:
-        key = feature_key(trial_config)
-        if key not in cache:
-            observer.message(f"Features: {trial_config.base} at {trial_config.image_size} px, once for the study")
-            cache[key] = compute_features(trial_config, observer)
-            result.features[f"{trial_config.base}-{trial_config.image_size}"] = cache[key].summary
-        return cache[key]
-
-    def objective(trial: Any) -> float:
-        if _surplus(the_study, trial.number, trials):
-            trial.set_user_attr("surplus", True)
-            the_study.stop()
-            raise _Surplus
-        params = sample(trial, space, config.head)
-        trial_config = config_for(config, params)
-
-        def report(value: float, epoch: int) -> None:
-            trial.report(value, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-
-        return max(run_trial(trial_config, features_of(trial_config), holdout=holdout, report=report))
-
-    def finished(done_study: Any, frozen: Any) -> None:
-        if frozen.user_attrs.get("surplus"):
-            return
-        observer.trial_finished(_record(frozen), _best(_records(done_study)))
-
-    limit = optuna.study.MaxTrialsCallback(
-        trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    )
-    interrupted = False
-    with sigterm_stops_training():  # SIGTERM is a KeyboardInterrupt: the running trial fails, the rest stays
+    # The trackers of --track (docs/tracking.md): the study is a parent run, each trial a nested one.
+    with tracked(config, observer, doing="the study") as tracks:
+        observer = tracks.observer
+        start_study(
+            tracks,
+            folder,
+            config,
+            [d.text for d in space],
+            resumed=resume is not None,
+            saved=tracked_before,
+            save=lambda states: write_json(folder / STUDY_JSON, {**_read_study(folder), "tracking": states}),
+        )
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        started = time.perf_counter()
+        opened = make_storage(url)
+        existing = 0
         try:
-            if _finished_count(the_study) < trials:
-                the_study.optimize(
-                    objective,
-                    n_trials=trials,
-                    timeout=timeout,
-                    catch=(_Surplus, TlkitError),
-                    callbacks=[limit, finished],
-                    gc_after_trial=False,
-                )
-        except KeyboardInterrupt:
-            interrupted = True
-            result.notes.append("interrupted: the finished trials are in the storage; resume with --resume")
-    result.timings["trials"] = round(time.perf_counter() - started, 3)
-    result.trials = _records(the_study)
-    result.best = _best(result.trials)
-    if result.best is not None and not interrupted:
-        result.best_config = config_for(config, result.best.params)
-        with sigterm_stops_training():
-            scored = time.perf_counter()
-            result.best_val_accuracy = score_on_val(result.best_config, features_of(result.best_config))
-            result.default_val_accuracy = score_on_val(config, features_of(config))
-            result.timings["val"] = round(time.perf_counter() - scored, 3)
-    elif result.best is not None:
-        result.best_config = config_for(config, result.best.params)
-    result.timings["total"] = round(time.perf_counter() - started, 3)
-    _write_outputs(result, the_study, observer)
+            existing = len(optuna.load_study(study_name=name, storage=opened).trials)
+        except KeyError:
+            pass
+        if resume is not None and storage is None:  # the folder's own storage: its earlier process is gone
+            _fail_running(opened, name)
+        # Seeded from --seed; a resumed or shared study draws on from where the storage is, not anew.
+        seed = config.seed + existing + (os.getpid() if storage is not None else 0)
+        the_study = optuna.create_study(
+            study_name=name,
+            storage=opened,
+            load_if_exists=True,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed % 2**32),
+            pruner=make_pruner(pruner, config.epochs),
+        )
+        if existing == 0:
+            _try_every_base_first(the_study, space)
+        result = TuneResult(study_name=name, storage=url, config=config, space=[d.text for d in space], folder=folder)
+        result.objective = f"accuracy on a {holdout:.0%} hold-out of train (stratified, seed {config.seed}), best epoch"
+        cache: dict[tuple[Any, ...], StudyFeatures] = {}
+
+        def features_of(trial_config: TrainConfig) -> StudyFeatures:
+            key = feature_key(trial_config)
+            if key not in cache:
+                observer.message(f"Features: {trial_config.base} at {trial_config.image_size} px, once for the study")
+                cache[key] = compute_features(trial_config, observer)
+                result.features[f"{trial_config.base}-{trial_config.image_size}"] = cache[key].summary
+            return cache[key]
+
+        def objective(trial: Any) -> float:
+            if _surplus(the_study, trial.number, trials):
+                trial.set_user_attr("surplus", True)
+                the_study.stop()
+                raise _Surplus
+            params = sample(trial, space, config.head)
+            trial_config = config_for(config, params)
+
+            def report(value: float, epoch: int) -> None:
+                trial.report(value, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+            return max(run_trial(trial_config, features_of(trial_config), holdout=holdout, report=report))
+
+        def finished(done_study: Any, frozen: Any) -> None:
+            if frozen.user_attrs.get("surplus"):
+                return
+            observer.trial_finished(_record(frozen), _best(_records(done_study)))
+
+        limit = optuna.study.MaxTrialsCallback(
+            trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        )
+        interrupted = False
+        with sigterm_stops_training():  # SIGTERM is a KeyboardInterrupt: the running trial fails, the rest stays
+            try:
+                if _finished_count(the_study) < trials:
+                    the_study.optimize(
+                        objective,
+                        n_trials=trials,
+                        timeout=timeout,
+                        catch=(_Surplus, TlkitError),
+                        callbacks=[limit, finished],
+                        gc_after_trial=False,
+                    )
+            except KeyboardInterrupt:
+                interrupted = True
+                result.notes.append("interrupted: the finished trials are in the storage; resume with --resume")
+        result.timings["trials"] = round(time.perf_counter() - started, 3)
+        result.trials = _records(the_study)
+        result.best = _best(result.trials)
+        if result.best is not None and not interrupted:
+            result.best_config = config_for(config, result.best.params)
+            with sigterm_stops_training():
+                scored = time.perf_counter()
+                result.best_val_accuracy = score_on_val(result.best_config, features_of(result.best_config))
+                result.default_val_accuracy = score_on_val(config, features_of(config))
+                result.timings["val"] = round(time.perf_counter() - scored, 3)
+        elif result.best is not None:
+            result.best_config = config_for(config, result.best.params)
+        result.timings["total"] = round(time.perf_counter() - started, 3)
+        _write_outputs(result, the_study, observer)
+        finish_study(tracks, result, interrupted)
     return result
 
 
