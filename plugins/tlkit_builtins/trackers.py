@@ -5,9 +5,9 @@ What one run records (docs/tracking.md): the resolved configuration as parameter
 global epoch, a ``tlkit.stage.<stage>`` tag holding each stage's epochs (``"1-3"``), tags for
 the base, head, data fingerprint, run directory and tlkit version, the run directory's files
 (``config.toml``, ``classes.json``, ``history.csv``, ``metrics.json``, ``report.html``,
-``plots/``) and the model in MLflow's Keras flavour, with a signature (float32 raw 0–255 pixels
-``(-1, size, size, 3)`` → class probabilities) and an input example, so ``mlflow.pyfunc`` and
-``mlflow models predict`` work on raw images.  ``--register-model NAME`` registers it.
+``plots/``) and the model in MLflow's TensorFlow flavour (the ``.keras`` file inside), with a
+signature (float32 raw 0–255 pixels ``(-1, size, size, 3)`` → class probabilities) and an input
+example, so ``mlflow.pyfunc`` and ``mlflow models predict`` work on raw images.  ``--register-model NAME`` registers it.
 
 The tracking URI is ``--track-uri``, else ``MLFLOW_TRACKING_URI``, else MLflow's default
 (``sqlite:///mlflow.db`` in the current folder, which ``mlflow ui`` there finds); the experiment is
@@ -53,7 +53,7 @@ def register_trackers(register):
         tlkit.TrackerSpec(
             "mlflow",
             build_mlflow,
-            "MLflow: parameters, per-epoch metrics, files and the model (Keras flavour, with a "
+            "MLflow: parameters, per-epoch metrics, files and the model (TensorFlow flavour, with a "
             "signature) in an MLflow run; --track-uri, --register-model",
             requires="mlflow",
             install="tlkit[mlflow]",
