@@ -39,3 +39,18 @@ def test_evaluate_names_the_files_it_could_not_read(calibrated_run, unreadable, 
     result = invoke_tlkit("evaluate", run_dir, "--data", unreadable, "--output", tmp_path / "eval")
     assert result.returncode != 0 and "none of the 7 images" in result.stderr, result.stderr
     _named(result.stderr.split("Error:", 1)[1], unreadable, 5)
+
+
+def test_export_names_the_calibration_files_it_could_not_read(calibrated_run, tmp_path):
+    _, run_dir = calibrated_run
+    data = tmp_path / "broken"
+    for split in ("train", "val"):
+        for k, name in enumerate(("cat", "dog", "fox") * 3):
+            (data / split / name).mkdir(parents=True, exist_ok=True)
+            (data / split / name / f"img{k}.png").write_text("not a picture")
+    result = invoke_tlkit(
+        "export", run_dir, "--format", "tflite", "--quantize", "int8", "--data", data, "--output", tmp_path / "x"
+    )
+    assert result.returncode != 0 and "none of the 9 training images" in result.stderr, result.stderr
+    listed = [line for line in result.stderr.splitlines() if line.strip().startswith(str(data / "train"))]
+    assert len(listed) == 5 and "and 4 more" in result.stderr and not (tmp_path / "x").exists()

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.data import folders as datamod
+from tlkit.data.decode import none_readable_message
 from tlkit.data.labels_csv import scan_for_config
 from tlkit.data.mixing import batch_mixing_names
 from tlkit.errors import TlkitError
@@ -243,9 +244,14 @@ def export(
     if quantize == "int8":
         step(f"decoding up to {calibration_images} training images for int8 calibration")
         cal_files, _ = _subset(scan.train.files, scan.train.labels, calibration_images, int(config.get("seed", 0)))
-        calibration_pixels = _decode_some(cal_files, size)
+        unreadable: list[dict[str, str]] = []
+        calibration_pixels = _decode_some(cal_files, size, unreadable)
         if len(calibration_pixels) == 0:
-            raise TlkitError(f"none of the training images of {data_root} could be read for int8 calibration")
+            raise TlkitError(
+                none_readable_message(
+                    unreadable, len(cal_files), f"training images of {data_root}", "int8 needs them for calibration"
+                )
+            )
         calibration = {
             "images": len(calibration_pixels),
             "requested": calibration_images,
@@ -385,9 +391,15 @@ def _subset(files: Sequence[Path], labels: np.ndarray, limit: int | None, seed: 
     return [files[i] for i in chosen], labels[chosen]
 
 
-def _decode_some(files: Sequence[Path], size: int) -> np.ndarray:
-    """The readable ones of ``files`` as a float32 ``(n, size, size, 3)`` array (unreadable ones skipped)."""
-    pixels = [p for _, p, _ in decode_stream(list(files), size) if p is not None]
+def _decode_some(files: Sequence[Path], size: int, unreadable: list[dict[str, str]] | None = None) -> np.ndarray:
+    """The readable ones of ``files`` as a float32 ``(n, size, size, 3)`` array; unreadable ones are
+    skipped (and recorded in ``unreadable`` as ``{"path", "reason"}``)."""
+    pixels = []
+    for path, decoded, error in decode_stream(list(files), size):
+        if decoded is not None:
+            pixels.append(decoded)
+        elif unreadable is not None:
+            unreadable.append({"path": str(path), "reason": error or "unreadable"})
     if not pixels:
         return np.zeros((0, size, size, 3), dtype=np.float32)
     return np.stack(pixels).astype(np.float32)
@@ -411,7 +423,7 @@ def _measure_parity(
         kept.extend(indices)
     skipped = len(unreadable)
     if not kept:
-        raise TlkitError(f"none of the {len(files)} validation images could be read; parity cannot be checked")
+        raise TlkitError(none_readable_message(unreadable, len(files), "validation images", "parity cannot be checked"))
     want, got = np.concatenate(want_parts), np.concatenate(got_parts)
     if got.shape != want.shape:
         raise TlkitError(
