@@ -96,3 +96,16 @@ def test_an_entry_without_a_seal_is_checked_fully(store):
     assert store.lookup("big") is not None
     _flip(store.data_path("big"), _unsampled_offset(store.data_path("big").stat().st_size), keep_mtime=True)
     assert store.lookup("big") is None
+
+
+def test_a_copy_with_new_mtimes_is_checked_whole_once_then_quickly(store, monkeypatch):
+    data = store.data_path("big")
+    stat = data.stat()
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as `cp -r` leaves it
+    calls = []
+    whole = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda path: calls.append(path) or whole(path))
+    assert store.lookup("big") is not None and len(calls) == 1
+    assert store.lookup("big") is not None and len(calls) == 1, "the copy should be quick after one whole check"
+    _flip(data, 5, keep_mtime=False)  # an edit after that moves the mtime again
+    assert store.lookup("big") is None

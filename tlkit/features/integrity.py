@@ -8,7 +8,9 @@ edit (which moves the mtime) and damage inside a sampled chunk are caught in mil
 :func:`full_ok` rereads everything and is what ``tlkit cache verify`` runs.
 
 The first hit after a reboot checks fully, once: a machine that crashed may have lost writes
-the entry's mtime does not show.  The entry's ``verified-<boot id>`` stamp records that.
+the entry's mtime does not show.  The entry's ``verified-<boot id>`` stamp records that.  So does
+the first hit on a cache copied without its mtimes (``cp -r``): ``verified-mtime-<ns>`` records
+that the file with that new mtime was checked whole, and later hits are quick again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ SAMPLE_CHUNKS = 32  # chunks hashed on a hit: ~2 MB read, a few ms, however larg
 CHUNK = 1 << 16
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 _STAMP = "verified-"  # + boot id: this entry was fully verified since that boot
+_MOVED = "verified-mtime-"  # + mtime (ns): the features file, copied with a new mtime, was fully verified
 
 
 def boot_id() -> str:
@@ -67,20 +70,30 @@ def quick_ok(path: Path, meta: dict[str, Any]) -> bool:
     if not meta.get("sha256"):
         return False  # an entry from before checksums: never trusted
     stat = path.stat()
-    sealed = meta.get("sample_sha256") and meta.get("data_mtime_ns") == stat.st_mtime_ns
+    moved = path.parent / f"{_MOVED}{stat.st_mtime_ns}"  # a copy's new mtime, once fully verified
+    sealed = meta.get("sample_sha256") and (meta.get("data_mtime_ns") == stat.st_mtime_ns or moved.exists())
     if not sealed:
-        return full_ok(path, meta)
+        if not full_ok(path, meta):
+            return False
+        if meta.get("sample_sha256"):
+            _touch(moved)  # copied without its mtime (`cp -r`): whole once, then quick again
+        return True
     if sample_sha256(path, stat.st_size) != meta["sample_sha256"]:
         return False
     booted = boot_id()
     if booted and booted != meta.get("boot_id") and not (path.parent / f"{_STAMP}{booted}").exists():
         if not full_ok(path, meta):
             return False
-        try:
-            (path.parent / f"{_STAMP}{booted}").touch()
-        except OSError:  # a read-only cache: verified again next time, still correct
-            pass
+        _touch(path.parent / f"{_STAMP}{booted}")
     return True
+
+
+def _touch(stamp: Path) -> None:
+    """Leave ``stamp`` (a read-only cache keeps none: it is verified in full again next time, still correct)."""
+    try:
+        stamp.touch()
+    except OSError:
+        pass
 
 
 def full_ok(path: Path, meta: dict[str, Any]) -> bool:
