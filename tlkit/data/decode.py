@@ -313,11 +313,8 @@ def none_readable_message(skipped: Sequence[Mapping[str, str]], total: int, what
     ``skipped`` holds ``{"path": ..., "reason": ...}`` records (what :func:`tlkit.inference.prediction.decoded_batches`
     collects).
     """
-    lines = [f"none of the {total} {what} could be read; {consequence}:"]
-    lines += [f"  {item['path']}: {item['reason']}" for item in skipped[:_MAX_LISTED_NONE]]
-    if len(skipped) > _MAX_LISTED_NONE:
-        lines.append(f"  … and {len(skipped) - _MAX_LISTED_NONE} more")
-    return "\n".join(lines)
+    first = f"none of the {total} {what} could be read; {consequence}:"
+    return _listing(first, [(item["path"], item["reason"]) for item in skipped], _MAX_LISTED_NONE)
 
 
 def bad_images_message(bad: list[tuple[Path, str]], total: int, name: str, skipping: bool) -> str:
@@ -329,7 +326,12 @@ def bad_images_message(bad: list[tuple[Path, str]], total: int, name: str, skipp
             f"{len(bad)} image(s) in {name} could not be read; fix or remove them, "
             "or pass --skip-bad-images to skip them:"
         )
-    lines = [first] + [f"  {path}: {reason}" for path, reason in bad[:_MAX_LISTED_BAD]]
-    if len(bad) > _MAX_LISTED_BAD:
-        lines.append(f"  … and {len(bad) - _MAX_LISTED_BAD} more")
+    return _listing(first, bad, _MAX_LISTED_BAD)
+
+
+def _listing(first: str, bad: Sequence[tuple[str | Path, str]], limit: int) -> str:
+    """``first``, then ``  path: reason`` for the first ``limit`` files and "… and N more"."""
+    lines = [first] + [f"  {path}: {reason}" for path, reason in bad[:limit]]
+    if len(bad) > limit:
+        lines.append(f"  … and {len(bad) - limit} more")
     return "\n".join(lines)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.config.options import ENGINES
-from tlkit.errors import TlkitError
+from tlkit.errors import TlkitError, first_line
 from tlkit.features.onnx_export import export_onnx
 
 
@@ -110,14 +110,8 @@ def make_engine(feature_model: Any, choice: str, onnx_path: Path, sample: np.nda
         onnx_path.unlink(missing_ok=True)
         if choice == "onnxruntime":
             raise TlkitError(f"ONNX export or check failed ({exc}); use --engine tensorflow") from exc
-        return TensorFlowEngine(feature_model), f"TensorFlow (ONNX export failed: {_short(exc)})"
+        return TensorFlowEngine(feature_model), f"TensorFlow (ONNX export failed: {first_line(exc, 240)})"
     return engine, "ONNX Runtime" + (" (--engine onnxruntime)" if choice == "onnxruntime" else "")
-
-
-def _short(exc: BaseException, limit: int = 240) -> str:
-    """The first line of ``exc``, cut to ``limit`` characters (ONNX Runtime's errors quote whole nodes)."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 __all__ = [

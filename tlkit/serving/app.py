@@ -38,6 +38,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from tlkit.errors import first_line
 from tlkit.serving import schemas
 from tlkit.serving.batcher import Busy, MicroBatcher
 from tlkit.serving.model import ServedModel
@@ -57,11 +58,6 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
         503: "Too many images are waiting for the model (--max-queue): retry shortly.",
     }.items()
 }
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 def create_app(served: ServedModel, options: ServeOptions | None = None) -> FastAPI:
@@ -119,7 +115,7 @@ def create_app(served: ServedModel, options: ServeOptions | None = None) -> Fast
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {_first_line(exc)}", "file": None}, 500)
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {first_line(exc)}", "file": None}, 500)
 
     # ------------------------------------------------------------------ reading and running
 
@@ -194,7 +190,7 @@ def create_app(served: ServedModel, options: ServeOptions | None = None) -> Fast
             except Busy as exc:
                 raise UploadError(503, str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - a model failure is this request's 500, not the server's end
-                raise UploadError(500, f"the model failed: {_first_line(exc)}") from None
+                raise UploadError(500, f"the model failed: {first_line(exc)}") from None
         k = top_k or options.top_k
         answers = [served.answer(u.name, row, k).as_dict() for u, row in zip(uploads, probs)]
         return JSONResponse({"predictions": answers})
@@ -225,7 +221,7 @@ def create_app(served: ServedModel, options: ServeOptions | None = None) -> Fast
                 for i, u in enumerate(uploads)
             ]
         except Exception as exc:  # noqa: BLE001 - as /predict
-            raise UploadError(500, f"Grad-CAM failed: {_first_line(exc)}") from None
+            raise UploadError(500, f"Grad-CAM failed: {first_line(exc)}") from None
         return JSONResponse({"explanations": found})
 
     return app

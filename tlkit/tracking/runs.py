@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tlkit.data.decode import BadImageError, load_image
-from tlkit.errors import TlkitError
+from tlkit.errors import TlkitError, one_line
 from tlkit.io.rundir import RunDir
 from tlkit.observer import TrainingObserver
-from tlkit.tracking.session import TrackingSession, one_line
+from tlkit.tracking.session import TrackingSession
 from tlkit.tracking.tracker import FAILED, FINISHED, KILLED, TrackedRun
 from tlkit.version import __version__
 

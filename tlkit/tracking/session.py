@@ -15,17 +15,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from tlkit.errors import TlkitError
+from tlkit.errors import TlkitError, one_line
 from tlkit.observer import TrainingObserver
 from tlkit.registry.manager import get_registry
 from tlkit.tracking.tracker import TrackedRun, Tracker
-
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """``Type: first line of the message``, at most ``limit`` characters."""
-    text = (str(exc).strip().splitlines() or [""])[0]
-    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 class TrackingSession:
@@ -220,4 +213,4 @@ class _FanOut(TrainingObserver):
         self._both("trial_finished", trial, best)
 
 
-__all__ = ["TrackingSession", "one_line"]
+__all__ = ["TrackingSession"]

@@ -30,7 +30,7 @@ from tlkit.data import decode as datamod
 from tlkit.data.labels_csv import csv_fingerprint, scan_for_config
 from tlkit.data.mixing import batch_mixing_names, class_weight_vector
 from tlkit.data.pipelines import make_dataset
-from tlkit.errors import TlkitError
+from tlkit.errors import TlkitError, one_line
 from tlkit.features.dataset import make_feature_dataset
 from tlkit.features.fingerprint import shared_copies, weights_fingerprint
 from tlkit.features.plan import FeaturePlan, RunFeatures, lookup_features, run_features
@@ -274,8 +274,7 @@ class TrainingRun:
             return
         try:
             state = self.run_dir.read_state() or {}
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            self.run_dir.write_state({**state, "status": "failed", "error": f"{type(exc).__name__}: {reason}"})
+            self.run_dir.write_state({**state, "status": "failed", "error": one_line(exc)})
         except (OSError, TlkitError):  # the disk that failed the finish may fail this too: the state stays "running"
             pass
 

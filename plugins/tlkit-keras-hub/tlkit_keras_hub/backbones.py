@@ -28,6 +28,7 @@ from typing import Any
 
 from tlkit import TlkitError
 from tlkit.bases import TF, TORCH
+from tlkit.errors import first_line
 from tlkit_keras_hub import presets
 from tlkit_keras_hub.catalog import Curated
 
@@ -36,12 +37,6 @@ def _keras_hub():
     import keras_hub  # lazy: KerasHub imports TensorFlow and Keras; only building a base needs it
 
     return keras_hub
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if len(line) <= 200 else line[:197] + "..."
 
 
 # -- loading ---------------------------------------------------------------------------------------
@@ -152,7 +147,7 @@ def _from_preset(
     except TlkitError:
         raise
     except Exception as exc:  # KerasHub raises ValueError, FileNotFoundError, ImportError, requests' errors...
-        raise TlkitError(f"KerasHub could not load {where} for base {base!r}: {_first_line(exc)}") from exc
+        raise TlkitError(f"KerasHub could not load {where} for base {base!r}: {first_line(exc, 200)}") from exc
 
 
 def download(
@@ -175,7 +170,7 @@ def download(
         backbone = cls.from_preset(handle, **repair)
     except Exception as exc:  # network, authentication (gated models), a handle of another class...
         raise TlkitError(
-            f"could not download KerasHub preset {handle} for base {base!r}: {_first_line(exc)}; on a machine "
+            f"could not download KerasHub preset {handle} for base {base!r}: {first_line(exc, 200)}; on a machine "
             f"with internet run `tlkit weights download {base} --to BUNDLE`, then here `tlkit weights import BUNDLE`"
         ) from exc
     with tempfile.TemporaryDirectory(prefix="tlkit-keras-hub-") as tmp:
