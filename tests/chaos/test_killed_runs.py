@@ -134,7 +134,8 @@ def _staged(export: Path) -> Path | None:
 @pytest.mark.chaos
 def test_an_export_killed_while_publishing_leaves_no_half_export(calibrated_run, tmp_path, spawn):
     """SIGKILL once the staging folder holds the artefact and export.json (README and the rename to
-    come): no ``export/onnx`` appears, and the next export takes that name and works."""
+    come): no ``export/onnx`` appears, and the next export takes that name, works, and removes the
+    dead export's staging folder."""
     data, source = calibrated_run
     run = tmp_path / source.name
     shutil.copytree(source, run, ignore=shutil.ignore_patterns("export"))  # the shared run stays untouched
@@ -157,9 +158,15 @@ def test_an_export_killed_while_publishing_leaves_no_half_export(calibrated_run,
     half = invoke_tlkit("predict", export / "onnx", data / "val")
     assert half.returncode == 1 and "does not exist" in half.stderr
 
+    # No process holds the dead writer's staging folder: the next export of that name removes it, once
+    # nothing in it changed for ten minutes (a guard for file systems without working locks).
+    hour_ago = time.time() - 3600
+    for path in [*leftovers[0].rglob("*"), leftovers[0]]:
+        os.utime(path, (hour_ago, hour_ago))
     again = invoke_tlkit("export", run, "--format", "onnx", "--parity-images", "6")
     assert again.returncode == 0, again.stderr
     assert (export / "onnx" / "export.json").is_file()  # the leftover took no name (docs/export.md's rules)
+    assert not [p.name for p in export.iterdir() if p.name.startswith(".")]  # and it is gone
     predicted = invoke_tlkit("predict", export / "onnx", data / "val", "--json")
     assert predicted.returncode == 0, predicted.stderr
     rows = [json.loads(line) for line in predicted.stdout.splitlines() if line.strip()]

@@ -272,6 +272,13 @@ def test_mobilenet_v2_to_tflite_int8(mobile):
     data, run = mobile
     result = export(run, "tflite", quantize="int8", calibration_images=10, force=True)
     _check_export(result, run, data, "tflite", "int8", calibration=10)
+    # A failed 8-bit check also measures how steady model.keras is under ±1 / ±2 grey levels of noise.
+    parity = result.parity
+    if not parity["passed"]:
+        steady = parity["stability"]
+        assert steady["images"] == parity["images"] and steady["noise_grey_levels"] == [1, 2]
+        assert all(0.0 <= a <= 1.0 for a in steady["self_agreement"])
+        assert json.loads((result.path / "export.json").read_text())["parity"]["stability"] == steady
 
 
 def test_cli_mobilenet_v2_savedmodel_then_predict_and_evaluate_the_export(mobile, cli):
@@ -502,6 +509,9 @@ def test_a_failed_int8_parity_check_says_what_to_use_instead(fast, monkeypatch):
         export(run, "tflite", quantize="int8", calibration_images=12)
     message = str(caught.value)
     assert message.startswith("parity check failed for tflite int8: ") and "\n" not in message
+    assert re.search(
+        r"; pixel noise of ±1 / ±2 grey levels alone changes [\d.]+ % / [\d.]+ % of model.keras's", message
+    )
     assert message.endswith(
         "or use --quantize dynamic (8-bit weights, float activations: the same size; docs/export.md, 'When int8 fails')"
     )

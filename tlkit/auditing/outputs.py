@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +49,7 @@ from typing import Any
 from tlkit.auditing.report import audit_html
 from tlkit.auditing.result import AuditResult, DuplicateGroup, LabelIssue
 from tlkit.errors import TlkitError
-from tlkit.io.files import publish_folder, write_json, write_text
+from tlkit.io.files import publish_folder, staging_folder, write_json, write_text
 from tlkit.io.rundir import RunDir
 
 __all__ = [
@@ -405,21 +403,19 @@ def write_audit_folder(
         raise TlkitError(taken)
     made_parent = not target.parent.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     final: Path | None = None
     try:
-        write_json(tmp / AUDIT_JSON, result.as_json())
-        _write_csv(tmp / ISSUES_CSV, ISSUE_COLUMNS, issue_rows(result))
-        rows, summary = cleaned_rows(result, relabel=relabel, relabel_threshold=relabel_threshold)
-        result.cleaned = summary.as_dict()
-        _write_csv(tmp / CLEANED_CSV, CLEANED_COLUMNS, rows)
-        write_text(tmp / REPORT_HTML, audit_html(result))
-        final = publish_folder(tmp, target, numbered=not explicit, taken=taken)
-        result.folder = final
-        return final
+        with staging_folder(target) as tmp:
+            write_json(tmp / AUDIT_JSON, result.as_json())
+            _write_csv(tmp / ISSUES_CSV, ISSUE_COLUMNS, issue_rows(result))
+            rows, summary = cleaned_rows(result, relabel=relabel, relabel_threshold=relabel_threshold)
+            result.cleaned = summary.as_dict()
+            _write_csv(tmp / CLEANED_CSV, CLEANED_COLUMNS, rows)
+            write_text(tmp / REPORT_HTML, audit_html(result))
+            final = publish_folder(tmp, target, numbered=not explicit, taken=taken)
+            result.folder = final
+            return final
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
         if final is None and made_parent:
             with contextlib.suppress(OSError):
                 target.parent.rmdir()  # only when empty: a failed first audit leaves nothing

@@ -27,8 +27,7 @@ TensorFlow is imported only when a model is run.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from tlkit.errors import TlkitError
 from tlkit.evaluation.evaluate import thumbnail
 from tlkit.evaluation.figures import heatmap_overlay
 from tlkit.inference.prediction import decoded_batches, open_model, resolve_paths
-from tlkit.io.files import publish_folder, write_json
+from tlkit.io.files import publish_folder, staging_folder, write_json
 from tlkit.model.builder import base_layer
 from tlkit.registry.manager import get_registry
 from tlkit.suggest import closest
@@ -371,11 +370,11 @@ def explain(
         class_name=class_name,
         notes=notes,
     )
-    staging = None
-    if target is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with contextlib.ExitStack() as stack:
+        staging = None
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = stack.enter_context(staging_folder(target))
         used: set[str] = set()
         for positions, pixels in decoded_batches(paths, source.image_size, batch_size, skipped=result.skipped):
             heatmaps, probs, targets = cam(pixels, index)
@@ -413,11 +412,7 @@ def explain(
         if staging is not None and target is not None:
             write_json(staging / INDEX, result.as_dict())
             _publish(staging, target)
-            staging = None
             result.output = target
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
     return result
 
 

@@ -105,6 +105,23 @@ def building_folder(parent: Path, prefix: str) -> Iterator[Path]:
             os.close(held)
 
 
+#: A staging folder nobody holds and in which nothing changed for this long is a dead writer's.
+ABANDONED_AFTER_S = 600.0
+
+
+@contextmanager
+def staging_folder(target: Path) -> Iterator[Path]:
+    """A hidden folder ``.<name>.tmp-*`` next to ``target`` to build it in, for :func:`publish_folder`.
+
+    It is a :func:`building_folder` (removed on exit unless renamed into place); first, what a
+    killed writer of the same name left there is removed (:func:`remove_abandoned`).
+    """
+    prefix = f".{target.name}.tmp-"
+    remove_abandoned(target.parent, prefix, idle=ABANDONED_AFTER_S)
+    with building_folder(target.parent, prefix) as tmp:
+        yield tmp
+
+
 def remove_abandoned(parent: Path, prefix: str, *, idle: float = 0.0) -> int:
     """Delete the folders ``parent/<prefix>*`` that no living process holds (see :func:`building_folder`)
     and in which nothing changed for ``idle`` seconds: what a killed or crashed writer left.
