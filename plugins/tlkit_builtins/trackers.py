@@ -25,6 +25,7 @@ import logging
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import tlkit
+from tlkit.io.urls import mask_password
 from tlkit.tracking.tracker import flat_params
 
 DEFAULT_EXPERIMENT = "tlkit"
@@ -112,13 +114,18 @@ def probe(uri: str) -> None:
     if not uri.startswith(("http://", "https://")):
         return
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S):
+        # urllib reads no user info (user:password@) from a URL; /health needs none
+        parts = urllib.parse.urlsplit(uri)
+        bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        with urllib.request.urlopen(bare.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S):
             pass
     except urllib.error.HTTPError:
         return  # it answered (a proxy or an auth layer may refuse /health)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ConnectionError(f"cannot reach the MLflow server at {uri} ({reason}); is it running?") from None
+        raise ConnectionError(
+            f"cannot reach the MLflow server at {mask_password(uri)} ({reason}); is it running?"
+        ) from None
 
 
 class MlflowTracker(tlkit.Tracker):
@@ -128,6 +135,7 @@ class MlflowTracker(tlkit.Tracker):
         self.given_uri = uri
         self.register_model = register_model
         self.uri = ""
+        self.shown_uri = ""
         self.client: Any = None
         self.run_id = ""
         self.experiment_id = ""
@@ -141,8 +149,15 @@ class MlflowTracker(tlkit.Tracker):
         from mlflow import MlflowClient  # lazy: MLflow only when a run is tracked
 
         self.uri = tracking_uri(uri)
+        self.shown_uri = mask_password(self.uri)  # a password (say, in MLFLOW_TRACKING_URI) is never shown or stored
         probe(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
+
+    def _stored_uri(self, run: tlkit.TrackedRun) -> str:
+        """The URI the run was tracked at (tracking.json), unless its password was masked there:
+        then the same as at the start, ``--track-uri`` or ``MLFLOW_TRACKING_URI``."""
+        stored = str(run.state.get("uri") or "")
+        return self.given_uri if not stored or ":***@" in stored else stored
 
     def _experiment(self) -> tuple[str, str]:
         """(id, name) of the experiment runs go to, created when missing."""
@@ -169,14 +184,14 @@ class MlflowTracker(tlkit.Tracker):
 
         self._say, self.kind, self.run_name = run.say, run.kind, run.name
         with quick_http():
-            self._connect(run.state.get("uri") or self.given_uri)
+            self._connect(self._stored_uri(run))
             if run.state.get("run_id"):  # --resume: the same MLflow run goes on
                 self.run_id = str(run.state["run_id"])
                 found = self.client.get_run(self.run_id)
                 self.experiment_id = found.info.experiment_id
                 self._stage_first = _stage_starts(found.data.tags)
                 self.client.update_run(self.run_id, status="RUNNING")
-                where = f"MLflow: resuming run {self.run_id} at {self.uri}"
+                where = f"MLflow: resuming run {self.run_id} at {self.shown_uri}"
             else:
                 self.experiment_id, experiment = self._experiment()
                 tags = {**run.tags, "mlflow.source.name": f"tlkit {'tune' if run.kind == 'study' else 'train'}"}
@@ -185,9 +200,9 @@ class MlflowTracker(tlkit.Tracker):
                 params = [Param(k, v[:_MAX_PARAM_LENGTH]) for k, v in flat_params(run.config).items()]
                 for i in range(0, len(params), _PARAMS_PER_BATCH):
                     self.client.log_batch(self.run_id, params=params[i : i + _PARAMS_PER_BATCH])
-                where = f"MLflow: run {run.name} ({self.run_id}) in experiment {experiment!r} at {self.uri}"
+                where = f"MLflow: run {run.name} ({self.run_id}) in experiment {experiment!r} at {self.shown_uri}"
         self._say(where)
-        return {"run_id": self.run_id, "experiment_id": self.experiment_id, "uri": self.uri}
+        return {"run_id": self.run_id, "experiment_id": self.experiment_id, "uri": self.shown_uri}
 
     def epoch_ended(self, stage: str, epoch: int, last_epoch: int, logs: Mapping[str, float]) -> None:
         from mlflow.entities import Metric, RunTag  # lazy: MLflow only when a run is tracked
@@ -214,10 +229,12 @@ class MlflowTracker(tlkit.Tracker):
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, height, width, channels))]),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.output_shape[-1]))]),
         )
+        # _use_tracking_uri's exit unsets MLFLOW_TRACKING_URI (MLflow 3.17), so _environ, entered
+        # first and left last, puts the user's value back: later runs in this process go to the same store
         with (
             quick_http(),
+            _environ(MLFLOW_EXPERIMENT_ID=self.experiment_id, MLFLOW_TRACKING_URI=self.uri),
             _use_tracking_uri(self.uri),
-            _environ(MLFLOW_EXPERIMENT_ID=self.experiment_id),
         ):
             info = Model.log(
                 None,
@@ -286,12 +303,12 @@ class MlflowTracker(tlkit.Tracker):
             raise ValueError(f"{run.path}: the run's MLflow run id is unknown (its tracking failed at the start)")
         now = int(time.time() * 1000)
         with quick_http():
-            self._connect(run.state.get("uri") or self.given_uri)
+            self._connect(self._stored_uri(run))
             run_id = str(run.state["run_id"])
             self.client.log_batch(run_id, metrics=[Metric(f"eval_{k}", float(v), now, 0) for k, v in metrics.items()])
             for path in files:
                 self.client.log_artifact(run_id, str(path), artifact_path="evaluation")
-        run.say(f"MLflow: evaluation added to run {run_id} at {self.uri}")
+        run.say(f"MLflow: evaluation added to run {run_id} at {self.shown_uri}")
 
 
 class _TensorFlowFlavour:

@@ -361,3 +361,29 @@ def test_an_unknown_tracker_is_refused_before_any_work(setup, tmp_path):
         result.stderr.strip(),
     )
     assert not output.exists()
+
+
+def test_a_password_in_mlflow_tracking_uri_is_used_but_never_shown_or_stored(setup, server, monkeypatch):
+    """Basic auth in the environment's URI (an auth proxy's user:password@): the run is tracked, and
+    neither the terminal, config.toml, tracking.json, metrics.json nor MLflow's params hold the password."""
+    host = server.uri.split("://", 1)[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://ana:s3cret@{host}")
+    lines = Lines()
+    result = tlkit.train(
+        **_options(setup, epochs=1, output=str(setup[2] / "password")), track=["mlflow"], observer=lines
+    )
+    status = result.metrics["trackers"]["mlflow"]
+    assert status["status"] == "ok" and status["uri"] == f"http://ana:***@{host}", status
+    assert any(f"at http://ana:***@{host}" in text for _, text in lines.lines)
+    assert not any("s3cret" in text for _, text in lines.lines)
+    for path in Path(result.run_dir).rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".toml", ".csv", ".html", ".log"):
+            assert "s3cret" not in path.read_text(errors="replace"), path
+    tracked = MlflowClient(server.uri).get_run(status["run_id"])
+    assert "s3cret" not in str(tracked.data.params) and "s3cret" not in str(tracked.data.tags)
+    # tracking.json holds the masked URI: evaluate reports through the environment's URI again.
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"http://ana:s3cret@{host}"  # logging the model kept it
+    evaluation = tlkit.evaluate(result.run_dir)
+    assert MlflowClient(server.uri).get_run(status["run_id"]).data.metrics["eval_accuracy"] == pytest.approx(
+        evaluation.accuracy
+    )

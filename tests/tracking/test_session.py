@@ -178,6 +178,40 @@ def test_register_model_and_track_uri_need_a_tracker():
     TrainConfig(track=["mlflow"], register_model="x").validate()
 
 
+def test_a_password_in_the_track_uri_is_refused_without_being_shown():
+    with pytest.raises(tlkit.TlkitError) as caught:
+        TrainConfig(track=["mlflow"], track_uri="https://ana:s3cret@mlflow.example.com").validate()
+    message = str(caught.value)
+    assert "s3cret" not in message and "https://ana:***@mlflow.example.com holds a password" in message
+    assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in message
+    TrainConfig(track=["mlflow"], track_uri="https://ana@mlflow.example.com:5000/path").validate()  # no password
+
+
+def test_urls_are_masked_wherever_a_password_sits():
+    from tlkit.io.urls import has_password, mask_password
+
+    assert mask_password("postgresql://tlkit:pw@db:5432/optuna") == "postgresql://tlkit:***@db:5432/optuna"
+    assert mask_password("failed (HTTPError: 401 for http://u:p%40ss@h:5000/api)") == (
+        "failed (HTTPError: 401 for http://u:***@h:5000/api)"
+    )
+    for clean in ("http://127.0.0.1:5000", "sqlite:////tmp/a:b@c/mlflow.db", "https://u@host/x", "databricks"):
+        assert mask_password(clean) == clean and not has_password(clean)
+    assert has_password("https://u:p@host") and has_password(mask_password("https://u:p@host"))
+
+
+def test_a_failing_tracker_s_warning_masks_a_password(tmp_path):
+    class Leaky(tlkit.Tracker):
+        def run_started(self, run):
+            raise ConnectionError("cannot reach http://ana:s3cret@10.0.0.1:5000")
+
+    lines = Lines()
+    session = TrackingSession({"leaky": Leaky()}, lines)
+    session.start(_run(tmp_path))
+    (warning,) = lines.warnings
+    assert "s3cret" not in warning and "http://ana:***@10.0.0.1:5000" in warning
+    assert "s3cret" not in str(session.statuses)
+
+
 def test_evaluation_metrics_are_the_headline_numbers():
     values = {"accuracy": 0.5, "top_k": 3, "seconds": 2.0, "macro_avg": {"f1": 0.25}, "notes": ["x"], "tta": None}
     assert runs.evaluation_metrics(values) == {"accuracy": 0.5, "macro_avg_f1": 0.25}

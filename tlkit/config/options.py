@@ -24,6 +24,7 @@ from typing import Any
 
 from tlkit.errors import TlkitError
 from tlkit.io.toml import read_toml, toml_text
+from tlkit.io.urls import has_password, mask_password
 from tlkit.registry.params import Rule
 from tlkit.suggest import closest
 
@@ -427,6 +428,12 @@ class TrainConfig:
         for name in ("track_uri", "register_model"):
             if getattr(self, name) and not self.track:
                 raise TlkitError(f"{OPTIONS[name].cli_flag} needs a tracker: add --track mlflow (tlkit list-trackers)")
+        if has_password(self.track_uri):
+            raise TlkitError(
+                f"--track-uri {mask_password(self.track_uri)} holds a password, which would be written into the "
+                "run directory and logged as a parameter: remove it from the URI and set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead (docs/tracking.md)"
+            )
         if self.class_weight not in ("none", "balanced") and not self.class_weight.endswith(".json"):
             raise TlkitError(f"--class-weight must be none, balanced or a .json file, got {self.class_weight!r}")
         # lazy: labels_csv loads numpy; `tlkit --help` imports this module

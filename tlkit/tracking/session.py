@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from tlkit.errors import TlkitError, one_line
+from tlkit.io.urls import mask_password
 from tlkit.observer import TrainingObserver
 from tlkit.registry.manager import get_registry
 from tlkit.tracking.tracker import TrackedRun, Tracker
@@ -144,7 +145,7 @@ class TrackingSession:
 
     # -- failures ------------------------------------------------------------
     def _fail(self, name: str, method: str, exc: BaseException) -> None:
-        reason = one_line(exc)
+        reason = mask_password(one_line(exc))  # a URI with a password in an error is shown masked
         self._trackers.pop(name, None)
         seconds = self.statuses.get(name, {}).get("seconds", 0.0)
         self.statuses[name] = {"status": "failed", "error": reason, "during": method, "seconds": seconds}

@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
 import shlex
 import time
 import warnings
@@ -39,6 +38,7 @@ from tlkit.evaluation.figures import COLORS, STYLE, figure_png
 from tlkit.evaluation.html import PAGE_CSS, data_uri, escape
 from tlkit.io.files import atomic_path, write_text
 from tlkit.io.rundir import RunDir
+from tlkit.io.urls import mask_password
 from tlkit.tuning.result import TrialRecord, TuneResult
 from tlkit.version import __version__
 
@@ -129,7 +129,7 @@ def train_command(best_toml: Path) -> str:
 
 def display_storage(url: str) -> str:
     """The storage URL with any password masked (``postgresql://user:***@host/db``)."""
-    return re.sub(r"(://[^:/@\s]+):[^@/\s]+@", r"\1:***@", url)
+    return mask_password(url)
 
 
 def _provenance(result: TuneResult) -> dict[str, Any]:
