@@ -298,7 +298,7 @@ class TrainConfig:
         "auto",
         choices=("auto", "onnxruntime", "tensorflow"),
         panel="Speed",
-        help="Feature engine (auto: ONNX Runtime when installed).",
+        help="Feature engine (auto: ONNX Runtime when installed, unless TensorFlow runs the base clearly faster).",
     )
     feature_dtype: str = option(
         "float32",

@@ -4,11 +4,20 @@ An engine is a callable ``engine(float32 batch) -> features`` with a ``name`` (p
 cache key: engines differ by ~1e-6) and a preferred ``batch_size`` (None: the caller's).
 Importing this module stays light: TensorFlow, Keras and ONNX Runtime are imported when an
 engine is made.
+
+``--engine auto`` decides once per exported base and machine, and keeps the decision beside the
+ONNX file (hidden: ``.<name>.onnx.engine.json``; ``tlkit cache clear`` removes it): ONNX Runtime, unless its export fails (not retried
+until TensorFlow, tf2onnx, ONNX Runtime or tlkit change) or TensorFlow runs the base clearly
+faster on the same images (some vision transformers: bench/README.md, "KerasHub bases").
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +26,13 @@ import numpy as np
 from tlkit.config.options import ENGINES
 from tlkit.errors import TlkitError, first_line
 from tlkit.features.onnx_export import export_onnx
+from tlkit.io.files import write_json
+from tlkit.version import __version__
+
+#: ``auto`` keeps ONNX Runtime unless TensorFlow computes the same images this many times faster.
+TF_FASTER_BY = 1.25
+#: Images per timed call when ``auto`` compares the engines (the sample, repeated).
+_RACE_IMAGES = 8
 
 
 class TensorFlowEngine:
@@ -70,19 +86,90 @@ def mixed_precision_active() -> bool:
     return keras.mixed_precision.global_policy().name != "float32"
 
 
-def expected_engine(choice: str) -> str:
-    """The name of the engine :func:`make_engine` would pick for ``choice``, unless the ONNX export fails."""
+def expected_engine(choice: str, onnx_path: Path | None = None) -> str:
+    """The name of the engine :func:`make_engine` would pick for ``choice`` (with ``auto``, the
+    decision kept beside ``onnx_path`` when there is one), unless the ONNX export fails."""
     if choice != "tensorflow" and onnxruntime_available() and not mixed_precision_active():
-        return OnnxRuntimeEngine.name
+        kept = read_decision(onnx_path) if choice == "auto" and onnx_path is not None else None
+        return kept["engine"] if kept else OnnxRuntimeEngine.name
     return TensorFlowEngine.name
 
 
-def make_engine(feature_model: Any, choice: str, onnx_path: Path, sample: np.ndarray) -> tuple[Any, str]:
+def decision_path(onnx_path: Path) -> Path:
+    """Where ``auto``'s decision for the base exported to ``onnx_path`` is kept."""
+    return onnx_path.with_name(f".{onnx_path.name}.engine.json")
+
+
+def _machine() -> dict[str, Any]:
+    """What a decision holds for: the packages that convert and run the base, and the cores."""
+    versions: dict[str, Any] = {"tlkit": __version__, "cpus": os.cpu_count()}
+    for package in ("tensorflow", "tf2onnx", "onnxruntime"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def read_decision(onnx_path: Path) -> dict[str, Any] | None:
+    """``auto``'s kept decision for this base (``engine``, ``reason``, …), or None when there is
+    none, it cannot be read, or it was made with other packages or another number of cores."""
+    try:
+        kept = json.loads(decision_path(onnx_path).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(kept, dict) and kept.get("machine") == _machine()
+    return kept if ok and kept.get("engine") in (OnnxRuntimeEngine.name, TensorFlowEngine.name) else None
+
+
+def _keep_decision(onnx_path: Path, engine: str, reason: str, **measured: float) -> None:
+    record = {"engine": engine, "reason": reason, **measured, "decided": time.strftime("%Y-%m-%d")}
+    try:
+        onnx_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(decision_path(onnx_path), {**record, "machine": _machine()})
+    except OSError:
+        pass  # a read-only cache: decided again next time
+
+
+def _images_per_second(engine: Any, batch: np.ndarray) -> float:
+    """The best of two timed calls after a warm-up one (which traces TensorFlow's function)."""
+    engine(batch)
+    best = float("inf")
+    for _ in range(2):
+        started = time.perf_counter()
+        engine(batch)
+        best = min(best, time.perf_counter() - started)
+    return len(batch) / max(best, 1e-9)
+
+
+def _race(feature_model: Any, onnx_engine: Any, onnx_path: Path, sample: np.ndarray) -> tuple[Any, str]:
+    """The faster engine on ``sample`` (repeated to a batch), ONNX Runtime unless TensorFlow is
+    :data:`TF_FASTER_BY` times faster; the decision is kept for later runs."""
+    batch = np.resize(sample, (_RACE_IMAGES, *sample.shape[1:])).astype(np.float32)
+    tf_engine = TensorFlowEngine(feature_model)
+    tf_rate = _images_per_second(tf_engine, batch)
+    ort_rate = _images_per_second(onnx_engine, batch)
+    rates = f"{tf_rate:.1f} vs {ort_rate:.1f} images/s"
+    if tf_rate >= TF_FASTER_BY * ort_rate:
+        reason = f"{tf_rate / ort_rate:.1f}× faster than ONNX Runtime on this base here, {rates}"
+        _keep_decision(onnx_path, TensorFlowEngine.name, reason, tensorflow_ips=tf_rate, onnxruntime_ips=ort_rate)
+        return tf_engine, f"TensorFlow ({reason})"
+    reason = f"not slower than TensorFlow on this base here, {ort_rate:.1f} vs {tf_rate:.1f} images/s"
+    _keep_decision(onnx_path, OnnxRuntimeEngine.name, reason, tensorflow_ips=tf_rate, onnxruntime_ips=ort_rate)
+    return onnx_engine, "ONNX Runtime"
+
+
+def make_engine(
+    feature_model: Any, choice: str, onnx_path: Path, sample: np.ndarray, *, race: bool = True
+) -> tuple[Any, str]:
     """The engine to compute features with, and a sentence saying why it was chosen.
 
     ``sample`` (a couple of real images) checks ONNX Runtime against TensorFlow
     before it is trusted; on any export problem ``auto`` falls back to TensorFlow.
-    The exported model is kept at ``onnx_path`` (reused by later runs).
+    The exported model is kept at ``onnx_path`` (reused by later runs).  With ``auto`` and
+    ``race``, the first run on this machine also times both engines on the sample, and the
+    decision is kept beside ``onnx_path`` (see the module); without ``race`` (the workers of a
+    multi-worker run, which must all use one engine) a kept decision is followed but none is made.
     """
     if choice not in ENGINES:
         raise TlkitError(f"unknown --engine {choice!r}; choose from {', '.join(ENGINES)}")
@@ -97,6 +184,10 @@ def make_engine(feature_model: Any, choice: str, onnx_path: Path, sample: np.nda
                 "pip install onnxruntime tf2onnx onnx, or use --engine tensorflow"
             )
         return TensorFlowEngine(feature_model), "TensorFlow (onnxruntime is not installed)"
+    kept = read_decision(onnx_path) if choice == "auto" else None
+    if kept and kept["engine"] == TensorFlowEngine.name:
+        where = decision_path(onnx_path).name
+        return TensorFlowEngine(feature_model), f"TensorFlow ({kept['reason']}; decided {kept['decided']}, {where})"
     try:
         if not onnx_path.exists():
             export_onnx(feature_model, onnx_path, int(sample.shape[1]))
@@ -110,15 +201,23 @@ def make_engine(feature_model: Any, choice: str, onnx_path: Path, sample: np.nda
         onnx_path.unlink(missing_ok=True)
         if choice == "onnxruntime":
             raise TlkitError(f"ONNX export or check failed ({exc}); use --engine tensorflow") from exc
-        return TensorFlowEngine(feature_model), f"TensorFlow (ONNX export failed: {first_line(exc, 240)})"
+        reason = f"ONNX export failed: {first_line(exc, 240)}"
+        if not isinstance(exc, OSError):  # a full or read-only disk may be gone next time
+            _keep_decision(onnx_path, TensorFlowEngine.name, reason)  # not tried again on every run
+        return TensorFlowEngine(feature_model), f"TensorFlow ({reason})"
+    if choice == "auto" and kept is None and race:
+        return _race(feature_model, engine, onnx_path, sample)
     return engine, "ONNX Runtime" + (" (--engine onnxruntime)" if choice == "onnxruntime" else "")
 
 
 __all__ = [
+    "TF_FASTER_BY",
     "OnnxRuntimeEngine",
     "TensorFlowEngine",
+    "decision_path",
     "expected_engine",
     "make_engine",
     "mixed_precision_active",
     "onnxruntime_available",
+    "read_decision",
 ]

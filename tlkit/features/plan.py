@@ -122,7 +122,7 @@ class FeaturePlan:
 
     def expected_engine(self) -> str:
         """The engine a miss would use (part of the key: engines differ by ~1e-6)."""
-        return engines.expected_engine(self.engine_choice)
+        return engines.expected_engine(self.engine_choice, self.onnx_path)
 
     @property
     def onnx_path(self) -> Path:
@@ -222,7 +222,9 @@ def run_features(
             continue
         if engine is None:
             sample = np.asarray(decoded.pixels[:2], dtype=np.float32)
-            engine, reason = engines.make_engine(parts.cached_model, plan.engine_choice, plan.onnx_path, sample)
+            engine, reason = engines.make_engine(
+                parts.cached_model, plan.engine_choice, plan.onnx_path, sample, race=plan.shard[1] == 1
+            )
             engine_name = engine.name
             if engine.name != engine_key:  # fell back to TensorFlow: key by what really ran
                 key = entry_key({**split_plan, "engine": engine.name})
