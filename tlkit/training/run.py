@@ -456,7 +456,10 @@ class TrainingRun:
             ) from exc
         model = self.parts.model
         trainable = sum(int(keras.ops.size(w)) for w in model.trainable_weights)
-        shown_weights = "ImageNet" if weights == "imagenet" else config.weights
+        shown_weights = config.weights
+        if weights == "imagenet":  # a plugin's pretrained weights may be no ImageNet's (DINOv2's)
+            source = self.base.weights_source.split(" (")[0]
+            shown_weights = f"pretrained, {source}" if source else "ImageNet"
         if self.describes_training:
             self.observer.message(
                 f"Model: {self.base.name} (frozen, weights {shown_weights}, {config.image_size} px) + "

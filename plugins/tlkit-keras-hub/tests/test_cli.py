@@ -126,6 +126,8 @@ def test_offline_weights_a_one_line_message_then_an_archive_in_keras_s_cache(tin
     assert code == 0, out
     config = (_only_run(runs) / "config.toml").read_text()
     assert 'weights = "imagenet"' in config and 'base = "dinov2_small_pooled"' in config
+    # The summary names the preset the weights came from (DINOv2's are self-supervised, not ImageNet's).
+    assert "weights pretrained, kaggle://keras/dinov2/keras/dinov2_small" in " ".join(out.split())
 
 
 def test_weights_download_keeps_the_preset_as_an_archive(tiny_presets, monkeypatch, tmp_path):
