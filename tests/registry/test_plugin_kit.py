@@ -20,7 +20,12 @@ from tlkit.registry.scaffold import KINDS, new_plugin
 from tlkit.registry.specs import params_from_signature, resolve_params, with_plugin
 from tlkit.testing import registry_with
 
-SPEC_CLASSES = {"head": tlkit.HeadSpec, "base": tlkit.BaseSpec, "augmentation": tlkit.AugmentationSpec}
+SPEC_CLASSES = {
+    "head": tlkit.HeadSpec,
+    "base": tlkit.BaseSpec,
+    "augmentation": tlkit.AugmentationSpec,
+    "tracker": tlkit.TrackerSpec,
+}
 
 
 def test_scaffolded_plugin_installs_lists_trains_and_passes_its_own_tests(tmp_path, tiny_data):
@@ -93,7 +98,7 @@ def test_new_plugin_refuses_bad_names_kinds_and_existing_folders(tmp_path):
     assert bad.returncode == 1 and "must start with a lowercase letter" in bad.stderr
     kind = run_tlkit("new-plugin", "ok", "--kind", "loss", "--dir", str(tmp_path))
     assert kind.returncode == 1 and len(kind.stderr.strip().splitlines()) == 1
-    assert "unknown plugin kind 'loss'; use one of: head, base, augmentation" in kind.stderr
+    assert "unknown plugin kind 'loss'; use one of: head, base, augmentation, tracker" in kind.stderr
     assert not (tmp_path / "tlkit-ok").exists()
     made = run_tlkit("new-plugin", "ok", "--kind", "base", "--dir", str(tmp_path))
     assert made.returncode == 0 and "--base ok" in made.stdout
@@ -110,9 +115,25 @@ def _load_generated(project, module_name: str) -> types.ModuleType:
     return module
 
 
-def _build_tiny(kind: str, spec):
+def _build_tiny(kind: str, spec, tmp_path):
     """Build what ``spec`` describes at a tiny size with random weights; return its output."""
     import keras
+
+    if kind == "tracker":  # one run's events, read back from the file it writes
+        tracker = spec.build(uri=str(tmp_path / "events.jsonl"), register_model="")
+        run = tlkit.TrackedRun(kind="train", name="r", path=tmp_path, config={"base": "b"})
+        assert tracker.run_started(run) == {"file": str(tmp_path / "events.jsonl")}
+        tracker.epoch_ended("head", 1, 2, {"loss": 0.5})
+        tracker.run_ended("killed", {})
+        resumed = spec.build(uri="", register_model="")  # --resume: the file comes from run.state
+        resumed.run_started(
+            tlkit.TrackedRun(kind="train", name="r", path=tmp_path, config={}, state=run_state(tracker))
+        )
+        resumed.evaluation_finished(
+            tlkit.TrackedRun(kind="train", name="r", path=tmp_path, config={}, state=run_state(tracker)), {"a": 1.0}, []
+        )
+        lines = (tmp_path / "events.jsonl").read_text().splitlines()
+        return np.array([[json.loads(line)["event"] for line in lines]])
 
     if kind == "base":
         model = spec.build((32, 32, 3), None)
@@ -156,19 +177,28 @@ def test_each_kind_scaffolds_a_package_whose_hook_registers_a_working_spec(tmp_p
     assert isinstance(spec, SPEC_CLASSES[kind]) and spec.name == name and spec.description
     if kind == "base":
         assert spec.preprocessing == tlkit.bases.TF.description
+    elif kind == "tracker":
+        assert spec.available  # needs no library
     else:
         assert spec.params and all(p.help for p in spec.params)
 
-    output = _build_tiny(kind, spec)
+    output = _build_tiny(kind, spec, tmp_path)
     assert output.shape[0] == 1
     if kind == "head":
         assert tuple(output.shape) == (1, 3)
+    if kind == "tracker":
+        assert output[0].tolist() == ["run_started", "epoch", "run_ended", "run_started", "evaluation"]
 
     # and through a registry, as tlkit loads an installed plugin
     registry = registry_with(module, builtins=False)
     info = registry.plugin(module_name)
     assert info is not None and not info.errors and info.hooks == [f"register_{kind}s"]
     assert info.registered == [f"{kind}:{name}"]
+
+
+def run_state(tracker) -> dict:
+    """What the scaffolded tracker's run_started returned (tlkit keeps it in tracking.json)."""
+    return {"file": str(tracker.path)}
 
 
 # -- parameters declared in the build signature --------------------------------

@@ -13,18 +13,19 @@ _TRY = {
     "head": "tlkit train --data data --head {name}",
     "base": "tlkit train --data data --base {name}",
     "augmentation": "tlkit train --data data --aug {name}",
+    "tracker": "tlkit train --data data --track {name}",
 }
 
 
 @handles_errors
 def new_plugin(
     name: str = typer.Argument(
-        ..., help="The plugin's name; it becomes the name of the head, base or augmentation it registers."
+        ..., help="The plugin's name; it becomes the name of the head, base, augmentation or tracker it registers."
     ),
-    kind: str = typer.Option("head", "--kind", help="What the plugin adds: head, base or augmentation."),
+    kind: str = typer.Option("head", "--kind", help="What the plugin adds: head, base, augmentation or tracker."),
     directory: Path = typer.Option(Path("."), "--dir", help="Where to create tlkit-NAME/."),
 ) -> None:
-    """Scaffold a working plugin package (pyproject with the entry point, a head, base or augmentation, a passing test)."""
+    """Scaffold a working plugin package (pyproject with the entry point, a head, base, augmentation or tracker, passing tests)."""
     from tlkit.registry.scaffold import new_plugin as scaffold  # lazy: only this command needs it, not `tlkit --help`
 
     kind = kind.strip().lower()

@@ -1,6 +1,6 @@
-"""``tlkit new-plugin NAME --kind head|base|augmentation``: scaffold a working plugin package.
+"""``tlkit new-plugin NAME --kind head|base|augmentation|tracker``: scaffold a working plugin package.
 
-The package registers one head, base or augmentation called NAME through the
+The package registers one head, base, augmentation or experiment tracker called NAME through the
 ``tlkit`` entry-point group, written with tlkit's public helpers for plugin
 authors, and ships a README and a passing test built on tlkit's pytest fixtures.
 """
@@ -17,7 +17,7 @@ from tlkit.io.files import write_text
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 #: What ``--kind`` accepts; the first is the default.
-KINDS = ("head", "base", "augmentation")
+KINDS = ("head", "base", "augmentation", "tracker")
 
 
 # -- the plugin module, one per kind -----------------------------------------
@@ -136,6 +136,74 @@ def _augmentation_module(name: str) -> str:
         ''')
 
 
+def _tracker_module(name: str) -> str:
+    return textwrap.dedent(f'''\
+        """tlkit plugin: the '{name}' experiment tracker (each event of a run as one JSON line in a file).
+
+        Replace the file writes with your tracking service's client calls.
+        """
+
+        import json
+        import time
+        from pathlib import Path
+
+        import tlkit
+
+
+        @tlkit.hookimpl
+        def register_trackers(register):
+            register(
+                tlkit.TrackerSpec(
+                    name="{name}",
+                    build=build_tracker,
+                    description="each event of a run as a JSON line (--track-uri FILE; default: events.jsonl in the run)",
+                    # requires="yourclient", install="pip install yourclient",  # checked before any work
+                )
+            )
+
+
+        def build_tracker(*, uri: str = "", register_model: str = "", **options):
+            """One tracker per run: ``uri`` is --track-uri, ``register_model`` --register-model ("" when not given)."""
+            return JsonLinesTracker(uri)
+
+
+        class JsonLinesTracker(tlkit.Tracker):
+            """Override the events you record; every other one is a no-op.
+
+            Keep calls quick (short timeouts): tlkit turns any exception into one warning and stops
+            calling the tracker for the rest of the run; the run itself always goes on.
+            """
+
+            def __init__(self, uri: str) -> None:
+                self.uri = uri
+                self.path: Path | None = None
+
+            def _write(self, event: str, **fields) -> None:
+                with open(self.path, "a", encoding="utf-8") as out:
+                    out.write(json.dumps({{"event": event, "time": time.time(), **fields}}, default=str) + "\\n")
+
+            def run_started(self, run):
+                # run.state is what this returned when the run started before (--resume, tlkit evaluate)
+                self.path = Path(run.state.get("file") or self.uri or run.path / "events.jsonl")
+                self._write("run_started", kind=run.kind, name=run.name, resumed=run.resumed, config=run.config)
+                run.say(f"{name}: events of {{run.name}} go to {{self.path}}")
+                return {{"file": str(self.path)}}  # tlkit keeps it and hands it back as run.state
+
+            def epoch_ended(self, stage, epoch, last_epoch, logs):
+                self._write("epoch", stage=stage, epoch=epoch, metrics=dict(logs))
+
+            def model_saved(self, path, example):
+                self._write("model_saved", path=str(path))
+
+            def run_ended(self, status, metrics):
+                self._write("run_ended", status=status, metrics=dict(metrics))
+
+            def evaluation_finished(self, run, metrics, files):
+                self.path = Path(run.state["file"])
+                self._write("evaluation", metrics=dict(metrics), files=[str(f) for f in files])
+        ''')
+
+
 # -- its tests, one per kind ---------------------------------------------------
 _TEST_DOC = '''"""Tests for the '{name}' {kind}, using tlkit's pytest fixtures (tlkit_image_folder, tlkit_plugin)."""
 '''
@@ -185,6 +253,26 @@ def test_augmentation_is_registered_and_idle_at_inference(tlkit_plugin):
     assert changed.shape == images.shape and not np.allclose(changed, images)
 """
 
+_TEST_TRACKER = """
+import json
+from pathlib import Path
+
+import tlkit
+
+import {module}
+
+
+def test_tracker_is_registered_and_writes_each_event(tlkit_plugin, tmp_path):
+    spec = tlkit_plugin({module}).trackers["{name}"]
+    tracker = spec.build(uri="", register_model="")
+    state = tracker.run_started(tlkit.TrackedRun(kind="train", name="r", path=tmp_path, config={{"base": "b"}}))
+    tracker.epoch_ended("head", 1, 1, {{"loss": 0.5}})
+    tracker.run_ended("finished", {{"val_accuracy": 1.0}})
+    events = [json.loads(line) for line in Path(state["file"]).read_text().splitlines()]
+    assert [e["event"] for e in events] == ["run_started", "epoch", "run_ended"]
+    assert events[1]["metrics"] == {{"loss": 0.5}} and events[2]["status"] == "finished"
+"""
+
 # Every kind's package also trains a tiny model with its plugin in it.
 _TEST_TRAIN = """
 
@@ -199,17 +287,26 @@ def test_trains_end_to_end(tlkit_plugin, tlkit_image_folder, tmp_path):
     assert result.model_path.is_file()
 """
 
+# What each kind's end-to-end test checks besides (a tracker's failures are warnings, not errors).
+_TEST_TRAIN_MORE = {
+    "tracker": """    assert result.metrics["trackers"]["{name}"]["status"] == "ok"
+    assert (result.run_dir / "events.jsonl").is_file()
+""",
+}
+
 _TESTS = {
     "head": (_TEST_HEAD, 'base="mobilenet_v2", head="{name}", head_params={{"units": 16}}'),
     "base": (_TEST_BASE, 'base="{name}", head="linear"'),
     "augmentation": (_TEST_AUGMENTATION, 'base="mobilenet_v2", head="linear", augmentations=["{name}"]'),
+    "tracker": (_TEST_TRACKER, 'base="mobilenet_v2", head="linear", track=["{name}"]'),
 }
 
 
 def _test(kind: str, name: str, module: str) -> str:
     body, choice = _TESTS[kind]
     fields = {"kind": kind, "name": name, "module": module}
-    return (_TEST_DOC + body + _TEST_TRAIN.replace("{choice}", choice)).format(**fields)
+    train = _TEST_TRAIN.replace("{choice}", choice) + _TEST_TRAIN_MORE.get(kind, "")
+    return (_TEST_DOC + body + train).format(**fields)
 
 
 # -- packaging -------------------------------------------------------------------
@@ -243,6 +340,7 @@ _TRY = {
     "head": "tlkit train --data data --head {name} --head-param units=256",
     "base": "tlkit train --data data --base {name} --image-size 160",
     "augmentation": "tlkit train --data data --aug {name}:stddev=0.05",
+    "tracker": "tlkit train --data data --track {name}",
 }
 
 
@@ -263,13 +361,18 @@ def _readme(kind: str, name: str, dist: str, module: str) -> str:
         """)
 
 
-_MODULES = {"head": _head_module, "base": _base_module, "augmentation": _augmentation_module}
+_MODULES = {
+    "head": _head_module,
+    "base": _base_module,
+    "augmentation": _augmentation_module,
+    "tracker": _tracker_module,
+}
 
 
 def new_plugin(name: str, directory: str | Path = ".", kind: str = "head") -> Path:
     """Create ``directory/tlkit-<name>/``, a working plugin package adding one ``kind``; return its path.
 
-    ``kind`` is ``"head"``, ``"base"`` or ``"augmentation"``; ``name`` becomes
+    ``kind`` is ``"head"``, ``"base"``, ``"augmentation"`` or ``"tracker"``; ``name`` becomes
     the registered name (and the entry point's), ``tlkit_<name>`` the module.
     """
     if kind not in KINDS:
