@@ -299,6 +299,25 @@ def test_tune_logs_the_study_as_a_parent_run_and_each_trial_as_a_nested_run(setu
         assert child.info.status == "FINISHED"
 
 
+def test_tune_resume_continues_the_same_parent_run(setup, server):
+    first = tlkit.tune(
+        **_options(setup, epochs=1, output=str(setup[2] / "tune-resumed")),
+        search=["lr=1e-4..1e-2:log"],
+        trials=1,
+        track=["mlflow"],
+        track_uri=server.uri,
+        pruner="none",
+    )
+    saved = json.loads((first.folder / "study.json").read_text())["tracking"]["mlflow"]
+    second = tlkit.tune(resume=first.folder, trials=2, pruner="none")  # --trials is the total
+    assert json.loads((second.folder / "study.json").read_text())["tracking"]["mlflow"] == saved
+    client = MlflowClient(server.uri)
+    parent = client.get_run(saved["run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials"] == 2
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{saved['run_id']}'")
+    assert sorted(int(c.data.tags["tlkit.trial.number"]) for c in children) == [0, 1]
+
+
 PLUGIN = """
 import json
 import tlkit
