@@ -52,12 +52,17 @@ def test_two_workers_on_localhost_train_one_run_directory(tmp_path):
                     "multi-worker",
                     "--output",
                     str(output),
+                    "--track",  # only the chief tracks (docs/tracking.md)
+                    "mlflow",
+                    "--track-uri",
+                    f"sqlite:///{tmp_path / 'mlflow.db'}",
                     "--json",
                 ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
                 env=env,
+                cwd=tmp_path,  # MLflow keeps a sqlite store's artefacts in ./mlruns
                 preexec_fn=default_signals,
             )
         )
@@ -85,6 +90,14 @@ def test_two_workers_on_localhost_train_one_run_directory(tmp_path):
 
     entries = [e["name"] for e in FeatureStore(tmp_path / "cache").entries() if e["kind"] == "features"]
     assert len(entries) == 2 and not [name for name in entries if "-part" in name], entries
+    # One tracked run, the chief's, with each epoch once; the worker tracked nothing.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracked = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.data.tags["tlkit.run_dir"] for r in tracked] == [str(run.resolve())]
+    assert [m.step for m in client.get_metric_history(tracked[0].info.run_id, "val_loss")] == [1, 2]
+    assert "MLflow" not in " ".join(worker_err.split())
     # The worker's temporary run directory is gone.
     worker_dir = json.loads(results[1][0])["run_dir"]
     assert worker_dir != str(run) and not Path(worker_dir).exists()
