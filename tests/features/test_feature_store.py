@@ -429,3 +429,28 @@ def test_rows_of_another_dtype_or_shape_are_never_mixed(tmp_path):
         hashes=["a", "b", "c"],
     )
     assert Engine.calls == 3 and np.all(np.asarray(got.features) == 7.0)  # float32 wanted: nothing reusable
+
+
+def test_replacing_a_damaged_entry_while_another_writer_replaces_it_too(tmp_path, monkeypatch):
+    """Two processes finish the same entry over a damaged one: the other's lands between this one's
+    removal and rename.  This one keeps the other's (valid) entry instead of failing."""
+    store, other = FeatureStore(tmp_path), FeatureStore(tmp_path)
+    store.publish("k", np.ones((1, 3, 2), np.float32), {"split": "val"})
+    data = store.data_path("k")
+    raw = bytearray(data.read_bytes())
+    raw[0] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    assert store.lookup("k") is None
+
+    remove = FeatureStore.remove
+
+    def remove_then_the_other_publishes(self, key):
+        remove(self, key)
+        monkeypatch.setattr(FeatureStore, "remove", remove)  # once
+        other.publish(key, np.full((1, 3, 2), 2.0, np.float32), {"split": "val"})
+
+    monkeypatch.setattr(FeatureStore, "remove", remove_then_the_other_publishes)
+    store.publish("k", np.full((1, 3, 2), 2.0, np.float32), {"split": "val"})
+    assert store.verify("k")
+    np.testing.assert_array_equal(np.asarray(store.lookup("k")), np.full((1, 3, 2), 2.0, np.float32))
+    assert [p.name for p in store.entries_dir.iterdir()] == ["k"]  # and no building folder left

@@ -25,6 +25,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# MLflow 3.17's sqlite store, read back here, uses a loader SQLAlchemy deprecates
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
 def test_two_workers_on_localhost_train_one_run_directory(tmp_path):
     data = make_image_folder(tmp_path / "data", ("a", "b"), per_class=8, val_per_class=2, size=24)
     cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}

@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from tlkit.errors import TlkitError
+from tlkit.errors import TlkitError, first_line
 from tlkit.rich_observer import make_console
 
 _state = {"debug": False}
@@ -60,7 +60,7 @@ def handles_errors(func: Callable) -> Callable:
             if _state["debug"]:
                 traceback.print_exc()
             fail(
-                f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                f"unexpected {type(exc).__name__}: {first_line(str(exc))} "
                 "(rerun with --debug for the traceback, and please report it)".replace("[", "\\[")
             )
 

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tlkit.data.folders import Split
-from tlkit.errors import TlkitError
+from tlkit.errors import TlkitError, first_line
 
 __all__ = [
     "BadImageError",
@@ -115,8 +115,7 @@ def _load(source: str | Path | IO[bytes], path: Path, size: int, max_pixels: int
 
 def _short_reason(exc: Exception) -> str:
     """The first line of an exception's message, kept short for error listings."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
+    return first_line(exc, 120)
 
 
 def _apply_exif_orientation(img: Image.Image) -> Image.Image:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlkit.errors import TlkitError
+from tlkit.errors import TlkitError, first_line
 from tlkit.evaluation.figures import plot_compare
 from tlkit.evaluation.history import best_epoch
 from tlkit.io.rundir import RunDir
@@ -74,7 +74,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
         history, stages, epochs = run.read_history()
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:
         raise TlkitError(
-            f"{run.history_path} is damaged ({_first_line(exc)}); delete it to report the run without curves"
+            f"{run.history_path} is damaged ({first_line(exc, 200)}); delete it to report the run without curves"
         ) from None
     return RunInfo(
         run_dir=run.path,
@@ -88,11 +88,6 @@ def read_run(run_dir: str | Path) -> RunInfo:
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
-
-
 def _require_json_object(path: Path) -> None:
     """A present JSON file of the run must hold an object (RunDir's reader treats other values as absent)."""
     if not path.is_file():
@@ -100,7 +95,9 @@ def _require_json_object(path: Path) -> None:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise TlkitError(f"{path} is damaged ({_first_line(exc)}); delete it or copy it back from a backup") from None
+        raise TlkitError(
+            f"{path} is damaged ({first_line(exc, 200)}); delete it or copy it back from a backup"
+        ) from None
     if not isinstance(value, dict):
         raise TlkitError(
             f"{path} is damaged (it holds a JSON {type(value).__name__}, not an object); "

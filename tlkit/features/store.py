@@ -521,12 +521,17 @@ class FeatureStore:
         sealed = seal(tmp / self.data_name(meta["dtype"]), digest)
         meta = {**meta, "key": key, "complete": True, "created": time.time(), **sealed}
         (tmp / self._META).write_text(json.dumps(meta, indent=2))
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if self._open(key) is None:
-                self.remove(key)
+        for _ in range(3):
+            try:
                 os.rename(tmp, path)
+                return
+            except OSError:
+                if self._open(key) is not None:
+                    return  # another process published it first: its entry stays, ours is dropped
+                # Damaged or a stray file: replace it.  Another writer may do the same and land its
+                # entry between this removal and the rename: the next round then finds it valid.
+                self.remove(key)
+        os.rename(tmp, path)  # still in the way: the error names the path
 
     def remove(self, key: str) -> None:
         """Delete entry ``key`` (nothing when it is not there)."""

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from tlkit.errors import TlkitError
+from tlkit.errors import first_line as _error_line
 from tlkit.io.native import quiet_native
 from tlkit.io.rundir import RunDir, read_classes_file
 from tlkit.io.tfenv import import_tensorflow
@@ -71,11 +72,9 @@ _SAVED_MODEL_PB = "saved_model.pb"
 
 
 def first_line(text: str) -> str:
-    """The first non-blank line of a runtime's or converter's (often huge) error text, at most 300 characters."""
-    for line in text.strip().splitlines():
-        if line.strip():
-            return line.strip()[:300]
-    return "no details"
+    """The first line of a runtime's or converter's (often huge) error text (:func:`tlkit.errors.first_line`),
+    or "no details"."""
+    return _error_line(text) or "no details"
 
 
 # --------------------------------------------------------------------------- loading artefacts

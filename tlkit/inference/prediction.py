@@ -33,7 +33,7 @@ import numpy as np
 
 from tlkit.data import decode
 from tlkit.data.folders import IMAGE_EXTENSIONS, image_files
-from tlkit.errors import TlkitError
+from tlkit.errors import TlkitError, first_line
 from tlkit.inference.artifacts import locate_artifact
 from tlkit.inference.thresholds import run_thresholds
 from tlkit.inference.tta import TTA, parse_tta
@@ -162,8 +162,7 @@ def load_keras_model(path: str | Path):
     try:
         return keras.saving.load_model(str(path), compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for unreadable models
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TlkitError(f"cannot load the model {path}: {reason[:300]}") from exc
+        raise TlkitError(f"cannot load the model {path}: {first_line(exc)}") from exc
 
 
 def _num_outputs(model: Any, path: Path) -> int:

@@ -33,6 +33,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from tlkit.data.decode import BadImageError, decode_image_bytes
+from tlkit.errors import first_line
 
 __all__ = ["Upload", "UploadError", "decode_upload", "read_uploads"]
 
@@ -230,7 +231,7 @@ async def _multipart(boundary: bytes, stream: AsyncIterator[bytes], max_bytes: i
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:
-        raise UploadError(400, f"malformed multipart body: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+        raise UploadError(400, f"malformed multipart body: {first_line(exc)}") from None
     if not parts.ended:
         raise UploadError(400, "the multipart body ended before its closing boundary (a truncated upload?)")
     return parts.uploads

@@ -30,7 +30,7 @@ from tlkit.data import decode as datamod
 from tlkit.data.labels_csv import csv_fingerprint, scan_for_config
 from tlkit.data.mixing import batch_mixing_names, class_weight_vector
 from tlkit.data.pipelines import make_dataset
-from tlkit.errors import TlkitError, one_line
+from tlkit.errors import TlkitError, first_line, one_line
 from tlkit.features.dataset import make_feature_dataset
 from tlkit.features.fingerprint import shared_copies, weights_fingerprint
 from tlkit.features.plan import FeaturePlan, RunFeatures, lookup_features, run_features
@@ -449,7 +449,7 @@ class TrainingRun:
                 f"head {self.head.name!r} ({self.head.plugin or 'tlkit'})",
             ]
             parts += [f"augmentation {a.spec.name!r} ({a.spec.plugin or 'tlkit'})" for a in augmentations]
-            reason = (str(exc).strip().splitlines() or [""])[0][:200]
+            reason = first_line(str(exc), 200)
             raise TlkitError(
                 f"building the model failed ({type(exc).__name__}: {reason}) in one of: {', '.join(parts)}; "
                 f"check the plugin's build function (tlkit --debug train ... shows where)"

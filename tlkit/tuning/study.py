@@ -28,7 +28,7 @@ from typing import Any
 from tlkit.config.options import TrainConfig, config_from_mapping
 from tlkit.config.preflight import check_output
 from tlkit.config.resolve import resolve_config
-from tlkit.errors import TlkitError
+from tlkit.errors import TlkitError, first_line
 from tlkit.io.files import write_json
 from tlkit.observer import TrainingObserver
 from tlkit.tracking.runs import finish_study, start_study, tracked
@@ -104,7 +104,7 @@ def make_storage(url: str) -> Any:
                 )
         except (OperationalError, IntegrityError) as exc:  # processes starting together race to create the tables
             if attempt == STORAGE_TRIES - 1:
-                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                first = first_line(str(exc), 200)
                 raise TlkitError(f"--storage {url}: cannot open it ({first}); check the URL and the server") from None
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")

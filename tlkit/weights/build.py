@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tlkit.errors import TlkitError
+from tlkit.errors import TlkitError, first_line
 from tlkit.io.tfenv import import_tensorflow
 from tlkit.registry.specs import BaseSpec
 from tlkit.weights.files import build_with_weight_file
@@ -35,9 +35,7 @@ def build_base(base: BaseSpec, image_size: int, weights: str | None):
         except TlkitError:
             raise
         except Exception as exc:  # Keras raises a bare Exception on download failure
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if len(reason) > 160:
-                reason = reason[:157] + "..."
+            reason = first_line(exc, 160)
             raise TlkitError(_offline_message(base, reason)) from exc
     if "://" in weights or Path(weights).is_dir():
         # A hub handle or a weights folder, which config.resolve let through only for a base that

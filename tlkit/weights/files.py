@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from tlkit.errors import TlkitError
+from tlkit.errors import TlkitError, first_line
 from tlkit.registry.specs import BaseSpec
 
 WEIGHT_FILE_SUFFIXES = (".weights.h5", ".h5")
@@ -80,17 +80,11 @@ def build_with_weight_file(base: BaseSpec, input_shape: tuple[int, int, int], pa
     try:
         problem = _weight_file_mismatch(model, path, layout)
     except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise TlkitError(f"{label} is not a readable HDF5 weights file ({_first_line(exc)})") from exc
+        raise TlkitError(f"{label} is not a readable HDF5 weights file ({first_line(exc, 200)})") from exc
     if problem:
         raise TlkitError(f"{label} does not fit base {base.name!r}: {problem}")
     _load_weights_strictly(model, path, layout, f"{label} does not fit base {base.name!r}")
     return model
-
-
-def _first_line(exc: BaseException | str) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= 200 else line[:197] + "..."
 
 
 def _weight_file_layout(path: Path, label: str) -> str:
@@ -107,7 +101,7 @@ def _weight_file_layout(path: Path, label: str) -> str:
                 return "keras3"
     except (OSError, KeyError, ValueError) as exc:
         raise TlkitError(
-            f"{label} is not a readable HDF5 weights file ({_first_line(exc)}); "
+            f"{label} is not a readable HDF5 weights file ({first_line(exc, 200)}); "
             f"pass a file written by model.save_weights(...) (.weights.h5) or a Keras .h5 weights file"
         ) from exc
     raise TlkitError(
@@ -284,7 +278,7 @@ def _load_weights_strictly(model, path: Path, layout: str, refusal: str) -> None
             try:
                 model.load_weights(str(source))
             except Exception as exc:
-                raise TlkitError(f"{refusal}: {_first_line(exc)}") from exc
+                raise TlkitError(f"{refusal}: {first_line(exc, 200)}") from exc
     problems = []
     for warning in caught:
         from_keras = f"{os.sep}keras{os.sep}" in (warning.filename or "")
@@ -294,7 +288,7 @@ def _load_weights_strictly(model, path: Path, layout: str, refusal: str) -> None
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if problems:
         raise TlkitError(
-            f"{refusal}: Keras could not load every layer ({_first_line(str(problems[0].message))}"
+            f"{refusal}: Keras could not load every layer ({first_line(str(problems[0].message), 200)}"
             + (f"; and {len(problems) - 1} more warnings" if len(problems) > 1 else "")
             + ")"
         )
