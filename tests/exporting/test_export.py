@@ -279,6 +279,7 @@ def test_mobilenet_v2_to_tflite_int8(mobile):
         assert steady["images"] == parity["images"] and steady["noise_grey_levels"] == [1, 2]
         assert all(0.0 <= a <= 1.0 for a in steady["self_agreement"])
         assert json.loads((result.path / "export.json").read_text())["parity"]["stability"] == steady
+        assert "own answers kept under ±1 / ±2 grey levels of pixel noise" in (result.path / "README.md").read_text()
 
 
 def test_cli_mobilenet_v2_savedmodel_then_predict_and_evaluate_the_export(mobile, cli):

@@ -209,6 +209,11 @@ def model_card(info: dict[str, Any], classes: list[str]) -> str:
     ]
     if run_acc is not None:
         lines.append(f"| best validation accuracy during training | {pct(float(run_acc))} |")
+    steady = parity.get("stability")
+    if steady:  # measured after the failed check (tlkit.exporting.stability)
+        kept = " / ".join(pct(a) for a in steady["self_agreement"])
+        noise = " / ".join(f"±{level}" for level in steady["noise_grey_levels"])
+        lines.append(f"| `{RunDir.MODEL}`'s own answers kept under {noise} grey levels of pixel noise | {kept} |")
     if parity.get("forced"):
         lines += ["", "**Warning:** this export did *not* reach the required agreement and was kept with `--force`."]
     lines += [
