@@ -333,6 +333,13 @@ def _pyproject(kind: str, dist: str, module: str, name: str) -> str:
 
         [tool.setuptools]
         packages = ["{module}"]
+
+        [tool.pytest.ini_options]
+        # TensorFlow and Keras warn about their own internals on every call: not this plugin's business.
+        filterwarnings = [
+          "ignore::DeprecationWarning:tensorflow.*",
+          "ignore::DeprecationWarning:keras.*",
+        ]
         """)
 
 
