@@ -86,11 +86,11 @@ def test_unreadable_images_are_left_out(model, tmp_path):
 
 def test_the_sentence_says_whether_the_model_or_the_rounding_is_to_blame():
     fragile = {"images": 500, "noise_grey_levels": [1, 2], "self_agreement": [0.972, 0.906]}
-    text = stability_sentence(fragile, agreement=0.946, threshold=0.97)
+    text = stability_sentence(fragile, agreement=0.946, threshold=0.97, export="tflite int8")
     assert text == (
         "pixel noise of ±1 / ±2 grey levels alone changes 2.8 % / 9.4 % of model.keras's answers (500 images), "
-        "and the export no more than ±2 does: this model is too fragile for 8-bit rounding to keep 97 % of its answers"
+        "and the export no more than ±2 does: this model is too fragile for tflite int8 to keep 97 % of its answers"
     )
     steady = {"images": 100, "noise_grey_levels": [1, 2], "self_agreement": [1.0, 0.99]}
-    text = stability_sentence(steady, agreement=0.9, threshold=0.97)
+    text = stability_sentence(steady, agreement=0.9, threshold=0.97, export="onnx dynamic")
     assert text.endswith("(100 images), and the export more than ±2 does: the loss is the quantization's")

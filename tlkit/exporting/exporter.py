@@ -285,7 +285,9 @@ def export(
                 # Is it the rounding or the model?  Only worth a pass of model.keras when the check failed.
                 step(f"measuring how steady {RunDir.MODEL} is under pixel noise")
                 parity["stability"] = measure_stability(model, kept_files, top_original, size, batch_size)
-                why = "; " + stability_sentence(parity["stability"], parity["top1_agreement"], threshold)
+                why = "; " + stability_sentence(
+                    parity["stability"], parity["top1_agreement"], threshold, f"{fmt} {quantize}"
+                )
             if not parity["passed"] and not force:
                 raise TlkitError(
                     f"parity check failed for {fmt} {quantize}: top-1 agreement with {RunDir.MODEL} "

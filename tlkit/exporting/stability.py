@@ -68,8 +68,9 @@ def measure_stability(
     }
 
 
-def stability_sentence(stability: dict[str, Any], agreement: float, threshold: float) -> str:
-    """One clause for a failed parity check: how fragile ``model.keras`` is next to the export."""
+def stability_sentence(stability: dict[str, Any], agreement: float, threshold: float, export: str) -> str:
+    """One clause for a failed parity check of ``export`` (e.g. ``"tflite int8"``): how fragile
+    ``model.keras`` is next to it."""
     levels, agreements = stability["noise_grey_levels"], stability["self_agreement"]
     text = (
         f"pixel noise of {' / '.join(f'±{level}' for level in levels)} grey levels alone changes "
@@ -78,7 +79,7 @@ def stability_sentence(stability: dict[str, Any], agreement: float, threshold: f
     )
     if agreement >= agreements[-1]:
         return (
-            f"{text}, and the export no more than ±{levels[-1]} does: this model is too fragile for 8-bit "
-            f"rounding to keep {100 * threshold:.0f} % of its answers"
+            f"{text}, and the export no more than ±{levels[-1]} does: this model is too fragile for {export} "
+            f"to keep {100 * threshold:.0f} % of its answers"
         )
     return f"{text}, and the export more than ±{levels[-1]} does: the loss is the quantization's"
