@@ -94,6 +94,12 @@ def test_the_workers_of_a_multi_worker_run_never_race(feature_model, sample, tmp
     timed = _rates(monkeypatch, tf_rate=10.0, ort_rate=1.0)
     engine, _ = engines.make_engine(feature_model, "auto", onnx, sample, race=False)
     assert engine.name == "onnxruntime" and timed == [] and engines.read_decision(onnx) is None
+    # A decision this machine kept from a single-process run is not followed either: the other
+    # workers' machines may have kept another one, and every worker must compute with one engine.
+    engines.make_engine(feature_model, "auto", onnx, sample)
+    assert engines.read_decision(onnx)["engine"] == "tensorflow"
+    engine, _ = engines.make_engine(feature_model, "auto", onnx, sample, race=False)
+    assert engine.name == "onnxruntime"
 
 
 def test_a_failed_export_is_not_retried_on_every_run(feature_model, sample, tmp_path, monkeypatch):

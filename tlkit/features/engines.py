@@ -168,8 +168,9 @@ def make_engine(
     before it is trusted; on any export problem ``auto`` falls back to TensorFlow.
     The exported model is kept at ``onnx_path`` (reused by later runs).  With ``auto`` and
     ``race``, the first run on this machine also times both engines on the sample, and the
-    decision is kept beside ``onnx_path`` (see the module); without ``race`` (the workers of a
-    multi-worker run, which must all use one engine) a kept decision is followed but none is made.
+    decision is kept beside ``onnx_path`` (see the module).  Without ``race`` (the workers of a
+    multi-worker run, which must all use one engine though their machines may keep different
+    decisions) no decision is read or made: ONNX Runtime whenever its export works.
     """
     if choice not in ENGINES:
         raise TlkitError(f"unknown --engine {choice!r}; choose from {', '.join(ENGINES)}")
@@ -184,7 +185,7 @@ def make_engine(
                 "pip install onnxruntime tf2onnx onnx, or use --engine tensorflow"
             )
         return TensorFlowEngine(feature_model), "TensorFlow (onnxruntime is not installed)"
-    kept = read_decision(onnx_path) if choice == "auto" else None
+    kept = read_decision(onnx_path) if choice == "auto" and race else None
     if kept and kept["engine"] == TensorFlowEngine.name:
         where = decision_path(onnx_path).name
         return TensorFlowEngine(feature_model), f"TensorFlow ({kept['reason']}; decided {kept['decided']}, {where})"
@@ -202,7 +203,7 @@ def make_engine(
         if choice == "onnxruntime":
             raise TlkitError(f"ONNX export or check failed ({exc}); use --engine tensorflow") from exc
         reason = f"ONNX export failed: {first_line(exc, 240)}"
-        if not isinstance(exc, OSError):  # a full or read-only disk may be gone next time
+        if race and not isinstance(exc, OSError):  # a full or read-only disk may be gone next time
             _keep_decision(onnx_path, TensorFlowEngine.name, reason)  # not tried again on every run
         return TensorFlowEngine(feature_model), f"TensorFlow ({reason})"
     if choice == "auto" and kept is None and race:

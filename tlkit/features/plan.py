@@ -121,8 +121,9 @@ class FeaturePlan:
         return entry_key({**per_image, "engine": engine, "rows": "per-image"})
 
     def expected_engine(self) -> str:
-        """The engine a miss would use (part of the key: engines differ by ~1e-6)."""
-        return engines.expected_engine(self.engine_choice, self.onnx_path)
+        """The engine a miss would use (part of the key: engines differ by ~1e-6).  The workers of a
+        multi-worker run ignore ``auto``'s kept decision, as :func:`engines.make_engine` does for them."""
+        return engines.expected_engine(self.engine_choice, self.onnx_path if self.shard[1] == 1 else None)
 
     @property
     def onnx_path(self) -> Path:
