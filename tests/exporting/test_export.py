@@ -502,7 +502,7 @@ def test_onnx_dynamic_quantizes_the_dense_layers_only_and_passes_parity(pretrain
     assert result.size_bytes < 0.8 * 4 * params
 
 
-def test_a_failed_int8_parity_check_says_what_to_use_instead(fast, monkeypatch):
+def test_a_failed_int8_parity_check_says_what_to_use_instead(fast, monkeypatch, cli, tmp_path):
     _, run = fast
     before = sorted(p.name for p in (run / "export").iterdir()) if (run / "export").exists() else []
     monkeypatch.setitem(MIN_AGREEMENT, "int8", 1.01)  # no export can reach it
@@ -518,3 +518,9 @@ def test_a_failed_int8_parity_check_says_what_to_use_instead(fast, monkeypatch):
     )
     after = sorted(p.name for p in (run / "export").iterdir()) if (run / "export").exists() else []
     assert after == before  # nothing written
+
+    # Kept with --force from the CLI, the summary shows the same yardstick.
+    forced = tmp_path / "forced"
+    code, out, err = cli("export", run, "--format", "tflite", "--quantize", "int8", "--force", "--output", forced)
+    assert code == 0, err
+    assert re.search(r"stability +model.keras keeps [\d.]+ % / [\d.]+ % of its own answers under ±1 / ±2 grey", out)

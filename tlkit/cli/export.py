@@ -121,6 +121,11 @@ def _print_result(result) -> None:
         f"{RunDir.MODEL} {100 * parity['accuracy_original']:.1f} % → this export "
         f"{100 * parity['accuracy_exported']:.1f} %",
     )
+    steady = parity.get("stability")
+    if steady:  # measured after the failed check: is it the rounding or the model?
+        kept = " / ".join(f"{100 * a:.1f} %" for a in steady["self_agreement"])
+        noise = " / ".join(f"±{level}" for level in steady["noise_grey_levels"])
+        table.add_row("stability", f"{RunDir.MODEL} keeps {kept} of its own answers under {noise} grey levels of noise")
     if info.get("calibration"):
         cal = info["calibration"]
         note = "" if cal["images"] >= cal["requested"] else f" (all there are; {cal['requested']} requested)"
