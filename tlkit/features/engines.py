@@ -154,7 +154,7 @@ def _race(feature_model: Any, onnx_engine: Any, onnx_path: Path, sample: np.ndar
         reason = f"{tf_rate / ort_rate:.1f}× faster than ONNX Runtime on this base here, {rates}"
         _keep_decision(onnx_path, TensorFlowEngine.name, reason, tensorflow_ips=tf_rate, onnxruntime_ips=ort_rate)
         return tf_engine, f"TensorFlow ({reason})"
-    reason = f"not slower than TensorFlow on this base here, {ort_rate:.1f} vs {tf_rate:.1f} images/s"
+    reason = f"TensorFlow is not {TF_FASTER_BY}× faster on this base here, {rates}"
     _keep_decision(onnx_path, OnnxRuntimeEngine.name, reason, tensorflow_ips=tf_rate, onnxruntime_ips=ort_rate)
     return onnx_engine, "ONNX Runtime"
 
