@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tlkit.features import engines
+from tlkit.features.store import FeatureStore
 
 pytest.importorskip("onnxruntime")
 
@@ -43,14 +44,16 @@ def _rates(monkeypatch, tf_rate: float, ort_rate: float) -> list[str]:
 def test_tensorflow_wins_only_when_clearly_faster_and_the_decision_is_kept(
     feature_model, sample, tmp_path, monkeypatch
 ):
-    onnx = tmp_path / "models" / "base-16.onnx"
+    onnx = FeatureStore(tmp_path).model_path("base-16.onnx")
     timed = _rates(monkeypatch, tf_rate=10.0, ort_rate=4.0)
     engine, reason = engines.make_engine(feature_model, "auto", onnx, sample)
     assert engine.name == "tensorflow" and timed == ["tensorflow", "onnxruntime"]
     assert reason == "TensorFlow (2.5× faster than ONNX Runtime on this base here, 10.0 vs 4.0 images/s)"
     kept = json.loads(engines.decision_path(onnx).read_text())
     assert kept["engine"] == "tensorflow" and kept["tensorflow_ips"] == 10.0 and kept["machine"]["cpus"]
-    assert engines.decision_path(onnx).name.startswith(".")  # not listed as a cache entry
+    assert engines.decision_path(onnx).name.startswith(".")  # not listed as a cache entry, but shown in its row
+    (row,) = FeatureStore(tmp_path).entries()
+    assert row["kind"] == "onnx" and row["engine"] == "tensorflow" and row["engine_reason"].startswith("2.5× faster")
     assert engines.expected_engine("auto", onnx) == "tensorflow"  # the cache key a run looks up first
     assert engines.expected_engine("onnxruntime", onnx) == "onnxruntime"
 

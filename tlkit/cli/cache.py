@@ -40,7 +40,7 @@ def cache_info(as_json: bool = typer.Option(False, "--json", help="Print JSON fo
             e["kind"],
             str(e.get("base", "")),
             str(e.get("image_size", "")),
-            str(shape[1] if len(shape) > 1 else ""),
+            str(shape[1] if len(shape) > 1 and shape[1] is not None else ""),  # an exported base has no images
             str(shape[0] or ""),
             str(e.get("engine", "")),
             f"{e['bytes'] / 1e6:.1f}",

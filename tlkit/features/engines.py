@@ -6,7 +6,8 @@ Importing this module stays light: TensorFlow, Keras and ONNX Runtime are import
 engine is made.
 
 ``--engine auto`` decides once per exported base and machine, and keeps the decision beside the
-ONNX file (hidden: ``.<name>.onnx.engine.json``; ``tlkit cache clear`` removes it): ONNX Runtime, unless its export fails (not retried
+ONNX file (hidden, :meth:`FeatureStore.decision_path`; ``tlkit cache info`` shows it in the exported
+base's row, ``tlkit cache clear`` removes it): ONNX Runtime, unless its export fails (not retried
 until TensorFlow, tf2onnx, ONNX Runtime or tlkit change) or TensorFlow runs the base clearly
 faster on the same images (some vision transformers: bench/README.md, "KerasHub bases").
 """
@@ -26,6 +27,7 @@ import numpy as np
 from tlkit.config.options import ENGINES
 from tlkit.errors import TlkitError, first_line
 from tlkit.features.onnx_export import export_onnx
+from tlkit.features.store import FeatureStore
 from tlkit.io.files import write_json
 from tlkit.version import __version__
 
@@ -96,8 +98,8 @@ def expected_engine(choice: str, onnx_path: Path | None = None) -> str:
 
 
 def decision_path(onnx_path: Path) -> Path:
-    """Where ``auto``'s decision for the base exported to ``onnx_path`` is kept."""
-    return onnx_path.with_name(f".{onnx_path.name}.engine.json")
+    """Where ``auto``'s decision for the base exported to ``onnx_path`` is kept (the store's rule)."""
+    return FeatureStore.decision_path(onnx_path)
 
 
 def _machine() -> dict[str, Any]:
