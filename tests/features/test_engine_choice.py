@@ -7,7 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from tlkit.cli import app
 from tlkit.features import engines
 from tlkit.features.store import FeatureStore
 
@@ -52,7 +54,9 @@ def test_tensorflow_wins_only_when_clearly_faster_and_the_decision_is_kept(
     kept = json.loads(engines.decision_path(onnx).read_text())
     assert kept["engine"] == "tensorflow" and kept["tensorflow_ips"] == 10.0 and kept["machine"]["cpus"]
     assert engines.decision_path(onnx).name.startswith(".")  # not listed as a cache entry, but shown in its row
-    (row,) = FeatureStore(tmp_path).entries()
+    monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path))
+    listed = CliRunner().invoke(app, ["cache", "info", "--json"])
+    (row,) = json.loads(listed.stdout)["entries"]
     assert row["kind"] == "onnx" and row["engine"] == "tensorflow" and row["engine_reason"].startswith("2.5× faster")
     assert engines.expected_engine("auto", onnx) == "tensorflow"  # the cache key a run looks up first
     assert engines.expected_engine("onnxruntime", onnx) == "onnxruntime"

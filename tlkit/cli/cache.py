@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.table import Table
 
@@ -26,8 +28,14 @@ def _checked_store():
 @handles_errors
 def cache_info(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
     """Show the feature cache: where it is, each entry (base, size, images, views) and the total size."""
+    from tlkit.features.engines import read_decision  # lazy: engines loads numpy; `tlkit --help` stays without it
+
     store = _checked_store()
     entries = store.entries()
+    for e in entries:
+        kept = read_decision(Path(e["path"])) if e["kind"] == "onnx" else None
+        if kept:  # --engine auto's choice for this exported base, on this machine
+            e.update(engine=kept["engine"], engine_reason=kept["reason"])
     total = sum(e["bytes"] for e in entries)
     if as_json:
         return print_json({"root": str(store.root), "bytes": total, "entries": entries})

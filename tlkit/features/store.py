@@ -567,8 +567,6 @@ class FeatureStore:
                 if path.name.startswith("."):
                     continue
                 meta = (self.meta(path.name) or {}) if kind == "features" and path.is_dir() else {}
-                if kind == "onnx":
-                    meta = _engine_choice(self.decision_path(path))
                 meta.pop(self._HASHES, None)  # one hash per image: in meta.json, too long to list
                 found.append({"kind": kind, "name": path.name, "path": str(path), "bytes": _size(path), **meta})
         return found
@@ -588,15 +586,6 @@ class FeatureStore:
                 entries += 0 if path.name.startswith(".") else 1
                 freed += size
         return entries, freed
-
-
-def _engine_choice(path: Path) -> dict[str, Any]:
-    """``{"engine", "engine_reason"}`` of a kept engine decision (nothing when there is none)."""
-    try:
-        kept = json.loads(path.read_text())
-        return {"engine": str(kept["engine"]), "engine_reason": str(kept.get("reason", ""))}
-    except (OSError, ValueError, TypeError, KeyError):
-        return {}
 
 
 def _size(path: Path) -> int:
