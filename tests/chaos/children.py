@@ -103,3 +103,12 @@ def wait_until(condition: Callable[[], T | None], children: Sequence[Child], tim
                 child.kill()
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; killed the children")
         time.sleep(0.002)
+
+
+def entry_names(folder: Path) -> tuple[list[str], list[str]]:
+    """(whole entries, ``.tmp-*`` folders being written or left) in a feature store's entries folder."""
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except FileNotFoundError:
+        return [], []
+    return [n for n in names if not n.startswith(".")], [n for n in names if n.startswith(".tmp-")]

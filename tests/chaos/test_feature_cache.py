@@ -15,17 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.chaos.children import entry_names
 from tests.support import invoke_tlkit
 from tlkit.features.store import FeatureStore
-
-
-def _names(folder: Path) -> tuple[list[str], list[str]]:
-    """(whole entries, ``.tmp-*`` folders being written or left) in the store's entries folder."""
-    try:
-        names = sorted(p.name for p in folder.iterdir())
-    except FileNotFoundError:
-        return [], []
-    return [n for n in names if not n.startswith(".")], [n for n in names if n.startswith(".tmp-")]
 
 
 def _cache(*args: str, cache: Path):
@@ -80,7 +72,7 @@ def test_processes_computing_the_same_entry_at_once_all_finish_with_one_entry(tm
         seen = 0
         deadline = time.monotonic() + 120
         while any(w.poll() is None for w in writers) and time.monotonic() < deadline:
-            seen = max(seen, len(_names(store.entries_dir)[1]))
+            seen = max(seen, len(entry_names(store.entries_dir)[1]))
             time.sleep(0.002)
         results = [w.communicate(timeout=60) for w in writers]
     finally:
@@ -94,7 +86,7 @@ def test_processes_computing_the_same_entry_at_once_all_finish_with_one_entry(tm
     expected = (np.arange(48 * 4 * 4 * 3) % 251).reshape(48, -1)[:, :6] * 0.5 + 1.0
     for f in found:
         np.testing.assert_array_equal(np.asarray(f["features"])[0], expected)
-    assert _names(store.entries_dir) == (["k"], [])
+    assert entry_names(store.entries_dir) == (["k"], [])
     assert store.verify("k")
     verify = _cache("verify", cache=cache)
     assert verify.returncode == 0 and "Checked 1 feature entries" in verify.stdout, verify.stdout

@@ -15,19 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.children import wait_until
+from tests.chaos.children import entry_names, wait_until
 from tests.support import CLASS_COLORS, CLI_FAST, invoke_tlkit
 from tlkit.features.store import FeatureStore
 from tlkit.testing import make_image_folder
-
-
-def _names(folder: Path) -> tuple[list[str], list[str]]:
-    """(whole entries, ``.tmp-*`` folders being written or left) in the store's entries folder."""
-    try:
-        names = sorted(p.name for p in folder.iterdir())
-    except FileNotFoundError:
-        return [], []
-    return [n for n in names if not n.startswith(".")], [n for n in names if n.startswith(".tmp-")]
 
 
 def _done(run: Path) -> bool:
@@ -61,12 +52,12 @@ def test_a_run_killed_in_its_feature_pass_then_in_its_report(tmp_path, spawn):
         )
 
         def second_entry_started() -> bool:
-            whole, _ = _names(store.entries_dir)
+            whole, _ = entry_names(store.entries_dir)
             return len(whole) == 1 and any(store.entries_dir.glob(".tmp-*/features.*"))
 
         wait_until(second_entry_started, [child], 300, "the second feature entry (val) to be written")
         child.kill()
-        whole, leftovers = _names(store.entries_dir)
+        whole, leftovers = entry_names(store.entries_dir)
         if len(whole) == 1 and leftovers:
             break
         shutil.rmtree(cache)  # the val pass ended before SIGKILL landed: again, with more val images
@@ -100,7 +91,7 @@ def test_a_run_killed_in_its_feature_pass_then_in_its_report(tmp_path, spawn):
     features = json.loads((run / "metrics.json").read_text())["features"]
     assert features["train"]["cache"] == "hit" and features["train"]["entry"].endswith(train_key)
     assert features["val"]["cache"] == "computed"
-    whole, leftovers = _names(store.entries_dir)
+    whole, leftovers = entry_names(store.entries_dir)
     assert len(whole) == 2 and not leftovers, (whole, leftovers)  # the dead writer's leftover is gone
     val_key = next(name for name in whole if name != train_key)
     assert store.meta(val_key)["shape"][:2] == [1, 3 * val_per_class]
