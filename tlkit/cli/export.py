@@ -123,9 +123,15 @@ def _print_result(result) -> None:
     )
     steady = parity.get("stability")
     if steady:  # measured after the failed check: is it the rounding or the model?
-        kept = " / ".join(f"{100 * a:.1f} %" for a in steady["self_agreement"])
-        noise = " / ".join(f"±{level}" for level in steady["noise_grey_levels"])
-        table.add_row("stability", f"{RunDir.MODEL} keeps {kept} of its own answers under {noise} grey levels of noise")
+        from tlkit.exporting.stability import (  # lazy: loads numpy; `tlkit --help` stays without it
+            kept_text,
+            noise_text,
+        )
+
+        table.add_row(
+            "stability",
+            f"{RunDir.MODEL} keeps {kept_text(steady)} of its own answers under {noise_text(steady)} grey levels of noise",
+        )
     if info.get("calibration"):
         cal = info["calibration"]
         note = "" if cal["images"] >= cal["requested"] else f" (all there are; {cal['requested']} requested)"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tlkit.exporting.formats import TITLES
+from tlkit.exporting.stability import kept_text, noise_text
 from tlkit.inference.artifacts import ARTIFACTS, EXPORT_JSON, INPUT_NAME, OUTPUT_NAME
 from tlkit.io.hashing import sha256_file
 from tlkit.io.rundir import RunDir
@@ -210,10 +211,11 @@ def model_card(info: dict[str, Any], classes: list[str]) -> str:
     if run_acc is not None:
         lines.append(f"| best validation accuracy during training | {pct(float(run_acc))} |")
     steady = parity.get("stability")
-    if steady:  # measured after the failed check (tlkit.exporting.stability)
-        kept = " / ".join(pct(a) for a in steady["self_agreement"])
-        noise = " / ".join(f"±{level}" for level in steady["noise_grey_levels"])
-        lines.append(f"| `{RunDir.MODEL}`'s own answers kept under {noise} grey levels of pixel noise | {kept} |")
+    if steady:  # measured after the failed check
+        lines.append(
+            f"| `{RunDir.MODEL}`'s own answers kept under {noise_text(steady)} grey levels of pixel noise | "
+            f"{kept_text(steady)} |"
+        )
     if parity.get("forced"):
         lines += ["", "**Warning:** this export did *not* reach the required agreement and was kept with `--force`."]
     lines += [

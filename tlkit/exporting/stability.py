@@ -22,7 +22,7 @@ import numpy as np
 from tlkit.inference.prediction import Predictor, decoded_batches
 from tlkit.io.rundir import RunDir
 
-__all__ = ["MAX_IMAGES", "NOISE_LEVELS", "measure_stability", "stability_sentence"]
+__all__ = ["MAX_IMAGES", "NOISE_LEVELS", "kept_text", "measure_stability", "noise_text", "stability_sentence"]
 
 #: Noise amplitudes in grey levels (of 0–255), smallest first.
 NOISE_LEVELS: tuple[int, ...] = (1, 2)
@@ -68,12 +68,22 @@ def measure_stability(
     }
 
 
+def noise_text(stability: dict[str, Any]) -> str:
+    """The noise levels of a :func:`measure_stability` record as shown: ``"±1 / ±2"``."""
+    return " / ".join(f"±{level}" for level in stability["noise_grey_levels"])
+
+
+def kept_text(stability: dict[str, Any]) -> str:
+    """The answers kept at each level as shown: ``"97.0 % / 92.0 %"``."""
+    return " / ".join(f"{100 * a:.1f} %" for a in stability["self_agreement"])
+
+
 def stability_sentence(stability: dict[str, Any], agreement: float, threshold: float, export: str) -> str:
     """One clause for a failed parity check of ``export`` (e.g. ``"tflite int8"``): how fragile
     ``model.keras`` is next to it."""
     levels, agreements = stability["noise_grey_levels"], stability["self_agreement"]
     text = (
-        f"pixel noise of {' / '.join(f'±{level}' for level in levels)} grey levels alone changes "
+        f"pixel noise of {noise_text(stability)} grey levels alone changes "
         f"{' / '.join(f'{100 * (1 - a):.1f} %' for a in agreements)} of {RunDir.MODEL}'s answers "
         f"({stability['images']} images)"
     )
