@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import tlkit
-from tlkit.io.urls import mask_password
+from tlkit.io.urls import is_masked, mask_password
 from tlkit.tracking.tracker import flat_params
 
 DEFAULT_EXPERIMENT = "tlkit"
@@ -157,7 +157,7 @@ class MlflowTracker(tlkit.Tracker):
         """The URI the run was tracked at (tracking.json), unless its password was masked there:
         then the same as at the start, ``--track-uri`` or ``MLFLOW_TRACKING_URI``."""
         stored = str(run.state.get("uri") or "")
-        return self.given_uri if not stored or ":***@" in stored else stored
+        return self.given_uri if not stored or is_masked(stored) else stored
 
     def _experiment(self) -> tuple[str, str]:
         """(id, name) of the experiment runs go to, created when missing."""
